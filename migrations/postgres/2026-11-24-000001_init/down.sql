@@ -1,0 +1,16 @@
+DROP TABLE faults;
+DROP TABLE inbound_events;
+DROP TABLE deadlines;
+DROP TABLE notification_outbox;
+DROP TABLE webhook_attempts;
+DROP TABLE webhook_outbox;
+DROP TABLE parcel_events;
+DROP TABLE parcels;
+DROP TABLE recipients;
+DROP TABLE compartments;
+DROP TABLE sections;
+DROP TABLE lockers;
+DROP TABLE carriers;
+DROP TABLE sites;
+DROP TABLE admin_keys;
+DROP FUNCTION parcel_events_append_only();

@@ -1,0 +1,252 @@
+//! Settings, layered: built-in defaults, then an optional TOML file, then `DATABASE_URL`,
+//! then `LOCKERHUB_*` environment variables. Secrets are wrapped so they never print.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::ServerKey;
+use crate::db::DatabaseUrl;
+
+/// A string that must not appear in logs or `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub data_dir: PathBuf,
+    pub database_url: Option<Secret>,
+    pub db_pool_size: u32,
+    pub db_connect_timeout_secs: u64,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub max_body_bytes: usize,
+    pub max_csv_bytes: usize,
+    pub auth_failures_per_minute: u32,
+    pub secret_key: Option<Secret>,
+    pub pickup_code_length: usize,
+    pub pickup_attempts: u32,
+    pub pickup_attempt_window_secs: u64,
+    pub pickup_lockout_secs: u64,
+    pub device_heartbeat_secs: u64,
+    pub device_timeout_secs: u64,
+    pub deposit_timeout_secs: u64,
+    pub dwell_hours: u32,
+    pub reservation_hours: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            workers: 0,
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            db_pool_size: 16,
+            db_connect_timeout_secs: 5,
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            max_body_bytes: 64 * 1024,
+            max_csv_bytes: 2 * 1024 * 1024,
+            auth_failures_per_minute: 30,
+            secret_key: None,
+            pickup_code_length: 8,
+            pickup_attempts: 5,
+            pickup_attempt_window_secs: 60,
+            pickup_lockout_secs: 900,
+            device_heartbeat_secs: 20,
+            device_timeout_secs: 60,
+            deposit_timeout_secs: 300,
+            dwell_hours: 72,
+            reservation_hours: 24,
+        }
+    }
+}
+
+/// Shown by `--help`: every setting, its environment variable and its default.
+pub const SETTINGS_HELP: &str = "\
+Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
+  host                        LOCKERHUB_HOST                        127.0.0.1
+  port                        LOCKERHUB_PORT                        8080
+  workers                     LOCKERHUB_WORKERS                     0 (one per core)
+  data_dir                    LOCKERHUB_DATA_DIR                    data
+  database_url                LOCKERHUB_DATABASE_URL, DATABASE_URL  sqlite://<data_dir>/lockerhub.db
+                              (postgres://user:pass@host:port/db selects PostgreSQL)
+  db_pool_size                LOCKERHUB_DB_POOL_SIZE                16
+  db_connect_timeout_secs     LOCKERHUB_DB_CONNECT_TIMEOUT_SECS     5
+  log_format                  LOCKERHUB_LOG_FORMAT                  pretty (or json)
+  log_level                   LOCKERHUB_LOG_LEVEL                   info (or an EnvFilter directive)
+  max_body_bytes              LOCKERHUB_MAX_BODY_BYTES              65536
+  max_csv_bytes               LOCKERHUB_MAX_CSV_BYTES               2097152
+  auth_failures_per_minute    LOCKERHUB_AUTH_FAILURES_PER_MINUTE    30 per client IP, then 429
+  secret_key                  LOCKERHUB_SECRET_KEY                  64 hex chars; generated into
+                                                                    <data_dir>/secret.key if unset
+  pickup_code_length          LOCKERHUB_PICKUP_CODE_LENGTH          8
+  pickup_attempts             LOCKERHUB_PICKUP_ATTEMPTS             5 wrong codes per window per locker
+  pickup_attempt_window_secs  LOCKERHUB_PICKUP_ATTEMPT_WINDOW_SECS  60
+  pickup_lockout_secs         LOCKERHUB_PICKUP_LOCKOUT_SECS         900
+  device_heartbeat_secs       LOCKERHUB_DEVICE_HEARTBEAT_SECS       20 (WebSocket ping interval)
+  device_timeout_secs         LOCKERHUB_DEVICE_TIMEOUT_SECS         60 (silent devices are dropped)
+  deposit_timeout_secs        LOCKERHUB_DEPOSIT_TIMEOUT_SECS        300 (an unfinished deposit is cancelled)
+  dwell_hours                 LOCKERHUB_DWELL_HOURS                 72
+  reservation_hours           LOCKERHUB_RESERVATION_HOURS           24
+The config file is --config PATH, or LOCKERHUB_CONFIG, or ./lockerhub.toml if present.";
+
+impl Settings {
+    /// Loads the layered settings; `file` overrides the default file location.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("LOCKERHUB_CONFIG").map(PathBuf::from));
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        match &file {
+            Some(path) if !path.exists() => {
+                return Err(format!("config file {} does not exist", path.display()))
+            }
+            Some(path) => fig = fig.merge(Toml::file(path)),
+            None => fig = fig.merge(Toml::file("lockerhub.toml")),
+        }
+        fig = fig
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .merge(Env::prefixed("LOCKERHUB_").ignore(&["CONFIG"]));
+        let settings: Settings = fig
+            .extract()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(6..=12).contains(&self.pickup_code_length) {
+            return Err("pickup_code_length must be between 6 and 12".into());
+        }
+        if self.pickup_attempts == 0 || self.pickup_attempt_window_secs == 0 {
+            return Err("pickup_attempts and pickup_attempt_window_secs must be positive".into());
+        }
+        if self.auth_failures_per_minute == 0 {
+            return Err("auth_failures_per_minute must be positive".into());
+        }
+        if self.db_pool_size == 0 {
+            return Err("db_pool_size must be positive".into());
+        }
+        if self.device_heartbeat_secs == 0 || self.device_timeout_secs <= self.device_heartbeat_secs
+        {
+            return Err(
+                "device_timeout_secs must be greater than device_heartbeat_secs > 0".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> Result<DatabaseUrl, String> {
+        let raw = match &self.database_url {
+            Some(url) => url.expose().to_string(),
+            None => format!("sqlite://{}", self.data_dir.join("lockerhub.db").display()),
+        };
+        DatabaseUrl::parse(&raw, self.db_connect_timeout())
+    }
+
+    pub fn db_connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_connect_timeout_secs)
+    }
+
+    /// The configured server key, or the one kept in `<data_dir>/secret.key` (created on first start).
+    pub fn server_key(&self) -> Result<ServerKey, String> {
+        if let Some(k) = &self.secret_key {
+            return ServerKey::from_hex(k.expose());
+        }
+        let path = self.data_dir.join("secret.key");
+        match std::fs::read_to_string(&path) {
+            Ok(s) => ServerKey::from_hex(&s).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.data_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", self.data_dir.display()))?;
+                let key = ServerKey::generate();
+                write_private(&path, &key.to_hex())?;
+                Ok(key)
+            }
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings {
+            secret_key: Some(Secret::new("deadbeef")),
+            ..Settings::default()
+        };
+        assert!(!format!("{s:?}").contains("deadbeef"));
+    }
+
+    #[test]
+    fn default_database_is_sqlite_in_data_dir() {
+        let url = Settings::default().database_url().unwrap();
+        assert_eq!(url.backend(), crate::db::Backend::Sqlite);
+        assert_eq!(url.display(), "data/lockerhub.db");
+    }
+
+    #[test]
+    fn postgres_url_hides_password_and_gets_timeout() {
+        let url = DatabaseUrl::parse(
+            "postgres://u:hunter2@db.example:6432/lh",
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        assert_eq!(url.display(), "postgres://db.example:6432/lh");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(url.target().contains("connect_timeout=3"));
+        assert!(DatabaseUrl::parse("mysql://x", Duration::from_secs(1)).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! Database access for both backends through one `MultiConnection`.
+//!
+//! `MultiConnection::establish` tries each backend in turn and swallows the real error, so the
+//! pool uses its own manager that dispatches on the URL scheme and reports what went wrong.
+
+pub mod admin_keys;
+pub mod carriers;
+pub mod lockers;
+pub mod page;
+pub mod parcels;
+pub mod recipients;
+pub mod schema;
+pub mod sites;
+pub mod ts;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::error::AppError;
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Sqlite(diesel::SqliteConnection),
+    Pg(diesel::PgConnection),
+}
+
+/// The backend type of `DbConn`, for boxed queries.
+pub type DbBackend = <DbConn as diesel::Connection>::Backend;
+
+pub type Pool = r2d2::Pool<ConnectionManager>;
+pub type PooledConn = r2d2::PooledConnection<ConnectionManager>;
+
+/// Which backend a database URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database URL, parsed once at the edge.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    backend: Backend,
+    /// What the driver is given: a path for SQLite, the URL (with a connect timeout) for PostgreSQL.
+    target: String,
+    /// Host (PostgreSQL) or path (SQLite), safe to print: no password.
+    display: String,
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}({})", self.backend, self.display)
+    }
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str, connect_timeout: Duration) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            let mut url =
+                url::Url::parse(raw).map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+            let host = url.host_str().unwrap_or("localhost").to_string();
+            let port = url.port().unwrap_or(5432);
+            if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
+                let secs = connect_timeout.as_secs().max(1).to_string();
+                url.query_pairs_mut().append_pair("connect_timeout", &secs);
+            }
+            let db = url.path().trim_start_matches('/').to_string();
+            Ok(Self {
+                backend: Backend::Postgres,
+                target: url.to_string(),
+                display: format!("postgres://{host}:{port}/{db}"),
+            })
+        } else {
+            let path = raw
+                .strip_prefix("sqlite://")
+                .or_else(|| raw.strip_prefix("sqlite:"))
+                .unwrap_or(raw);
+            if path.is_empty() {
+                return Err("empty SQLite path".into());
+            }
+            if raw.contains("://") && !raw.starts_with("sqlite://") {
+                return Err(format!(
+                    "unsupported database URL scheme in {:?}: use sqlite://PATH or postgres://",
+                    raw.split("://").next().unwrap_or("")
+                ));
+            }
+            Ok(Self {
+                backend: Backend::Sqlite,
+                target: path.to_string(),
+                display: path.to_string(),
+            })
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Printable description (never contains the password).
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The raw target, for tests and tools that need it.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn establish(&self) -> Result<DbConn, String> {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = diesel::SqliteConnection::establish(&self.target)
+                    .map_err(|e| format!("cannot open SQLite database {}: {e}", self.display))?;
+                // WAL lets readers run beside the writer; the busy timeout makes writers queue
+                // instead of failing with SQLITE_BUSY; foreign keys are off by default in SQLite.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                )
+                .map_err(|e| format!("cannot configure SQLite database {}: {e}", self.display))?;
+                Ok(DbConn::Sqlite(conn))
+            }
+            Backend::Postgres => diesel::PgConnection::establish(&self.target)
+                .map(DbConn::Pg)
+                .map_err(|e| {
+                    format!(
+                        "cannot connect to PostgreSQL at {}: {}",
+                        self.display,
+                        e.to_string().trim()
+                    )
+                }),
+        }
+    }
+}
+
+/// r2d2 manager that knows the backend up front.
+pub struct ConnectionManager {
+    url: DatabaseUrl,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(String);
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConn;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<DbConn, ConnectError> {
+        self.url.establish().map_err(ConnectError)
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), ConnectError> {
+        conn.batch_execute("SELECT 1")
+            .map_err(|e| ConnectError(e.to_string()))
+    }
+
+    fn has_broken(&self, _conn: &mut DbConn) -> bool {
+        false
+    }
+}
+
+/// Opens the pool and applies pending migrations.
+///
+/// The first connection is made directly so that an unreachable database fails within the
+/// connect timeout with the driver's own message, instead of r2d2's generic one.
+pub fn connect(
+    url: &DatabaseUrl,
+    pool_size: u32,
+    connect_timeout: Duration,
+) -> Result<Pool, String> {
+    if url.backend == Backend::Sqlite {
+        if let Some(parent) = std::path::Path::new(&url.target).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create directory {}: {e}", parent.display()))?;
+            }
+        }
+    }
+    let mut first = url.establish()?;
+    run_migrations(&mut first)?;
+    drop(first);
+    r2d2::Pool::builder()
+        .max_size(pool_size)
+        .min_idle(Some(1))
+        .connection_timeout(connect_timeout.max(Duration::from_secs(1)))
+        .error_handler(Box::new(r2d2::LoggingErrorHandler))
+        .build(ConnectionManager { url: url.clone() })
+        .map_err(|e| format!("cannot open database pool for {}: {e}", url.display))
+}
+
+/// Applies any embedded migrations not yet applied; returns how many ran.
+pub fn run_migrations(conn: &mut DbConn) -> Result<usize, String> {
+    let applied = match conn {
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        DbConn::Pg(c) => c
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
+    };
+    applied.map_err(|e| format!("migration failed: {e}"))
+}
+
+/// Shared handle the HTTP layer and actors use to run blocking diesel work off the async threads.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    backend: Backend,
+}
+
+impl Db {
+    pub fn new(pool: Pool, backend: Backend) -> Self {
+        Self { pool, backend }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| AppError::Unavailable(e.to_string()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("database task failed: {e}")))?
+    }
+
+    /// Runs `f` inside one transaction, so the state change and its outbox rows commit together.
+    pub async fn transaction<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(move |conn| conn.transaction(f)).await
+    }
+}
+
+/// Current time as the naive UTC timestamp both backends store.
+pub fn now() -> chrono::NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+/// A new time-ordered id: sorts by creation, so it doubles as the pagination cursor.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,169 @@
+//! Parcels and their append-only event log.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::page::{Page, Paged};
+use super::schema::{parcel_events, parcels};
+use super::{new_id, now, DbConn};
+use crate::domain::parcel::ParcelState;
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
+#[diesel(table_name = parcels)]
+pub struct Parcel {
+    pub id: String,
+    pub carrier_id: String,
+    pub tracking_number: String,
+    pub site_id: String,
+    pub recipient_id: Option<String>,
+    pub locker_id: Option<String>,
+    pub compartment_id: Option<String>,
+    pub size: String,
+    #[schema(value_type = ParcelState)]
+    pub state: String,
+    #[serde(skip)]
+    pub pickup_code_hash: Option<String>,
+    #[serde(skip)]
+    pub qr_token_hash: Option<String>,
+    #[serde(skip)]
+    pub collection_code_hash: Option<String>,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub reserved_until: Option<NaiveDateTime>,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub deposited_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub pickup_deadline: Option<NaiveDateTime>,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub picked_up_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expired_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub returned_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub cancelled_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "super::ts::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "super::ts::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: NaiveDateTime,
+}
+
+impl Parcel {
+    pub fn state(&self) -> ParcelState {
+        ParcelState::parse(&self.state).unwrap_or(ParcelState::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
+#[diesel(table_name = parcel_events)]
+pub struct ParcelEvent {
+    pub id: String,
+    pub parcel_id: String,
+    pub kind: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    /// Who caused it: `locker:<id>`, `carrier:<id>`, `admin:<key id>` or `system`.
+    pub actor: String,
+    /// JSON object with event details.
+    pub detail: String,
+    #[serde(serialize_with = "super::ts::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ParcelFilter {
+    pub state: Option<ParcelState>,
+    pub carrier_id: Option<String>,
+    pub recipient_id: Option<String>,
+    pub locker_id: Option<String>,
+    pub site_id: Option<String>,
+    pub tracking_number: Option<String>,
+}
+
+pub fn search(conn: &mut DbConn, f: &ParcelFilter, page: &Page) -> QueryResult<Paged<Parcel>> {
+    let mut q = parcels::table
+        .select(Parcel::as_select())
+        .order(parcels::id.asc())
+        .limit(page.limit + 1)
+        .into_boxed();
+    if let Some(after) = &page.after {
+        q = q.filter(parcels::id.gt(after.clone()));
+    }
+    if let Some(s) = f.state {
+        q = q.filter(parcels::state.eq(s.as_str()));
+    }
+    if let Some(v) = &f.carrier_id {
+        q = q.filter(parcels::carrier_id.eq(v.clone()));
+    }
+    if let Some(v) = &f.recipient_id {
+        q = q.filter(parcels::recipient_id.eq(v.clone()));
+    }
+    if let Some(v) = &f.locker_id {
+        q = q.filter(parcels::locker_id.eq(v.clone()));
+    }
+    if let Some(v) = &f.site_id {
+        q = q.filter(parcels::site_id.eq(v.clone()));
+    }
+    if let Some(v) = &f.tracking_number {
+        q = q.filter(parcels::tracking_number.eq(v.clone()));
+    }
+    Ok(Paged::from_rows(q.load(conn)?, page, |p| &p.id))
+}
+
+pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Parcel> {
+    parcels::table
+        .find(id)
+        .select(Parcel::as_select())
+        .first(conn)
+}
+
+pub fn events(conn: &mut DbConn, parcel_id: &str) -> QueryResult<Vec<ParcelEvent>> {
+    parcel_events::table
+        .filter(parcel_events::parcel_id.eq(parcel_id))
+        .order(parcel_events::id.asc())
+        .select(ParcelEvent::as_select())
+        .load(conn)
+}
+
+/// Events of many parcels at once, for list views.
+pub fn events_of_many(conn: &mut DbConn, ids: &[String]) -> QueryResult<Vec<ParcelEvent>> {
+    parcel_events::table
+        .filter(parcel_events::parcel_id.eq_any(ids))
+        .order(parcel_events::id.asc())
+        .select(ParcelEvent::as_select())
+        .load(conn)
+}
+
+/// Appends to the audit log. Call inside the transaction that made the change.
+pub fn record_event(
+    conn: &mut DbConn,
+    parcel_id: &str,
+    kind: &str,
+    transition: Option<(ParcelState, ParcelState)>,
+    actor: &str,
+    detail: serde_json::Value,
+) -> QueryResult<()> {
+    diesel::insert_into(parcel_events::table)
+        .values((
+            parcel_events::id.eq(new_id()),
+            parcel_events::parcel_id.eq(parcel_id),
+            parcel_events::kind.eq(kind),
+            parcel_events::from_state.eq(transition.map(|t| t.0.as_str())),
+            parcel_events::to_state.eq(transition.map(|t| t.1.as_str())),
+            parcel_events::actor.eq(actor),
+            parcel_events::detail.eq(detail.to_string()),
+            parcel_events::created_at.eq(now()),
+        ))
+        .execute(conn)
+        .map(drop)
+}

@@ -1,0 +1,161 @@
+//! /api/v1/carriers (admin side).
+
+use actix_web::{get, patch, post, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::sites::{not_found, parse_dwell};
+use super::{double_option, field, AppState};
+use crate::db::carriers::{self, Carrier, CarrierChanges, IssuedSecrets, NewCarrier};
+use crate::db::page::{PageQuery, Paged};
+use crate::domain::inputs::{CarrierCode, HttpUrl, Text};
+use crate::error::AppError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(create)
+        .service(list)
+        .service(get_one)
+        .service(update);
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCarrier {
+    /// Short unique code, e.g. `ups`.
+    pub code: String,
+    pub name: String,
+    pub webhook_url: Option<String>,
+    pub dwell_hours: Option<i32>,
+    /// Webhook deliveries per second (1–1000, default 10).
+    pub webhook_rate_per_sec: Option<i32>,
+    /// Webhook deliveries in flight at once (1–64, default 4).
+    pub webhook_concurrency: Option<i32>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCarrier {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub webhook_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i32>)]
+    pub dwell_hours: Option<Option<i32>>,
+    pub webhook_rate_per_sec: Option<i32>,
+    pub webhook_concurrency: Option<i32>,
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedCarrier {
+    pub carrier: Carrier,
+    /// Shown only now: the API key, the webhook signing secret and the kiosk courier code.
+    pub secrets: IssuedSecrets,
+}
+
+fn in_range(name: &str, v: Option<i32>, lo: i32, hi: i32) -> Result<Option<i32>, AppError> {
+    match v {
+        Some(x) if !(lo..=hi).contains(&x) => Err(AppError::invalid(format!(
+            "{name} must be between {lo} and {hi}"
+        ))),
+        other => Ok(other),
+    }
+}
+
+fn parse_url(u: Option<String>) -> Result<Option<String>, AppError> {
+    u.map(|u| field(HttpUrl::parse(&u)).map(HttpUrl::into_inner))
+        .transpose()
+}
+
+#[utoipa::path(tag = "carriers", request_body = CreateCarrier, security(("admin" = [])),
+    responses((status = 201, body = CreatedCarrier), (status = 409, body = crate::error::ErrorBody)))]
+#[post("/carriers")]
+pub async fn create(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<CreateCarrier>,
+) -> Result<HttpResponse, AppError> {
+    let b = body.into_inner();
+    let new = NewCarrier {
+        code: field(CarrierCode::parse(&b.code))?.into_inner(),
+        name: field(Text::parse("name", &b.name, 200))?.into_inner(),
+        webhook_url: parse_url(b.webhook_url)?,
+        dwell_hours: parse_dwell(b.dwell_hours)?,
+        webhook_rate_per_sec: in_range("webhook_rate_per_sec", b.webhook_rate_per_sec, 1, 1000)?
+            .unwrap_or(10),
+        webhook_concurrency: in_range("webhook_concurrency", b.webhook_concurrency, 1, 64)?
+            .unwrap_or(4),
+    };
+    let key = state.key.clone();
+    let (carrier, secrets) = state
+        .db
+        .run(move |c| {
+            carriers::insert(c, &key, new).map_err(|e| match AppError::from(e) {
+                AppError::Conflict { .. } => {
+                    AppError::conflict("a carrier with this code already exists")
+                }
+                other => other,
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(CreatedCarrier { carrier, secrets }))
+}
+
+#[utoipa::path(tag = "carriers", params(PageQuery), security(("admin" = [])), responses((status = 200, body = Paged<Carrier>)))]
+#[get("/carriers")]
+pub async fn list(
+    _: Admin,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, AppError> {
+    let page = field(q.parse())?;
+    let found = state.db.run(move |c| Ok(carriers::list(c, &page)?)).await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+#[utoipa::path(tag = "carriers", security(("admin" = [])), responses((status = 200, body = Carrier), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/carriers/{id}")]
+pub async fn get_one(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let found = state
+        .db
+        .run(move |c| carriers::get(c, &id).map_err(|e| not_found(e, "carrier")))
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+#[utoipa::path(tag = "carriers", request_body = UpdateCarrier, security(("admin" = [])),
+    responses((status = 200, body = Carrier), (status = 404, body = crate::error::ErrorBody)))]
+#[patch("/carriers/{id}")]
+pub async fn update(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<UpdateCarrier>,
+) -> Result<HttpResponse, AppError> {
+    let b = body.into_inner();
+    let changes = CarrierChanges {
+        name: b
+            .name
+            .map(|n| field(Text::parse("name", &n, 200)))
+            .transpose()?
+            .map(Text::into_inner),
+        webhook_url: b.webhook_url.map(parse_url).transpose()?,
+        dwell_hours: b.dwell_hours.map(parse_dwell).transpose()?,
+        webhook_rate_per_sec: in_range("webhook_rate_per_sec", b.webhook_rate_per_sec, 1, 1000)?,
+        webhook_concurrency: in_range("webhook_concurrency", b.webhook_concurrency, 1, 64)?,
+        active: b.active,
+        updated_at: None,
+    };
+    let id = id.into_inner();
+    let found = state
+        .db
+        .run(move |c| carriers::update(c, &id, changes).map_err(|e| not_found(e, "carrier")))
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}

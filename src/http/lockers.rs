@@ -1,0 +1,479 @@
+//! /api/v1/lockers: lockers, their compartments, and carriers' sections.
+
+use actix_web::{delete, get, patch, post, put, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::sites::not_found;
+use super::{field, AppState};
+use crate::db::lockers::{
+    self, Compartment, CompartmentChanges, Locker, LockerChanges, NewCompartment, Section,
+};
+use crate::db::page::{PageQuery, Paged};
+use crate::db::{carriers, sites, DbConn};
+use crate::domain::inputs::Text;
+use crate::domain::{CompartmentStatus, Size};
+use crate::error::AppError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(create)
+        .service(list)
+        .service(get_one)
+        .service(update)
+        .service(rotate_credential)
+        .service(add_compartments)
+        .service(list_compartments)
+        .service(update_compartment)
+        .service(list_sections)
+        .service(put_section)
+        .service(delete_section);
+}
+
+/// Most compartments one locker bank may have.
+pub const MAX_COMPARTMENTS: i32 = 1000;
+
+/// A run of same-size compartments, e.g. `{"size": "S", "count": 10}`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutRow {
+    pub size: Size,
+    pub count: i32,
+    #[serde(default)]
+    pub accessible: bool,
+}
+
+/// One explicitly numbered compartment.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompartmentSpec {
+    pub number: i32,
+    pub size: Size,
+    #[serde(default)]
+    pub accessible: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLocker {
+    pub site_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub location: String,
+    /// Compartments numbered from 1 in the order given.
+    #[serde(default)]
+    pub layout: Vec<LayoutRow>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedLocker {
+    pub locker: Locker,
+    /// The device credential. Shown only now; only its hash is stored.
+    pub device_credential: String,
+    pub compartments: Vec<Compartment>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLocker {
+    pub name: Option<String>,
+    pub location: Option<String>,
+    /// An inactive locker's device cannot connect.
+    pub active: Option<bool>,
+}
+
+/// Either a layout (numbered after the highest existing number) or explicit compartments.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCompartments {
+    #[serde(default)]
+    pub layout: Vec<LayoutRow>,
+    #[serde(default)]
+    pub compartments: Vec<CompartmentSpec>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCompartment {
+    pub size: Option<Size>,
+    pub accessible: Option<bool>,
+    /// `false` takes it out of service; `true` returns it, clearing its fault.
+    pub in_service: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSection {
+    /// Compartment numbers that form the carrier's section.
+    pub compartments: Vec<i32>,
+    #[serde(default)]
+    pub exclusive: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LockerQuery {
+    pub site_id: Option<String>,
+    pub limit: Option<i64>,
+    pub after: Option<String>,
+}
+
+/// Expands layout rows into numbered compartments starting after `start`.
+fn expand_layout(rows: &[LayoutRow], start: i32) -> Result<Vec<NewCompartment>, AppError> {
+    let mut out = Vec::new();
+    let mut number = start;
+    for row in rows {
+        if !(1..=MAX_COMPARTMENTS).contains(&row.count) {
+            return Err(AppError::invalid(format!(
+                "layout count must be between 1 and {MAX_COMPARTMENTS}"
+            )));
+        }
+        for _ in 0..row.count {
+            number += 1;
+            out.push(NewCompartment {
+                number,
+                size: row.size,
+                accessible: row.accessible,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn check_total(existing: i32, adding: usize) -> Result<(), AppError> {
+    if existing as usize + adding > MAX_COMPARTMENTS as usize {
+        return Err(AppError::invalid(format!(
+            "a locker holds at most {MAX_COMPARTMENTS} compartments"
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(tag = "lockers", request_body = CreateLocker, security(("admin" = [])),
+    responses((status = 201, body = CreatedLocker), (status = 422, body = crate::error::ErrorBody)))]
+#[post("/lockers")]
+pub async fn create(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<CreateLocker>,
+) -> Result<HttpResponse, AppError> {
+    let b = body.into_inner();
+    let name = field(Text::parse("name", &b.name, 200))?.into_inner();
+    let location = b.location.trim().to_string();
+    if location.chars().count() > 500 {
+        return Err(AppError::invalid("location must be at most 500 characters"));
+    }
+    let layout = expand_layout(&b.layout, 0)?;
+    check_total(0, layout.len())?;
+    let created = state
+        .db
+        .transaction(move |c| {
+            sites::get(c, &b.site_id).map_err(|e| not_found(e, "site"))?;
+            let (locker, device_credential) =
+                lockers::insert(c, &b.site_id, &name, &location, &layout)?;
+            let compartments = lockers::compartments_of(c, &locker.id)?;
+            Ok(CreatedLocker {
+                locker,
+                device_credential,
+                compartments,
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+#[utoipa::path(tag = "lockers", params(LockerQuery), security(("admin" = [])), responses((status = 200, body = Paged<Locker>)))]
+#[get("/lockers")]
+pub async fn list(
+    _: Admin,
+    state: web::Data<AppState>,
+    q: web::Query<LockerQuery>,
+) -> Result<HttpResponse, AppError> {
+    let q = q.into_inner();
+    let page = field(
+        PageQuery {
+            limit: q.limit,
+            after: q.after,
+        }
+        .parse(),
+    )?;
+    let found = state
+        .db
+        .run(move |c| Ok(lockers::list(c, q.site_id.as_deref(), &page)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+#[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 200, body = Locker), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/lockers/{id}")]
+pub async fn get_one(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let locker = state
+        .db
+        .run(move |c| lockers::get(c, &id).map_err(|e| not_found(e, "locker")))
+        .await?;
+    Ok(HttpResponse::Ok().json(locker))
+}
+
+#[utoipa::path(tag = "lockers", request_body = UpdateLocker, security(("admin" = [])),
+    responses((status = 200, body = Locker), (status = 404, body = crate::error::ErrorBody)))]
+#[patch("/lockers/{id}")]
+pub async fn update(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<UpdateLocker>,
+) -> Result<HttpResponse, AppError> {
+    let b = body.into_inner();
+    let changes = LockerChanges {
+        name: b
+            .name
+            .map(|n| field(Text::parse("name", &n, 200)))
+            .transpose()?
+            .map(Text::into_inner),
+        location: b.location.map(|l| l.trim().to_string()),
+        active: b.active,
+        updated_at: None,
+    };
+    let id = id.into_inner();
+    let locker = state
+        .db
+        .run(move |c| lockers::update(c, &id, changes).map_err(|e| not_found(e, "locker")))
+        .await?;
+    Ok(HttpResponse::Ok().json(locker))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RotatedCredential {
+    pub device_credential: String,
+}
+
+/// Issues a new device credential; the old one stops working.
+#[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 200, body = RotatedCredential)))]
+#[post("/lockers/{id}/credential")]
+pub async fn rotate_credential(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let device_credential = state
+        .db
+        .run(move |c| lockers::rotate_credential(c, &id).map_err(|e| not_found(e, "locker")))
+        .await?;
+    Ok(HttpResponse::Ok().json(RotatedCredential { device_credential }))
+}
+
+fn locker_exists(c: &mut DbConn, id: &str) -> Result<Locker, AppError> {
+    lockers::get(c, id).map_err(|e| not_found(e, "locker"))
+}
+
+#[utoipa::path(tag = "lockers", request_body = AddCompartments, security(("admin" = [])),
+    responses((status = 201, body = [Compartment]), (status = 409, body = crate::error::ErrorBody)))]
+#[post("/lockers/{id}/compartments")]
+pub async fn add_compartments(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<AddCompartments>,
+) -> Result<HttpResponse, AppError> {
+    let b = body.into_inner();
+    if b.layout.is_empty() == b.compartments.is_empty() {
+        return Err(AppError::invalid("give either layout or compartments"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for spec in &b.compartments {
+        if !(1..=9999).contains(&spec.number) {
+            return Err(AppError::invalid(
+                "compartment numbers must be between 1 and 9999",
+            ));
+        }
+        if !seen.insert(spec.number) {
+            return Err(AppError::Conflict {
+                code: "duplicate_compartment",
+                message: format!("compartment {} is listed twice", spec.number),
+            });
+        }
+    }
+    let id = id.into_inner();
+    let created = state
+        .db
+        .transaction(move |c| {
+            locker_exists(c, &id)?;
+            let max = lockers::max_compartment_number(c, &id)?;
+            let existing = lockers::compartments_of(c, &id)?;
+            let new = if b.layout.is_empty() {
+                b.compartments
+                    .iter()
+                    .map(|s| NewCompartment {
+                        number: s.number,
+                        size: s.size,
+                        accessible: s.accessible,
+                    })
+                    .collect()
+            } else {
+                expand_layout(&b.layout, max)?
+            };
+            check_total(existing.len() as i32, new.len())?;
+            if let Some(dup) = new
+                .iter()
+                .find(|n| existing.iter().any(|e| e.number == n.number))
+            {
+                return Err(AppError::Conflict {
+                    code: "duplicate_compartment",
+                    message: format!("compartment {} already exists at this locker", dup.number),
+                });
+            }
+            lockers::insert_compartments(c, &id, &new)?;
+            let numbers: Vec<i32> = new.iter().map(|n| n.number).collect();
+            Ok(lockers::compartments_of(c, &id)?
+                .into_iter()
+                .filter(|c| numbers.contains(&c.number))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+#[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 200, body = [Compartment])))]
+#[get("/lockers/{id}/compartments")]
+pub async fn list_compartments(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let found = state
+        .db
+        .run(move |c| {
+            locker_exists(c, &id)?;
+            Ok(lockers::compartments_of(c, &id)?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+#[utoipa::path(tag = "lockers", request_body = UpdateCompartment, security(("admin" = [])),
+    responses((status = 200, body = Compartment), (status = 404, body = crate::error::ErrorBody)))]
+#[patch("/lockers/{id}/compartments/{number}")]
+pub async fn update_compartment(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, i32)>,
+    body: web::Json<UpdateCompartment>,
+) -> Result<HttpResponse, AppError> {
+    let (id, number) = path.into_inner();
+    let b = body.into_inner();
+    let updated = state
+        .db
+        .transaction(move |c| {
+            locker_exists(c, &id)?;
+            let current = lockers::compartment_by_number(c, &id, number)
+                .map_err(|e| not_found(e, "compartment"))?;
+            let mut changes = CompartmentChanges {
+                size: b.size.map(|s| s.as_str().to_string()),
+                accessible: b.accessible,
+                ..Default::default()
+            };
+            match b.in_service {
+                Some(false) => {
+                    changes.status = Some(CompartmentStatus::OutOfService.as_str().into());
+                    if current.fault.is_none() {
+                        changes.fault =
+                            Some(Some("taken out of service by an administrator".into()));
+                    }
+                }
+                Some(true) => {
+                    changes.status = Some(
+                        lockers::status_from_parcels(c, &current.id)?
+                            .as_str()
+                            .into(),
+                    );
+                    changes.fault = Some(None);
+                }
+                None => {}
+            }
+            Ok(lockers::update_compartment(c, &id, number, changes)?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+#[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 200, body = [Section])))]
+#[get("/lockers/{id}/sections")]
+pub async fn list_sections(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let found = state
+        .db
+        .run(move |c| {
+            locker_exists(c, &id)?;
+            Ok(lockers::sections_of(c, &id)?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// Makes the listed compartments the carrier's dedicated section. Takes effect on the next allocation.
+#[utoipa::path(tag = "lockers", request_body = PutSection, security(("admin" = [])),
+    responses((status = 200, body = Section), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+#[put("/lockers/{id}/sections/{carrier_id}")]
+pub async fn put_section(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<PutSection>,
+) -> Result<HttpResponse, AppError> {
+    let (id, carrier_id) = path.into_inner();
+    let b = body.into_inner();
+    if b.compartments.len() > MAX_COMPARTMENTS as usize {
+        return Err(AppError::invalid("too many compartments"));
+    }
+    let section = state
+        .db
+        .transaction(move |c| {
+            locker_exists(c, &id)?;
+            carriers::get(c, &carrier_id).map_err(|e| not_found(e, "carrier"))?;
+            let existing: Vec<i32> = lockers::compartments_of(c, &id)?
+                .iter()
+                .map(|c| c.number)
+                .collect();
+            if let Some(missing) = b.compartments.iter().find(|n| !existing.contains(n)) {
+                return Err(AppError::invalid(format!(
+                    "compartment {missing} does not exist at this locker"
+                )));
+            }
+            Ok(lockers::put_section(
+                c,
+                &id,
+                &carrier_id,
+                b.exclusive,
+                &b.compartments,
+            )?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(section))
+}
+
+#[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+#[delete("/lockers/{id}/sections/{carrier_id}")]
+pub async fn delete_section(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (id, carrier_id) = path.into_inner();
+    state
+        .db
+        .transaction(move |c| {
+            locker_exists(c, &id)?;
+            lockers::delete_section(c, &id, &carrier_id).map_err(|e| not_found(e, "section"))
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,116 @@
+//! HTTP routes. Handlers stay thin: parse input, call the database layer or an actor, map the result.
+
+pub mod auth;
+pub mod carriers;
+pub mod health;
+pub mod lockers;
+pub mod openapi;
+pub mod parcels;
+pub mod recipients;
+pub mod sites;
+
+use std::sync::Arc;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::config::Settings;
+use crate::credentials::ServerKey;
+use crate::db::Db;
+use crate::error::AppError;
+use crate::ratelimit::RateLimits;
+
+/// Everything a handler may need, cloned cheaply into each worker.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub key: ServerKey,
+    pub limits: Arc<RateLimits>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
+    let max_body = state.settings.max_body_bytes;
+    cfg.app_data(web::Data::new(state.clone()))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body)
+                .error_handler(move |e, _| json_error(e, max_body).into()),
+        )
+        .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
+        .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
+        .app_data(web::PayloadConfig::default().limit(state.settings.max_csv_bytes))
+        .service(health::healthz)
+        .service(health::readyz)
+        .service(openapi::document)
+        .service(
+            web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .configure(sites::routes)
+                .configure(lockers::routes)
+                .configure(carriers::routes)
+                .configure(recipients::routes)
+                .configure(parcels::routes),
+        );
+}
+
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    Err(AppError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+fn json_error(e: JsonPayloadError, limit: usize) -> AppError {
+    match e {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            AppError::PayloadTooLarge(limit)
+        }
+        JsonPayloadError::ContentType => {
+            AppError::UnsupportedMediaType("expected Content-Type: application/json".into())
+        }
+        JsonPayloadError::Deserialize(de) if de.is_data() => AppError::BadRequest {
+            code: "invalid_body",
+            message: format!("invalid request body: {de}"),
+        },
+        JsonPayloadError::Deserialize(de) => AppError::BadRequest {
+            code: "malformed_json",
+            message: format!("malformed JSON: {de}"),
+        },
+        other => AppError::BadRequest {
+            code: "invalid_body",
+            message: other.to_string(),
+        },
+    }
+}
+
+fn query_error(e: QueryPayloadError) -> AppError {
+    AppError::BadRequest {
+        code: "invalid_query",
+        message: format!("invalid query string: {e}"),
+    }
+}
+
+fn path_error(e: PathError) -> AppError {
+    AppError::BadRequest {
+        code: "invalid_path",
+        message: format!("invalid path: {e}"),
+    }
+}
+
+/// Deserializes a field that distinguishes "absent" (outer `None`) from "null" (`Some(None)`),
+/// so PATCH can clear nullable fields.
+pub fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+/// Maps a field parse error to a 422 naming the problem.
+pub fn field<T>(r: Result<T, String>) -> Result<T, AppError> {
+    r.map_err(AppError::invalid)
+}

@@ -1,0 +1,87 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations.
+
+use actix_web::{get, HttpResponse};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{carriers, health, lockers, parcels, recipients, sites};
+
+struct AdminAuth;
+
+/// Handlers are mounted under `/api/v1` by scope, which the path macros cannot see; and
+/// operation ids must be unique, so they are prefixed with the tag.
+struct Prefix;
+
+impl Modify for Prefix {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let paths = std::mem::take(&mut api.paths.paths);
+        for (path, mut item) in paths {
+            let path = if path.starts_with("/healthz")
+                || path.starts_with("/readyz")
+                || path.starts_with("/api-docs")
+            {
+                path
+            } else {
+                format!("/api/v1{path}")
+            };
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let tag = op
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.first().cloned())
+                    .unwrap_or_default();
+                if let Some(id) = &op.operation_id {
+                    op.operation_id = Some(format!("{tag}_{id}"));
+                }
+            }
+            api.paths.paths.insert(path, item);
+        }
+    }
+}
+
+impl Modify for AdminAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("lhk_…")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "lockerhub", description = "One parcel-locker network for every carrier."),
+    modifiers(&AdminAuth, &Prefix),
+    paths(
+        health::healthz, health::readyz,
+        sites::create, sites::list, sites::get_one, sites::update,
+        lockers::create, lockers::list, lockers::get_one, lockers::update, lockers::rotate_credential,
+        lockers::add_compartments, lockers::list_compartments, lockers::update_compartment,
+        lockers::list_sections, lockers::put_section, lockers::delete_section,
+        carriers::create, carriers::list, carriers::get_one, carriers::update,
+        recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,
+        parcels::search, parcels::get_one,
+    ),
+    components(schemas(crate::error::ErrorBody))
+)]
+pub struct ApiDoc;
+
+#[get("/api-docs/openapi.json")]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,120 @@
+//! /api/v1/parcels: search and history for property managers.
+
+use actix_web::{get, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::sites::not_found;
+use super::{field, AppState};
+use crate::db::page::{PageQuery, Paged};
+use crate::db::parcels::{self, Parcel, ParcelEvent, ParcelFilter};
+use crate::domain::inputs::TrackingNumber;
+use crate::domain::parcel::ParcelState;
+use crate::error::AppError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(search).service(get_one);
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ParcelQuery {
+    /// expected, reserved, deposited, picked_up, expired, returned or cancelled.
+    pub state: Option<String>,
+    pub carrier_id: Option<String>,
+    pub recipient_id: Option<String>,
+    pub locker_id: Option<String>,
+    pub site_id: Option<String>,
+    pub tracking_number: Option<String>,
+    pub limit: Option<i64>,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ParcelWithEvents {
+    #[serde(flatten)]
+    pub parcel: Parcel,
+    pub events: Vec<ParcelEvent>,
+}
+
+#[utoipa::path(tag = "parcels", params(ParcelQuery), security(("admin" = [])),
+    responses((status = 200, body = Paged<ParcelWithEvents>), (status = 400, body = crate::error::ErrorBody)))]
+#[get("/parcels")]
+pub async fn search(
+    _: Admin,
+    state: web::Data<AppState>,
+    q: web::Query<ParcelQuery>,
+) -> Result<HttpResponse, AppError> {
+    let q = q.into_inner();
+    let page = field(
+        PageQuery {
+            limit: q.limit,
+            after: q.after,
+        }
+        .parse(),
+    )?;
+    let parcel_state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            ParcelState::parse(s).ok_or_else(|| {
+                let all: Vec<_> = ParcelState::ALL.iter().map(|s| s.as_str()).collect();
+                AppError::BadRequest {
+                    code: "invalid_query",
+                    message: format!("state {s:?} is not one of {}", all.join(", ")),
+                }
+            })
+        })
+        .transpose()?;
+    let tracking_number = q
+        .tracking_number
+        .map(|t| field(TrackingNumber::parse(&t)))
+        .transpose()?
+        .map(TrackingNumber::into_inner);
+    let filter = ParcelFilter {
+        state: parcel_state,
+        carrier_id: q.carrier_id,
+        recipient_id: q.recipient_id,
+        locker_id: q.locker_id,
+        site_id: q.site_id,
+        tracking_number,
+    };
+    let found = state
+        .db
+        .run(move |c| {
+            let page = parcels::search(c, &filter, &page)?;
+            let ids: Vec<String> = page.items.iter().map(|p| p.id.clone()).collect();
+            let mut events = parcels::events_of_many(c, &ids)?;
+            Ok(page.map(|parcel| {
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    events.drain(..).partition(|e| e.parcel_id == parcel.id);
+                events = rest;
+                ParcelWithEvents {
+                    parcel,
+                    events: mine,
+                }
+            }))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+#[utoipa::path(tag = "parcels", security(("admin" = [])),
+    responses((status = 200, body = ParcelWithEvents), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/parcels/{id}")]
+pub async fn get_one(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let found = state
+        .db
+        .run(move |c| {
+            let parcel = parcels::get(c, &id).map_err(|e| not_found(e, "parcel"))?;
+            let events = parcels::events(c, &id)?;
+            Ok(ParcelWithEvents { parcel, events })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}

@@ -1,0 +1,11 @@
+//! lockerhub: one parcel-locker network for every carrier.
+
+pub mod config;
+pub mod credentials;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod ratelimit;
+pub mod startup;
+pub mod telemetry;

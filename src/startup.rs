@@ -1,0 +1,158 @@
+//! Building and running the application: tests bind port 0 and run exactly this.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{Server, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, App, HttpMessage, HttpServer};
+use tracing_actix_web::{RequestId, TracingLogger};
+
+use crate::config::Settings;
+use crate::db::{self, Db};
+use crate::http::{self, AppState};
+use crate::ratelimit::RateLimits;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database (migrating it), starts the actors and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, String> {
+        let url = settings.database_url()?;
+        let key = settings.server_key()?;
+        let timeout = settings.db_connect_timeout();
+        let pool_size = settings.db_pool_size;
+        let url2 = url.clone();
+        let pool = tokio::task::spawn_blocking(move || db::connect(&url2, pool_size, timeout))
+            .await
+            .map_err(|e| format!("database setup task failed: {e}"))??;
+        tracing::info!(database = %url.display(), backend = ?url.backend(), "database ready");
+        let db = Db::new(pool, url.backend());
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.host, settings.port))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let limits = Arc::new(RateLimits::new(settings.auth_failures_per_minute));
+        let state = AppState {
+            db,
+            settings: Arc::new(settings),
+            key,
+            limits,
+        };
+        let server = run(listener, state.clone())?;
+        tracing::info!(port, "listening");
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle to stop the server (gracefully or not) from elsewhere.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn run(listener: TcpListener, state: AppState) -> Result<Server, String> {
+    let workers = match state.settings.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        n => n,
+    };
+    let limits = state.limits.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits.prune();
+        }
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(ErrorHandlers::new().default_handler(json_error_body))
+            .wrap_fn(|req, srv| {
+                use actix_web::dev::Service;
+                let id = req.extensions().get::<RequestId>().map(|r| r.to_string());
+                let fut = srv.call(req);
+                async move {
+                    let mut res = fut.await?;
+                    if let Some(id) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                        res.headers_mut()
+                            .insert(header::HeaderName::from_static("x-request-id"), id);
+                    }
+                    Ok(res)
+                }
+            })
+            .wrap(TracingLogger::default())
+            .configure(|cfg| http::configure(cfg, &state))
+            .default_service(web::to(http::not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(5)
+    .listen(listener)
+    .map_err(|e| format!("cannot start HTTP server: {e}"))?
+    .run();
+    Ok(server)
+}
+
+/// Gives framework-generated errors (405, payload errors, …) the same JSON shape as ours.
+fn json_error_body<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        s if s >= 500 => "internal",
+        _ => "error",
+    };
+    let body = serde_json::json!({
+        "error": code,
+        "message": status.canonical_reason().unwrap_or("error").to_lowercase(),
+    })
+    .to_string();
+    let (req, mut res) = res.into_parts();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let res = res.set_body(BoxBody::new(body));
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, res)
+            .map_into_right_body::<B>()
+            .map_body(|_, b: EitherBody<B, BoxBody>| b),
+    ))
+}

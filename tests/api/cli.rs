@@ -1,0 +1,107 @@
+//! The binary itself: bootstrap, migrate, help, and a clear error for an unreachable database.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn lockerhub(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockerhub"));
+    cmd.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("LOCKERHUB_LOG_LEVEL", "warn");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LOCKERHUB_") && k != "LOCKERHUB_LOG_LEVEL" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn bootstrap_prints_a_working_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lockerhub(dir.path())
+        .args(["create-admin-key", "--name", "ops"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("lhk_"), "{key}");
+    assert!(
+        dir.path().join("data/lockerhub.db").exists(),
+        "SQLite file created at the default path"
+    );
+    let db = std::fs::read(dir.path().join("data/lockerhub.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("data/lockerhub.db-wal")).unwrap_or_default();
+    let needle = key.as_bytes();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the key is stored only as a hash"
+        );
+    }
+    let out = lockerhub(dir.path()).arg("migrate").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 migrations applied"));
+}
+
+#[test]
+fn help_documents_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lockerhub(dir.path()).arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for s in [
+        "serve",
+        "migrate",
+        "create-admin-key",
+        "LOCKERHUB_DATABASE_URL",
+        "LOCKERHUB_PORT",
+        "LOCKERHUB_SECRET_KEY",
+    ] {
+        assert!(text.contains(s), "--help mentions {s}");
+    }
+}
+
+#[test]
+fn unreachable_database_fails_fast_naming_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = lockerhub(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", "postgres://lh:s3cret@127.0.0.1:1/lockerhub")
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("127.0.0.1:1"), "names the host: {err}");
+    assert!(!err.contains("s3cret"), "never prints the password: {err}");
+    assert!(
+        took < Duration::from_secs(15),
+        "fails within seconds, took {took:?}"
+    );
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lockerhub.toml"), "port = \"eighty\"\n").unwrap();
+    let out = lockerhub(dir.path()).arg("migrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port"));
+    std::fs::write(dir.path().join("lockerhub.toml"), "prot = 80\n").unwrap();
+    let out = lockerhub(dir.path()).arg("migrate").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "unknown keys are refused, catching typos"
+    );
+    let out = lockerhub(dir.path())
+        .args(["--config", "missing.toml", "migrate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,284 @@
+//! The test app: the real server on port 0, on a fresh SQLite file or a fresh PostgreSQL database.
+
+use std::time::Duration;
+
+use awc::http::{Method, StatusCode};
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+use lockerhub::config::{Secret, Settings};
+use lockerhub::db::{admin_keys, Db};
+use lockerhub::startup::Application;
+use serde_json::Value;
+
+/// Defines `sqlite` and `postgres` tests for each named `async fn(TestApp)`. The PostgreSQL
+/// one runs when `TEST_DATABASE_URL` is set and is skipped (passes) otherwise.
+#[macro_export]
+macro_rules! db_test {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::TestApp::sqlite().await).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                if let Some(app) = $crate::helpers::TestApp::postgres().await {
+                    super::$name(app).await
+                }
+            }
+        }
+    )* };
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub admin_key: String,
+    pub db: Db,
+    pub client: awc::Client,
+    pub settings: Settings,
+    _dir: tempfile::TempDir,
+    pg: Option<PgDatabase>,
+}
+
+/// A per-test PostgreSQL database, dropped with the test.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut c) = diesel::PgConnection::establish(&self.admin_url) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        lockerhub::telemetry::init(lockerhub::config::LogFormat::Pretty, "debug");
+    }
+}
+
+pub fn base_settings(dir: &std::path::Path) -> Settings {
+    Settings {
+        port: 0,
+        workers: 1,
+        data_dir: dir.to_path_buf(),
+        db_pool_size: 4,
+        // Suites send many deliberately wrong keys; the limit has its own test.
+        auth_failures_per_minute: 10_000,
+        secret_key: Some(Secret::new("11".repeat(32))),
+        ..Settings::default()
+    }
+}
+
+impl TestApp {
+    pub async fn sqlite() -> TestApp {
+        Self::sqlite_with(|_| {}).await
+    }
+
+    pub async fn sqlite_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = base_settings(dir.path());
+        settings.database_url = Some(Secret::new(format!(
+            "sqlite://{}",
+            dir.path().join("test.db").display()
+        )));
+        tweak(&mut settings);
+        Self::start(settings, dir, None).await
+    }
+
+    pub async fn postgres() -> Option<TestApp> {
+        Self::postgres_with(|_| {}).await
+    }
+
+    pub async fn postgres_with(tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+        let admin_url = std::env::var("TEST_DATABASE_URL").ok()?;
+        let name = format!("lh_test_{}", uuid::Uuid::new_v4().simple());
+        let mut c = diesel::PgConnection::establish(&admin_url)
+            .expect("TEST_DATABASE_URL must be reachable");
+        c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .expect("create test database");
+        let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+        url.set_path(&name);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = base_settings(dir.path());
+        settings.database_url = Some(Secret::new(url.to_string()));
+        tweak(&mut settings);
+        Some(Self::start(settings, dir, Some(PgDatabase { admin_url, name })).await)
+    }
+
+    async fn start(settings: Settings, dir: tempfile::TempDir, pg: Option<PgDatabase>) -> TestApp {
+        init_logs();
+        let app = Application::build(settings.clone())
+            .await
+            .expect("app builds");
+        let port = app.port();
+        let db = app.state().db.clone();
+        actix_web::rt::spawn(app.run_until_stopped());
+        let admin_key = db
+            .run(|c| Ok(admin_keys::create(c, "test")?.1))
+            .await
+            .expect("admin key");
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            admin_key,
+            db,
+            client,
+            settings,
+            _dir: dir,
+            pg,
+        }
+    }
+
+    /// Drops this test's PostgreSQL database under the running server (an outage).
+    pub fn drop_database_now(&self) {
+        let pg = self.pg.as_ref().expect("a PostgreSQL test app");
+        let mut c = diesel::PgConnection::establish(&pg.admin_url).expect("admin connection");
+        c.batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", pg.name))
+            .expect("drop database");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request with the admin key; `body` is sent as JSON when given.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_key);
+        let resp = match body {
+            Some(b) => req.send_json(&b).await,
+            None => req.send().await,
+        };
+        read(resp.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    /// Sends raw bytes with a content type and optional bearer token.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .insert_header(("content-type", content_type));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send_body(body).await.expect("request sent")).await
+    }
+
+    /// Creates a site, returning its id.
+    pub async fn site(&self) -> String {
+        let (s, v) = self
+            .post("/api/v1/sites", serde_json::json!({"name": "Elm Court", "address": "1 Elm St", "time_zone": "America/New_York"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a locker with a layout, returning (locker id, device credential).
+    pub async fn locker(&self, site_id: &str, layout: Value) -> (String, String) {
+        let (s, v) = self
+            .post(
+                "/api/v1/lockers",
+                serde_json::json!({"site_id": site_id, "name": "Lobby", "layout": layout}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        (
+            v["locker"]["id"].as_str().unwrap().to_string(),
+            v["device_credential"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Creates a carrier, returning the whole creation response.
+    pub async fn carrier(&self, code: &str) -> Value {
+        let (s, v) = self
+            .post(
+                "/api/v1/carriers",
+                serde_json::json!({"code": code, "name": code.to_uppercase()}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    /// Creates a recipient at a site, returning its id.
+    pub async fn recipient(&self, site_id: &str, name: &str, phone: &str) -> String {
+        let (s, v) = self
+            .post(
+                "/api/v1/recipients",
+                serde_json::json!({"site_id": site_id, "name": name, "unit": "4B", "phone": phone, "email": "r@example.org"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+}
+
+pub async fn read<S>(mut resp: awc::ClientResponse<S>) -> (StatusCode, Value)
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let status = resp.status();
+    let bytes = resp.body().limit(16 * 1024 * 1024).await.expect("body");
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "non-JSON body for {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    (status, value)
+}
+
+/// Asserts an error response has our JSON shape and the given status and code.
+#[track_caller]
+pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "body: {}", got.1);
+    assert_eq!(got.1["error"], code, "body: {}", got.1);
+    assert!(
+        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message missing: {}",
+        got.1
+    );
+}

@@ -1,0 +1,9 @@
+mod admin_bad_input;
+mod carriers;
+mod cli;
+mod helpers;
+mod lockers;
+mod operations;
+mod parcels;
+mod recipients;
+mod sites;
