@@ -61,6 +61,7 @@ pub struct Settings {
     pub device_heartbeat_secs: u64,
     pub device_timeout_secs: u64,
     pub deposit_timeout_secs: u64,
+    pub device_call_timeout_secs: u64,
     pub dwell_hours: u32,
     pub reservation_hours: u32,
 }
@@ -88,6 +89,7 @@ impl Default for Settings {
             device_heartbeat_secs: 20,
             device_timeout_secs: 60,
             deposit_timeout_secs: 300,
+            device_call_timeout_secs: 30,
             dwell_hours: 72,
             reservation_hours: 24,
         }
@@ -119,6 +121,8 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
   device_heartbeat_secs       LOCKERHUB_DEVICE_HEARTBEAT_SECS       20 (WebSocket ping interval)
   device_timeout_secs         LOCKERHUB_DEVICE_TIMEOUT_SECS         60 (silent devices are dropped)
   deposit_timeout_secs        LOCKERHUB_DEPOSIT_TIMEOUT_SECS        300 (an unfinished deposit is cancelled)
+  device_call_timeout_secs    LOCKERHUB_DEVICE_CALL_TIMEOUT_SECS    30 (a remote open unanswered by then is
+                                                                    reported as outcome unknown, never replayed)
   dwell_hours                 LOCKERHUB_DWELL_HOURS                 72
   reservation_hours           LOCKERHUB_RESERVATION_HOURS           24
 The config file is --config PATH, or LOCKERHUB_CONFIG, or ./lockerhub.toml if present.";
@@ -131,18 +135,14 @@ impl Settings {
             .or_else(|| std::env::var_os("LOCKERHUB_CONFIG").map(PathBuf::from));
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         match &file {
-            Some(path) if !path.exists() => {
-                return Err(format!("config file {} does not exist", path.display()))
-            }
+            Some(path) if !path.exists() => return Err(format!("config file {} does not exist", path.display())),
             Some(path) => fig = fig.merge(Toml::file(path)),
             None => fig = fig.merge(Toml::file("lockerhub.toml")),
         }
         fig = fig
             .merge(Env::raw().only(&["DATABASE_URL"]))
             .merge(Env::prefixed("LOCKERHUB_").ignore(&["CONFIG"]));
-        let settings: Settings = fig
-            .extract()
-            .map_err(|e| format!("invalid configuration: {e}"))?;
+        let settings: Settings = fig.extract().map_err(|e| format!("invalid configuration: {e}"))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -160,11 +160,8 @@ impl Settings {
         if self.db_pool_size == 0 {
             return Err("db_pool_size must be positive".into());
         }
-        if self.device_heartbeat_secs == 0 || self.device_timeout_secs <= self.device_heartbeat_secs
-        {
-            return Err(
-                "device_timeout_secs must be greater than device_heartbeat_secs > 0".into(),
-            );
+        if self.device_heartbeat_secs == 0 || self.device_timeout_secs <= self.device_heartbeat_secs {
+            return Err("device_timeout_secs must be greater than device_heartbeat_secs > 0".into());
         }
         Ok(())
     }
@@ -239,11 +236,7 @@ mod tests {
 
     #[test]
     fn postgres_url_hides_password_and_gets_timeout() {
-        let url = DatabaseUrl::parse(
-            "postgres://u:hunter2@db.example:6432/lh",
-            Duration::from_secs(3),
-        )
-        .unwrap();
+        let url = DatabaseUrl::parse("postgres://u:hunter2@db.example:6432/lh", Duration::from_secs(3)).unwrap();
         assert_eq!(url.display(), "postgres://db.example:6432/lh");
         assert!(!format!("{url:?}").contains("hunter2"));
         assert!(url.target().contains("connect_timeout=3"));

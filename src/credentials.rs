@@ -32,9 +32,7 @@ pub fn generate_webhook_secret() -> String {
 /// A numeric code of `len` digits, uniformly random.
 pub fn generate_numeric_code(len: usize) -> String {
     let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
-        .collect()
+    (0..len).map(|_| char::from(b'0' + rng.gen_range(0..10u8))).collect()
 }
 
 /// Hex SHA-256 of a high-entropy token.
@@ -54,8 +52,7 @@ impl std::fmt::Debug for ServerKey {
 
 impl ServerKey {
     pub fn from_hex(s: &str) -> Result<Self, String> {
-        let bytes = hex::decode(s.trim())
-            .map_err(|_| "secret_key must be 64 hex characters".to_string())?;
+        let bytes = hex::decode(s.trim()).map_err(|_| "secret_key must be 64 hex characters".to_string())?;
         let arr: [u8; 32] = bytes
             .try_into()
             .map_err(|_| "secret_key must be 64 hex characters".to_string())?;
@@ -75,8 +72,7 @@ impl ServerKey {
     /// Keyed hash of a short code, salted per locker; equal codes at one locker hash equally,
     /// which is what lets the database enforce uniqueness among live parcels.
     pub fn code_hash(&self, salt: &str, code: &str) -> String {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(salt.as_bytes());
         mac.update(b"\0");
         mac.update(code.as_bytes());
@@ -148,10 +144,7 @@ mod tests {
         assert_eq!(k.decrypt(&enc).unwrap(), "whsec_abc");
         assert!(ServerKey::generate().decrypt(&enc).is_err());
         assert!(k.decrypt("AAAA").is_err());
-        assert_eq!(
-            ServerKey::from_hex(&k.to_hex()).unwrap().to_hex(),
-            k.to_hex()
-        );
+        assert_eq!(ServerKey::from_hex(&k.to_hex()).unwrap().to_hex(), k.to_hex());
         assert!(ServerKey::from_hex("abc").is_err());
     }
 }

@@ -29,6 +29,9 @@ pub enum AppError {
     RateLimited(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A device did not answer in time; what happened is unknown.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// Logged in full, shown to the client only as "internal error".
     #[error("{0}")]
     Internal(String),
@@ -76,6 +79,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",
+            Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Internal(_) => "internal",
         }
     }
@@ -103,6 +107,7 @@ impl ResponseError for AppError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,9 +137,7 @@ impl From<diesel::result::Error> for AppError {
             E::DatabaseError(K::UniqueViolation, info) => {
                 Self::conflict(format!("already exists ({})", info.message()))
             }
-            E::DatabaseError(K::ForeignKeyViolation, _) => {
-                Self::invalid("refers to something that does not exist")
-            }
+            E::DatabaseError(K::ForeignKeyViolation, _) => Self::invalid("refers to something that does not exist"),
             E::DatabaseError(K::CheckViolation, info) => Self::invalid(info.message().to_string()),
             E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, info) => {
                 Self::Unavailable(info.message().to_string())
@@ -151,3 +154,42 @@ impl From<r2d2::Error> for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// What a locker operation can end in besides success: a refusal the device is told about
+/// (no compartment, wrong code…), or a server failure it may retry with the same message id.
+#[derive(Debug)]
+pub enum DeviceError {
+    Refused(crate::protocol::FrameError),
+    Failed(AppError),
+}
+
+impl DeviceError {
+    pub fn refuse(code: crate::protocol::ErrorCode, message: impl Into<String>) -> Self {
+        Self::Refused(crate::protocol::FrameError::new(code, message))
+    }
+
+    pub fn to_frame_error(&self) -> crate::protocol::FrameError {
+        match self {
+            Self::Refused(e) => e.clone(),
+            Self::Failed(e) => {
+                tracing::error!(error = %e, "locker operation failed");
+                crate::protocol::FrameError::new(
+                    crate::protocol::ErrorCode::InternalError,
+                    "server error; retry with the same message id",
+                )
+            }
+        }
+    }
+}
+
+impl From<AppError> for DeviceError {
+    fn from(e: AppError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<diesel::result::Error> for DeviceError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Failed(e.into())
+    }
+}

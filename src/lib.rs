@@ -1,11 +1,14 @@
 //! lockerhub: one parcel-locker network for every carrier.
 
+pub mod actors;
 pub mod config;
 pub mod credentials;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod protocol;
 pub mod ratelimit;
+pub mod simulator;
 pub mod startup;
 pub mod telemetry;

@@ -66,10 +66,7 @@ fn migrate(settings: &Settings) -> Result<(), String> {
     let pool = lockerhub::db::connect(&url, 1, settings.db_connect_timeout())?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
     let n = lockerhub::db::run_migrations(&mut conn)?;
-    println!(
-        "database {} is up to date ({n} migrations applied now)",
-        url.display()
-    );
+    println!("database {} is up to date ({n} migrations applied now)", url.display());
     Ok(())
 }
 
@@ -77,8 +74,7 @@ fn create_admin_key(settings: &Settings, name: &str) -> Result<(), String> {
     let url = settings.database_url()?;
     let pool = lockerhub::db::connect(&url, 1, settings.db_connect_timeout())?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
-    let (id, key) =
-        lockerhub::db::admin_keys::create(&mut conn, name).map_err(|e| e.to_string())?;
+    let (id, key) = lockerhub::db::admin_keys::create(&mut conn, name).map_err(|e| e.to_string())?;
     eprintln!("Created admin key {id} ({name}). It is shown only once; store it now:");
     println!("{key}");
     Ok(())

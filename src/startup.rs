@@ -11,10 +11,11 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use tracing_actix_web::{RequestId, TracingLogger};
 
+use crate::actors::hub::{Hub, LockerDeps};
 use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::http::{self, AppState};
-use crate::ratelimit::RateLimits;
+use crate::ratelimit::{Lockout, RateLimits};
 
 pub struct Application {
     port: u16,
@@ -39,19 +40,30 @@ impl Application {
             .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.host, settings.port))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let limits = Arc::new(RateLimits::new(settings.auth_failures_per_minute));
+        let settings = Arc::new(settings);
+        let pickup_guesses = Arc::new(Lockout::new(
+            settings.pickup_attempts,
+            Duration::from_secs(settings.pickup_attempt_window_secs),
+            Duration::from_secs(settings.pickup_lockout_secs),
+        ));
+        let deps = LockerDeps {
+            db: db.clone(),
+            key: key.clone(),
+            settings: settings.clone(),
+            pickup_guesses: pickup_guesses.clone(),
+        };
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let hub = Hub::start_supervised(deps, threads);
         let state = AppState {
             db,
-            settings: Arc::new(settings),
+            settings,
             key,
             limits,
+            hub,
         };
-        let server = run(listener, state.clone())?;
+        let server = run(listener, state.clone(), pickup_guesses)?;
         tracing::info!(port, "listening");
-        Ok(Self {
-            port,
-            server,
-            state,
-        })
+        Ok(Self { port, server, state })
     }
 
     pub fn port(&self) -> u16 {
@@ -72,19 +84,19 @@ impl Application {
     }
 }
 
-fn run(listener: TcpListener, state: AppState) -> Result<Server, String> {
+fn run(listener: TcpListener, state: AppState, pickup_guesses: Arc<Lockout<String>>) -> Result<Server, String> {
     let workers = match state.settings.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
     let limits = state.limits.clone();
+    let guesses = pickup_guesses;
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             limits.prune();
+            guesses.prune();
         }
     });
     let server = HttpServer::new(move || {
@@ -116,9 +128,7 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, String> {
 }
 
 /// Gives framework-generated errors (405, payload errors, …) the same JSON shape as ours.
-fn json_error_body<B: MessageBody + 'static>(
-    res: ServiceResponse<B>,
-) -> actix_web::Result<ErrorHandlerResponse<B>> {
+fn json_error_body<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)
@@ -145,10 +155,8 @@ fn json_error_body<B: MessageBody + 'static>(
     })
     .to_string();
     let (req, mut res) = res.into_parts();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let res = res.set_body(BoxBody::new(body));
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, res)

@@ -14,11 +14,7 @@ pub fn init(format: LogFormat, level: &str) {
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true),
-            )
+            .with(tracing_subscriber::fmt::layer().json().with_current_span(true))
             .try_init(),
         LogFormat::Pretty => registry
             .with(tracing_subscriber::fmt::layer().with_target(false))

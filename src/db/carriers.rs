@@ -76,11 +76,7 @@ fn generate_courier_code() -> String {
         .collect()
 }
 
-pub fn insert(
-    conn: &mut DbConn,
-    key: &ServerKey,
-    new: NewCarrier,
-) -> QueryResult<(Carrier, IssuedSecrets)> {
+pub fn insert(conn: &mut DbConn, key: &ServerKey, new: NewCarrier) -> QueryResult<(Carrier, IssuedSecrets)> {
     let id = new_id();
     let secrets = IssuedSecrets {
         api_key: generate_token("lhc_"),
@@ -108,10 +104,7 @@ pub fn insert(
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Carrier> {
-    carriers::table
-        .find(id)
-        .select(Carrier::as_select())
-        .first(conn)
+    carriers::table.find(id).select(Carrier::as_select()).first(conn)
 }
 
 pub fn list(conn: &mut DbConn, page: &Page) -> QueryResult<Paged<Carrier>> {
@@ -137,9 +130,7 @@ pub fn active(conn: &mut DbConn) -> QueryResult<Vec<Carrier>> {
 
 pub fn update(conn: &mut DbConn, id: &str, mut changes: CarrierChanges) -> QueryResult<Carrier> {
     changes.updated_at = Some(now());
-    let n = diesel::update(carriers::table.find(id))
-        .set(&changes)
-        .execute(conn)?;
+    let n = diesel::update(carriers::table.find(id)).set(&changes).execute(conn)?;
     if n == 0 {
         return Err(diesel::result::Error::NotFound);
     }

@@ -120,10 +120,7 @@ pub fn insert(
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Locker> {
-    lockers::table
-        .find(id)
-        .select(Locker::as_select())
-        .first(conn)
+    lockers::table.find(id).select(Locker::as_select()).first(conn)
 }
 
 pub fn list(conn: &mut DbConn, site_id: Option<&str>, page: &Page) -> QueryResult<Paged<Locker>> {
@@ -143,9 +140,7 @@ pub fn list(conn: &mut DbConn, site_id: Option<&str>, page: &Page) -> QueryResul
 
 pub fn update(conn: &mut DbConn, id: &str, mut changes: LockerChanges) -> QueryResult<Locker> {
     changes.updated_at = Some(now());
-    let n = diesel::update(lockers::table.find(id))
-        .set(&changes)
-        .execute(conn)?;
+    let n = diesel::update(lockers::table.find(id)).set(&changes).execute(conn)?;
     if n == 0 {
         return Err(diesel::result::Error::NotFound);
     }
@@ -168,11 +163,7 @@ pub fn rotate_credential(conn: &mut DbConn, id: &str) -> QueryResult<String> {
 }
 
 /// The active locker a device credential belongs to.
-pub fn authenticate_device(
-    conn: &mut DbConn,
-    id: &str,
-    credential: &str,
-) -> QueryResult<Option<Locker>> {
+pub fn authenticate_device(conn: &mut DbConn, id: &str, credential: &str) -> QueryResult<Option<Locker>> {
     lockers::table
         .find(id)
         .filter(lockers::credential_hash.eq(hash_token(credential)))
@@ -182,18 +173,10 @@ pub fn authenticate_device(
         .optional()
 }
 
-pub fn set_connection(
-    conn: &mut DbConn,
-    id: &str,
-    connected: bool,
-    versions: Option<(&str, &str)>,
-) -> QueryResult<()> {
+pub fn set_connection(conn: &mut DbConn, id: &str, connected: bool, versions: Option<(&str, &str)>) -> QueryResult<()> {
     let t = now();
     diesel::update(lockers::table.find(id))
-        .set((
-            lockers::connected.eq(connected),
-            lockers::last_seen_at.eq(t),
-        ))
+        .set((lockers::connected.eq(connected), lockers::last_seen_at.eq(t)))
         .execute(conn)?;
     if let Some((firmware, protocol)) = versions {
         diesel::update(lockers::table.find(id))
@@ -206,11 +189,7 @@ pub fn set_connection(
     Ok(())
 }
 
-pub fn insert_compartments(
-    conn: &mut DbConn,
-    locker_id: &str,
-    layout: &[NewCompartment],
-) -> QueryResult<()> {
+pub fn insert_compartments(conn: &mut DbConn, locker_id: &str, layout: &[NewCompartment]) -> QueryResult<()> {
     let t = now();
     let rows: Vec<_> = layout
         .iter()
@@ -229,9 +208,7 @@ pub fn insert_compartments(
         .collect();
     // One statement per row: MultiConnection has no batch insert. Callers hold a transaction.
     for row in rows {
-        diesel::insert_into(compartments::table)
-            .values(row)
-            .execute(conn)?;
+        diesel::insert_into(compartments::table).values(row).execute(conn)?;
     }
     Ok(())
 }
@@ -252,11 +229,7 @@ pub fn compartments_of(conn: &mut DbConn, locker_id: &str) -> QueryResult<Vec<Co
         .load(conn)
 }
 
-pub fn compartment_by_number(
-    conn: &mut DbConn,
-    locker_id: &str,
-    number: i32,
-) -> QueryResult<Compartment> {
+pub fn compartment_by_number(conn: &mut DbConn, locker_id: &str, number: i32) -> QueryResult<Compartment> {
     compartments::table
         .filter(compartments::locker_id.eq(locker_id))
         .filter(compartments::number.eq(number))
@@ -296,10 +269,7 @@ pub fn update_compartment(
 
 /// The status a compartment returns to when it comes back into service: whatever its live
 /// parcel says, or free.
-pub fn status_from_parcels(
-    conn: &mut DbConn,
-    compartment_id: &str,
-) -> QueryResult<CompartmentStatus> {
+pub fn status_from_parcels(conn: &mut DbConn, compartment_id: &str) -> QueryResult<CompartmentStatus> {
     let states: Vec<String> = parcels::table
         .filter(parcels::compartment_id.eq(compartment_id))
         .filter(parcels::state.eq_any(["reserved", "deposited", "expired"]))
@@ -357,10 +327,7 @@ pub fn put_section(
     let section_id = match existing {
         Some(id) => {
             diesel::update(sections::table.find(&id))
-                .set((
-                    sections::exclusive.eq(exclusive),
-                    sections::updated_at.eq(t),
-                ))
+                .set((sections::exclusive.eq(exclusive), sections::updated_at.eq(t)))
                 .execute(conn)?;
             id
         }
@@ -390,10 +357,7 @@ pub fn put_section(
             .filter(compartments::locker_id.eq(locker_id))
             .filter(compartments::number.eq_any(numbers)),
     )
-    .set((
-        compartments::section_id.eq(&section_id),
-        compartments::updated_at.eq(t),
-    ))
+    .set((compartments::section_id.eq(&section_id), compartments::updated_at.eq(t)))
     .execute(conn)?;
     sections::table
         .find(&section_id)
@@ -414,9 +378,7 @@ pub fn delete_section(conn: &mut DbConn, locker_id: &str, carrier_id: &str) -> Q
             compartments::updated_at.eq(now()),
         ))
         .execute(conn)?;
-    diesel::delete(sections::table.find(&id))
-        .execute(conn)
-        .map(drop)
+    diesel::delete(sections::table.find(&id)).execute(conn).map(drop)
 }
 
 /// The allocator's view of a locker: every compartment with its section rule.

@@ -5,9 +5,12 @@
 
 pub mod admin_keys;
 pub mod carriers;
+pub mod deposits;
 pub mod lockers;
+pub mod outbox;
 pub mod page;
 pub mod parcels;
+pub mod pickups;
 pub mod recipients;
 pub mod schema;
 pub mod sites;
@@ -63,8 +66,7 @@ impl DatabaseUrl {
     pub fn parse(raw: &str, connect_timeout: Duration) -> Result<Self, String> {
         let raw = raw.trim();
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            let mut url =
-                url::Url::parse(raw).map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+            let mut url = url::Url::parse(raw).map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
             let host = url.host_str().unwrap_or("localhost").to_string();
             let port = url.port().unwrap_or(5432);
             if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
@@ -158,8 +160,7 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), ConnectError> {
-        conn.batch_execute("SELECT 1")
-            .map_err(|e| ConnectError(e.to_string()))
+        conn.batch_execute("SELECT 1").map_err(|e| ConnectError(e.to_string()))
     }
 
     fn has_broken(&self, _conn: &mut DbConn) -> bool {
@@ -171,11 +172,7 @@ impl r2d2::ManageConnection for ConnectionManager {
 ///
 /// The first connection is made directly so that an unreachable database fails within the
 /// connect timeout with the driver's own message, instead of r2d2's generic one.
-pub fn connect(
-    url: &DatabaseUrl,
-    pool_size: u32,
-    connect_timeout: Duration,
-) -> Result<Pool, String> {
+pub fn connect(url: &DatabaseUrl, pool_size: u32, connect_timeout: Duration) -> Result<Pool, String> {
     if url.backend == Backend::Sqlite {
         if let Some(parent) = std::path::Path::new(&url.target).parent() {
             if !parent.as_os_str().is_empty() {
@@ -200,9 +197,7 @@ pub fn connect(
 pub fn run_migrations(conn: &mut DbConn) -> Result<usize, String> {
     let applied = match conn {
         DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-        DbConn::Pg(c) => c
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
+        DbConn::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
     };
     applied.map_err(|e| format!("migration failed: {e}"))
 }
@@ -233,15 +228,33 @@ impl Db {
         F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
     {
+        self.run_as(f).await
+    }
+
+    /// [`Db::run`] for callers with their own error type (the locker actor's refusals).
+    pub async fn run_as<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<AppError> + Send + 'static,
+    {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| AppError::Unavailable(e.to_string()))?;
+            let mut conn = pool.get().map_err(|e| E::from(AppError::Unavailable(e.to_string())))?;
             f(&mut conn)
         })
         .await
-        .map_err(|e| AppError::Internal(format!("database task failed: {e}")))?
+        .map_err(|e| E::from(AppError::Internal(format!("database task failed: {e}"))))?
+    }
+
+    /// [`Db::transaction`] for callers with their own error type.
+    pub async fn transaction_as<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<AppError> + From<diesel::result::Error> + Send + 'static,
+    {
+        self.run_as(move |conn| conn.transaction(f)).await
     }
 
     /// Runs `f` inside one transaction, so the state change and its outbox rows commit together.
@@ -257,6 +270,14 @@ impl Db {
 /// Current time as the naive UTC timestamp both backends store.
 pub fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()
+}
+
+/// RFC 3339 UTC text of a stored timestamp, as clients and webhooks see it.
+pub fn ts_string(t: chrono::NaiveDateTime) -> String {
+    use chrono::TimeZone;
+    chrono::Utc
+        .from_utc_datetime(&t)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A new time-ordered id: sorts by creation, so it doubles as the pagination cursor.

@@ -29,8 +29,7 @@ impl PageQuery {
             return Err(format!("limit must be between 1 and {MAX_LIMIT}"));
         }
         if let Some(a) = &self.after {
-            uuid::Uuid::parse_str(a)
-                .map_err(|_| "after must be a cursor from a previous page".to_string())?;
+            uuid::Uuid::parse_str(a).map_err(|_| "after must be a cursor from a previous page".to_string())?;
         }
         Ok(Page {
             limit,

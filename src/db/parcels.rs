@@ -121,10 +121,7 @@ pub fn search(conn: &mut DbConn, f: &ParcelFilter, page: &Page) -> QueryResult<P
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Parcel> {
-    parcels::table
-        .find(id)
-        .select(Parcel::as_select())
-        .first(conn)
+    parcels::table.find(id).select(Parcel::as_select()).first(conn)
 }
 
 pub fn events(conn: &mut DbConn, parcel_id: &str) -> QueryResult<Vec<ParcelEvent>> {

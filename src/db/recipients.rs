@@ -69,18 +69,13 @@ pub fn insert_many(conn: &mut DbConn, rows: &[NewRecipient]) -> QueryResult<usiz
     // One statement per row: MultiConnection has no batch insert. Callers hold a transaction.
     let mut n = 0;
     for row in rows {
-        n += diesel::insert_into(recipients::table)
-            .values(row)
-            .execute(conn)?;
+        n += diesel::insert_into(recipients::table).values(row).execute(conn)?;
     }
     Ok(n)
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Recipient> {
-    recipients::table
-        .find(id)
-        .select(Recipient::as_select())
-        .first(conn)
+    recipients::table.find(id).select(Recipient::as_select()).first(conn)
 }
 
 #[derive(Debug, Default, Clone)]
@@ -90,11 +85,7 @@ pub struct RecipientFilter {
     pub q: Option<String>,
 }
 
-pub fn list(
-    conn: &mut DbConn,
-    filter: &RecipientFilter,
-    page: &Page,
-) -> QueryResult<Paged<Recipient>> {
+pub fn list(conn: &mut DbConn, filter: &RecipientFilter, page: &Page) -> QueryResult<Paged<Recipient>> {
     let mut q = recipients::table
         .select(Recipient::as_select())
         .order(recipients::id.asc())
@@ -112,9 +103,7 @@ pub fn list(
             lower(recipients::name)
                 .like(pattern.to_lowercase())
                 .escape('\\')
-                .or(lower(recipients::unit)
-                    .like(pattern.to_lowercase())
-                    .escape('\\')),
+                .or(lower(recipients::unit).like(pattern.to_lowercase()).escape('\\')),
         );
     }
     Ok(Paged::from_rows(q.load(conn)?, page, |r| &r.id))
@@ -123,18 +112,11 @@ pub fn list(
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// Directory search at a site, as the kiosk shows it: active recipients only, few results.
-pub fn directory(
-    conn: &mut DbConn,
-    site_id: &str,
-    query: &str,
-    limit: i64,
-) -> QueryResult<Vec<Recipient>> {
+pub fn directory(conn: &mut DbConn, site_id: &str, query: &str, limit: i64) -> QueryResult<Vec<Recipient>> {
     let filter = RecipientFilter {
         site_id: Some(site_id.to_string()),
         q: Some(query.to_string()),
@@ -147,25 +129,30 @@ pub fn directory(
         .collect())
 }
 
+/// The active recipient at a site with this phone. A driver often types the local number
+/// without the country code, so when there is no exact match, a unique recipient whose number
+/// ends with the typed digits matches too.
 pub fn by_phone(conn: &mut DbConn, site_id: &str, phone: &str) -> QueryResult<Option<Recipient>> {
-    recipients::table
-        .filter(recipients::site_id.eq(site_id))
-        .filter(recipients::phone.eq(phone))
-        .filter(recipients::active.eq(true))
-        .select(Recipient::as_select())
-        .first(conn)
-        .optional()
+    let at_site = || {
+        recipients::table
+            .filter(recipients::site_id.eq(site_id.to_string()))
+            .filter(recipients::active.eq(true))
+            .select(Recipient::as_select())
+    };
+    if let Some(r) = at_site().filter(recipients::phone.eq(phone)).first(conn).optional()? {
+        return Ok(Some(r));
+    }
+    let digits = phone.trim_start_matches('+');
+    let mut found = at_site()
+        .filter(recipients::phone.like(format!("%{digits}")))
+        .limit(2)
+        .load(conn)?;
+    Ok(if found.len() == 1 { found.pop() } else { None })
 }
 
-pub fn update(
-    conn: &mut DbConn,
-    id: &str,
-    mut changes: RecipientChanges,
-) -> QueryResult<Recipient> {
+pub fn update(conn: &mut DbConn, id: &str, mut changes: RecipientChanges) -> QueryResult<Recipient> {
     changes.updated_at = Some(now());
-    let n = diesel::update(recipients::table.find(id))
-        .set(&changes)
-        .execute(conn)?;
+    let n = diesel::update(recipients::table.find(id)).set(&changes).execute(conn)?;
     if n == 0 {
         return Err(diesel::result::Error::NotFound);
     }

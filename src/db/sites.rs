@@ -49,9 +49,7 @@ pub struct SiteChanges {
 }
 
 pub fn insert(conn: &mut DbConn, new: &NewSite) -> QueryResult<Site> {
-    diesel::insert_into(sites::table)
-        .values(new)
-        .execute(conn)?;
+    diesel::insert_into(sites::table).values(new).execute(conn)?;
     get(conn, &new.id)
 }
 
@@ -73,9 +71,7 @@ pub fn list(conn: &mut DbConn, page: &Page) -> QueryResult<Paged<Site>> {
 
 pub fn update(conn: &mut DbConn, id: &str, mut changes: SiteChanges) -> QueryResult<Site> {
     changes.updated_at = Some(now());
-    let n = diesel::update(sites::table.find(id))
-        .set(&changes)
-        .execute(conn)?;
+    let n = diesel::update(sites::table.find(id)).set(&changes).execute(conn)?;
     if n == 0 {
         return Err(diesel::result::Error::NotFound);
     }

@@ -4,10 +4,7 @@ use chrono::{NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::Serializer;
 
 pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(
-        &Utc.from_utc_datetime(t)
-            .to_rfc3339_opts(SecondsFormat::Millis, true),
-    )
+    s.serialize_str(&Utc.from_utc_datetime(t).to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 pub mod option {

@@ -99,11 +99,7 @@ mod tests {
         assert_eq!(allocate(&slots, req("ups", Size::M)), Some(2));
         let mut slots = slots;
         slots[1].status = CompartmentStatus::Occupied;
-        assert_eq!(
-            allocate(&slots, req("ups", Size::M)),
-            Some(1),
-            "upsizes to L"
-        );
+        assert_eq!(allocate(&slots, req("ups", Size::M)), Some(1), "upsizes to L");
         assert_eq!(allocate(&slots, req("ups", Size::XL)), None);
     }
 
@@ -153,11 +149,7 @@ mod tests {
             needs_accessible: true,
             ..req("ups", Size::S)
         };
-        assert_eq!(
-            allocate(&slots, need),
-            Some(1),
-            "accessible first, even if larger"
-        );
+        assert_eq!(allocate(&slots, need), Some(1), "accessible first, even if larger");
         assert_eq!(allocate(&slots, req("ups", Size::S)), Some(2));
         // Without a non-accessible fit, anyone may use the accessible one.
         assert_eq!(allocate(&slots, req("ups", Size::L)), Some(1));

@@ -87,9 +87,10 @@ pub struct TimeZone(pub chrono_tz::Tz);
 
 impl TimeZone {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        raw.trim().parse::<chrono_tz::Tz>().map(Self).map_err(|_| {
-            format!("time_zone {raw:?} is not an IANA time zone such as Europe/Berlin")
-        })
+        raw.trim()
+            .parse::<chrono_tz::Tz>()
+            .map(Self)
+            .map_err(|_| format!("time_zone {raw:?} is not an IANA time zone such as Europe/Berlin"))
     }
 }
 
@@ -106,8 +107,7 @@ pub struct TrackingNumber(String);
 impl TrackingNumber {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let t = raw.trim();
-        if !(4..=64).contains(&t.len()) || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
+        if !(4..=64).contains(&t.len()) || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(format!(
                 "tracking number {t:?} must be 4 to 64 letters, digits or dashes"
             ));
@@ -131,9 +131,7 @@ pub struct CarrierCode(String);
 impl CarrierCode {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let c = raw.trim().to_ascii_lowercase();
-        if !(2..=32).contains(&c.len())
-            || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
-        {
+        if !(2..=32).contains(&c.len()) || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
             return Err(format!(
                 "carrier code {raw:?} must be 2 to 32 letters, digits or dashes"
             ));
@@ -147,9 +145,7 @@ impl CarrierCode {
 }
 
 /// A notification channel a recipient can prefer.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Email,
@@ -177,10 +173,7 @@ impl Channel {
 
     /// Stored as an ordered comma list: first is most preferred.
     pub fn join(list: &[Channel]) -> String {
-        list.iter()
-            .map(|c| c.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
+        list.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")
     }
 
     pub fn split(stored: &str) -> Vec<Channel> {
@@ -212,10 +205,7 @@ mod tests {
 
     #[test]
     fn phones_normalise() {
-        assert_eq!(
-            Phone::parse("+1 (555) 010-2030").unwrap().as_str(),
-            "+15550102030"
-        );
+        assert_eq!(Phone::parse("+1 (555) 010-2030").unwrap().as_str(), "+15550102030");
         assert_eq!(Phone::parse("555.010.2030").unwrap().as_str(), "5550102030");
         assert!(Phone::parse("12345").is_err());
         assert!(Phone::parse("+1 555 CALL NOW").is_err());
@@ -227,14 +217,7 @@ mod tests {
             Email::parse(" Ann@Example.ORG ").unwrap().into_inner(),
             "ann@example.org"
         );
-        for bad in [
-            "ann",
-            "ann@",
-            "@x.org",
-            "ann@localhost",
-            "a b@x.org",
-            "ann@x.org.",
-        ] {
+        for bad in ["ann", "ann@", "@x.org", "ann@localhost", "a b@x.org", "ann@x.org."] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }
@@ -243,21 +226,12 @@ mod tests {
     fn text_and_zones_and_tracking() {
         assert!(Text::parse("name", "   ", 10).is_err());
         assert!(Text::parse("name", "x".repeat(11).as_str(), 10).is_err());
-        assert_eq!(
-            Text::parse("name", " Elm ", 10).unwrap().into_inner(),
-            "Elm"
-        );
+        assert_eq!(Text::parse("name", " Elm ", 10).unwrap().into_inner(), "Elm");
         assert!(TimeZone::parse("Europe/Berlin").is_ok());
         assert!(TimeZone::parse("Mars/Olympus").is_err());
-        assert_eq!(
-            TrackingNumber::parse("1z999aa1").unwrap().as_str(),
-            "1Z999AA1"
-        );
+        assert_eq!(TrackingNumber::parse("1z999aa1").unwrap().as_str(), "1Z999AA1");
         assert!(TrackingNumber::parse("1Z 999").is_err());
-        assert_eq!(
-            Channel::split("sms,bogus,email"),
-            vec![Channel::Sms, Channel::Email]
-        );
+        assert_eq!(Channel::split("sms,bogus,email"), vec![Channel::Sms, Channel::Email]);
         assert!(HttpUrl::parse("ftp://x.org").is_err());
     }
 }

@@ -7,19 +7,7 @@ pub mod parcel;
 use serde::{Deserialize, Serialize};
 
 /// Compartment size class. Ordered: a parcel fits any compartment of its size or larger.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Size {
     S,
     M,

@@ -62,10 +62,7 @@ impl ParcelState {
 
     /// Still in the network: holds (or will hold) a compartment.
     pub fn is_live(self) -> bool {
-        matches!(
-            self,
-            Self::Expected | Self::Reserved | Self::Deposited | Self::Expired
-        )
+        matches!(self, Self::Expected | Self::Reserved | Self::Deposited | Self::Expired)
     }
 }
 

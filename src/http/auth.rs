@@ -32,14 +32,11 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
         .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 512)
-        .then(|| token.to_string())
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 512).then(|| token.to_string())
 }
 
 pub fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 /// Counts a failed credential check against the client's IP and builds the error to return.
@@ -70,10 +67,7 @@ pub async fn require_admin(
         )
         .into());
     };
-    let found = state
-        .db
-        .run(move |c| Ok(admin_keys::authenticate(c, &token)?))
-        .await?;
+    let found = state.db.run(move |c| Ok(admin_keys::authenticate(c, &token)?)).await?;
     match found {
         Some(key_id) => {
             req.extensions_mut().insert(Admin { key_id });

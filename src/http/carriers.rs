@@ -12,10 +12,7 @@ use crate::domain::inputs::{CarrierCode, HttpUrl, Text};
 use crate::error::AppError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(create)
-        .service(list)
-        .service(get_one)
-        .service(update);
+    cfg.service(create).service(list).service(get_one).service(update);
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -56,9 +53,7 @@ pub struct CreatedCarrier {
 
 fn in_range(name: &str, v: Option<i32>, lo: i32, hi: i32) -> Result<Option<i32>, AppError> {
     match v {
-        Some(x) if !(lo..=hi).contains(&x) => Err(AppError::invalid(format!(
-            "{name} must be between {lo} and {hi}"
-        ))),
+        Some(x) if !(lo..=hi).contains(&x) => Err(AppError::invalid(format!("{name} must be between {lo} and {hi}"))),
         other => Ok(other),
     }
 }
@@ -82,19 +77,15 @@ pub async fn create(
         name: field(Text::parse("name", &b.name, 200))?.into_inner(),
         webhook_url: parse_url(b.webhook_url)?,
         dwell_hours: parse_dwell(b.dwell_hours)?,
-        webhook_rate_per_sec: in_range("webhook_rate_per_sec", b.webhook_rate_per_sec, 1, 1000)?
-            .unwrap_or(10),
-        webhook_concurrency: in_range("webhook_concurrency", b.webhook_concurrency, 1, 64)?
-            .unwrap_or(4),
+        webhook_rate_per_sec: in_range("webhook_rate_per_sec", b.webhook_rate_per_sec, 1, 1000)?.unwrap_or(10),
+        webhook_concurrency: in_range("webhook_concurrency", b.webhook_concurrency, 1, 64)?.unwrap_or(4),
     };
     let key = state.key.clone();
     let (carrier, secrets) = state
         .db
         .run(move |c| {
             carriers::insert(c, &key, new).map_err(|e| match AppError::from(e) {
-                AppError::Conflict { .. } => {
-                    AppError::conflict("a carrier with this code already exists")
-                }
+                AppError::Conflict { .. } => AppError::conflict("a carrier with this code already exists"),
                 other => other,
             })
         })
@@ -104,11 +95,7 @@ pub async fn create(
 
 #[utoipa::path(tag = "carriers", params(PageQuery), security(("admin" = [])), responses((status = 200, body = Paged<Carrier>)))]
 #[get("/carriers")]
-pub async fn list(
-    _: Admin,
-    state: web::Data<AppState>,
-    q: web::Query<PageQuery>,
-) -> Result<HttpResponse, AppError> {
+pub async fn list(_: Admin, state: web::Data<AppState>, q: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
     let page = field(q.parse())?;
     let found = state.db.run(move |c| Ok(carriers::list(c, &page)?)).await?;
     Ok(HttpResponse::Ok().json(found))
@@ -116,11 +103,7 @@ pub async fn list(
 
 #[utoipa::path(tag = "carriers", security(("admin" = [])), responses((status = 200, body = Carrier), (status = 404, body = crate::error::ErrorBody)))]
 #[get("/carriers/{id}")]
-pub async fn get_one(
-    _: Admin,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
+pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
     let found = state
         .db

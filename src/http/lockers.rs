@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::sites::not_found;
 use super::{field, AppState};
-use crate::db::lockers::{
-    self, Compartment, CompartmentChanges, Locker, LockerChanges, NewCompartment, Section,
-};
+use crate::actors::messages::{GetLocker, OpenOutcome, ReloadLocker, RemoteOpen};
+use crate::db::lockers::{self, Compartment, CompartmentChanges, Locker, LockerChanges, NewCompartment, Section};
 use crate::db::page::{PageQuery, Paged};
+use crate::db::pickups::{self, Fault};
 use crate::db::{carriers, sites, DbConn};
 use crate::domain::inputs::Text;
 use crate::domain::{CompartmentStatus, Size};
@@ -26,7 +26,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(update_compartment)
         .service(list_sections)
         .service(put_section)
-        .service(delete_section);
+        .service(delete_section)
+        .service(list_faults)
+        .service(open_compartment);
 }
 
 /// Most compartments one locker bank may have.
@@ -167,8 +169,7 @@ pub async fn create(
         .db
         .transaction(move |c| {
             sites::get(c, &b.site_id).map_err(|e| not_found(e, "site"))?;
-            let (locker, device_credential) =
-                lockers::insert(c, &b.site_id, &name, &location, &layout)?;
+            let (locker, device_credential) = lockers::insert(c, &b.site_id, &name, &location, &layout)?;
             let compartments = lockers::compartments_of(c, &locker.id)?;
             Ok(CreatedLocker {
                 locker,
@@ -182,11 +183,7 @@ pub async fn create(
 
 #[utoipa::path(tag = "lockers", params(LockerQuery), security(("admin" = [])), responses((status = 200, body = Paged<Locker>)))]
 #[get("/lockers")]
-pub async fn list(
-    _: Admin,
-    state: web::Data<AppState>,
-    q: web::Query<LockerQuery>,
-) -> Result<HttpResponse, AppError> {
+pub async fn list(_: Admin, state: web::Data<AppState>, q: web::Query<LockerQuery>) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
     let page = field(
         PageQuery {
@@ -204,11 +201,7 @@ pub async fn list(
 
 #[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 200, body = Locker), (status = 404, body = crate::error::ErrorBody)))]
 #[get("/lockers/{id}")]
-pub async fn get_one(
-    _: Admin,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
+pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
     let locker = state
         .db
@@ -286,9 +279,7 @@ pub async fn add_compartments(
     let mut seen = std::collections::HashSet::new();
     for spec in &b.compartments {
         if !(1..=9999).contains(&spec.number) {
-            return Err(AppError::invalid(
-                "compartment numbers must be between 1 and 9999",
-            ));
+            return Err(AppError::invalid("compartment numbers must be between 1 and 9999"));
         }
         if !seen.insert(spec.number) {
             return Err(AppError::Conflict {
@@ -298,6 +289,7 @@ pub async fn add_compartments(
         }
     }
     let id = id.into_inner();
+    let locker_id = id.clone();
     let created = state
         .db
         .transaction(move |c| {
@@ -317,10 +309,7 @@ pub async fn add_compartments(
                 expand_layout(&b.layout, max)?
             };
             check_total(existing.len() as i32, new.len())?;
-            if let Some(dup) = new
-                .iter()
-                .find(|n| existing.iter().any(|e| e.number == n.number))
-            {
+            if let Some(dup) = new.iter().find(|n| existing.iter().any(|e| e.number == n.number)) {
                 return Err(AppError::Conflict {
                     code: "duplicate_compartment",
                     message: format!("compartment {} already exists at this locker", dup.number),
@@ -334,6 +323,7 @@ pub async fn add_compartments(
                 .collect::<Vec<_>>())
         })
         .await?;
+    state.hub.do_send(ReloadLocker { locker_id });
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -366,12 +356,12 @@ pub async fn update_compartment(
 ) -> Result<HttpResponse, AppError> {
     let (id, number) = path.into_inner();
     let b = body.into_inner();
+    let locker_id = id.clone();
     let updated = state
         .db
         .transaction(move |c| {
             locker_exists(c, &id)?;
-            let current = lockers::compartment_by_number(c, &id, number)
-                .map_err(|e| not_found(e, "compartment"))?;
+            let current = lockers::compartment_by_number(c, &id, number).map_err(|e| not_found(e, "compartment"))?;
             let mut changes = CompartmentChanges {
                 size: b.size.map(|s| s.as_str().to_string()),
                 accessible: b.accessible,
@@ -381,23 +371,20 @@ pub async fn update_compartment(
                 Some(false) => {
                     changes.status = Some(CompartmentStatus::OutOfService.as_str().into());
                     if current.fault.is_none() {
-                        changes.fault =
-                            Some(Some("taken out of service by an administrator".into()));
+                        changes.fault = Some(Some("taken out of service by an administrator".into()));
                     }
                 }
                 Some(true) => {
-                    changes.status = Some(
-                        lockers::status_from_parcels(c, &current.id)?
-                            .as_str()
-                            .into(),
-                    );
+                    changes.status = Some(lockers::status_from_parcels(c, &current.id)?.as_str().into());
                     changes.fault = Some(None);
+                    pickups::resolve_faults(c, &id, number)?;
                 }
                 None => {}
             }
             Ok(lockers::update_compartment(c, &id, number, changes)?)
         })
         .await?;
+    state.hub.do_send(ReloadLocker { locker_id });
     Ok(HttpResponse::Ok().json(updated))
 }
 
@@ -431,6 +418,7 @@ pub async fn put_section(
 ) -> Result<HttpResponse, AppError> {
     let (id, carrier_id) = path.into_inner();
     let b = body.into_inner();
+    let locker_id = id.clone();
     if b.compartments.len() > MAX_COMPARTMENTS as usize {
         return Err(AppError::invalid("too many compartments"));
     }
@@ -439,24 +427,16 @@ pub async fn put_section(
         .transaction(move |c| {
             locker_exists(c, &id)?;
             carriers::get(c, &carrier_id).map_err(|e| not_found(e, "carrier"))?;
-            let existing: Vec<i32> = lockers::compartments_of(c, &id)?
-                .iter()
-                .map(|c| c.number)
-                .collect();
+            let existing: Vec<i32> = lockers::compartments_of(c, &id)?.iter().map(|c| c.number).collect();
             if let Some(missing) = b.compartments.iter().find(|n| !existing.contains(n)) {
                 return Err(AppError::invalid(format!(
                     "compartment {missing} does not exist at this locker"
                 )));
             }
-            Ok(lockers::put_section(
-                c,
-                &id,
-                &carrier_id,
-                b.exclusive,
-                &b.compartments,
-            )?)
+            Ok(lockers::put_section(c, &id, &carrier_id, b.exclusive, &b.compartments)?)
         })
         .await?;
+    state.hub.do_send(ReloadLocker { locker_id });
     Ok(HttpResponse::Ok().json(section))
 }
 
@@ -468,6 +448,7 @@ pub async fn delete_section(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AppError> {
     let (id, carrier_id) = path.into_inner();
+    let locker_id = id.clone();
     state
         .db
         .transaction(move |c| {
@@ -475,5 +456,98 @@ pub async fn delete_section(
             lockers::delete_section(c, &id, &carrier_id).map_err(|e| not_found(e, "section"))
         })
         .await?;
+    state.hub.do_send(ReloadLocker { locker_id });
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct FaultQuery {
+    pub limit: Option<i64>,
+    pub after: Option<String>,
+}
+
+/// Hardware faults and reconciliation discrepancies, oldest first.
+#[utoipa::path(tag = "lockers", params(FaultQuery), security(("admin" = [])), responses((status = 200, body = Paged<Fault>)))]
+#[get("/lockers/{id}/faults")]
+pub async fn list_faults(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<FaultQuery>,
+) -> Result<HttpResponse, AppError> {
+    let q = q.into_inner();
+    let page = field(
+        PageQuery {
+            limit: q.limit,
+            after: q.after,
+        }
+        .parse(),
+    )?;
+    let id = id.into_inner();
+    let found = state
+        .db
+        .run(move |c| {
+            locker_exists(c, &id)?;
+            Ok(pickups::faults_of(c, &id, &page)?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRequest {
+    /// Why it is opened; recorded with the outcome.
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenResult {
+    pub status: String,
+}
+
+/// Opens a compartment remotely through the connected device. An open the device does not
+/// confirm in time answers 504 `outcome_unknown` and is recorded as a fault; it is never retried.
+#[utoipa::path(tag = "lockers", request_body = OpenRequest, security(("admin" = [])),
+    responses((status = 200, body = OpenResult), (status = 409, body = crate::error::ErrorBody),
+              (status = 504, body = crate::error::ErrorBody)))]
+#[post("/lockers/{id}/compartments/{number}/open")]
+pub async fn open_compartment(
+    admin: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, i32)>,
+    body: web::Json<OpenRequest>,
+) -> Result<HttpResponse, AppError> {
+    let (id, number) = path.into_inner();
+    let reason: String = body.into_inner().reason.chars().take(200).collect();
+    let lid = id.clone();
+    state.db.run(move |c| locker_exists(c, &lid).map(drop)).await?;
+    let locker = state
+        .hub
+        .send(GetLocker { locker_id: id })
+        .await
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    let outcome = locker
+        .send(RemoteOpen {
+            number,
+            reason,
+            actor: admin.actor(),
+        })
+        .await
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    match outcome {
+        OpenOutcome::Opened => Ok(HttpResponse::Ok().json(OpenResult { status: "opened".into() })),
+        OpenOutcome::Failed(why) => {
+            Err(AppError::Conflict { code: "open_failed", message: format!("the locker could not open it: {why}") })
+        }
+        OpenOutcome::Offline => {
+            Err(AppError::Conflict { code: "locker_offline", message: "the locker is not connected".into() })
+        }
+        OpenOutcome::NoSuchCompartment => Err(AppError::not_found(format!("compartment {number} not found"))),
+        OpenOutcome::Unknown => Err(AppError::OutcomeUnknown(
+            "the locker did not confirm in time; the door may or may not have opened, and the command will not be retried"
+                .into(),
+        )),
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod carriers;
+pub mod devices;
 pub mod health;
 pub mod lockers;
 pub mod openapi;
@@ -15,6 +16,7 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use crate::actors::hub::Hub;
 use crate::config::Settings;
 use crate::credentials::ServerKey;
 use crate::db::Db;
@@ -28,6 +30,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub key: ServerKey,
     pub limits: Arc<RateLimits>,
+    pub hub: actix::Addr<Hub>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
@@ -44,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .service(health::healthz)
         .service(health::readyz)
         .service(openapi::document)
+        .service(devices::connect)
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(auth::require_admin))

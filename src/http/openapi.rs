@@ -16,10 +16,7 @@ impl Modify for Prefix {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         let paths = std::mem::take(&mut api.paths.paths);
         for (path, mut item) in paths {
-            let path = if path.starts_with("/healthz")
-                || path.starts_with("/readyz")
-                || path.starts_with("/api-docs")
-            {
+            let path = if path.starts_with("/healthz") || path.starts_with("/readyz") || path.starts_with("/api-docs") {
                 path
             } else {
                 format!("/api/v1{path}")
@@ -34,11 +31,7 @@ impl Modify for Prefix {
             .into_iter()
             .flatten()
             {
-                let tag = op
-                    .tags
-                    .as_ref()
-                    .and_then(|t| t.first().cloned())
-                    .unwrap_or_default();
+                let tag = op.tags.as_ref().and_then(|t| t.first().cloned()).unwrap_or_default();
                 if let Some(id) = &op.operation_id {
                     op.operation_id = Some(format!("{tag}_{id}"));
                 }
@@ -73,6 +66,7 @@ impl Modify for AdminAuth {
         lockers::create, lockers::list, lockers::get_one, lockers::update, lockers::rotate_credential,
         lockers::add_compartments, lockers::list_compartments, lockers::update_compartment,
         lockers::list_sections, lockers::put_section, lockers::delete_section,
+        lockers::list_faults, lockers::open_compartment,
         carriers::create, carriers::list, carriers::get_one, carriers::update,
         recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,
         parcels::search, parcels::get_one,

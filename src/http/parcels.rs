@@ -86,13 +86,9 @@ pub async fn search(
             let ids: Vec<String> = page.items.iter().map(|p| p.id.clone()).collect();
             let mut events = parcels::events_of_many(c, &ids)?;
             Ok(page.map(|parcel| {
-                let (mine, rest): (Vec<_>, Vec<_>) =
-                    events.drain(..).partition(|e| e.parcel_id == parcel.id);
+                let (mine, rest): (Vec<_>, Vec<_>) = events.drain(..).partition(|e| e.parcel_id == parcel.id);
                 events = rest;
-                ParcelWithEvents {
-                    parcel,
-                    events: mine,
-                }
+                ParcelWithEvents { parcel, events: mine }
             }))
         })
         .await?;
@@ -102,11 +98,7 @@ pub async fn search(
 #[utoipa::path(tag = "parcels", security(("admin" = [])),
     responses((status = 200, body = ParcelWithEvents), (status = 404, body = crate::error::ErrorBody)))]
 #[get("/parcels/{id}")]
-pub async fn get_one(
-    _: Admin,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
+pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
     let found = state
         .db

@@ -121,10 +121,7 @@ fn channels_for(
     let chosen = match wanted {
         Some(wanted) => {
             if let Some(missing) = wanted.iter().find(|c| !has(**c)) {
-                return Err(format!(
-                    "channel {} needs its contact detail",
-                    missing.as_str()
-                ));
+                return Err(format!("channel {} needs its contact detail", missing.as_str()));
             }
             let mut dedup = Vec::new();
             for c in wanted {
@@ -172,9 +169,7 @@ pub fn parse_recipient(site_id: &str, r: RecipientInput) -> Result<NewRecipient,
 
 fn phone_conflict(e: diesel::result::Error) -> AppError {
     match AppError::from(e) {
-        AppError::Conflict { .. } => {
-            AppError::conflict("a recipient with this phone already exists at this site")
-        }
+        AppError::Conflict { .. } => AppError::conflict("a recipient with this phone already exists at this site"),
         other => other,
     }
 }
@@ -222,20 +217,13 @@ pub async fn list(
         site_id: q.site_id,
         q: q.q,
     };
-    let found = state
-        .db
-        .run(move |c| Ok(recipients::list(c, &filter, &page)?))
-        .await?;
+    let found = state.db.run(move |c| Ok(recipients::list(c, &filter, &page)?)).await?;
     Ok(HttpResponse::Ok().json(found))
 }
 
 #[utoipa::path(tag = "recipients", security(("admin" = [])), responses((status = 200, body = Recipient), (status = 404, body = crate::error::ErrorBody)))]
 #[get("/recipients/{id}")]
-pub async fn get_one(
-    _: Admin,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
+pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
     let found = state
         .db
@@ -271,10 +259,7 @@ pub async fn update(
                 Some(p) => field(opt_push(p.as_deref()))?,
                 None => current.push_target.clone(),
             };
-            let wanted = b
-                .channels
-                .clone()
-                .or_else(|| Some(Channel::split(&current.channels)));
+            let wanted = b.channels.clone().or_else(|| Some(Channel::split(&current.channels)));
             let channels = match b.channels {
                 Some(_) => field(channels_for(wanted, &phone, &email, &push))?,
                 // Contact details changed: keep the preferences that still have a contact.
@@ -339,9 +324,7 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 fn parse_csv(site_id: &str, body: &[u8]) -> Result<Vec<NewRecipient>, AppError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(body);
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(body);
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let mut phones = std::collections::HashMap::new();
@@ -359,10 +342,7 @@ fn parse_csv(site_id: &str, body: &[u8]) -> Result<Vec<NewRecipient>, AppError> 
                 Some(
                     r.channels
                         .split([';', '|'])
-                        .map(|c| {
-                            Channel::parse(c)
-                                .ok_or_else(|| format!("unknown channel {:?}", c.trim()))
-                        })
+                        .map(|c| Channel::parse(c).ok_or_else(|| format!("unknown channel {:?}", c.trim())))
                         .collect::<Result<Vec<_>, _>>()?,
                 )
             };
@@ -427,9 +407,7 @@ pub async fn import_csv(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !ct.starts_with("text/csv") {
-        return Err(AppError::UnsupportedMediaType(
-            "expected Content-Type: text/csv".into(),
-        ));
+        return Err(AppError::UnsupportedMediaType("expected Content-Type: text/csv".into()));
     }
     let limit = state.settings.max_csv_bytes;
     let body = body

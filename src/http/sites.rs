@@ -12,10 +12,7 @@ use crate::domain::inputs::{Text, TimeZone};
 use crate::error::AppError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(create)
-        .service(list)
-        .service(get_one)
-        .service(update);
+    cfg.service(create).service(list).service(get_one).service(update);
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -42,9 +39,7 @@ pub struct UpdateSite {
 
 pub fn parse_dwell(h: Option<i32>) -> Result<Option<i32>, AppError> {
     match h {
-        Some(h) if !(1..=720).contains(&h) => {
-            Err(AppError::invalid("dwell_hours must be between 1 and 720"))
-        }
+        Some(h) if !(1..=720).contains(&h) => Err(AppError::invalid("dwell_hours must be between 1 and 720")),
         other => Ok(other),
     }
 }
@@ -74,11 +69,7 @@ pub async fn create(
 
 #[utoipa::path(tag = "sites", params(PageQuery), security(("admin" = [])), responses((status = 200, body = Paged<Site>)))]
 #[get("/sites")]
-pub async fn list(
-    _: Admin,
-    state: web::Data<AppState>,
-    q: web::Query<PageQuery>,
-) -> Result<HttpResponse, AppError> {
+pub async fn list(_: Admin, state: web::Data<AppState>, q: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
     let page = field(q.parse())?;
     let sites = state.db.run(move |c| Ok(sites::list(c, &page)?)).await?;
     Ok(HttpResponse::Ok().json(sites))
@@ -86,11 +77,7 @@ pub async fn list(
 
 #[utoipa::path(tag = "sites", security(("admin" = [])), responses((status = 200, body = Site), (status = 404, body = crate::error::ErrorBody)))]
 #[get("/sites/{id}")]
-pub async fn get_one(
-    _: Admin,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
+pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
     let site = state
         .db

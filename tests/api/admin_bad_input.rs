@@ -49,31 +49,19 @@ fn endpoints(ids: &Ids) -> Vec<(Method, String, Option<Value>)> {
             format!("/api/v1/lockers/{locker}"),
             Some(json!({"name": "L2"})),
         ),
-        (
-            Method::POST,
-            format!("/api/v1/lockers/{locker}/credential"),
-            None,
-        ),
+        (Method::POST, format!("/api/v1/lockers/{locker}/credential"), None),
         (
             Method::POST,
             format!("/api/v1/lockers/{locker}/compartments"),
             Some(json!({"layout": [{"size": "S", "count": 1}]})),
         ),
-        (
-            Method::GET,
-            format!("/api/v1/lockers/{locker}/compartments"),
-            None,
-        ),
+        (Method::GET, format!("/api/v1/lockers/{locker}/compartments"), None),
         (
             Method::PATCH,
             format!("/api/v1/lockers/{locker}/compartments/1"),
             Some(json!({"accessible": true})),
         ),
-        (
-            Method::GET,
-            format!("/api/v1/lockers/{locker}/sections"),
-            None,
-        ),
+        (Method::GET, format!("/api/v1/lockers/{locker}/sections"), None),
         (
             Method::PUT,
             format!("/api/v1/lockers/{locker}/sections/{carrier}"),
@@ -108,11 +96,7 @@ fn endpoints(ids: &Ids) -> Vec<(Method, String, Option<Value>)> {
             format!("/api/v1/recipients/{recipient}"),
             Some(json!({"name": "R2"})),
         ),
-        (
-            Method::POST,
-            format!("/api/v1/sites/{site}/recipients/import"),
-            None,
-        ),
+        (Method::POST, format!("/api/v1/sites/{site}/recipients/import"), None),
         (Method::GET, "/api/v1/parcels".into(), None),
         (
             Method::GET,
@@ -144,10 +128,7 @@ async fn snapshot(app: &TestApp, ids: &Ids) -> Value {
 async fn every_endpoint_refuses_bad_input(app: TestApp) {
     let site = app.site().await;
     let (locker, old_credential) = app.locker(&site, json!([{"size": "S", "count": 2}])).await;
-    let carrier = app.carrier("ups").await["carrier"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let carrier = app.carrier("ups").await["carrier"]["id"].as_str().unwrap().to_string();
     let recipient = app.recipient(&site, "Ann", "555-010-2030").await;
     let ids = Ids {
         site,
@@ -156,22 +137,13 @@ async fn every_endpoint_refuses_bad_input(app: TestApp) {
         recipient,
     };
     let before = snapshot(&app, &ids).await;
-    let oversize = format!(
-        "{{\"name\": \"{}\"}}",
-        "x".repeat(app.settings.max_body_bytes + 10)
-    );
+    let oversize = format!("{{\"name\": \"{}\"}}", "x".repeat(app.settings.max_body_bytes + 10));
 
     for (method, path, body) in endpoints(&ids) {
         let what = format!("{method} {path}");
         // No key, a wrong key, a malformed header.
         let got = app
-            .raw(
-                method.clone(),
-                &path,
-                None,
-                "application/json",
-                b"{}".to_vec(),
-            )
+            .raw(method.clone(), &path, None, "application/json", b"{}".to_vec())
             .await;
         assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
         let got = app
@@ -188,42 +160,21 @@ async fn every_endpoint_refuses_bad_input(app: TestApp) {
         if body.is_some() {
             let key = Some(app.admin_key.as_str());
             let got = app
-                .raw(
-                    method.clone(),
-                    &path,
-                    key,
-                    "application/json",
-                    b"{not json".to_vec(),
-                )
+                .raw(method.clone(), &path, key, "application/json", b"{not json".to_vec())
                 .await;
             assert_error(&got, StatusCode::BAD_REQUEST, "malformed_json");
             let got = app
-                .raw(
-                    method.clone(),
-                    &path,
-                    key,
-                    "application/json",
-                    b"[1, 2]".to_vec(),
-                )
+                .raw(method.clone(), &path, key, "application/json", b"[1, 2]".to_vec())
                 .await;
             // serde_json reports some wrong-typed values (a number for an enum) as syntax errors.
             assert_eq!(got.0, StatusCode::BAD_REQUEST, "{what}: {}", got.1);
             assert!(
-                matches!(
-                    got.1["error"].as_str(),
-                    Some("invalid_body" | "malformed_json")
-                ),
+                matches!(got.1["error"].as_str(), Some("invalid_body" | "malformed_json")),
                 "{what}: {}",
                 got.1
             );
-            let got = app
-                .raw(method.clone(), &path, key, "text/plain", b"{}".to_vec())
-                .await;
-            assert_error(
-                &got,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-            );
+            let got = app.raw(method.clone(), &path, key, "text/plain", b"{}".to_vec()).await;
+            assert_error(&got, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
             let got = app
                 .raw(
                     method.clone(),
@@ -258,11 +209,7 @@ async fn every_endpoint_refuses_bad_input(app: TestApp) {
             };
             assert_error(&got, StatusCode::NOT_FOUND, "not_found");
         }
-        assert_eq!(
-            snapshot(&app, &ids).await,
-            before,
-            "{what} changed something"
-        );
+        assert_eq!(snapshot(&app, &ids).await, before, "{what} changed something");
     }
     // Bodies that refer to unknown ids.
     assert_error(
@@ -287,8 +234,7 @@ async fn every_endpoint_refuses_bad_input(app: TestApp) {
 
 #[actix_web::test]
 async fn auth_failures_are_rate_limited_sqlite() {
-    auth_failures_are_rate_limited(TestApp::sqlite_with(|s| s.auth_failures_per_minute = 5).await)
-        .await
+    auth_failures_are_rate_limited(TestApp::sqlite_with(|s| s.auth_failures_per_minute = 5).await).await
 }
 
 #[actix_web::test]

@@ -19,10 +19,7 @@ async fn carriers_crud_and_secrets(app: TestApp) {
     assert_eq!(v["carrier"]["webhook_rate_per_sec"], 10);
     let secrets = &v["secrets"];
     assert!(secrets["api_key"].as_str().unwrap().starts_with("lhc_"));
-    assert!(secrets["webhook_secret"]
-        .as_str()
-        .unwrap()
-        .starts_with("whsec_"));
+    assert!(secrets["webhook_secret"].as_str().unwrap().starts_with("whsec_"));
     assert_eq!(secrets["courier_code"].as_str().unwrap().len(), 12);
     let id = v["carrier"]["id"].as_str().unwrap();
 
@@ -51,10 +48,7 @@ async fn carriers_crud_and_secrets(app: TestApp) {
         .unwrap();
     assert_ne!(row.api_key_hash, api_key);
     assert!(!row.webhook_secret_enc.contains(&webhook_secret));
-    assert_eq!(
-        key.decrypt(&row.webhook_secret_enc).unwrap(),
-        webhook_secret
-    );
+    assert_eq!(key.decrypt(&row.webhook_secret_enc).unwrap(), webhook_secret);
 
     let (s, upd) = app
         .patch(
@@ -93,16 +87,14 @@ async fn carriers_reject_bad_fields(app: TestApp) {
         );
     }
     assert_error(
-        &app.post("/api/v1/carriers", json!({"code": 5, "name": "x"}))
-            .await,
+        &app.post("/api/v1/carriers", json!({"code": 5, "name": "x"})).await,
         StatusCode::BAD_REQUEST,
         "invalid_body",
     );
     let (_, list) = app.get("/api/v1/carriers").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
     assert_error(
-        &app.patch("/api/v1/carriers/nope", json!({"name": "x"}))
-            .await,
+        &app.patch("/api/v1/carriers/nope", json!({"name": "x"})).await,
         StatusCode::NOT_FOUND,
         "not_found",
     );

@@ -23,11 +23,7 @@ fn bootstrap_prints_a_working_key_once() {
         .args(["create-admin-key", "--name", "ops"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(key.starts_with("lhk_"), "{key}");
     assert!(
@@ -79,10 +75,7 @@ fn unreachable_database_fails_fast_naming_the_host() {
     assert!(!out.status.success());
     assert!(err.contains("127.0.0.1:1"), "names the host: {err}");
     assert!(!err.contains("s3cret"), "never prints the password: {err}");
-    assert!(
-        took < Duration::from_secs(15),
-        "fails within seconds, took {took:?}"
-    );
+    assert!(took < Duration::from_secs(15), "fails within seconds, took {took:?}");
 }
 
 #[test]
@@ -94,11 +87,7 @@ fn bad_config_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("port"));
     std::fs::write(dir.path().join("lockerhub.toml"), "prot = 80\n").unwrap();
     let out = lockerhub(dir.path()).arg("migrate").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "unknown keys are refused, catching typos"
-    );
+    assert_eq!(out.status.code(), Some(2), "unknown keys are refused, catching typos");
     let out = lockerhub(dir.path())
         .args(["--config", "missing.toml", "migrate"])
         .output()

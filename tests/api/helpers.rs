@@ -49,10 +49,7 @@ struct PgDatabase {
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         if let Ok(mut c) = diesel::PgConnection::establish(&self.admin_url) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ));
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
         }
     }
 }
@@ -71,6 +68,8 @@ pub fn base_settings(dir: &std::path::Path) -> Settings {
         db_pool_size: 4,
         // Suites send many deliberately wrong keys; the limit has its own test.
         auth_failures_per_minute: 10_000,
+        pickup_attempts: 3,
+        device_call_timeout_secs: 1,
         secret_key: Some(Secret::new("11".repeat(32))),
         ..Settings::default()
     }
@@ -99,8 +98,7 @@ impl TestApp {
     pub async fn postgres_with(tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
         let admin_url = std::env::var("TEST_DATABASE_URL").ok()?;
         let name = format!("lh_test_{}", uuid::Uuid::new_v4().simple());
-        let mut c = diesel::PgConnection::establish(&admin_url)
-            .expect("TEST_DATABASE_URL must be reachable");
+        let mut c = diesel::PgConnection::establish(&admin_url).expect("TEST_DATABASE_URL must be reachable");
         c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .expect("create test database");
         let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
@@ -114,9 +112,7 @@ impl TestApp {
 
     async fn start(settings: Settings, dir: tempfile::TempDir, pg: Option<PgDatabase>) -> TestApp {
         init_logs();
-        let app = Application::build(settings.clone())
-            .await
-            .expect("app builds");
+        let app = Application::build(settings.clone()).await.expect("app builds");
         let port = app.port();
         let db = app.state().db.clone();
         actix_web::rt::spawn(app.run_until_stopped());
@@ -124,9 +120,7 @@ impl TestApp {
             .run(|c| Ok(admin_keys::create(c, "test")?.1))
             .await
             .expect("admin key");
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .finish();
+        let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
         TestApp {
             base: format!("http://127.0.0.1:{port}"),
             admin_key,
@@ -146,21 +140,74 @@ impl TestApp {
             .expect("drop database");
     }
 
+    pub fn ws_base(&self) -> String {
+        self.base.replacen("http://", "ws://", 1)
+    }
+
+    /// The pickup code and QR token queued for the recipient of `parcel_id` (the notification
+    /// outbox is how they leave the server).
+    pub async fn pickup_secrets(&self, parcel_id: &str) -> (String, String) {
+        use diesel::prelude::*;
+        use lockerhub::db::schema::notification_outbox as n;
+        let pid = parcel_id.to_string();
+        let payload: String = self
+            .db
+            .run(move |c| {
+                Ok(n::table
+                    .filter(n::parcel_id.eq(&pid))
+                    .filter(n::kind.eq("deposited"))
+                    .order(n::created_at.desc())
+                    .select(n::payload)
+                    .first(c)?)
+            })
+            .await
+            .expect("a deposited notification is queued");
+        let v: Value = serde_json::from_str(&payload).unwrap();
+        (
+            v["pickup_code"].as_str().unwrap().to_string(),
+            v["qr_token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Webhook outbox events for a parcel, oldest first: (event type, payload).
+    pub async fn webhooks_for(&self, parcel_id: &str) -> Vec<(String, Value)> {
+        use diesel::prelude::*;
+        use lockerhub::db::schema::webhook_outbox as w;
+        let pid = parcel_id.to_string();
+        let rows: Vec<(String, String)> = self
+            .db
+            .run(move |c| {
+                Ok(w::table
+                    .filter(w::parcel_id.eq(&pid))
+                    .order(w::id.asc())
+                    .select((w::event_type, w::payload))
+                    .load(c)?)
+            })
+            .await
+            .unwrap();
+        rows.into_iter()
+            .map(|(t, p)| (t, serde_json::from_str(&p).unwrap()))
+            .collect()
+    }
+
+    /// Compartment statuses of a locker by number, through the admin API.
+    pub async fn statuses(&self, locker_id: &str) -> std::collections::BTreeMap<i64, String> {
+        let (s, v) = self.get(&format!("/api/v1/lockers/{locker_id}/compartments")).await;
+        assert_eq!(s, StatusCode::OK);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["number"].as_i64().unwrap(), c["status"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
     /// Sends a request with the admin key; `body` is sent as JSON when given.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(&self.admin_key);
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let req = self.client.request(method, self.url(path)).bearer_auth(&self.admin_key);
         let resp = match body {
             Some(b) => req.send_json(&b).await,
             None => req.send().await,
@@ -206,7 +253,10 @@ impl TestApp {
     /// Creates a site, returning its id.
     pub async fn site(&self) -> String {
         let (s, v) = self
-            .post("/api/v1/sites", serde_json::json!({"name": "Elm Court", "address": "1 Elm St", "time_zone": "America/New_York"}))
+            .post(
+                "/api/v1/sites",
+                serde_json::json!({"name": "Elm Court", "address": "1 Elm St", "time_zone": "America/New_York"}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["id"].as_str().unwrap().to_string()
@@ -261,12 +311,8 @@ where
     let value = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!(
-                "non-JSON body for {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        })
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("non-JSON body for {status}: {}", String::from_utf8_lossy(&bytes)))
     };
     (status, value)
 }

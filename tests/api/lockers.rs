@@ -56,11 +56,8 @@ async fn locker_with_layout(app: TestApp) {
     assert_eq!(upd["active"], false);
 
     assert_error(
-        &app.post(
-            "/api/v1/lockers",
-            json!({"site_id": "no-such-site", "name": "x"}),
-        )
-        .await,
+        &app.post("/api/v1/lockers", json!({"site_id": "no-such-site", "name": "x"}))
+            .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
@@ -94,9 +91,7 @@ async fn compartments_bulk_and_duplicates(app: TestApp) {
     let site = app.site().await;
     let (id, _) = app.locker(&site, json!([{"size": "S", "count": 2}])).await;
     let path = format!("/api/v1/lockers/{id}/compartments");
-    let (s, added) = app
-        .post(&path, json!({"layout": [{"size": "XL", "count": 2}]}))
-        .await;
+    let (s, added) = app.post(&path, json!({"layout": [{"size": "XL", "count": 2}]})).await;
     assert_eq!(s, StatusCode::CREATED, "{added}");
     let numbers: Vec<i64> = added
         .as_array()
@@ -107,10 +102,7 @@ async fn compartments_bulk_and_duplicates(app: TestApp) {
     assert_eq!(numbers, vec![3, 4], "layouts continue the numbering");
 
     let (s, added) = app
-        .post(
-            &path,
-            json!({"compartments": [{"number": 10, "size": "M"}]}),
-        )
+        .post(&path, json!({"compartments": [{"number": 10, "size": "M"}]}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{added}");
 
@@ -216,9 +208,7 @@ async fn sections_partition(app: TestApp) {
     let ups = app.carrier("ups").await;
     let ups_id = ups["carrier"]["id"].as_str().unwrap();
     let path = format!("/api/v1/lockers/{id}/sections/{ups_id}");
-    let (s, sec) = app
-        .put(&path, json!({"compartments": [1, 2], "exclusive": true}))
-        .await;
+    let (s, sec) = app.put(&path, json!({"compartments": [1, 2], "exclusive": true})).await;
     assert_eq!(s, StatusCode::OK, "{sec}");
     assert_eq!(sec["exclusive"], true);
     let section_id = sec["id"].as_str().unwrap().to_string();
@@ -265,11 +255,7 @@ async fn sections_partition(app: TestApp) {
     let (s, _) = app.call(Method::DELETE, &path, None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, comps) = app.get(&format!("/api/v1/lockers/{id}/compartments")).await;
-    assert!(comps
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["section_id"].is_null()));
+    assert!(comps.as_array().unwrap().iter().all(|c| c["section_id"].is_null()));
     assert_error(
         &app.call(Method::DELETE, &path, None).await,
         StatusCode::NOT_FOUND,
@@ -280,9 +266,7 @@ async fn sections_partition(app: TestApp) {
 async fn locker_credential_rotates(app: TestApp) {
     let site = app.site().await;
     let (id, old) = app.locker(&site, json!([])).await;
-    let (s, v) = app
-        .post(&format!("/api/v1/lockers/{id}/credential"), json!({}))
-        .await;
+    let (s, v) = app.post(&format!("/api/v1/lockers/{id}/credential"), json!({})).await;
     assert_eq!(s, StatusCode::OK);
     let new = v["device_credential"].as_str().unwrap();
     assert_ne!(new, old);

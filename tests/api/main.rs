@@ -1,6 +1,7 @@
 mod admin_bad_input;
 mod carriers;
 mod cli;
+mod device;
 mod helpers;
 mod lockers;
 mod operations;

@@ -41,11 +41,7 @@ async fn probes_and_docs(app: TestApp) {
         }
     }
 
-    assert_error(
-        &app.get("/no/such/route").await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
+    assert_error(&app.get("/no/such/route").await, StatusCode::NOT_FOUND, "not_found");
     assert_error(
         &app.call(Method::DELETE, "/api/v1/sites", None).await,
         StatusCode::NOT_FOUND,

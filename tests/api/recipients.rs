@@ -4,11 +4,7 @@ use serde_json::json;
 use crate::db_test;
 use crate::helpers::{assert_error, TestApp};
 
-db_test!(
-    recipients_crud,
-    recipients_csv_import,
-    recipients_csv_all_or_nothing
-);
+db_test!(recipients_crud, recipients_csv_import, recipients_csv_all_or_nothing);
 
 async fn recipients_crud(app: TestApp) {
     let site = app.site().await;
@@ -49,11 +45,8 @@ async fn recipients_crud(app: TestApp) {
         "validation_failed",
     );
     assert_error(
-        &app.post(
-            "/api/v1/recipients",
-            json!({"site_id": "nope", "name": "Cy"}),
-        )
-        .await,
+        &app.post("/api/v1/recipients", json!({"site_id": "nope", "name": "Cy"}))
+            .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
@@ -79,13 +72,9 @@ async fn recipients_crud(app: TestApp) {
     assert_eq!(upd["channels"], "email");
     assert_eq!(upd["unit"], "5C");
 
-    let (_, found) = app
-        .get(&format!("/api/v1/recipients?site_id={site}&q=ann"))
-        .await;
+    let (_, found) = app.get(&format!("/api/v1/recipients?site_id={site}&q=ann")).await;
     assert_eq!(found["items"].as_array().unwrap().len(), 1);
-    let (_, found) = app
-        .get(&format!("/api/v1/recipients?site_id={site}&q=zed"))
-        .await;
+    let (_, found) = app.get(&format!("/api/v1/recipients?site_id={site}&q=zed")).await;
     assert_eq!(found["items"].as_array().unwrap().len(), 0);
     let (_, found) = app.get("/api/v1/recipients?q=%25").await;
     assert_eq!(
@@ -135,39 +124,24 @@ async fn recipients_csv_all_or_nothing(app: TestApp) {
     let msg = got.1["message"].as_str().unwrap();
     assert!(msg.contains("line 3") && msg.contains("line 4"), "{msg}");
     let dup = "name,phone\nAnn,555-010-2030\nBob,5550102030\n";
-    let got = app
-        .raw(Method::POST, &path, Some(&key), "text/csv", dup.into())
-        .await;
+    let got = app.raw(Method::POST, &path, Some(&key), "text/csv", dup.into()).await;
     assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert!(got.1["message"].as_str().unwrap().contains("line 3"));
     assert_error(
-        &app.raw(
-            Method::POST,
-            &path,
-            Some(&key),
-            "text/csv",
-            b"name\n".to_vec(),
-        )
-        .await,
+        &app.raw(Method::POST, &path, Some(&key), "text/csv", b"name\n".to_vec())
+            .await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     );
     assert_error(
-        &app.raw(
-            Method::POST,
-            &path,
-            Some(&key),
-            "application/json",
-            b"{}".to_vec(),
-        )
-        .await,
+        &app.raw(Method::POST, &path, Some(&key), "application/json", b"{}".to_vec())
+            .await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     );
     let huge = format!("name\n{}", "x\n".repeat(1_100_000));
     assert_error(
-        &app.raw(Method::POST, &path, Some(&key), "text/csv", huge.into())
-            .await,
+        &app.raw(Method::POST, &path, Some(&key), "text/csv", huge.into()).await,
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
     );
@@ -187,8 +161,7 @@ async fn recipients_csv_all_or_nothing(app: TestApp) {
     app.recipient(&site, "Existing", "555-999-0000").await;
     let clash = "name,phone\nNew One,555-123-4567\nNew Two,555-999-0000\n";
     assert_error(
-        &app.raw(Method::POST, &path, Some(&key), "text/csv", clash.into())
-            .await,
+        &app.raw(Method::POST, &path, Some(&key), "text/csv", clash.into()).await,
         StatusCode::CONFLICT,
         "conflict",
     );

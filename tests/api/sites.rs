@@ -8,7 +8,10 @@ db_test!(sites_crud, sites_paginate, sites_reject_bad_fields);
 
 async fn sites_crud(app: TestApp) {
     let (s, site) = app
-        .post("/api/v1/sites", json!({"name": " Elm Court ", "address": "1 Elm St", "time_zone": "Europe/Berlin", "dwell_hours": 48}))
+        .post(
+            "/api/v1/sites",
+            json!({"name": " Elm Court ", "address": "1 Elm St", "time_zone": "Europe/Berlin", "dwell_hours": 48}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{site}");
     assert_eq!(site["name"], "Elm Court");
@@ -120,9 +123,5 @@ async fn sites_reject_bad_fields(app: TestApp) {
         assert_error(&got, status, code);
     }
     let (_, list) = app.get("/api/v1/sites").await;
-    assert_eq!(
-        list["items"].as_array().unwrap().len(),
-        0,
-        "nothing was created"
-    );
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "nothing was created");
 }

@@ -1,0 +1,879 @@
+//! One actor per locker bank. Every allocation, reservation, door event and pickup for the
+//! locker passes through its mailbox, one at a time (`AtomicResponse`), so two drivers can
+//! never be given the same compartment. Each change is committed to the database before the
+//! device hears about it, and only then applied to the actor's memory.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::hub::LockerDeps;
+use super::messages::*;
+use crate::db::deposits::{self, LockerCtx, Prior};
+use crate::db::{carriers, lockers, pickups, recipients, DbConn};
+use crate::domain::allocation::Slot;
+use crate::domain::CompartmentStatus;
+use crate::error::{AppError, DeviceError};
+use crate::protocol::messages::*;
+use crate::protocol::{ErrorCode, Frame, FrameError, PROTOCOL_VERSION};
+
+/// How many answered message ids each locker remembers for deduplication.
+const DEDUP_CAPACITY: usize = 512;
+
+/// A door that is expected to open and close: what closing it will mean.
+#[derive(Debug)]
+enum DoorSession {
+    Deposit {
+        parcel_id: String,
+        carrier_id: String,
+        needs_accessible: bool,
+        prior: Prior,
+        opened: bool,
+        timer: SpawnHandle,
+    },
+    Pickup {
+        parcel_id: String,
+        opened: bool,
+        timer: SpawnHandle,
+    },
+    Remote {
+        opened: bool,
+    },
+}
+
+/// Answers already given, by message id: a retried call gets the same answer, not a second action.
+#[derive(Default)]
+struct Dedup {
+    order: VecDeque<String>,
+    answers: HashMap<String, (u64, String)>,
+}
+
+impl Dedup {
+    fn get(&self, id: &str, fingerprint: u64) -> Option<String> {
+        self.answers
+            .get(id)
+            .filter(|(f, _)| *f == fingerprint)
+            .map(|(_, a)| a.clone())
+    }
+
+    fn put(&mut self, id: String, fingerprint: u64, answer: String) {
+        if self.answers.insert(id.clone(), (fingerprint, answer)).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > DEDUP_CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.answers.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+pub struct LockerActor {
+    id: String,
+    deps: LockerDeps,
+    me: Option<LockerCtx>,
+    slots: Vec<Slot>,
+    session: Option<(u64, Recipient<ToDevice>)>,
+    booted: bool,
+    doors: HashMap<i32, DoorSession>,
+    dedup: Dedup,
+    pending: HashMap<String, oneshot::Sender<Result<Value, FrameError>>>,
+    next_call: u64,
+}
+
+type Reply = Result<Value, DeviceError>;
+
+/// Reloads the locker's identity and compartments: the database is the truth.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload;
+
+fn load(c: &mut DbConn, id: &str) -> Result<(LockerCtx, Vec<Slot>), AppError> {
+    let l = lockers::get(c, id)?;
+    let me = LockerCtx {
+        locker_id: l.id.clone(),
+        locker_name: l.name,
+        site_id: l.site_id,
+        code_salt: l.code_salt,
+    };
+    Ok((me, lockers::slots(c, id)?))
+}
+
+fn refuse(code: ErrorCode, msg: impl Into<String>) -> DeviceError {
+    DeviceError::refuse(code, msg)
+}
+
+fn done(v: Value) -> ResponseActFuture<LockerActor, Reply> {
+    Box::pin(fut::ready(Ok(v)))
+}
+
+fn fail(e: DeviceError) -> ResponseActFuture<LockerActor, Reply> {
+    Box::pin(fut::ready(Err(e)))
+}
+
+impl LockerActor {
+    pub fn new(id: String, deps: LockerDeps) -> Self {
+        Self {
+            id,
+            deps,
+            me: None,
+            slots: Vec::new(),
+            session: None,
+            booted: false,
+            doors: HashMap::new(),
+            dedup: Dedup::default(),
+            pending: HashMap::new(),
+            next_call: 0,
+        }
+    }
+
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let db = self.deps.db.clone();
+        let id = self.id.clone();
+        ctx.wait(
+            async move { db.run(move |c| load(c, &id)).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok((me, slots)) => {
+                        act.me = Some(me);
+                        act.slots = slots;
+                        let held: Vec<i32> = act
+                            .doors
+                            .iter()
+                            .filter(|(_, d)| matches!(d, DoorSession::Deposit { .. } | DoorSession::Pickup { .. }))
+                            .map(|(n, _)| *n)
+                            .collect();
+                        for n in held {
+                            act.set_slot(n, CompartmentStatus::Reserved);
+                        }
+                    }
+                    Err(e) => {
+                        // Stop and let the supervisor start us again from the database, after a pause.
+                        tracing::error!(locker = %act.id, error = %e, "cannot load locker; restarting");
+                        ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+                    }
+                }),
+        );
+    }
+
+    fn set_slot(&mut self, number: i32, status: CompartmentStatus) {
+        if let Some(s) = self.slots.iter_mut().find(|s| s.number == number) {
+            // A compartment with a door session stays reserved in memory until the session ends.
+            s.status = status;
+        }
+    }
+
+    fn busy(&self) -> HashSet<i32> {
+        self.doors.keys().copied().collect()
+    }
+
+    /// Runs `work` in one transaction off the actor's thread; on commit, `then` updates memory
+    /// and builds the answer. A server failure reloads memory from the database.
+    fn db_op<T, W, M>(&self, work: W, then: M) -> ResponseActFuture<Self, Reply>
+    where
+        T: Send + 'static,
+        W: FnOnce(&mut DbConn, &LockerCtx) -> Result<T, DeviceError> + Send + 'static,
+        M: FnOnce(T, &mut Self, &mut Context<Self>) -> Reply + 'static,
+    {
+        let Some(me) = self.me.clone() else {
+            return fail(DeviceError::Failed(AppError::Unavailable(
+                "locker not loaded yet".into(),
+            )));
+        };
+        let db = self.deps.db.clone();
+        Box::pin(
+            async move { db.transaction_as(move |c| work(c, &me)).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(t) => then(t, act, ctx),
+                    Err(e) => {
+                        if matches!(e, DeviceError::Failed(_)) {
+                            act.reload(ctx);
+                        }
+                        Err(e)
+                    }
+                }),
+        )
+    }
+
+    fn dispatch(&mut self, req: DeviceRequest, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Reply> {
+        if !self.booted && !matches!(req, DeviceRequest::BootNotification(_)) {
+            return fail(refuse(ErrorCode::ProtocolError, "send BootNotification first"));
+        }
+        match req {
+            DeviceRequest::BootNotification(b) => self.boot(b),
+            DeviceRequest::Heartbeat => done(json!({"server_time": crate::db::ts_string(crate::db::now())})),
+            DeviceRequest::ListCarriers => self.db_op(
+                |c, _| Ok(carriers::active(c)?),
+                |list, _, _| {
+                    let list: Vec<CarrierInfo> = list
+                        .into_iter()
+                        .map(|c| CarrierInfo {
+                            id: c.id,
+                            code: c.code,
+                            name: c.name,
+                        })
+                        .collect();
+                    Ok(json!({"carriers": list}))
+                },
+            ),
+            DeviceRequest::IdentifyCourier { courier_code } => self.identify_courier(courier_code),
+            DeviceRequest::SearchDirectory { query } => self.search_directory(query),
+            DeviceRequest::StartDeposit(s) => self.start_deposit(s),
+            DeviceRequest::DoesNotFit(r) => self.does_not_fit(r.deposit_id),
+            DeviceRequest::CancelDeposit(r) => self.cancel_deposit(r.deposit_id, ctx),
+            DeviceRequest::DoorEvent(e) => self.door_event(e),
+            DeviceRequest::Pickup(p) => self.pickup(p),
+            DeviceRequest::FaultNotification(f) => self.fault(f),
+        }
+    }
+
+    fn boot(&mut self, b: BootNotification) -> ResponseActFuture<Self, Reply> {
+        let settings = self.deps.settings.clone();
+        let config = BootConfig {
+            pickup_code_length: settings.pickup_code_length,
+            deposit_timeout_secs: settings.deposit_timeout_secs,
+        };
+        let major = |v: &str| v.split('.').next().unwrap_or_default().to_string();
+        if major(&b.protocol_version) != major(PROTOCOL_VERSION) || b.compartments.len() > 2000 {
+            let resp = BootResponse {
+                status: "Rejected".into(),
+                server_time: crate::db::ts_string(crate::db::now()),
+                heartbeat_interval: settings.device_heartbeat_secs,
+                config,
+                discrepancies: vec![],
+            };
+            return done(json!(resp));
+        }
+        let busy = self.busy();
+        let id = self.id.clone();
+        self.db_op(
+            move |c, me| {
+                let fw: String = b.firmware_version.chars().take(64).collect();
+                let pv: String = b.protocol_version.chars().take(16).collect();
+                lockers::set_connection(c, &me.locker_id, true, Some((&fw, &pv)))?;
+                let found = pickups::reconcile(c, me, &b.compartments, &busy)?;
+                Ok((found, lockers::slots(c, &id)?))
+            },
+            move |(found, slots), act, _| {
+                act.slots = slots;
+                for n in act.doors.keys().copied().collect::<Vec<_>>() {
+                    act.set_slot(n, CompartmentStatus::Reserved);
+                }
+                act.booted = true;
+                if !found.is_empty() {
+                    tracing::warn!(locker = %act.id, discrepancies = found.len(), "boot snapshot differs from the database");
+                }
+                Ok(json!(BootResponse {
+                    status: "Accepted".into(),
+                    server_time: crate::db::ts_string(crate::db::now()),
+                    heartbeat_interval: settings.device_heartbeat_secs,
+                    config,
+                    discrepancies: found,
+                }))
+            },
+        )
+    }
+
+    /// Counts a wrong code against this locker; the error says whether a lockout began.
+    fn wrong_code(&self, key: String, what: &str) -> DeviceError {
+        match self.deps.pickup_guesses.fail(&key) {
+            Some(lock) => refuse(
+                ErrorCode::LockedOut,
+                format!("too many wrong codes; try again in {} s", lock.as_secs()),
+            )
+            .with_retry(lock),
+            None => refuse(ErrorCode::InvalidCode, format!("wrong {what}")),
+        }
+    }
+
+    fn locked_out(&self, key: &String) -> Option<DeviceError> {
+        self.deps.pickup_guesses.locked(key).map(|left| {
+            refuse(
+                ErrorCode::LockedOut,
+                format!("too many wrong codes; try again in {} s", left.as_secs().max(1)),
+            )
+            .with_retry(left)
+        })
+    }
+
+    fn identify_courier(&mut self, code: String) -> ResponseActFuture<Self, Reply> {
+        let key = format!("courier:{}", self.id);
+        if let Some(e) = self.locked_out(&key) {
+            return fail(e);
+        }
+        if code.len() > 64 {
+            return fail(self.wrong_code(key, "courier code"));
+        }
+        self.db_op(
+            move |c, _| Ok(carriers::by_courier_code(c, &code)?),
+            move |found, act, _| match found {
+                Some(c) => Ok(json!({"carrier": CarrierInfo { id: c.id, code: c.code, name: c.name }})),
+                None => Err(act.wrong_code(key, "courier code")),
+            },
+        )
+    }
+
+    fn search_directory(&mut self, query: String) -> ResponseActFuture<Self, Reply> {
+        let q = query.trim().to_string();
+        if !(2..=50).contains(&q.chars().count()) {
+            return fail(refuse(ErrorCode::ProtocolError, "query must be 2 to 50 characters"));
+        }
+        self.db_op(
+            move |c, me| Ok(recipients::directory(c, &me.site_id, &q, 10)?),
+            |found, _, _| {
+                let entries: Vec<RecipientEntry> = found
+                    .into_iter()
+                    .map(|r| RecipientEntry {
+                        id: r.id,
+                        name: r.name,
+                        unit: r.unit,
+                    })
+                    .collect();
+                Ok(json!({"recipients": entries}))
+            },
+        )
+    }
+
+    fn start_deposit(&mut self, req: StartDeposit) -> ResponseActFuture<Self, Reply> {
+        let slots = self.slots.clone();
+        let busy = self.busy();
+        self.db_op(
+            move |c, me| deposits::start(c, me, &req, &slots, &busy),
+            |started, act, ctx| {
+                if let Some(old) = started.released {
+                    act.set_slot(old, CompartmentStatus::Free);
+                }
+                act.set_slot(started.number, CompartmentStatus::Reserved);
+                let timer = act.door_timer(started.number, started.parcel_id.clone(), ctx);
+                act.doors.insert(
+                    started.number,
+                    DoorSession::Deposit {
+                        parcel_id: started.parcel_id.clone(),
+                        carrier_id: started.carrier_id,
+                        needs_accessible: started.needs_accessible,
+                        prior: started.prior,
+                        opened: false,
+                        timer,
+                    },
+                );
+                Ok(json!(DepositOpen {
+                    deposit_id: started.parcel_id,
+                    compartment: started.number,
+                    size: started.size
+                }))
+            },
+        )
+    }
+
+    fn deposit_by_id(&self, deposit_id: &str) -> Option<(i32, &DoorSession)> {
+        self.doors
+            .iter()
+            .find(|(_, d)| matches!(d, DoorSession::Deposit { parcel_id, .. } if parcel_id == deposit_id))
+            .map(|(n, d)| (*n, d))
+    }
+
+    fn does_not_fit(&mut self, deposit_id: String) -> ResponseActFuture<Self, Reply> {
+        let Some((
+            current,
+            DoorSession::Deposit {
+                carrier_id,
+                needs_accessible,
+                ..
+            },
+        )) = self.deposit_by_id(&deposit_id)
+        else {
+            return fail(refuse(ErrorCode::NotFound, "no deposit in progress with this id"));
+        };
+        let (carrier_id, needs_accessible) = (carrier_id.clone(), *needs_accessible);
+        let slots = self.slots.clone();
+        let busy = self.busy();
+        let pid = deposit_id.clone();
+        self.db_op(
+            move |c, me| {
+                let d = deposits::DepositInProgress {
+                    parcel_id: pid,
+                    carrier_id,
+                    needs_accessible,
+                    number: current,
+                };
+                deposits::upsize(c, me, &d, &slots, &busy)
+            },
+            move |(number, size), act, _| {
+                if let Some(session) = act.doors.remove(&current) {
+                    act.doors.insert(number, session);
+                }
+                act.set_slot(current, CompartmentStatus::Free);
+                act.set_slot(number, CompartmentStatus::Reserved);
+                Ok(json!(DepositOpen {
+                    deposit_id,
+                    compartment: number,
+                    size
+                }))
+            },
+        )
+    }
+
+    fn cancel_deposit(&mut self, deposit_id: String, _: &mut Context<Self>) -> ResponseActFuture<Self, Reply> {
+        let Some((number, DoorSession::Deposit { prior, .. })) = self.deposit_by_id(&deposit_id) else {
+            return fail(refuse(ErrorCode::NotFound, "no deposit in progress with this id"));
+        };
+        let prior = prior.clone();
+        self.db_op(
+            move |c, me| deposits::cancel(c, me, &deposit_id, number, &prior, "cancelled by the driver"),
+            move |status, act, ctx| {
+                act.end_door(number, ctx);
+                act.set_slot(number, status);
+                Ok(json!({"status": "Cancelled"}))
+            },
+        )
+    }
+
+    /// Ends a door session and its timer.
+    fn end_door(&mut self, number: i32, ctx: &mut Context<Self>) -> Option<DoorSession> {
+        let door = self.doors.remove(&number)?;
+        if let DoorSession::Deposit { timer, .. } | DoorSession::Pickup { timer, .. } = &door {
+            ctx.cancel_future(*timer);
+        }
+        Some(door)
+    }
+
+    fn door_event(&mut self, ev: DoorEvent) -> ResponseActFuture<Self, Reply> {
+        let number = ev.compartment;
+        if !self.slots.iter().any(|s| s.number == number) {
+            return fail(refuse(ErrorCode::NotFound, format!("no compartment {number}")));
+        }
+        let outcome = |o: &str| Ok(json!(DoorEventResponse { outcome: o.to_string() }));
+        match (self.doors.get_mut(&number), ev.door) {
+            (
+                Some(
+                    DoorSession::Deposit { opened, .. }
+                    | DoorSession::Pickup { opened, .. }
+                    | DoorSession::Remote { opened },
+                ),
+                DoorChange::Opened,
+            ) => {
+                *opened = true;
+                done(outcome("none").unwrap_or_default())
+            }
+            (Some(DoorSession::Deposit { parcel_id, prior, .. }), DoorChange::Closed) => {
+                let (pid, prior) = (parcel_id.clone(), prior.clone());
+                if ev.occupied {
+                    let key = self.deps.key.clone();
+                    let s = self.deps.settings.clone();
+                    self.db_op(
+                        move |c, me| deposits::complete(c, me, &key, s.pickup_code_length, s.dwell_hours, &pid, number),
+                        move |_, act, ctx| {
+                            act.end_door(number, ctx);
+                            act.set_slot(number, CompartmentStatus::Occupied);
+                            outcome("deposited")
+                        },
+                    )
+                } else {
+                    self.db_op(
+                        move |c, me| {
+                            deposits::cancel(c, me, &pid, number, &prior, "door closed on an empty compartment")
+                        },
+                        move |status, act, ctx| {
+                            act.end_door(number, ctx);
+                            act.set_slot(number, status);
+                            outcome("deposit_cancelled")
+                        },
+                    )
+                }
+            }
+            (Some(DoorSession::Pickup { parcel_id, .. }), DoorChange::Closed) => {
+                let pid = parcel_id.clone();
+                if ev.occupied {
+                    self.db_op(
+                        move |c, me| pickups::record(c, me, &pid, "pickup_abandoned", json!({"compartment": number})),
+                        move |_, act, ctx| {
+                            act.end_door(number, ctx);
+                            outcome("pickup_abandoned")
+                        },
+                    )
+                } else {
+                    self.db_op(
+                        move |c, me| pickups::complete(c, me, &pid, number),
+                        move |_, act, ctx| {
+                            act.end_door(number, ctx);
+                            act.set_slot(number, CompartmentStatus::Free);
+                            outcome("picked_up")
+                        },
+                    )
+                }
+            }
+            (Some(DoorSession::Remote { .. }), DoorChange::Closed) => {
+                self.doors.remove(&number);
+                done(json!(DoorEventResponse { outcome: "none".into() }))
+            }
+            (None, DoorChange::Opened) => self.db_op(
+                move |c, me| {
+                    pickups::fault(
+                        c,
+                        me,
+                        Some(number),
+                        "unexpected_door_open",
+                        "door opened without a command",
+                    )
+                },
+                move |_, act, _| {
+                    act.set_slot(number, CompartmentStatus::OutOfService);
+                    outcome("fault")
+                },
+            ),
+            (None, DoorChange::Closed) => done(json!(DoorEventResponse { outcome: "none".into() })),
+        }
+    }
+
+    fn pickup(&mut self, p: Pickup) -> ResponseActFuture<Self, Reply> {
+        let key = self.id.clone();
+        if let Some(e) = self.locked_out(&key) {
+            return fail(e);
+        }
+        let server_key = self.deps.key.clone();
+        let busy = self.busy();
+        let what = match p {
+            Pickup::Code(_) => "pickup code",
+            Pickup::QrToken(_) => "QR code",
+        };
+        self.db_op(
+            move |c, me| {
+                let Some((pid, number)) = pickups::find(c, me, &server_key, &p)? else {
+                    return Ok(None);
+                };
+                if busy.contains(&number) {
+                    return Err(refuse(ErrorCode::InvalidState, "this compartment is already open"));
+                }
+                pickups::record(c, me, &pid, "pickup_opened", json!({"compartment": number, "by": what}))?;
+                Ok(Some((pid, number)))
+            },
+            move |found, act, ctx| {
+                let Some((parcel_id, number)) = found else {
+                    return Err(act.wrong_code(key, what));
+                };
+                let timer = act.door_timer(number, parcel_id.clone(), ctx);
+                act.doors.insert(
+                    number,
+                    DoorSession::Pickup {
+                        parcel_id: parcel_id.clone(),
+                        opened: false,
+                        timer,
+                    },
+                );
+                Ok(json!(PickupOpen {
+                    compartment: number,
+                    parcel_id
+                }))
+            },
+        )
+    }
+
+    fn fault(&mut self, f: FaultNotification) -> ResponseActFuture<Self, Reply> {
+        let number = f.compartment;
+        if !self.slots.iter().any(|s| s.number == number) {
+            return fail(refuse(ErrorCode::NotFound, format!("no compartment {number}")));
+        }
+        let kind: String = f.kind.chars().take(64).collect();
+        let detail: String = f.detail.chars().take(500).collect();
+        self.db_op(
+            move |c, me| pickups::fault(c, me, Some(number), &kind, &detail),
+            move |_, act, _| {
+                act.set_slot(number, CompartmentStatus::OutOfService);
+                Ok(json!({}))
+            },
+        )
+    }
+
+    /// A deposit or pickup must finish within the deposit timeout. If it does not, a deposit
+    /// is cancelled; a door left open is reported as a fault.
+    fn door_timer(&self, number: i32, parcel_id: String, ctx: &mut Context<Self>) -> SpawnHandle {
+        let after = Duration::from_secs(self.deps.settings.deposit_timeout_secs);
+        ctx.run_later(after, move |act, ctx| {
+            let matches = match act.doors.get(&number) {
+                Some(DoorSession::Deposit { parcel_id: p, .. } | DoorSession::Pickup { parcel_id: p, .. }) => {
+                    *p == parcel_id
+                }
+                _ => false,
+            };
+            if !matches {
+                return;
+            }
+            let Some(door) = act.doors.remove(&number) else { return };
+            let Some(me) = act.me.clone() else { return };
+            let db = act.deps.db.clone();
+            let (opened, deposit_prior) = match door {
+                DoorSession::Deposit { opened, prior, .. } => (opened, Some(prior)),
+                DoorSession::Pickup { opened, .. } => (opened, None),
+                DoorSession::Remote { opened } => (opened, None),
+            };
+            let pid = parcel_id.clone();
+            let work = async move {
+                db.transaction_as(move |c| -> Result<CompartmentStatus, DeviceError> {
+                    let mut status = CompartmentStatus::Occupied;
+                    if let Some(prior) = &deposit_prior {
+                        status = deposits::cancel(c, &me, &pid, number, prior, "timed out")?;
+                    } else {
+                        pickups::record(c, &me, &pid, "pickup_timed_out", json!({"compartment": number}))?;
+                    }
+                    if opened {
+                        pickups::fault(
+                            c,
+                            &me,
+                            Some(number),
+                            "door_not_closed",
+                            "the door was not closed in time",
+                        )?;
+                        status = CompartmentStatus::OutOfService;
+                    }
+                    Ok(status)
+                })
+                .await
+            };
+            ctx.wait(work.into_actor(act).map(move |res, act, ctx| match res {
+                Ok(status) => act.set_slot(number, status),
+                Err(e) => {
+                    tracing::error!(locker = %act.id, error = ?e, "door timeout handling failed");
+                    act.reload(ctx);
+                }
+            }));
+        })
+    }
+}
+
+impl DeviceError {
+    /// Adds `retry_after_secs` to a refusal's details.
+    pub fn with_retry(self, after: Duration) -> Self {
+        match self {
+            DeviceError::Refused(e) => {
+                DeviceError::Refused(e.with_details(json!({"retry_after_secs": after.as_secs().max(1)})))
+            }
+            other => other,
+        }
+    }
+}
+
+impl Actor for LockerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.reload(ctx);
+        // Door sessions survive a restart (the supervisor keeps this struct); their timers do not.
+        let sessions: Vec<(i32, String)> = self
+            .doors
+            .iter()
+            .filter_map(|(n, d)| match d {
+                DoorSession::Deposit { parcel_id, .. } | DoorSession::Pickup { parcel_id, .. } => {
+                    Some((*n, parcel_id.clone()))
+                }
+                DoorSession::Remote { .. } => None,
+            })
+            .collect();
+        for (n, pid) in sessions {
+            let t = self.door_timer(n, pid, ctx);
+            if let Some(DoorSession::Deposit { timer, .. } | DoorSession::Pickup { timer, .. }) = self.doors.get_mut(&n)
+            {
+                *timer = t;
+            }
+        }
+    }
+}
+
+impl Supervised for LockerActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!(locker = %self.id, "locker actor restarting from the database");
+        self.me = None;
+        self.slots.clear();
+    }
+}
+
+impl Handler<Reload> for LockerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Reload, ctx: &mut Context<Self>) {
+        self.reload(ctx);
+    }
+}
+
+impl Handler<Attach> for LockerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
+        if let Some((old, session)) = self.session.take() {
+            if old != msg.session_id {
+                session.do_send(ToDevice::Replaced);
+            }
+        }
+        self.session = Some((msg.session_id, msg.session));
+        self.booted = false;
+        let db = self.deps.db.clone();
+        let id = self.id.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = db.run(move |c| Ok(lockers::set_connection(c, &id, true, None)?)).await {
+                    tracing::warn!(error = %e, "could not record connection");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<Detach> for LockerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Detach, ctx: &mut Context<Self>) {
+        if self.session.as_ref().is_some_and(|(id, _)| *id == msg.session_id) {
+            self.session = None;
+            self.booted = false;
+            let db = self.deps.db.clone();
+            let id = self.id.clone();
+            ctx.spawn(
+                async move {
+                    if let Err(e) = db.run(move |c| Ok(lockers::set_connection(c, &id, false, None)?)).await {
+                        tracing::warn!(error = %e, "could not record disconnection");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+    }
+}
+
+impl Handler<DeviceCall> for LockerActor {
+    type Result = AtomicResponse<Self, String>;
+
+    fn handle(&mut self, msg: DeviceCall, ctx: &mut Context<Self>) -> Self::Result {
+        let id = msg.msg_id;
+        let fingerprint = msg.fingerprint;
+        // A boot always runs: it re-establishes the session's state.
+        let is_boot = matches!(msg.request, DeviceRequest::BootNotification(_));
+        if let Some(answer) = self.dedup.get(&id, fingerprint).filter(|_| !is_boot) {
+            return AtomicResponse::new(Box::pin(fut::ready(answer)));
+        }
+        if self.session.as_ref().is_none_or(|(s, _)| *s != msg.session_id) {
+            let e = FrameError::new(ErrorCode::ProtocolError, "this session was replaced by a newer one");
+            return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
+        }
+        let action = msg.request.action();
+        let work = self.dispatch(msg.request, ctx);
+        AtomicResponse::new(Box::pin(work.map(move |res, act, _| {
+            let (frame, remember) = match res {
+                Ok(payload) => (
+                    Frame::Result {
+                        id: id.clone(),
+                        payload,
+                    },
+                    true,
+                ),
+                // Failures are not remembered: a retry with the same id runs again.
+                Err(e) => (
+                    Frame::Error {
+                        id: id.clone(),
+                        error: e.to_frame_error(),
+                    },
+                    matches!(e, DeviceError::Refused(_)),
+                ),
+            };
+            tracing::debug!(locker = %act.id, action, msg_id = %id, "device call answered");
+            let text = frame.to_text();
+            if remember && !is_boot {
+                act.dedup.put(id, fingerprint, text.clone());
+            }
+            text
+        })))
+    }
+}
+
+impl Handler<DeviceAnswer> for LockerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeviceAnswer, _: &mut Context<Self>) {
+        if let Some(tx) = self.pending.remove(&msg.msg_id) {
+            let _ = tx.send(msg.answer);
+        }
+    }
+}
+
+impl Handler<RemoteOpen> for LockerActor {
+    type Result = ResponseActFuture<Self, OpenOutcome>;
+
+    fn handle(&mut self, msg: RemoteOpen, _: &mut Context<Self>) -> Self::Result {
+        let number = msg.number;
+        if !self.slots.iter().any(|s| s.number == number) {
+            return Box::pin(fut::ready(OpenOutcome::NoSuchCompartment));
+        }
+        let Some((_, session)) = self.session.clone().filter(|_| self.booted) else {
+            return Box::pin(fut::ready(OpenOutcome::Offline));
+        };
+        self.next_call += 1;
+        let call_id = format!("srv-{}", self.next_call);
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(call_id.clone(), tx);
+        let payload = json!(OpenCompartment {
+            compartment: number,
+            reason: msg.reason.clone()
+        });
+        session.do_send(ToDevice::Text(
+            Frame::Call {
+                id: call_id.clone(),
+                action: "OpenCompartment".into(),
+                payload,
+            }
+            .to_text(),
+        ));
+        let timeout = Duration::from_secs(self.deps.settings.device_call_timeout_secs);
+        let actor = msg.actor;
+        Box::pin(
+            async move { tokio::time::timeout(timeout, rx).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.pending.remove(&call_id);
+                    let outcome = match res {
+                        Ok(Ok(Ok(v))) if v.get("status").and_then(Value::as_str) == Some("Opened") => {
+                            OpenOutcome::Opened
+                        }
+                        Ok(Ok(Ok(v))) => OpenOutcome::Failed(v.to_string()),
+                        Ok(Ok(Err(e))) => OpenOutcome::Failed(format!("{}: {}", e.code.as_str(), e.description)),
+                        Ok(Err(_)) | Err(_) => OpenOutcome::Unknown,
+                    };
+                    let detail = format!("remote open by {actor}: {outcome:?}");
+                    match outcome {
+                        OpenOutcome::Opened => {
+                            act.doors.entry(number).or_insert(DoorSession::Remote { opened: true });
+                        }
+                        OpenOutcome::Unknown => {
+                            // Never replayed automatically: the door may have opened. Record it for a person to check.
+                            let (db, me) = (act.deps.db.clone(), act.me.clone());
+                            if let Some(me) = me {
+                                ctx.spawn(
+                                    async move {
+                                        let r = db
+                                            .transaction_as(move |c| {
+                                                pickups::fault(
+                                                    c,
+                                                    &me,
+                                                    None,
+                                                    "open_outcome_unknown",
+                                                    &format!("compartment {number}: {detail}"),
+                                                )
+                                            })
+                                            .await;
+                                        if let Err(e) = r {
+                                            tracing::error!(error = ?e, "could not record unknown open outcome");
+                                        }
+                                    }
+                                    .into_actor(act),
+                                );
+                            }
+                        }
+                        _ => {}
+                    }
+                    outcome
+                }),
+        )
+    }
+}

@@ -1,0 +1,86 @@
+//! Every message the actors exchange, so the conversation reads in one place.
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use super::locker::LockerActor;
+use crate::protocol::messages::DeviceRequest;
+use crate::protocol::FrameError;
+
+/// Hub: the locker actor for an id, started on demand.
+#[derive(Message)]
+#[rtype(result = "Addr<LockerActor>")]
+pub struct GetLocker {
+    pub locker_id: String,
+}
+
+/// Hub: the locker's configuration changed (compartments, sections); reload it if running.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadLocker {
+    pub locker_id: String,
+}
+
+/// Locker → session: something to write to the device, or close.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub enum ToDevice {
+    Text(String),
+    /// A newer session of the same locker took over.
+    Replaced,
+}
+
+/// Session → locker: the device connected.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub session_id: u64,
+    pub session: Recipient<ToDevice>,
+}
+
+/// Session → locker: the device disconnected.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach {
+    pub session_id: u64,
+}
+
+/// Session → locker: a parsed call; the answer is the frame text to send back.
+#[derive(Message)]
+#[rtype(result = "String")]
+pub struct DeviceCall {
+    pub session_id: u64,
+    pub msg_id: String,
+    /// Hash of the action and payload: a retry has the same id and fingerprint; a device that
+    /// reuses an id for a different call (after a reboot, say) does not get a stale answer.
+    pub fingerprint: u64,
+    pub request: DeviceRequest,
+}
+
+/// Session → locker: the device answered one of the server's calls.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeviceAnswer {
+    pub msg_id: String,
+    pub answer: Result<Value, FrameError>,
+}
+
+/// Outcome of a server-initiated open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenOutcome {
+    Opened,
+    Failed(String),
+    /// The device did not answer in time. Never replayed: the door may or may not have opened.
+    Unknown,
+    Offline,
+    NoSuchCompartment,
+}
+
+/// HTTP → locker: open a compartment remotely (property manager).
+#[derive(Message)]
+#[rtype(result = "OpenOutcome")]
+pub struct RemoteOpen {
+    pub number: i32,
+    pub reason: String,
+    pub actor: String,
+}

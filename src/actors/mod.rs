@@ -1,0 +1,6 @@
+//! The actor system: a supervised hub, one actor per locker bank, one per device session.
+
+pub mod hub;
+pub mod locker;
+pub mod messages;
+pub mod session;

@@ -1,0 +1,177 @@
+//! One actor per device WebSocket: framing, heartbeats, and forwarding to the locker actor.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+
+use super::locker::LockerActor;
+use super::messages::{Attach, Detach, DeviceAnswer, DeviceCall, ToDevice};
+use crate::protocol::messages::DeviceRequest;
+use crate::protocol::{ErrorCode, Frame, FrameError};
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+pub struct LockerSession {
+    id: u64,
+    locker_id: String,
+    locker: Addr<LockerActor>,
+    last_heard: Instant,
+    heartbeat: Duration,
+    timeout: Duration,
+}
+
+impl LockerSession {
+    pub fn new(locker_id: String, locker: Addr<LockerActor>, heartbeat: Duration, timeout: Duration) -> Self {
+        Self {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            locker_id,
+            locker,
+            last_heard: Instant::now(),
+            heartbeat,
+            timeout,
+        }
+    }
+
+    fn error(ctx: &mut ws::WebsocketContext<Self>, id: &str, code: ErrorCode, msg: &str) {
+        ctx.text(
+            Frame::Error {
+                id: id.to_string(),
+                error: FrameError::new(code, msg),
+            }
+            .to_text(),
+        );
+    }
+
+    /// Deserialize, dispatch, serialize: a malformed frame gets an error frame, never a hang-up.
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let frame = match Frame::parse(text) {
+            Ok(f) => f,
+            Err(error_frame) => {
+                ctx.text(error_frame.to_text());
+                return;
+            }
+        };
+        match frame {
+            Frame::Call { id, action, payload } => match DeviceRequest::parse(&action, payload.clone()) {
+                Err(error) => ctx.text(Frame::Error { id, error }.to_text()),
+                Ok(request) => {
+                    let call = DeviceCall {
+                        session_id: self.id,
+                        msg_id: id.clone(),
+                        fingerprint: fingerprint(&action, &payload),
+                        request,
+                    };
+                    ctx.spawn(
+                        self.locker
+                            .send(call)
+                            .into_actor(self)
+                            .map(move |res, _, ctx| match res {
+                                Ok(answer) => ctx.text(answer),
+                                Err(_) => Self::error(
+                                    ctx,
+                                    &id,
+                                    ErrorCode::InternalError,
+                                    "locker unavailable; retry with the same message id",
+                                ),
+                            }),
+                    );
+                }
+            },
+            Frame::Result { id, payload } => self.locker.do_send(DeviceAnswer {
+                msg_id: id,
+                answer: Ok(payload),
+            }),
+            Frame::Error { id, error } => self.locker.do_send(DeviceAnswer {
+                msg_id: id,
+                answer: Err(error),
+            }),
+        }
+    }
+}
+
+/// Identifies a call's content, so a retry can be told from a reused id.
+fn fingerprint(action: &str, payload: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    action.hash(&mut h);
+    payload.to_string().hash(&mut h);
+    h.finish()
+}
+
+impl Actor for LockerSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(locker = %self.locker_id, session = self.id, "device connected");
+        self.locker.do_send(Attach {
+            session_id: self.id,
+            session: ctx.address().recipient(),
+        });
+        ctx.run_interval(self.heartbeat, |act, ctx| {
+            if act.last_heard.elapsed() > act.timeout {
+                tracing::info!(locker = %act.locker_id, session = act.id, "device silent; dropping");
+                ctx.stop();
+                return;
+            }
+            ctx.ping(b"");
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        tracing::info!(locker = %self.locker_id, session = self.id, "device disconnected");
+        self.locker.do_send(Detach { session_id: self.id });
+        Running::Stop
+    }
+}
+
+impl Handler<ToDevice> for LockerSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToDevice, ctx: &mut Self::Context) {
+        match msg {
+            ToDevice::Text(t) => ctx.text(t),
+            ToDevice::Replaced => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Other(4000),
+                    description: Some("replaced by a newer session".into()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for LockerSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_)) => {}
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
+                Self::error(
+                    ctx,
+                    "-1",
+                    ErrorCode::FormatViolation,
+                    "frames are single JSON text frames",
+                );
+            }
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(ws::Message::Nop) => {}
+            Err(e) => {
+                // Oversize or invalid WebSocket framing: the stream cannot continue.
+                tracing::warn!(locker = %self.locker_id, error = %e, "WebSocket protocol error");
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Protocol,
+                    description: Some(e.to_string()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! The deposit transactions a locker actor runs: start, upsize, cancel, complete.
+//! Each is one transaction; the actor applies the result to its memory only after commit.
+
+use std::collections::HashSet;
+
+use chrono::Duration;
+use diesel::prelude::*;
+use serde_json::json;
+
+use super::schema::{compartments, parcels};
+use super::{carriers, lockers, new_id, now, outbox, parcels as parcel_rows, recipients, sites, DbConn};
+use crate::credentials::{generate_numeric_code, generate_token, hash_token, ServerKey};
+use crate::domain::allocation::{allocate, Request, Slot};
+use crate::domain::inputs::{Phone, TrackingNumber};
+use crate::domain::parcel::ParcelState;
+use crate::domain::{CompartmentStatus, Size};
+use crate::error::{AppError, DeviceError};
+use crate::protocol::messages::{Identify, StartDeposit};
+use crate::protocol::ErrorCode;
+
+/// What a locker actor knows about itself, passed into its transactions.
+#[derive(Debug, Clone)]
+pub struct LockerCtx {
+    pub locker_id: String,
+    pub locker_name: String,
+    pub site_id: String,
+    pub code_salt: String,
+}
+
+impl LockerCtx {
+    pub fn actor(&self) -> String {
+        format!("locker:{}", self.locker_id)
+    }
+}
+
+/// Where the parcel stood before the deposit began, so a cancel can put it back.
+#[derive(Debug, Clone)]
+pub enum Prior {
+    /// Created by this deposit (identified by phone or directory): a cancel cancels it.
+    WalkUp,
+    /// Pre-advised: a cancel returns it to `reserved` in `compartment` if it still holds it,
+    /// otherwise to `expected`.
+    PreAdvised { compartment: Option<i32> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub parcel_id: String,
+    pub carrier_id: String,
+    pub number: i32,
+    pub size: Size,
+    pub needs_accessible: bool,
+    /// A pre-advice reservation given up for a better-fitting compartment.
+    pub released: Option<i32>,
+    pub prior: Prior,
+}
+
+fn refuse(code: ErrorCode, msg: impl Into<String>) -> DeviceError {
+    DeviceError::refuse(code, msg)
+}
+
+/// Marks a free compartment reserved, failing if the database disagrees with the actor's memory.
+fn claim(conn: &mut DbConn, locker_id: &str, number: i32, from: CompartmentStatus) -> Result<(), DeviceError> {
+    let n = diesel::update(
+        compartments::table
+            .filter(compartments::locker_id.eq(locker_id))
+            .filter(compartments::number.eq(number))
+            .filter(compartments::status.eq(from.as_str())),
+    )
+    .set((
+        compartments::status.eq(CompartmentStatus::Reserved.as_str()),
+        compartments::updated_at.eq(now()),
+    ))
+    .execute(conn)?;
+    if n != 1 {
+        return Err(DeviceError::Failed(AppError::internal(format!(
+            "compartment {number} was not {} in the database",
+            from.as_str()
+        ))));
+    }
+    Ok(())
+}
+
+pub fn set_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
+    diesel::update(
+        compartments::table
+            .filter(compartments::locker_id.eq(locker_id))
+            .filter(compartments::number.eq(number)),
+    )
+    .set((
+        compartments::status.eq(status.as_str()),
+        compartments::updated_at.eq(now()),
+    ))
+    .execute(conn)
+    .map(drop)
+}
+
+fn compartment_id(conn: &mut DbConn, locker_id: &str, number: i32) -> QueryResult<String> {
+    lockers::compartment_by_number(conn, locker_id, number).map(|c| c.id)
+}
+
+fn number_of(conn: &mut DbConn, compartment_id: &str) -> QueryResult<i32> {
+    compartments::table
+        .find(compartment_id)
+        .select(compartments::number)
+        .first(conn)
+}
+
+/// Begins a deposit: identifies the parcel or recipient, picks the compartment, reserves it.
+pub fn start(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    req: &StartDeposit,
+    slots: &[Slot],
+    busy: &HashSet<i32>,
+) -> Result<Started, DeviceError> {
+    let carrier = carriers::get(conn, &req.carrier_id)
+        .optional()?
+        .filter(|c| c.active)
+        .ok_or_else(|| refuse(ErrorCode::NotFound, "unknown carrier"))?;
+    let tracking = req
+        .tracking_number
+        .as_deref()
+        .map(TrackingNumber::parse)
+        .transpose()
+        .map_err(|e| refuse(ErrorCode::ProtocolError, e))?;
+
+    // Find the parcel (pre-advised) or the recipient (walk-up).
+    let (existing, recipient_id) = match &req.identify {
+        Identify::TrackingNumber(raw) => {
+            let tn = TrackingNumber::parse(raw).map_err(|e| refuse(ErrorCode::ProtocolError, e))?;
+            let p = parcels::table
+                .filter(parcels::carrier_id.eq(&carrier.id))
+                .filter(parcels::tracking_number.eq(tn.as_str()))
+                .filter(parcels::state.eq_any([ParcelState::Expected.as_str(), ParcelState::Reserved.as_str()]))
+                .select(parcel_rows::Parcel::as_select())
+                .first(conn)
+                .optional()?
+                .filter(|p| p.site_id == ctx.site_id)
+                .ok_or_else(|| {
+                    refuse(
+                        ErrorCode::NotFound,
+                        "no parcel is expected here with this tracking number",
+                    )
+                })?;
+            if p.locker_id.as_deref().is_some_and(|l| l != ctx.locker_id) && p.compartment_id.is_some() {
+                return Err(refuse(
+                    ErrorCode::InvalidState,
+                    "this parcel is reserved at another locker",
+                ));
+            }
+            let rid = p.recipient_id.clone();
+            (Some(p), rid)
+        }
+        Identify::Phone(raw) => {
+            let phone = Phone::parse(raw).map_err(|e| refuse(ErrorCode::ProtocolError, e))?;
+            let r = recipients::by_phone(conn, &ctx.site_id, phone.as_str())?
+                .ok_or_else(|| refuse(ErrorCode::NotFound, "no resident with this phone number here"))?;
+            (None, Some(r.id))
+        }
+        Identify::RecipientId(id) => {
+            let r = recipients::get(conn, id)
+                .optional()?
+                .filter(|r| r.site_id == ctx.site_id && r.active)
+                .ok_or_else(|| refuse(ErrorCode::NotFound, "no such resident here"))?;
+            (None, Some(r.id))
+        }
+    };
+    let needs_accessible = match &recipient_id {
+        Some(id) => recipients::get(conn, id)?.needs_accessible,
+        None => false,
+    };
+
+    // The pre-advice reservation here, if it fits; otherwise a fresh allocation.
+    let reserved_here = match &existing {
+        Some(p) if p.locker_id.as_deref() == Some(ctx.locker_id.as_str()) => {
+            p.compartment_id.as_deref().map(|c| number_of(conn, c)).transpose()?
+        }
+        _ => None,
+    };
+    let fits = |n: i32| slots.iter().any(|s| s.number == n && s.size >= req.size) && !busy.contains(&n);
+    let (number, released) = match reserved_here {
+        Some(n) if fits(n) => (n, None),
+        other => {
+            let free: Vec<Slot> = slots.iter().filter(|s| !busy.contains(&s.number)).cloned().collect();
+            let n = allocate(
+                &free,
+                Request {
+                    carrier_id: &carrier.id,
+                    size: req.size,
+                    needs_accessible,
+                },
+            )
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::NoCompartment,
+                    format!("no free compartment fits size {}", req.size.as_str()),
+                )
+            })?;
+            claim(conn, &ctx.locker_id, n, CompartmentStatus::Free)?;
+            if let Some(old) = other {
+                set_status(conn, &ctx.locker_id, old, CompartmentStatus::Free)?;
+            }
+            (n, other)
+        }
+    };
+    let comp = lockers::compartment_by_number(conn, &ctx.locker_id, number)?;
+    let size = Size::parse(&comp.size).unwrap_or(req.size);
+    let t = now();
+    let (parcel_id, from, prior) = match existing {
+        Some(p) => {
+            let from = p.state();
+            diesel::update(parcels::table.find(&p.id))
+                .set((
+                    parcels::state.eq(ParcelState::Reserved.as_str()),
+                    parcels::locker_id.eq(&ctx.locker_id),
+                    parcels::compartment_id.eq(&comp.id),
+                    parcels::size.eq(req.size.as_str()),
+                    parcels::updated_at.eq(t),
+                ))
+                .execute(conn)?;
+            (
+                p.id,
+                Some(from),
+                Prior::PreAdvised {
+                    compartment: reserved_here,
+                },
+            )
+        }
+        None => {
+            let id = new_id();
+            let tn = tracking.map(TrackingNumber::into_inner).unwrap_or_else(|| {
+                format!(
+                    "LH-{}",
+                    &generate_token("")[..12].to_ascii_uppercase().replace(['-', '_'], "X")
+                )
+            });
+            diesel::insert_into(parcels::table)
+                .values((
+                    parcels::id.eq(&id),
+                    parcels::carrier_id.eq(&carrier.id),
+                    parcels::tracking_number.eq(tn),
+                    parcels::site_id.eq(&ctx.site_id),
+                    parcels::recipient_id.eq(&recipient_id),
+                    parcels::locker_id.eq(&ctx.locker_id),
+                    parcels::compartment_id.eq(&comp.id),
+                    parcels::size.eq(req.size.as_str()),
+                    parcels::state.eq(ParcelState::Reserved.as_str()),
+                    parcels::created_at.eq(t),
+                    parcels::updated_at.eq(t),
+                ))
+                .execute(conn)
+                .map_err(|e| match AppError::from(e) {
+                    AppError::Conflict { .. } => refuse(
+                        ErrorCode::InvalidState,
+                        "this carrier already has a live parcel with this tracking number",
+                    ),
+                    other => DeviceError::Failed(other),
+                })?;
+            (id, None, Prior::WalkUp)
+        }
+    };
+    parcel_rows::record_event(
+        conn,
+        &parcel_id,
+        "deposit_started",
+        Some((from.unwrap_or(ParcelState::Expected), ParcelState::Reserved)),
+        &ctx.actor(),
+        json!({"compartment": number, "size": req.size.as_str()}),
+    )?;
+    Ok(Started {
+        parcel_id,
+        carrier_id: carrier.id,
+        number,
+        size,
+        needs_accessible,
+        released,
+        prior,
+    })
+}
+
+/// A deposit whose door is open, as the locker actor tracks it.
+#[derive(Debug, Clone)]
+pub struct DepositInProgress {
+    pub parcel_id: String,
+    pub carrier_id: String,
+    pub needs_accessible: bool,
+    /// The compartment it holds now.
+    pub number: i32,
+}
+
+/// "Doesn't fit": moves the deposit to the smallest free compartment larger than `current`.
+pub fn upsize(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    d: &DepositInProgress,
+    slots: &[Slot],
+    busy: &HashSet<i32>,
+) -> Result<(i32, Size), DeviceError> {
+    let (parcel_id, current) = (d.parcel_id.as_str(), d.number);
+    let current_size = slots
+        .iter()
+        .find(|s| s.number == current)
+        .map(|s| s.size)
+        .unwrap_or(Size::XL);
+    let larger = current_size
+        .larger()
+        .ok_or_else(|| refuse(ErrorCode::NoCompartment, "there is no larger size"))?;
+    let free: Vec<Slot> = slots.iter().filter(|s| !busy.contains(&s.number)).cloned().collect();
+    let n = allocate(
+        &free,
+        Request {
+            carrier_id: &d.carrier_id,
+            size: larger,
+            needs_accessible: d.needs_accessible,
+        },
+    )
+    .ok_or_else(|| {
+        refuse(
+            ErrorCode::NoCompartment,
+            format!("no free compartment of size {} or larger", larger.as_str()),
+        )
+    })?;
+    claim(conn, &ctx.locker_id, n, CompartmentStatus::Free)?;
+    set_status(conn, &ctx.locker_id, current, CompartmentStatus::Free)?;
+    let comp_id = compartment_id(conn, &ctx.locker_id, n)?;
+    diesel::update(parcels::table.find(parcel_id))
+        .set((
+            parcels::compartment_id.eq(comp_id),
+            parcels::size.eq(larger.as_str()),
+            parcels::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    parcel_rows::record_event(
+        conn,
+        parcel_id,
+        "upsized",
+        None,
+        &ctx.actor(),
+        json!({"from_compartment": current, "to_compartment": n, "size": larger.as_str()}),
+    )?;
+    let size = slots.iter().find(|s| s.number == n).map(|s| s.size).unwrap_or(larger);
+    Ok((n, size))
+}
+
+/// Cancels a deposit in progress; returns the status the compartment goes back to.
+pub fn cancel(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    parcel_id: &str,
+    number: i32,
+    prior: &Prior,
+    reason: &str,
+) -> Result<CompartmentStatus, DeviceError> {
+    let (to, comp_status) = match prior {
+        Prior::WalkUp => (ParcelState::Cancelled, CompartmentStatus::Free),
+        Prior::PreAdvised { compartment: Some(n) } if *n == number => {
+            (ParcelState::Reserved, CompartmentStatus::Reserved)
+        }
+        Prior::PreAdvised { .. } => (ParcelState::Expected, CompartmentStatus::Free),
+    };
+    let t = now();
+    match to {
+        ParcelState::Cancelled => diesel::update(parcels::table.find(parcel_id))
+            .set((
+                parcels::state.eq(to.as_str()),
+                parcels::cancelled_at.eq(t),
+                parcels::updated_at.eq(t),
+            ))
+            .execute(conn)?,
+        ParcelState::Expected => diesel::update(parcels::table.find(parcel_id))
+            .set((
+                parcels::state.eq(to.as_str()),
+                parcels::compartment_id.eq(None::<String>),
+                parcels::updated_at.eq(t),
+            ))
+            .execute(conn)?,
+        _ => diesel::update(parcels::table.find(parcel_id))
+            .set((parcels::state.eq(to.as_str()), parcels::updated_at.eq(t)))
+            .execute(conn)?,
+    };
+    set_status(conn, &ctx.locker_id, number, comp_status)?;
+    parcel_rows::record_event(
+        conn,
+        parcel_id,
+        "deposit_cancelled",
+        Some((ParcelState::Reserved, to)),
+        &ctx.actor(),
+        json!({"compartment": number, "reason": reason}),
+    )?;
+    Ok(comp_status)
+}
+
+/// The door closed on the parcel: it is deposited. Issues the pickup code and QR token and
+/// queues the recipient's notification, the carrier's webhook and the dwell deadline, all in
+/// this one transaction.
+pub fn complete(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    code_len: usize,
+    default_dwell_hours: u32,
+    parcel_id: &str,
+    number: i32,
+) -> Result<(), DeviceError> {
+    let parcel = parcel_rows::get(conn, parcel_id)?;
+    let carrier = carriers::get(conn, &parcel.carrier_id)?;
+    let site = sites::get(conn, &ctx.site_id)?;
+    let code = unique_code(conn, ctx, key, code_len)?;
+    let qr_token = generate_token("lhq_");
+    let t = now();
+    let dwell = site
+        .dwell_hours
+        .or(carrier.dwell_hours)
+        .map(i64::from)
+        .unwrap_or(i64::from(default_dwell_hours));
+    let deadline = t + Duration::hours(dwell);
+    diesel::update(parcels::table.find(parcel_id))
+        .set((
+            parcels::state.eq(ParcelState::Deposited.as_str()),
+            parcels::deposited_at.eq(t),
+            parcels::pickup_deadline.eq(deadline),
+            parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, &code)),
+            parcels::qr_token_hash.eq(hash_token(&qr_token)),
+            parcels::updated_at.eq(t),
+        ))
+        .execute(conn)?;
+    set_status(conn, &ctx.locker_id, number, CompartmentStatus::Occupied)?;
+    parcel_rows::record_event(
+        conn,
+        parcel_id,
+        "deposited",
+        Some((ParcelState::Reserved, ParcelState::Deposited)),
+        &ctx.actor(),
+        json!({"compartment": number, "pickup_deadline": super::ts_string(deadline)}),
+    )?;
+    outbox::enqueue_webhook(
+        conn,
+        &carrier.id,
+        Some(parcel_id),
+        "parcel.delivered_to_locker",
+        json!({
+            "parcel_id": parcel_id,
+            "tracking_number": parcel.tracking_number,
+            "locker_id": ctx.locker_id,
+            "compartment": number,
+            "deposited_at": super::ts_string(t),
+            "pickup_deadline": super::ts_string(deadline),
+        }),
+    )?;
+    outbox::enqueue_notification(
+        conn,
+        parcel_id,
+        parcel.recipient_id.as_deref(),
+        "deposited",
+        json!({
+            "pickup_code": code,
+            "qr_token": qr_token,
+            "locker_id": ctx.locker_id,
+            "locker_name": ctx.locker_name,
+            "site_id": site.id,
+            "carrier": carrier.name,
+            "tracking_number": parcel.tracking_number,
+            "pickup_deadline": super::ts_string(deadline),
+        }),
+    )?;
+    outbox::cancel_deadlines(conn, parcel_id, &["reservation_expiry"])?;
+    outbox::schedule_deadline(conn, parcel_id, "dwell_expiry", deadline)?;
+    Ok(())
+}
+
+/// A numeric code no live parcel at this locker has. The check and the write happen in the
+/// locker's own actor, the only writer of its codes, so checking first is race-free; the
+/// unique index backs it up.
+fn unique_code(conn: &mut DbConn, ctx: &LockerCtx, key: &ServerKey, len: usize) -> Result<String, DeviceError> {
+    for _ in 0..20 {
+        let code = generate_numeric_code(len);
+        let taken: i64 = parcels::table
+            .filter(parcels::locker_id.eq(&ctx.locker_id))
+            .filter(parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, &code)))
+            .count()
+            .get_result(conn)?;
+        if taken == 0 {
+            return Ok(code);
+        }
+    }
+    Err(DeviceError::Failed(AppError::internal(
+        "could not find a free pickup code",
+    )))
+}

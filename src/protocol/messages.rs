@@ -1,0 +1,260 @@
+//! Typed payloads for every action, both directions.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::frame::{ErrorCode, FrameError};
+use crate::domain::Size;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Door {
+    Open,
+    Closed,
+}
+
+/// One compartment as the hardware senses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompartmentSnapshot {
+    pub number: i32,
+    pub door: Door,
+    pub occupied: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootNotification {
+    pub firmware_version: String,
+    pub protocol_version: String,
+    pub compartments: Vec<CompartmentSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootConfig {
+    pub pickup_code_length: usize,
+    pub deposit_timeout_secs: u64,
+}
+
+/// A discrepancy found when reconciling the boot snapshot with the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discrepancy {
+    pub compartment: i32,
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootResponse {
+    /// `Accepted` or `Rejected`.
+    pub status: String,
+    pub server_time: String,
+    pub heartbeat_interval: u64,
+    pub config: BootConfig,
+    pub discrepancies: Vec<Discrepancy>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CarrierInfo {
+    pub id: String,
+    pub code: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecipientEntry {
+    pub id: String,
+    pub name: String,
+    pub unit: String,
+}
+
+/// How the driver identified the recipient.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identify {
+    /// A pre-advised parcel's barcode.
+    TrackingNumber(String),
+    /// The recipient's phone number.
+    Phone(String),
+    /// A recipient picked from the building directory.
+    RecipientId(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartDeposit {
+    pub carrier_id: String,
+    pub identify: Identify,
+    pub size: Size,
+    /// The parcel's barcode, when the recipient was identified another way.
+    #[serde(default)]
+    pub tracking_number: Option<String>,
+}
+
+/// "Open compartment N" for a deposit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DepositOpen {
+    pub deposit_id: String,
+    pub compartment: i32,
+    pub size: Size,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DepositRef {
+    pub deposit_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DoorChange {
+    Opened,
+    Closed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoorEvent {
+    pub compartment: i32,
+    pub door: DoorChange,
+    pub occupied: bool,
+}
+
+/// What a door event completed, if anything.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DoorEventResponse {
+    /// `none`, `deposited`, `deposit_cancelled`, `picked_up`, `pickup_abandoned`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pickup {
+    Code(String),
+    QrToken(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PickupOpen {
+    pub compartment: i32,
+    pub parcel_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultNotification {
+    pub compartment: i32,
+    /// `jammed`, `door_not_closed`, `sensor_mismatch`, or another hardware-defined kind.
+    pub kind: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// Server → device: open a compartment (remote open by an administrator).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenCompartment {
+    pub compartment: i32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenCompartmentResult {
+    /// `Opened` or `Failed`.
+    pub status: String,
+}
+
+/// Every call a device can make, parsed from its action name and payload.
+#[derive(Debug, Clone)]
+pub enum DeviceRequest {
+    BootNotification(BootNotification),
+    Heartbeat,
+    ListCarriers,
+    IdentifyCourier { courier_code: String },
+    SearchDirectory { query: String },
+    StartDeposit(StartDeposit),
+    DoesNotFit(DepositRef),
+    CancelDeposit(DepositRef),
+    DoorEvent(DoorEvent),
+    Pickup(Pickup),
+    FaultNotification(FaultNotification),
+}
+
+#[derive(Deserialize)]
+struct CourierCode {
+    courier_code: String,
+}
+
+#[derive(Deserialize)]
+struct Query {
+    query: String,
+}
+
+fn payload<T: serde::de::DeserializeOwned>(action: &str, v: Value) -> Result<T, FrameError> {
+    serde_json::from_value(v)
+        .map_err(|e| FrameError::new(ErrorCode::ProtocolError, format!("invalid {action} payload: {e}")))
+}
+
+impl DeviceRequest {
+    pub fn parse(action: &str, v: Value) -> Result<Self, FrameError> {
+        Ok(match action {
+            "BootNotification" => Self::BootNotification(payload(action, v)?),
+            "Heartbeat" => Self::Heartbeat,
+            "ListCarriers" => Self::ListCarriers,
+            "IdentifyCourier" => Self::IdentifyCourier {
+                courier_code: payload::<CourierCode>(action, v)?.courier_code,
+            },
+            "SearchDirectory" => Self::SearchDirectory {
+                query: payload::<Query>(action, v)?.query,
+            },
+            "StartDeposit" => Self::StartDeposit(payload(action, v)?),
+            "DoesNotFit" => Self::DoesNotFit(payload(action, v)?),
+            "CancelDeposit" => Self::CancelDeposit(payload(action, v)?),
+            "DoorEvent" => Self::DoorEvent(payload(action, v)?),
+            "Pickup" => Self::Pickup(payload(action, v)?),
+            "FaultNotification" => Self::FaultNotification(payload(action, v)?),
+            other => {
+                return Err(FrameError::new(
+                    ErrorCode::NotImplemented,
+                    format!("unknown action {other:?}"),
+                ));
+            }
+        })
+    }
+
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::BootNotification(_) => "BootNotification",
+            Self::Heartbeat => "Heartbeat",
+            Self::ListCarriers => "ListCarriers",
+            Self::IdentifyCourier { .. } => "IdentifyCourier",
+            Self::SearchDirectory { .. } => "SearchDirectory",
+            Self::StartDeposit(_) => "StartDeposit",
+            Self::DoesNotFit(_) => "DoesNotFit",
+            Self::CancelDeposit(_) => "CancelDeposit",
+            Self::DoorEvent(_) => "DoorEvent",
+            Self::Pickup(_) => "Pickup",
+            Self::FaultNotification(_) => "FaultNotification",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_typed_payloads() {
+        let r = DeviceRequest::parse(
+            "StartDeposit",
+            json!({"carrier_id": "c", "identify": {"phone": "555"}, "size": "M"}),
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            DeviceRequest::StartDeposit(StartDeposit { size: Size::M, .. })
+        ));
+        assert!(matches!(
+            DeviceRequest::parse("Pickup", json!({"code": "12345678"})),
+            Ok(DeviceRequest::Pickup(_))
+        ));
+        let e = DeviceRequest::parse("StartDeposit", json!({"size": 5})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtocolError);
+        let e = DeviceRequest::parse("SelfDestruct", json!({})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotImplemented);
+    }
+}

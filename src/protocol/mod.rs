@@ -1,0 +1,14 @@
+//! The device protocol (docs/protocol.md), shared by the server and the locker simulator.
+//!
+//! Frames follow OCPP-J: a call, its result or its error, matched by message id.
+
+pub mod frame;
+pub mod messages;
+
+pub use frame::{ErrorCode, Frame, FrameError};
+
+/// The protocol version this server speaks. A device with another major version is rejected.
+pub const PROTOCOL_VERSION: &str = "1.0";
+
+/// Largest text frame a device may send.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024;

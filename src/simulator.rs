@@ -1,0 +1,481 @@
+//! A simulated locker: boots with a layout, answers `OpenCompartment` by reporting door
+//! events, and reconnects. Used by the tests and by load-tests/. It stands for hardware we
+//! do not have; it speaks exactly the protocol in docs/protocol.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::domain::Size;
+use crate::protocol::messages::*;
+use crate::protocol::{Frame, FrameError, PROTOCOL_VERSION};
+
+/// How long a simulated call waits for its answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("the server answered with an error: {0:?}")]
+    Refused(FrameError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("connection closed")]
+    Closed,
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+impl SimError {
+    /// The protocol error code, if the server refused.
+    pub fn code(&self) -> Option<crate::protocol::ErrorCode> {
+        match self {
+            SimError::Refused(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// One simulated compartment.
+#[derive(Debug, Clone)]
+pub struct SimCompartment {
+    pub size: Size,
+    pub door_open: bool,
+    pub occupied: bool,
+}
+
+/// How the simulated hardware behaves.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Answer the server's `OpenCompartment` calls (false simulates a device that goes quiet).
+    pub answer_open_commands: bool,
+    /// Socket read buffer; small for large fleets.
+    pub read_buffer: usize,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            answer_open_commands: true,
+            read_buffer: 4 * 1024,
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, FrameError>>>>>;
+
+/// A connected simulated locker. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct SimLocker {
+    pub locker_id: String,
+    credential: String,
+    url: String,
+    pub compartments: Arc<Mutex<BTreeMap<i32, SimCompartment>>>,
+    behaviour: Behaviour,
+    out: mpsc::UnboundedSender<Message>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    /// Message ids are `<random prefix>-<counter>`, unique across reconnects and restarts.
+    id_prefix: String,
+    /// Server calls received (action, payload), for tests to inspect.
+    pub server_calls: Arc<Mutex<Vec<(String, Value)>>>,
+    closed: Arc<tokio::sync::Notify>,
+}
+
+impl SimLocker {
+    /// Connects to `ws_base` (e.g. `ws://127.0.0.1:8080`) as `locker_id`.
+    pub async fn connect(
+        ws_base: &str,
+        locker_id: &str,
+        credential: &str,
+        layout: &[(i32, Size)],
+    ) -> Result<SimLocker, SimError> {
+        Self::connect_with(ws_base, locker_id, credential, layout, Behaviour::default(), None).await
+    }
+
+    /// Connects with explicit behaviour and, optionally, a local source address.
+    pub async fn connect_with(
+        ws_base: &str,
+        locker_id: &str,
+        credential: &str,
+        layout: &[(i32, Size)],
+        behaviour: Behaviour,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<SimLocker, SimError> {
+        let compartments = layout
+            .iter()
+            .map(|(n, size)| {
+                (
+                    *n,
+                    SimCompartment {
+                        size: *size,
+                        door_open: false,
+                        occupied: false,
+                    },
+                )
+            })
+            .collect();
+        let url = format!("{}/ws/v1/lockers/{}", ws_base.trim_end_matches('/'), locker_id);
+        let (out, rx) = mpsc::unbounded_channel();
+        let sim = SimLocker {
+            locker_id: locker_id.to_string(),
+            credential: credential.to_string(),
+            url,
+            compartments: Arc::new(Mutex::new(compartments)),
+            behaviour,
+            out,
+            pending: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            id_prefix: crate::credentials::generate_token("")[..10].to_string(),
+            server_calls: Arc::default(),
+            closed: Arc::new(tokio::sync::Notify::new()),
+        };
+        sim.open_socket(rx, source).await?;
+        Ok(sim)
+    }
+
+    async fn open_socket(
+        &self,
+        mut rx: mpsc::UnboundedReceiver<Message>,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(), SimError> {
+        let mut req = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| SimError::Connect(e.to_string()))?;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.locker_id, self.credential));
+        req.headers_mut()
+            .insert("Authorization", format!("Basic {basic}").parse().expect("header value"));
+        let cfg = WebSocketConfig::default()
+            .read_buffer_size(self.behaviour.read_buffer)
+            .write_buffer_size(0)
+            .max_message_size(Some(1 << 20));
+        let host_port = self
+            .url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let addr: std::net::SocketAddr = host_port
+            .parse()
+            .map_err(|e| SimError::Connect(format!("{host_port}: {e}")))?;
+        let socket = match (source, addr) {
+            (Some(ip), std::net::SocketAddr::V4(_)) => {
+                let s = tokio::net::TcpSocket::new_v4().map_err(|e| SimError::Connect(e.to_string()))?;
+                s.bind(std::net::SocketAddr::new(ip, 0))
+                    .map_err(|e| SimError::Connect(e.to_string()))?;
+                s
+            }
+            (_, std::net::SocketAddr::V4(_)) => {
+                tokio::net::TcpSocket::new_v4().map_err(|e| SimError::Connect(e.to_string()))?
+            }
+            (_, std::net::SocketAddr::V6(_)) => {
+                tokio::net::TcpSocket::new_v6().map_err(|e| SimError::Connect(e.to_string()))?
+            }
+        };
+        let tcp = socket
+            .connect(addr)
+            .await
+            .map_err(|e| SimError::Connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg))
+            .await
+            .map_err(|e| SimError::Connect(e.to_string()))?;
+        let (mut sink, mut stream) = ws.split();
+        let closed = self.closed.clone();
+        let closed_w = self.closed.clone();
+        tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    m = rx.recv() => match m { Some(m) => m, None => break },
+                    _ = closed_w.notified() => break,
+                };
+                let close = matches!(m, Message::Close(_));
+                if sink.send(m).await.is_err() || close {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                match msg {
+                    Message::Text(t) => me.on_frame(t.as_str()),
+                    Message::Ping(p) => {
+                        let _ = me.out.send(Message::Pong(p));
+                    }
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            // Fail whatever is still waiting.
+            me.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            closed.notify_waiters();
+        });
+        Ok(())
+    }
+
+    fn on_frame(&self, text: &str) {
+        match Frame::parse(text) {
+            Ok(Frame::Result { id, payload }) => self.resolve(&id, Ok(payload)),
+            Ok(Frame::Error { id, error }) => self.resolve(&id, Err(error)),
+            Ok(Frame::Call { id, action, payload }) => self.on_server_call(id, action, payload),
+            Err(_) => {}
+        }
+    }
+
+    fn resolve(&self, id: &str, answer: Result<Value, FrameError>) {
+        if let Some(tx) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id) {
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// Hardware behaviour for server calls: open the door, confirm, report the door events.
+    fn on_server_call(&self, id: String, action: String, payload: Value) {
+        self.server_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((action.clone(), payload.clone()));
+        if action != "OpenCompartment" || !self.behaviour.answer_open_commands {
+            return;
+        }
+        let number = payload.get("compartment").and_then(Value::as_i64).unwrap_or(-1) as i32;
+        let exists = self
+            .compartments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&number);
+        let status = if exists { "Opened" } else { "Failed" };
+        let _ = self.out.send(Message::text(
+            Frame::Result {
+                id,
+                payload: json!({"status": status}),
+            }
+            .to_text(),
+        ));
+        if exists {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _ = me.door(number, DoorChange::Opened).await;
+                let _ = me.door(number, DoorChange::Closed).await;
+            });
+        }
+    }
+
+    /// Sends a raw frame (for malformed-input tests) and waits for the answer carrying `reply_id`.
+    pub async fn send_raw(&self, msg: Message, reply_id: &str) -> Result<Value, SimError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reply_id.to_string(), tx);
+        self.out.send(msg).map_err(|_| SimError::Closed)?;
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(SimError::Refused(e)),
+            Ok(Err(_)) => Err(SimError::Closed),
+            Err(_) => Err(SimError::Timeout(CALL_TIMEOUT)),
+        }
+    }
+
+    /// Whether the connection has been closed (by either side).
+    pub async fn wait_closed(&self, within: Duration) -> bool {
+        let closed = self.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if self.out.is_closed() {
+            return true;
+        }
+        tokio::time::timeout(within, closed).await.is_ok()
+    }
+
+    /// Sends a call with a fresh message id and waits for its answer.
+    pub async fn call(&self, action: &str, payload: Value) -> Result<Value, SimError> {
+        let id = format!("{}-{}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.call_with_id(&id, action, payload).await
+    }
+
+    /// Sends a call with a given message id (a retry reuses the id) and waits for its answer.
+    pub async fn call_with_id(&self, id: &str, action: &str, payload: Value) -> Result<Value, SimError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), tx);
+        let frame = Frame::Call {
+            id: id.to_string(),
+            action: action.to_string(),
+            payload,
+        }
+        .to_text();
+        self.out.send(Message::text(frame)).map_err(|_| SimError::Closed)?;
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(SimError::Refused(e)),
+            Ok(Err(_)) => Err(SimError::Closed),
+            Err(_) => {
+                self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                Err(SimError::Timeout(CALL_TIMEOUT))
+            }
+        }
+    }
+
+    /// The snapshot the hardware would report now.
+    pub fn snapshot(&self) -> Vec<CompartmentSnapshot> {
+        self.compartments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, c)| CompartmentSnapshot {
+                number: *n,
+                door: if c.door_open { Door::Open } else { Door::Closed },
+                occupied: c.occupied,
+            })
+            .collect()
+    }
+
+    pub async fn boot(&self) -> Result<BootResponse, SimError> {
+        let payload = json!(BootNotification {
+            firmware_version: "sim-1.0".into(),
+            protocol_version: PROTOCOL_VERSION.into(),
+            compartments: self.snapshot(),
+        });
+        let v = self.call("BootNotification", payload).await?;
+        serde_json::from_value(v).map_err(|e| SimError::Unexpected(e.to_string()))
+    }
+
+    /// Reports a door change, updating the simulated state first.
+    pub async fn door(&self, number: i32, change: DoorChange) -> Result<String, SimError> {
+        let occupied = {
+            let mut map = self.compartments.lock().unwrap_or_else(|e| e.into_inner());
+            let c = map
+                .get_mut(&number)
+                .ok_or_else(|| SimError::Unexpected(format!("no compartment {number}")))?;
+            c.door_open = change == DoorChange::Opened;
+            c.occupied
+        };
+        let v = self
+            .call(
+                "DoorEvent",
+                json!(DoorEvent {
+                    compartment: number,
+                    door: change,
+                    occupied
+                }),
+            )
+            .await?;
+        Ok(v.get("outcome").and_then(Value::as_str).unwrap_or_default().to_string())
+    }
+
+    fn set_occupied(&self, number: i32, occupied: bool) {
+        if let Some(c) = self
+            .compartments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&number)
+        {
+            c.occupied = occupied;
+        }
+    }
+
+    /// Starts a deposit and returns the server's "open compartment N".
+    pub async fn start_deposit(
+        &self,
+        carrier_id: &str,
+        identify: Identify,
+        size: Size,
+        tracking_number: Option<&str>,
+    ) -> Result<DepositOpen, SimError> {
+        let req = StartDeposit {
+            carrier_id: carrier_id.into(),
+            identify,
+            size,
+            tracking_number: tracking_number.map(str::to_string),
+        };
+        let v = self.call("StartDeposit", json!(req)).await?;
+        serde_json::from_value(v).map_err(|e| SimError::Unexpected(e.to_string()))
+    }
+
+    /// The driver's hands: open the door, put the parcel in, close it. Returns the outcome.
+    pub async fn put_parcel(&self, number: i32) -> Result<String, SimError> {
+        self.door(number, DoorChange::Opened).await?;
+        self.set_occupied(number, true);
+        self.door(number, DoorChange::Closed).await
+    }
+
+    /// A whole deposit: start, open, put, close.
+    pub async fn deposit(
+        &self,
+        carrier_id: &str,
+        identify: Identify,
+        size: Size,
+        tracking_number: Option<&str>,
+    ) -> Result<DepositOpen, SimError> {
+        let open = self.start_deposit(carrier_id, identify, size, tracking_number).await?;
+        let outcome = self.put_parcel(open.compartment).await?;
+        if outcome != "deposited" {
+            return Err(SimError::Unexpected(format!("door close outcome {outcome}")));
+        }
+        Ok(open)
+    }
+
+    /// A whole pickup: present the code or QR token, open, take the parcel, close.
+    pub async fn pickup(&self, by: Pickup) -> Result<PickupOpen, SimError> {
+        let v = self.call("Pickup", json!(by)).await?;
+        let open: PickupOpen = serde_json::from_value(v).map_err(|e| SimError::Unexpected(e.to_string()))?;
+        self.door(open.compartment, DoorChange::Opened).await?;
+        self.set_occupied(open.compartment, false);
+        let outcome = self.door(open.compartment, DoorChange::Closed).await?;
+        if outcome != "picked_up" {
+            return Err(SimError::Unexpected(format!("door close outcome {outcome}")));
+        }
+        Ok(open)
+    }
+
+    /// Drops the connection (as a network failure would) and waits until it is gone.
+    pub async fn disconnect(&self) {
+        let closed = self.closed.notified();
+        let _ = self.out.send(Message::Close(None));
+        let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
+    }
+
+    /// Reconnects with the same identity and hardware state; boot again afterwards.
+    pub async fn reconnect(&self) -> Result<SimLocker, SimError> {
+        self.disconnect().await;
+        let (out, rx) = mpsc::unbounded_channel();
+        let sim = SimLocker {
+            out,
+            pending: Arc::default(),
+            closed: Arc::new(tokio::sync::Notify::new()),
+            ..self.clone()
+        };
+        sim.open_socket(rx, None).await?;
+        Ok(sim)
+    }
+
+    /// Changes what the hardware senses, without telling the server (for reconciliation tests).
+    pub fn tamper(&self, number: i32, door_open: bool, occupied: bool) {
+        if let Some(c) = self
+            .compartments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&number)
+        {
+            c.door_open = door_open;
+            c.occupied = occupied;
+        }
+    }
+}

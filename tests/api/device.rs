@@ -1,0 +1,733 @@
+//! The device protocol end to end: a simulated locker over a real WebSocket.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use lockerhub::domain::Size;
+use lockerhub::protocol::messages::{DoorChange, Identify, Pickup};
+use lockerhub::protocol::ErrorCode;
+use lockerhub::simulator::{Behaviour, SimLocker};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::db_test;
+use crate::helpers::{assert_error, TestApp};
+
+/// A site with one locker (layout given as size runs), one carrier and one resident.
+struct World {
+    site: String,
+    locker: String,
+    credential: String,
+    carrier: String,
+    recipient: String,
+    layout: Vec<(i32, Size)>,
+}
+
+async fn world(app: &TestApp, runs: &[(Size, i32)]) -> World {
+    let site = app.site().await;
+    let layout_json: Vec<Value> = runs
+        .iter()
+        .map(|(s, n)| json!({"size": s.as_str(), "count": n}))
+        .collect();
+    let (locker, credential) = app.locker(&site, json!(layout_json)).await;
+    let mut layout = Vec::new();
+    for (size, count) in runs {
+        for _ in 0..*count {
+            layout.push((layout.len() as i32 + 1, *size));
+        }
+    }
+    let carrier = app.carrier("ups").await["carrier"]["id"].as_str().unwrap().to_string();
+    let recipient = app.recipient(&site, "Ann Lee", "+1 555 010 2030").await;
+    World {
+        site,
+        locker,
+        credential,
+        carrier,
+        recipient,
+        layout,
+    }
+}
+
+async fn device(app: &TestApp, w: &World) -> SimLocker {
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .expect("connects");
+    let boot = sim.boot().await.expect("boots");
+    assert_eq!(boot.status, "Accepted");
+    sim
+}
+
+async fn parcel(app: &TestApp, id: &str) -> Value {
+    let (s, v) = app.get(&format!("/api/v1/parcels/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
+db_test!(
+    deposit_by_phone_then_pickup_by_code,
+    deposit_by_directory_then_pickup_by_qr,
+    deposit_by_tracking_number,
+    wrong_codes_lock_out,
+    doesnt_fit_upsizes,
+    cancel_and_empty_close_release_the_compartment,
+    dedicated_sections_and_runtime_repartition,
+    reconnect_with_changed_snapshot_reports_faults,
+    concurrent_deposits_never_share_a_compartment,
+    full_locker_says_no_compartment,
+    malformed_frames_get_error_frames,
+    retried_calls_are_deduplicated,
+    newer_session_replaces_older,
+    device_auth_is_checked,
+    faults_take_compartments_out_of_service,
+    remote_open_and_unknown_outcome,
+);
+
+async fn deposit_by_phone_then_pickup_by_code(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2), (Size::M, 2)]).await;
+    let sim = device(&app, &w).await;
+    let (s, l) = app.get(&format!("/api/v1/lockers/{}", w.locker)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(l["connected"], true);
+    assert_eq!(l["firmware_version"], "sim-1.0");
+
+    let open = sim
+        .start_deposit(
+            &w.carrier,
+            Identify::Phone("555-010-2030".into()),
+            Size::M,
+            Some("1Z999AA10123456784"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.compartment, 3, "smallest free compartment that fits M");
+    let p = parcel(&app, &open.deposit_id).await;
+    assert_eq!(p["state"], "reserved", "not deposited until the door closes on it");
+    assert_eq!(app.statuses(&w.locker).await[&3], "reserved");
+
+    assert_eq!(sim.put_parcel(open.compartment).await.unwrap(), "deposited");
+    let p = parcel(&app, &open.deposit_id).await;
+    assert_eq!(p["state"], "deposited");
+    assert_eq!(p["recipient_id"], w.recipient.as_str());
+    assert_eq!(p["tracking_number"], "1Z999AA10123456784");
+    assert!(p["pickup_deadline"].as_str().is_some());
+    let kinds: Vec<&str> = p["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["deposit_started", "deposited"]);
+    assert_eq!(app.statuses(&w.locker).await[&3], "occupied");
+    let hooks = app.webhooks_for(&open.deposit_id).await;
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].0, "parcel.delivered_to_locker");
+    assert_eq!(hooks[0].1["data"]["compartment"], 3);
+
+    let (code, _) = app.pickup_secrets(&open.deposit_id).await;
+    assert_eq!(code.len(), 8);
+    assert!(!p.to_string().contains(&code), "the code is never shown by the API");
+    let picked = sim.pickup(Pickup::Code(code.clone())).await.unwrap();
+    assert_eq!(picked.compartment, 3);
+    let p = parcel(&app, &open.deposit_id).await;
+    assert_eq!(p["state"], "picked_up");
+    assert_eq!(app.statuses(&w.locker).await[&3], "free");
+    let hooks = app.webhooks_for(&open.deposit_id).await;
+    assert_eq!(hooks.last().unwrap().0, "parcel.picked_up");
+    // The code is spent.
+    let err = sim.call("Pickup", json!({"code": code})).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidCode));
+}
+
+async fn deposit_by_directory_then_pickup_by_qr(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    app.recipient(&w.site, "Bob Ray", "+1 555 010 9999").await;
+    let sim = device(&app, &w).await;
+    let found = sim.call("SearchDirectory", json!({"query": "lee"})).await.unwrap();
+    let list = found["recipients"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["unit"], "4B");
+    assert!(
+        list[0].get("phone").is_none(),
+        "the kiosk directory shows no contact details"
+    );
+    let rid = list[0]["id"].as_str().unwrap().to_string();
+    let err = sim.call("SearchDirectory", json!({"query": "x"})).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ProtocolError));
+
+    let carriers = sim.call("ListCarriers", json!({})).await.unwrap();
+    assert_eq!(carriers["carriers"][0]["id"], w.carrier.as_str());
+    let open = sim
+        .deposit(&w.carrier, Identify::RecipientId(rid), Size::S, None)
+        .await
+        .unwrap();
+    let p = parcel(&app, &open.deposit_id).await;
+    assert_eq!(p["recipient_id"], w.recipient.as_str());
+    assert!(
+        p["tracking_number"].as_str().unwrap().starts_with("LH-"),
+        "generated when none was scanned"
+    );
+
+    let (_, qr) = app.pickup_secrets(&open.deposit_id).await;
+    assert!(qr.len() > 40, "the QR holds a long random token");
+    let picked = sim.pickup(Pickup::QrToken(qr)).await.unwrap();
+    assert_eq!(picked.parcel_id, open.deposit_id);
+    assert_eq!(parcel(&app, &open.deposit_id).await["state"], "picked_up");
+}
+
+/// Seeds a pre-advised parcel the way a carrier's out-for-delivery callback would.
+async fn pre_advise(app: &TestApp, w: &World, tracking: &str) -> String {
+    use diesel::prelude::*;
+    use lockerhub::db::schema::parcels as p;
+    let (id, carrier, site, recipient, tracking) = (
+        lockerhub::db::new_id(),
+        w.carrier.clone(),
+        w.site.clone(),
+        w.recipient.clone(),
+        tracking.to_string(),
+    );
+    let pid = id.clone();
+    app.db
+        .run(move |c| {
+            let t = lockerhub::db::now();
+            diesel::insert_into(p::table)
+                .values((
+                    p::id.eq(&pid),
+                    p::carrier_id.eq(carrier),
+                    p::tracking_number.eq(tracking),
+                    p::site_id.eq(site),
+                    p::recipient_id.eq(recipient),
+                    p::size.eq("S"),
+                    p::state.eq("expected"),
+                    p::created_at.eq(t),
+                    p::updated_at.eq(t),
+                ))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    id
+}
+
+async fn deposit_by_tracking_number(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let id = pre_advise(&app, &w, "1Z999AA10000000001").await;
+    let sim = device(&app, &w).await;
+    let err = sim
+        .start_deposit(
+            &w.carrier,
+            Identify::TrackingNumber("1Z999AA19999999999".into()),
+            Size::S,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    let dhl = app.carrier("dhl").await["carrier"]["id"].as_str().unwrap().to_string();
+    let err = sim
+        .start_deposit(
+            &dhl,
+            Identify::TrackingNumber("1Z999AA10000000001".into()),
+            Size::S,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::NotFound),
+        "another carrier cannot deposit this carrier's parcel"
+    );
+
+    let open = sim
+        .deposit(
+            &w.carrier,
+            Identify::TrackingNumber("1z999aa10000000001".into()),
+            Size::S,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.deposit_id, id, "the pre-advised parcel is the one deposited");
+    let p = parcel(&app, &id).await;
+    assert_eq!(p["state"], "deposited");
+    assert_eq!(p["locker_id"], w.locker.as_str());
+    let (s, found) = app
+        .get(&format!("/api/v1/parcels?state=deposited&carrier_id={}", w.carrier))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
+    assert_eq!(found["items"][0]["events"].as_array().unwrap().len(), 2);
+}
+
+async fn wrong_codes_lock_out(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = device(&app, &w).await;
+    let open = sim
+        .deposit(&w.carrier, Identify::Phone("+15550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    let (code, _) = app.pickup_secrets(&open.deposit_id).await;
+    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
+    let attempts = app.settings.pickup_attempts;
+    for _ in 0..attempts {
+        let e = sim.call("Pickup", json!({"code": wrong})).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::InvalidCode));
+    }
+    let e = sim.call("Pickup", json!({"code": wrong})).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LockedOut));
+    // Even the right code waits out the lockout.
+    match sim.call("Pickup", json!({"code": code})).await.unwrap_err() {
+        lockerhub::simulator::SimError::Refused(f) => {
+            assert_eq!(f.code, ErrorCode::LockedOut);
+            assert!(f.details["retry_after_secs"].as_u64().unwrap() >= 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Malformed codes and QR tokens count as wrong guesses too, and nothing changed.
+    assert_eq!(parcel(&app, &open.deposit_id).await["state"], "deposited");
+}
+
+async fn doesnt_fit_upsizes(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1), (Size::M, 1), (Size::XL, 1)]).await;
+    let sim = device(&app, &w).await;
+    let open = sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    assert_eq!(open.compartment, 1);
+    sim.door(1, DoorChange::Opened).await.unwrap();
+    // The parcel does not fit: reported with the door still open.
+    let bigger: Value = sim
+        .call("DoesNotFit", json!({"deposit_id": open.deposit_id}))
+        .await
+        .unwrap();
+    assert_eq!(bigger["compartment"], 2);
+    assert_eq!(
+        sim.door(1, DoorChange::Closed).await.unwrap(),
+        "none",
+        "closing the first door ends nothing"
+    );
+    assert_eq!(bigger["size"], "M");
+    let s = app.statuses(&w.locker).await;
+    assert_eq!((s[&1].as_str(), s[&2].as_str()), ("free", "reserved"));
+    let again: Value = sim
+        .call("DoesNotFit", json!({"deposit_id": open.deposit_id}))
+        .await
+        .unwrap();
+    assert_eq!(again["compartment"], 3, "too big for M; there is no L, so XL");
+    let e = sim
+        .call("DoesNotFit", json!({"deposit_id": open.deposit_id}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoCompartment));
+    assert_eq!(sim.put_parcel(3).await.unwrap(), "deposited");
+    let p = parcel(&app, &open.deposit_id).await;
+    assert_eq!(p["size"], "L", "what we know of the parcel: it needs at least L");
+    let s = app.statuses(&w.locker).await;
+    assert_eq!(
+        (s[&1].as_str(), s[&2].as_str(), s[&3].as_str()),
+        ("free", "free", "occupied")
+    );
+    let e = sim.call("DoesNotFit", json!({"deposit_id": "nope"})).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+}
+
+async fn cancel_and_empty_close_release_the_compartment(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = device(&app, &w).await;
+    let open = sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    let r = sim
+        .call("CancelDeposit", json!({"deposit_id": open.deposit_id}))
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "Cancelled");
+    assert_eq!(parcel(&app, &open.deposit_id).await["state"], "cancelled");
+    assert!(app.statuses(&w.locker).await.values().all(|s| s == "free"));
+
+    let open = sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    sim.door(open.compartment, DoorChange::Opened).await.unwrap();
+    assert_eq!(
+        sim.door(open.compartment, DoorChange::Closed).await.unwrap(),
+        "deposit_cancelled"
+    );
+    assert_eq!(parcel(&app, &open.deposit_id).await["state"], "cancelled");
+    assert!(app.statuses(&w.locker).await.values().all(|s| s == "free"));
+    assert!(
+        app.webhooks_for(&open.deposit_id).await.is_empty(),
+        "nothing was delivered"
+    );
+}
+
+async fn dedicated_sections_and_runtime_repartition(app: TestApp) {
+    let w = world(&app, &[(Size::S, 4)]).await;
+    let dhl = app.carrier("dhl").await["carrier"]["id"].as_str().unwrap().to_string();
+    let section = format!("/api/v1/lockers/{}/sections/{}", w.locker, w.carrier);
+    let (s, _) = app.put(&section, json!({"compartments": [1, 2]})).await;
+    assert_eq!(s, StatusCode::OK);
+    let sim = device(&app, &w).await;
+    let phone = || Identify::Phone("5550102030".into());
+
+    let d = sim.deposit(&dhl, phone(), Size::S, None).await.unwrap();
+    assert_eq!(d.compartment, 3, "DHL never gets UPS's section");
+    let u = sim.deposit(&w.carrier, phone(), Size::S, None).await.unwrap();
+    assert_eq!(u.compartment, 1, "UPS uses its section first");
+
+    // Re-partition at runtime: UPS now owns only compartment 4, exclusively.
+    let (s, _) = app.put(&section, json!({"compartments": [4], "exclusive": true})).await;
+    assert_eq!(s, StatusCode::OK);
+    let u = sim.deposit(&w.carrier, phone(), Size::S, None).await.unwrap();
+    assert_eq!(u.compartment, 4, "the change takes effect on the next allocation");
+    let e = sim.start_deposit(&w.carrier, phone(), Size::S, None).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(ErrorCode::NoCompartment),
+        "an exclusive section does not spill over"
+    );
+    let d = sim.deposit(&dhl, phone(), Size::S, None).await.unwrap();
+    assert_eq!(d.compartment, 2, "2 returned to the shared pool");
+}
+
+async fn reconnect_with_changed_snapshot_reports_faults(app: TestApp) {
+    let w = world(&app, &[(Size::S, 4)]).await;
+    let sim = device(&app, &w).await;
+    let open = sim
+        .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    assert_eq!(open.compartment, 1);
+    // While offline: the parcel in 1 vanished, something appeared in 2, 3's door is open.
+    sim.tamper(1, false, false);
+    sim.tamper(2, false, true);
+    sim.tamper(3, true, false);
+    let sim = sim.reconnect().await.unwrap();
+    let boot = sim.boot().await.unwrap();
+    assert_eq!(boot.status, "Accepted");
+    let mut found: Vec<(i32, String)> = boot
+        .discrepancies
+        .iter()
+        .map(|d| (d.compartment, d.kind.clone()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            (1, "parcel_missing".into()),
+            (2, "unexpected_parcel".into()),
+            (3, "door_open".into())
+        ]
+    );
+    let s = app.statuses(&w.locker).await;
+    assert_eq!(
+        (s[&1].as_str(), s[&2].as_str(), s[&3].as_str(), s[&4].as_str()),
+        ("out_of_service", "out_of_service", "out_of_service", "free")
+    );
+    let (st, faults) = app.get(&format!("/api/v1/lockers/{}/faults", w.locker)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(faults["items"].as_array().unwrap().len(), 3);
+    // Allocation skips them: only 4 is left.
+    let next = sim
+        .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    assert_eq!(next.compartment, 4);
+    // The manager checks compartment 2 and returns it to service.
+    let (st, c) = app
+        .patch(
+            &format!("/api/v1/lockers/{}/compartments/2", w.locker),
+            json!({"in_service": true}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(c["status"], "free");
+    // A reconnect with a consistent snapshot reports nothing new.
+    sim.tamper(2, false, false);
+    sim.tamper(3, false, false);
+    let sim = sim.reconnect().await.unwrap();
+    assert!(sim.boot().await.unwrap().discrepancies.is_empty());
+}
+
+async fn concurrent_deposits_never_share_a_compartment(app: TestApp) {
+    let w = world(&app, &[(Size::S, 60), (Size::M, 50), (Size::L, 40)]).await;
+    let capacity = w.layout.len();
+    let sim = device(&app, &w).await;
+    let calls = (0..200).map(|i| {
+        let sim = sim.clone();
+        let carrier = w.carrier.clone();
+        let size = [Size::S, Size::M, Size::L][i % 3];
+        async move {
+            sim.start_deposit(&carrier, Identify::Phone("5550102030".into()), size, None)
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let mut numbers = HashSet::new();
+    let mut refused = 0;
+    for r in results {
+        match r {
+            Ok(open) => assert!(
+                numbers.insert(open.compartment),
+                "compartment {} given twice",
+                open.compartment
+            ),
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::NoCompartment), "{e:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(numbers.len() <= capacity);
+    assert_eq!(numbers.len() + refused, 200);
+    assert!(
+        numbers.len() >= 140,
+        "L requests may be refused once L runs out, but most fit: {}",
+        numbers.len()
+    );
+    let statuses = app.statuses(&w.locker).await;
+    assert_eq!(
+        statuses.values().filter(|s| *s == "reserved").count(),
+        numbers.len(),
+        "memory and database agree"
+    );
+    let (_, found) = app
+        .get(&format!(
+            "/api/v1/parcels?state=reserved&locker_id={}&limit=200",
+            w.locker
+        ))
+        .await;
+    assert_eq!(found["items"].as_array().unwrap().len(), numbers.len());
+}
+
+async fn full_locker_says_no_compartment(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let sim = device(&app, &w).await;
+    sim.deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    match sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap_err()
+    {
+        lockerhub::simulator::SimError::Refused(f) => {
+            assert_eq!(f.code, ErrorCode::NoCompartment);
+            assert!(f.description.contains("no free compartment"), "{}", f.description);
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::XL, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoCompartment));
+}
+
+async fn malformed_frames_get_error_frames(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    let e = sim.call("Heartbeat", json!({})).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::ProtocolError), "boot first");
+    sim.boot().await.unwrap();
+    for (raw, id, code) in [
+        ("not json at all", "-1", ErrorCode::FormatViolation),
+        ("{\"a\": 1}", "-1", ErrorCode::FormatViolation),
+        ("[2, \"x1\", \"Heartbeat\"]", "x1", ErrorCode::FormatViolation),
+        ("[2, \"x2\", \"SelfDestruct\", {}]", "x2", ErrorCode::NotImplemented),
+        (
+            "[2, \"x3\", \"StartDeposit\", {\"size\": 12}]",
+            "x3",
+            ErrorCode::ProtocolError,
+        ),
+        (
+            "[2, \"x4\", \"DoorEvent\", {\"compartment\": 99, \"door\": \"opened\", \"occupied\": false}]",
+            "x4",
+            ErrorCode::NotFound,
+        ),
+        (
+            "[2, \"x5\", \"Pickup\", {\"code\": \"12\"}]",
+            "x5",
+            ErrorCode::InvalidCode,
+        ),
+    ] {
+        let e = sim.send_raw(Message::text(raw), id).await.unwrap_err();
+        assert_eq!(e.code(), Some(code), "{raw}");
+    }
+    let e = sim.send_raw(Message::binary(vec![1, 2, 3]), "-1").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::FormatViolation));
+    // The connection survives all of it.
+    assert!(sim.call("Heartbeat", json!({})).await.unwrap()["server_time"].is_string());
+    // An oversize frame ends the connection (the WebSocket layer refuses it) but not the server.
+    let big = format!("[2, \"big\", \"Heartbeat\", {{\"pad\": \"{}\"}}]", "x".repeat(70_000));
+    let _ = sim.send_raw(Message::text(big), "big").await;
+    assert!(sim.wait_closed(Duration::from_secs(5)).await);
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    assert_eq!(sim.boot().await.unwrap().status, "Accepted");
+}
+
+async fn retried_calls_are_deduplicated(app: TestApp) {
+    let w = world(&app, &[(Size::S, 3)]).await;
+    let sim = device(&app, &w).await;
+    let req = json!({"carrier_id": w.carrier, "identify": {"phone": "5550102030"}, "size": "S"});
+    let a = sim.call_with_id("dep-1", "StartDeposit", req.clone()).await.unwrap();
+    // The device lost the answer and retries after reconnecting, with the same id.
+    let sim = sim.reconnect().await.unwrap();
+    sim.boot().await.unwrap();
+    let b = sim.call_with_id("dep-1", "StartDeposit", req).await.unwrap();
+    assert_eq!(a, b, "same answer, same compartment");
+    let (_, found) = app.get(&format!("/api/v1/parcels?locker_id={}", w.locker)).await;
+    assert_eq!(found["items"].as_array().unwrap().len(), 1, "one parcel, not two");
+    assert_eq!(
+        app.statuses(&w.locker)
+            .await
+            .values()
+            .filter(|s| *s == "reserved")
+            .count(),
+        1
+    );
+}
+
+async fn newer_session_replaces_older(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let first = device(&app, &w).await;
+    let second = device(&app, &w).await;
+    assert!(
+        first.wait_closed(Duration::from_secs(5)).await,
+        "the older session is closed"
+    );
+    assert!(second.call("Heartbeat", json!({})).await.is_ok());
+    let (_, l) = app.get(&format!("/api/v1/lockers/{}", w.locker)).await;
+    assert_eq!(l["connected"], true);
+    second.disconnect().await;
+    let mut connected = true;
+    for _ in 0..50 {
+        let (_, l) = app.get(&format!("/api/v1/lockers/{}", w.locker)).await;
+        connected = l["connected"].as_bool().unwrap();
+        if !connected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!connected, "disconnection is recorded");
+}
+
+async fn device_auth_is_checked(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    for (id, cred) in [
+        (w.locker.as_str(), "lhd_wrong"),
+        ("no-such-locker", w.credential.as_str()),
+    ] {
+        let err = SimLocker::connect(&app.ws_base(), id, cred, &w.layout)
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("401"), "{err}");
+    }
+    let (s, _) = app
+        .patch(&format!("/api/v1/lockers/{}", w.locker), json!({"active": false}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let err = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("401"),
+        "an inactive locker cannot connect: {err}"
+    );
+    // A plain HTTP request to the endpoint is refused cleanly, not with a 500.
+    let got = app
+        .raw(
+            awc::http::Method::GET,
+            &format!("/ws/v1/lockers/{}", w.locker),
+            None,
+            "text/plain",
+            vec![],
+        )
+        .await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+async fn faults_take_compartments_out_of_service(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = device(&app, &w).await;
+    sim.call(
+        "FaultNotification",
+        json!({"compartment": 1, "kind": "jammed", "detail": "latch stuck"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.statuses(&w.locker).await[&1], "out_of_service");
+    let open = sim
+        .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    assert_eq!(open.compartment, 2, "the jammed compartment is skipped");
+    let (_, faults) = app.get(&format!("/api/v1/lockers/{}/faults", w.locker)).await;
+    assert_eq!(faults["items"][0]["kind"], "jammed");
+    // A door opened with nothing in progress is a fault as well.
+    sim.tamper(2, false, true);
+    assert_eq!(sim.door(1, DoorChange::Opened).await.unwrap(), "fault");
+    let e = sim
+        .call("FaultNotification", json!({"compartment": 42, "kind": "jammed"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+}
+
+async fn remote_open_and_unknown_outcome(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let path = format!("/api/v1/lockers/{}/compartments/2/open", w.locker);
+    assert_error(
+        &app.post(&path, json!({"reason": "inspection"})).await,
+        StatusCode::CONFLICT,
+        "locker_offline",
+    );
+    let sim = device(&app, &w).await;
+    let (s, v) = app.post(&path, json!({"reason": "inspection"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "opened");
+    assert_eq!(sim.server_calls.lock().unwrap()[0].0, "OpenCompartment");
+    assert_error(
+        &app.post(&format!("/api/v1/lockers/{}/compartments/9/open", w.locker), json!({}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // A device that goes quiet: the outcome is unknown, reported, and never replayed.
+    sim.disconnect().await;
+    let quiet = SimLocker::connect_with(
+        &app.ws_base(),
+        &w.locker,
+        &w.credential,
+        &w.layout,
+        Behaviour {
+            answer_open_commands: false,
+            ..Behaviour::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    quiet.boot().await.unwrap();
+    let got = app.post(&path, json!({"reason": "inspection"})).await;
+    assert_error(&got, StatusCode::GATEWAY_TIMEOUT, "outcome_unknown");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(quiet.server_calls.lock().unwrap().len(), 1, "sent once, not replayed");
+    let (_, faults) = app.get(&format!("/api/v1/lockers/{}/faults", w.locker)).await;
+    assert!(faults["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["kind"] == "open_outcome_unknown"));
+}
