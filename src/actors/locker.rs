@@ -171,7 +171,7 @@ impl LockerActor {
     }
 
     /// Runs `work` in one transaction off the actor's thread; on commit, `then` updates memory
-    /// and builds the answer. A server failure reloads memory from the database.
+    /// and builds the answer. A server failure restarts the actor from the database.
     fn db_op<T, W, M>(&self, work: W, then: M) -> ResponseActFuture<Self, Reply>
     where
         T: Send + 'static,
@@ -191,7 +191,10 @@ impl LockerActor {
                     Ok(t) => then(t, act, ctx),
                     Err(e) => {
                         if matches!(e, DeviceError::Failed(_)) {
-                            act.reload(ctx);
+                            // Memory may disagree with the database: stop, and the supervisor
+                            // starts this actor again from the database. The device is told
+                            // to retry with the same message id.
+                            ctx.stop();
                         }
                         Err(e)
                     }
@@ -636,8 +639,8 @@ impl LockerActor {
             ctx.wait(work.into_actor(act).map(move |res, act, ctx| match res {
                 Ok(status) => act.set_slot(number, status),
                 Err(e) => {
-                    tracing::error!(locker = %act.id, error = ?e, "door timeout handling failed");
-                    act.reload(ctx);
+                    tracing::error!(locker = %act.id, error = ?e, "door timeout handling failed; restarting");
+                    ctx.stop();
                 }
             }));
         })

@@ -731,3 +731,101 @@ async fn remote_open_and_unknown_outcome(app: TestApp) {
         .iter()
         .any(|f| f["kind"] == "open_outcome_unknown"));
 }
+
+db_test!(unfinished_deposits_time_out with |s| s.deposit_timeout_secs = 1);
+
+async fn unfinished_deposits_time_out(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = device(&app, &w).await;
+    let quiet = sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    let open = sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    sim.door(open.compartment, DoorChange::Opened).await.unwrap();
+    let mut states = (String::new(), String::new());
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let a = parcel(&app, &quiet.deposit_id).await["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let b = parcel(&app, &open.deposit_id).await["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        states = (a, b);
+        if states.0 == "cancelled" && states.1 == "cancelled" {
+            break;
+        }
+    }
+    assert_eq!(states, ("cancelled".to_string(), "cancelled".to_string()));
+    let s = app.statuses(&w.locker).await;
+    assert_eq!(
+        s[&i64::from(quiet.compartment)],
+        "free",
+        "an unopened deposit just gives its compartment back"
+    );
+    assert_eq!(
+        s[&i64::from(open.compartment)],
+        "out_of_service",
+        "a door left open is a fault"
+    );
+    let (_, faults) = app.get(&format!("/api/v1/lockers/{}/faults", w.locker)).await;
+    assert_eq!(faults["items"][0]["kind"], "door_not_closed");
+}
+
+db_test!(a_failure_restarts_the_locker_from_the_database);
+
+async fn a_failure_restarts_the_locker_from_the_database(app: TestApp) {
+    use diesel::prelude::*;
+    use lockerhub::db::schema::compartments as c;
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = device(&app, &w).await;
+    // Someone changes the database behind the actor's back: compartment 1 is no longer free.
+    let locker = w.locker.clone();
+    app.db
+        .run(move |conn| {
+            diesel::update(c::table.filter(c::locker_id.eq(&locker)).filter(c::number.eq(1)))
+                .set(c::status.eq("out_of_service"))
+                .execute(conn)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let req = json!({"carrier_id": w.carrier, "identify": {"phone": "5550102030"}, "size": "S"});
+    let e = sim
+        .call_with_id("try-1", "StartDeposit", req.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(ErrorCode::InternalError),
+        "the actor's memory disagreed with the database"
+    );
+    // The actor restarted from the database; the device retries with the same id.
+    let mut answer = None;
+    for _ in 0..50 {
+        match sim.call_with_id("try-1", "StartDeposit", req.clone()).await {
+            Ok(v) => {
+                answer = Some(v);
+                break;
+            }
+            Err(e) if e.code() == Some(ErrorCode::ProtocolError) => {
+                sim.boot().await.unwrap();
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let answer = answer.expect("the retry succeeds");
+    assert_eq!(answer["compartment"], 2);
+    let s = app.statuses(&w.locker).await;
+    assert_eq!((s[&1].as_str(), s[&2].as_str()), ("out_of_service", "reserved"));
+    assert!(
+        sim.call("Heartbeat", json!({})).await.is_ok(),
+        "the session survived the restart"
+    );
+}

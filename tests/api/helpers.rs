@@ -14,6 +14,20 @@ use serde_json::Value;
 /// one runs when `TEST_DATABASE_URL` is set and is skipped (passes) otherwise.
 #[macro_export]
 macro_rules! db_test {
+    ($name:ident with $tweak:expr) => {
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::TestApp::sqlite_with($tweak).await).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                if let Some(app) = $crate::helpers::TestApp::postgres_with($tweak).await {
+                    super::$name(app).await
+                }
+            }
+        }
+    };
     ($($name:ident),* $(,)?) => { $(
         mod $name {
             #[actix_web::test]
