@@ -64,6 +64,11 @@ pub struct Settings {
     pub device_call_timeout_secs: u64,
     pub dwell_hours: u32,
     pub reservation_hours: u32,
+    pub webhook_retry_base_ms: u64,
+    pub webhook_max_attempts: i32,
+    pub webhook_timeout_secs: u64,
+    pub outbox_poll_ms: u64,
+    pub secret_rotation_overlap_hours: u32,
 }
 
 impl Default for Settings {
@@ -92,6 +97,11 @@ impl Default for Settings {
             device_call_timeout_secs: 30,
             dwell_hours: 72,
             reservation_hours: 24,
+            webhook_retry_base_ms: 5_000,
+            webhook_max_attempts: 15,
+            webhook_timeout_secs: 10,
+            outbox_poll_ms: 1_000,
+            secret_rotation_overlap_hours: 24,
         }
     }
 }
@@ -125,6 +135,11 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
                                                                     reported as outcome unknown, never replayed)
   dwell_hours                 LOCKERHUB_DWELL_HOURS                 72
   reservation_hours           LOCKERHUB_RESERVATION_HOURS           24
+  webhook_retry_base_ms       LOCKERHUB_WEBHOOK_RETRY_BASE_MS       5000 (doubles per attempt, capped at 8 h, with jitter)
+  webhook_max_attempts        LOCKERHUB_WEBHOOK_MAX_ATTEMPTS        15 (about a day), then dead-lettered
+  webhook_timeout_secs        LOCKERHUB_WEBHOOK_TIMEOUT_SECS        10
+  outbox_poll_ms              LOCKERHUB_OUTBOX_POLL_MS              1000
+  secret_rotation_overlap_hours LOCKERHUB_SECRET_ROTATION_OVERLAP_HOURS 24
 The config file is --config PATH, or LOCKERHUB_CONFIG, or ./lockerhub.toml if present.";
 
 impl Settings {
@@ -156,6 +171,9 @@ impl Settings {
         }
         if self.auth_failures_per_minute == 0 {
             return Err("auth_failures_per_minute must be positive".into());
+        }
+        if self.webhook_max_attempts < 1 || self.outbox_poll_ms == 0 || self.webhook_retry_base_ms == 0 {
+            return Err("webhook_max_attempts, outbox_poll_ms and webhook_retry_base_ms must be positive".into());
         }
         if self.db_pool_size == 0 {
             return Err("db_pool_size must be positive".into());

@@ -68,6 +68,11 @@ impl AppError {
         Self::Internal(message.into())
     }
 
+    /// A 4xx: the request was refused, the server did not fail.
+    pub fn status_is_client_error(&self) -> bool {
+        actix_web::ResponseError::status_code(self).is_client_error()
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,

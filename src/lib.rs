@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod protocol;
 pub mod ratelimit;
+pub mod signing;
 pub mod simulator;
 pub mod startup;
 pub mod telemetry;

@@ -79,6 +79,13 @@ impl Application {
         self.server.handle()
     }
 
+    /// Stops the HTTP server at once (no drain) and every locker and carrier actor, as a
+    /// crash would: whatever was not yet committed is lost, whatever was is kept.
+    pub async fn stop(handle: actix_web::dev::ServerHandle, hub: actix::Addr<Hub>) {
+        handle.stop(false).await;
+        let _ = hub.send(crate::actors::messages::Shutdown).await;
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }

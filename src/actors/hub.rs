@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::carrier::{CarrierActor, Kick, ReloadCarrier};
 use super::locker::LockerActor;
-use super::messages::{GetLocker, ReloadLocker};
+use super::messages::{CarrierChanged, GetLocker, KickCarriers, ReloadLocker, Shutdown};
 use crate::config::Settings;
 use crate::credentials::ServerKey;
 use crate::db::Db;
@@ -25,6 +26,7 @@ pub struct LockerDeps {
 pub struct Hub {
     deps: LockerDeps,
     lockers: HashMap<String, Addr<LockerActor>>,
+    carriers: HashMap<String, Addr<CarrierActor>>,
     /// Locker actors are spread over these threads; each actor still runs one message at a time.
     arbiters: Vec<ArbiterHandle>,
     next: usize,
@@ -36,6 +38,7 @@ impl Hub {
         Self {
             deps,
             lockers: HashMap::new(),
+            carriers: HashMap::new(),
             arbiters,
             next: 0,
         }
@@ -47,8 +50,58 @@ impl Hub {
     }
 }
 
+impl Hub {
+    fn next_arbiter(&mut self) -> ArbiterHandle {
+        let a = self.arbiters[self.next % self.arbiters.len()].clone();
+        self.next = self.next.wrapping_add(1);
+        a
+    }
+
+    fn ensure_carrier(&mut self, id: String) -> Addr<CarrierActor> {
+        if let Some(a) = self.carriers.get(&id) {
+            return a.clone();
+        }
+        let arbiter = self.next_arbiter();
+        let (db, key, settings, cid) = (
+            self.deps.db.clone(),
+            self.deps.key.clone(),
+            self.deps.settings.clone(),
+            id.clone(),
+        );
+        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| CarrierActor::new(cid, db, key, settings));
+        self.carriers.insert(id, addr.clone());
+        addr
+    }
+}
+
 impl Actor for Hub {
     type Context = Context<Self>;
+
+    /// Starts a delivery actor for every carrier, so webhooks still pending from before a
+    /// restart go out.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let db = self.deps.db.clone();
+        ctx.wait(
+            async move {
+                db.run(|c| {
+                    use diesel::prelude::*;
+                    Ok(crate::db::schema::carriers::table
+                        .select(crate::db::schema::carriers::id)
+                        .load::<String>(c)?)
+                })
+                .await
+            }
+            .into_actor(self)
+            .map(|res, act, _| match res {
+                Ok(ids) => {
+                    for id in ids {
+                        act.ensure_carrier(id);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot list carriers at start"),
+            }),
+        );
+    }
 }
 
 /// The registry survives a restart: the supervisor keeps this instance, and the locker actors
@@ -66,11 +119,10 @@ impl Handler<GetLocker> for Hub {
         if let Some(addr) = self.lockers.get(&msg.locker_id) {
             return MessageResult(addr.clone());
         }
-        let arbiter = &self.arbiters[self.next % self.arbiters.len()];
-        self.next = self.next.wrapping_add(1);
+        let arbiter = self.next_arbiter();
         let deps = self.deps.clone();
         let id = msg.locker_id.clone();
-        let addr = Supervisor::start_in_arbiter(arbiter, move |_| LockerActor::new(id, deps));
+        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| LockerActor::new(id, deps));
         self.lockers.insert(msg.locker_id, addr.clone());
         MessageResult(addr)
     }
@@ -82,6 +134,47 @@ impl Handler<ReloadLocker> for Hub {
     fn handle(&mut self, msg: ReloadLocker, _: &mut Context<Self>) {
         if let Some(addr) = self.lockers.get(&msg.locker_id) {
             addr.do_send(super::locker::Reload);
+        }
+    }
+}
+
+impl Handler<CarrierChanged> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: CarrierChanged, _: &mut Context<Self>) {
+        let fresh = !self.carriers.contains_key(&msg.carrier_id);
+        let addr = self.ensure_carrier(msg.carrier_id);
+        if !fresh {
+            addr.do_send(ReloadCarrier);
+        }
+    }
+}
+
+impl Handler<KickCarriers> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: KickCarriers, _: &mut Context<Self>) {
+        match msg.carrier_id {
+            Some(id) => {
+                if let Some(a) = self.carriers.get(&id) {
+                    a.do_send(Kick);
+                }
+            }
+            None => self.carriers.values().for_each(|a| a.do_send(Kick)),
+        }
+    }
+}
+
+impl Handler<Shutdown> for Hub {
+    type Result = ();
+
+    /// Stops every locker and carrier actor by stopping their threads. Used when the server
+    /// stops (and by tests that restart a server on the same database).
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
+        self.lockers.clear();
+        self.carriers.clear();
+        for a in self.arbiters.drain(..) {
+            a.stop();
         }
     }
 }

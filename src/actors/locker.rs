@@ -39,9 +39,43 @@ enum DoorSession {
         opened: bool,
         timer: SpawnHandle,
     },
+    /// A carrier's driver taking an expired parcel back.
+    Collection {
+        parcel_id: String,
+        opened: bool,
+        timer: SpawnHandle,
+    },
     Remote {
         opened: bool,
     },
+}
+
+impl DoorSession {
+    /// The parcel this door session moves, if any (remote opens move none).
+    fn parcel_id(&self) -> Option<&str> {
+        match self {
+            Self::Deposit { parcel_id, .. } | Self::Pickup { parcel_id, .. } | Self::Collection { parcel_id, .. } => {
+                Some(parcel_id)
+            }
+            Self::Remote { .. } => None,
+        }
+    }
+
+    fn timer_mut(&mut self) -> Option<&mut SpawnHandle> {
+        match self {
+            Self::Deposit { timer, .. } | Self::Pickup { timer, .. } | Self::Collection { timer, .. } => Some(timer),
+            Self::Remote { .. } => None,
+        }
+    }
+
+    fn opened_mut(&mut self) -> &mut bool {
+        match self {
+            Self::Deposit { opened, .. }
+            | Self::Pickup { opened, .. }
+            | Self::Collection { opened, .. }
+            | Self::Remote { opened } => opened,
+        }
+    }
 }
 
 /// Answers already given, by message id: a retried call gets the same answer, not a second action.
@@ -85,6 +119,23 @@ pub struct LockerActor {
 }
 
 type Reply = Result<Value, DeviceError>;
+
+/// Which errors mean the server failed (restart from the database) rather than refused.
+pub trait Failure {
+    fn is_server_failure(&self) -> bool;
+}
+
+impl Failure for DeviceError {
+    fn is_server_failure(&self) -> bool {
+        matches!(self, DeviceError::Failed(e) if e.is_server_failure())
+    }
+}
+
+impl Failure for AppError {
+    fn is_server_failure(&self) -> bool {
+        matches!(self, AppError::Internal(_) | AppError::Unavailable(_))
+    }
+}
 
 /// Reloads the locker's identity and compartments: the database is the truth.
 #[derive(Message)]
@@ -143,7 +194,7 @@ impl LockerActor {
                         let held: Vec<i32> = act
                             .doors
                             .iter()
-                            .filter(|(_, d)| matches!(d, DoorSession::Deposit { .. } | DoorSession::Pickup { .. }))
+                            .filter(|(_, d)| d.parcel_id().is_some())
                             .map(|(n, _)| *n)
                             .collect();
                         for n in held {
@@ -172,16 +223,18 @@ impl LockerActor {
 
     /// Runs `work` in one transaction off the actor's thread; on commit, `then` updates memory
     /// and builds the answer. A server failure restarts the actor from the database.
-    fn db_op<T, W, M>(&self, work: W, then: M) -> ResponseActFuture<Self, Reply>
+    fn db_op<T, R, E, W, M>(&self, work: W, then: M) -> ResponseActFuture<Self, Result<R, E>>
     where
         T: Send + 'static,
-        W: FnOnce(&mut DbConn, &LockerCtx) -> Result<T, DeviceError> + Send + 'static,
-        M: FnOnce(T, &mut Self, &mut Context<Self>) -> Reply + 'static,
+        R: 'static,
+        E: Failure + From<AppError> + From<diesel::result::Error> + Send + 'static,
+        W: FnOnce(&mut DbConn, &LockerCtx) -> Result<T, E> + Send + 'static,
+        M: FnOnce(T, &mut Self, &mut Context<Self>) -> Result<R, E> + 'static,
     {
         let Some(me) = self.me.clone() else {
-            return fail(DeviceError::Failed(AppError::Unavailable(
+            return Box::pin(fut::ready(Err(E::from(AppError::Unavailable(
                 "locker not loaded yet".into(),
-            )));
+            )))));
         };
         let db = self.deps.db.clone();
         Box::pin(
@@ -190,10 +243,9 @@ impl LockerActor {
                 .map(move |res, act, ctx| match res {
                     Ok(t) => then(t, act, ctx),
                     Err(e) => {
-                        if matches!(e, DeviceError::Failed(_)) {
+                        if e.is_server_failure() {
                             // Memory may disagree with the database: stop, and the supervisor
-                            // starts this actor again from the database. The device is told
-                            // to retry with the same message id.
+                            // starts this actor again from the database. The caller may retry.
                             ctx.stop();
                         }
                         Err(e)
@@ -231,6 +283,7 @@ impl LockerActor {
             DeviceRequest::DoorEvent(e) => self.door_event(e),
             DeviceRequest::Pickup(p) => self.pickup(p),
             DeviceRequest::FaultNotification(f) => self.fault(f),
+            DeviceRequest::CollectReturn { collection_code } => self.collect_return(collection_code),
         }
     }
 
@@ -437,8 +490,8 @@ impl LockerActor {
 
     /// Ends a door session and its timer.
     fn end_door(&mut self, number: i32, ctx: &mut Context<Self>) -> Option<DoorSession> {
-        let door = self.doors.remove(&number)?;
-        if let DoorSession::Deposit { timer, .. } | DoorSession::Pickup { timer, .. } = &door {
+        let mut door = self.doors.remove(&number)?;
+        if let Some(timer) = door.timer_mut() {
             ctx.cancel_future(*timer);
         }
         Some(door)
@@ -451,16 +504,32 @@ impl LockerActor {
         }
         let outcome = |o: &str| Ok(json!(DoorEventResponse { outcome: o.to_string() }));
         match (self.doors.get_mut(&number), ev.door) {
-            (
-                Some(
-                    DoorSession::Deposit { opened, .. }
-                    | DoorSession::Pickup { opened, .. }
-                    | DoorSession::Remote { opened },
-                ),
-                DoorChange::Opened,
-            ) => {
-                *opened = true;
+            (Some(door), DoorChange::Opened) => {
+                *door.opened_mut() = true;
                 done(outcome("none").unwrap_or_default())
+            }
+            (Some(DoorSession::Collection { parcel_id, .. }), DoorChange::Closed) => {
+                let pid = parcel_id.clone();
+                if ev.occupied {
+                    self.db_op(
+                        move |c, me| {
+                            pickups::record(c, me, &pid, "collection_abandoned", json!({"compartment": number}))
+                        },
+                        move |_, act, ctx| {
+                            act.end_door(number, ctx);
+                            outcome("collection_abandoned")
+                        },
+                    )
+                } else {
+                    self.db_op(
+                        move |c, me| pickups::complete_return(c, me, &pid, number),
+                        move |_, act, ctx| {
+                            act.end_door(number, ctx);
+                            act.set_slot(number, CompartmentStatus::Free);
+                            outcome("returned")
+                        },
+                    )
+                }
             }
             (Some(DoorSession::Deposit { parcel_id, prior, .. }), DoorChange::Closed) => {
                 let (pid, prior) = (parcel_id.clone(), prior.clone());
@@ -575,6 +644,45 @@ impl LockerActor {
         )
     }
 
+    fn collect_return(&mut self, code: String) -> ResponseActFuture<Self, Reply> {
+        let key = format!("collect:{}", self.id);
+        if let Some(e) = self.locked_out(&key) {
+            return fail(e);
+        }
+        let server_key = self.deps.key.clone();
+        let busy = self.busy();
+        self.db_op(
+            move |c, me| {
+                let Some((pid, number)) = pickups::find_collection(c, me, &server_key, &code)? else {
+                    return Ok(None);
+                };
+                if busy.contains(&number) {
+                    return Err(refuse(ErrorCode::InvalidState, "this compartment is already open"));
+                }
+                pickups::record(c, me, &pid, "collection_opened", json!({"compartment": number}))?;
+                Ok(Some((pid, number)))
+            },
+            move |found, act, ctx| {
+                let Some((parcel_id, number)) = found else {
+                    return Err(act.wrong_code(key, "collection code"));
+                };
+                let timer = act.door_timer(number, parcel_id.clone(), ctx);
+                act.doors.insert(
+                    number,
+                    DoorSession::Collection {
+                        parcel_id: parcel_id.clone(),
+                        opened: false,
+                        timer,
+                    },
+                );
+                Ok(json!(PickupOpen {
+                    compartment: number,
+                    parcel_id
+                }))
+            },
+        )
+    }
+
     fn fault(&mut self, f: FaultNotification) -> ResponseActFuture<Self, Reply> {
         let number = f.compartment;
         if !self.slots.iter().any(|s| s.number == number) {
@@ -596,12 +704,7 @@ impl LockerActor {
     fn door_timer(&self, number: i32, parcel_id: String, ctx: &mut Context<Self>) -> SpawnHandle {
         let after = Duration::from_secs(self.deps.settings.deposit_timeout_secs);
         ctx.run_later(after, move |act, ctx| {
-            let matches = match act.doors.get(&number) {
-                Some(DoorSession::Deposit { parcel_id: p, .. } | DoorSession::Pickup { parcel_id: p, .. }) => {
-                    *p == parcel_id
-                }
-                _ => false,
-            };
+            let matches = act.doors.get(&number).and_then(DoorSession::parcel_id) == Some(parcel_id.as_str());
             if !matches {
                 return;
             }
@@ -610,8 +713,9 @@ impl LockerActor {
             let db = act.deps.db.clone();
             let (opened, deposit_prior) = match door {
                 DoorSession::Deposit { opened, prior, .. } => (opened, Some(prior)),
-                DoorSession::Pickup { opened, .. } => (opened, None),
-                DoorSession::Remote { opened } => (opened, None),
+                DoorSession::Pickup { opened, .. }
+                | DoorSession::Collection { opened, .. }
+                | DoorSession::Remote { opened } => (opened, None),
             };
             let pid = parcel_id.clone();
             let work = async move {
@@ -668,17 +772,11 @@ impl Actor for LockerActor {
         let sessions: Vec<(i32, String)> = self
             .doors
             .iter()
-            .filter_map(|(n, d)| match d {
-                DoorSession::Deposit { parcel_id, .. } | DoorSession::Pickup { parcel_id, .. } => {
-                    Some((*n, parcel_id.clone()))
-                }
-                DoorSession::Remote { .. } => None,
-            })
+            .filter_map(|(n, d)| d.parcel_id().map(|p| (*n, p.to_string())))
             .collect();
         for (n, pid) in sessions {
             let t = self.door_timer(n, pid, ctx);
-            if let Some(DoorSession::Deposit { timer, .. } | DoorSession::Pickup { timer, .. }) = self.doors.get_mut(&n)
-            {
+            if let Some(timer) = self.doors.get_mut(&n).and_then(DoorSession::timer_mut) {
                 *timer = t;
             }
         }
@@ -878,5 +976,85 @@ impl Handler<RemoteOpen> for LockerActor {
                     outcome
                 }),
         )
+    }
+}
+
+impl Handler<PreAdviseParcel> for LockerActor {
+    type Result = AtomicResponse<Self, Result<crate::db::inbound::PreAdviceOutcome, AppError>>;
+
+    fn handle(&mut self, msg: PreAdviseParcel, _: &mut Context<Self>) -> Self::Result {
+        let slots = self.slots.clone();
+        let busy = self.busy();
+        let advice = msg.advice;
+        AtomicResponse::new(self.db_op(
+            move |c, me| {
+                let outcome = crate::db::inbound::pre_advise(c, me, &advice, &slots, &busy)?;
+                crate::db::inbound::remember(c, &advice.carrier_id, &advice.event_id, 202, &json!(outcome))?;
+                Ok(outcome)
+            },
+            |outcome, act, _| {
+                if let Some(n) = outcome.compartment {
+                    act.set_slot(n, CompartmentStatus::Reserved);
+                }
+                Ok(outcome)
+            },
+        ))
+    }
+}
+
+impl Handler<CancelParcel> for LockerActor {
+    type Result = AtomicResponse<Self, Result<Value, AppError>>;
+
+    fn handle(&mut self, msg: CancelParcel, _: &mut Context<Self>) -> Self::Result {
+        if self
+            .doors
+            .values()
+            .any(|d| d.parcel_id() == Some(msg.parcel_id.as_str()))
+        {
+            let e = AppError::Conflict {
+                code: "deposit_in_progress",
+                message: "a driver is depositing this parcel right now".into(),
+            };
+            return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+        }
+        AtomicResponse::new(self.db_op(
+            move |c, _| {
+                let actor = format!("carrier:{}", msg.carrier_id);
+                let freed = crate::db::inbound::cancel(c, &msg.parcel_id, &actor, &msg.reason)?;
+                let body = json!({"parcel_id": msg.parcel_id, "state": "cancelled", "released_compartment": freed});
+                crate::db::inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &body)?;
+                Ok((freed, body))
+            },
+            |(freed, body), act, _| {
+                if let Some(n) = freed {
+                    act.set_slot(n, CompartmentStatus::Free);
+                }
+                Ok(body)
+            },
+        ))
+    }
+}
+
+impl Handler<IssueCollectionCode> for LockerActor {
+    type Result = AtomicResponse<Self, Result<Value, AppError>>;
+
+    fn handle(&mut self, msg: IssueCollectionCode, _: &mut Context<Self>) -> Self::Result {
+        let key = self.deps.key.clone();
+        let len = self.deps.settings.pickup_code_length;
+        AtomicResponse::new(self.db_op(
+            move |c, me| {
+                let actor = format!("carrier:{}", msg.carrier_id);
+                let (code, number) =
+                    crate::db::inbound::issue_collection_code(c, me, &key, &msg.parcel_id, len, &actor)?;
+                let body = json!({"parcel_id": msg.parcel_id, "locker_id": me.locker_id, "compartment": number,
+                                  "collection_code": code});
+                // The code is the carrier's to keep: what is remembered for a replay omits it.
+                let remembered = json!({"parcel_id": msg.parcel_id, "locker_id": me.locker_id, "compartment": number,
+                                        "collection_code": null, "note": "already issued; request a new code with a new event id"});
+                crate::db::inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &remembered)?;
+                Ok(body)
+            },
+            |body, _, _| Ok(body),
+        ))
     }
 }

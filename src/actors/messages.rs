@@ -84,3 +84,49 @@ pub struct RemoteOpen {
     pub reason: String,
     pub actor: String,
 }
+
+/// Carrier → locker: a pre-advice to reserve a compartment for. Answered and remembered
+/// (for idempotency) in the same transaction.
+#[derive(Message)]
+#[rtype(result = "Result<crate::db::inbound::PreAdviceOutcome, crate::error::AppError>")]
+pub struct PreAdviseParcel {
+    pub advice: crate::db::inbound::PreAdvice,
+}
+
+/// Carrier → locker: cancel or redirect a parcel not yet deposited, releasing its compartment.
+#[derive(Message)]
+#[rtype(result = "Result<Value, crate::error::AppError>")]
+pub struct CancelParcel {
+    pub parcel_id: String,
+    pub carrier_id: String,
+    pub event_id: String,
+    pub reason: String,
+}
+
+/// Carrier → locker: issue a collection code for an expired parcel.
+#[derive(Message)]
+#[rtype(result = "Result<Value, crate::error::AppError>")]
+pub struct IssueCollectionCode {
+    pub parcel_id: String,
+    pub carrier_id: String,
+    pub event_id: String,
+}
+
+/// Hub: a carrier was created or changed; start or reload its delivery actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CarrierChanged {
+    pub carrier_id: String,
+}
+
+/// Hub: deliveries were queued; look at the outbox now (one carrier, or all).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KickCarriers {
+    pub carrier_id: Option<String>,
+}
+
+/// Hub: stop all locker and carrier actors.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;

@@ -1,5 +1,6 @@
 //! The actor system: a supervised hub, one actor per locker bank, one per device session.
 
+pub mod carrier;
 pub mod hub;
 pub mod locker;
 pub mod messages;

@@ -34,6 +34,31 @@ pub struct Carrier {
     #[serde(serialize_with = "super::ts::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: NaiveDateTime,
+    #[serde(skip)]
+    pub previous_webhook_secret_enc: Option<String>,
+    /// While set and in the future, the previous webhook secret is still accepted and used.
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub previous_secret_expires_at: Option<NaiveDateTime>,
+}
+
+impl Carrier {
+    /// The webhook secrets valid now: the current one, and the previous one during a rotation.
+    pub fn signing_secrets(&self, key: &ServerKey, now: NaiveDateTime) -> Vec<String> {
+        let mut out = Vec::new();
+        match key.decrypt(&self.webhook_secret_enc) {
+            Ok(s) => out.push(s),
+            Err(e) => tracing::error!(carrier = %self.id, error = %e, "cannot decrypt webhook secret"),
+        }
+        if let (Some(prev), Some(until)) = (&self.previous_webhook_secret_enc, self.previous_secret_expires_at) {
+            if until > now {
+                if let Ok(s) = key.decrypt(prev) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Secrets issued at creation; only their hashes (or ciphertext) are kept.
@@ -153,4 +178,26 @@ pub fn by_api_key(conn: &mut DbConn, api_key: &str) -> QueryResult<Option<Carrie
         .select(Carrier::as_select())
         .first(conn)
         .optional()
+}
+
+/// Issues a new webhook secret. The previous one stays valid for `overlap`, so the carrier
+/// can switch without dropping events.
+pub fn rotate_webhook_secret(
+    conn: &mut DbConn,
+    key: &ServerKey,
+    id: &str,
+    overlap: chrono::Duration,
+) -> QueryResult<(String, NaiveDateTime)> {
+    let current = get(conn, id)?;
+    let secret = generate_webhook_secret();
+    let until = now() + overlap;
+    diesel::update(carriers::table.find(id))
+        .set((
+            carriers::previous_webhook_secret_enc.eq(Some(current.webhook_secret_enc)),
+            carriers::previous_secret_expires_at.eq(Some(until)),
+            carriers::webhook_secret_enc.eq(key.encrypt(&secret)),
+            carriers::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok((secret, until))
 }

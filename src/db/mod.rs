@@ -6,6 +6,7 @@
 pub mod admin_keys;
 pub mod carriers;
 pub mod deposits;
+pub mod inbound;
 pub mod lockers;
 pub mod outbox;
 pub mod page;

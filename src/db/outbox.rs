@@ -91,3 +91,169 @@ pub fn cancel_deadlines(conn: &mut DbConn, parcel_id: &str, kinds: &[&str]) -> Q
             .execute(conn)
     }
 }
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
+#[diesel(table_name = webhook_outbox)]
+pub struct Delivery {
+    /// The stable event id, sent as `webhook-id`.
+    pub id: String,
+    pub carrier_id: String,
+    pub parcel_id: Option<String>,
+    pub event_type: String,
+    #[serde(skip)]
+    pub payload: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    pub attempts: i32,
+    #[serde(serialize_with = "super::ts::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub next_attempt_at: NaiveDateTime,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    #[serde(serialize_with = "super::ts::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub delivered_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
+#[diesel(table_name = super::schema::webhook_attempts)]
+pub struct Attempt {
+    #[serde(skip)]
+    pub id: String,
+    #[serde(skip)]
+    pub outbox_id: String,
+    #[serde(serialize_with = "super::ts::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub attempted_at: NaiveDateTime,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: i32,
+}
+
+/// Pending deliveries for a carrier that are due now, oldest first, skipping `exclude`.
+pub fn due_webhooks(conn: &mut DbConn, carrier_id: &str, exclude: &[String], limit: i64) -> QueryResult<Vec<Delivery>> {
+    webhook_outbox::table
+        .filter(webhook_outbox::carrier_id.eq(carrier_id))
+        .filter(webhook_outbox::status.eq("pending"))
+        .filter(webhook_outbox::next_attempt_at.le(now()))
+        .filter(webhook_outbox::id.ne_all(exclude))
+        .order((webhook_outbox::next_attempt_at.asc(), webhook_outbox::id.asc()))
+        .limit(limit)
+        .select(Delivery::as_select())
+        .load(conn)
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    Delivered,
+    RetryAt(NaiveDateTime),
+    Dead,
+}
+
+/// Logs an attempt and moves the delivery on, in one transaction.
+pub fn record_attempt(
+    conn: &mut DbConn,
+    outbox_id: &str,
+    status_code: Option<u16>,
+    error: Option<&str>,
+    duration_ms: u64,
+    outcome: &AttemptOutcome,
+) -> QueryResult<()> {
+    use super::schema::webhook_attempts as a;
+    conn.transaction(|conn| {
+        let t = now();
+        diesel::insert_into(a::table)
+            .values((
+                a::id.eq(new_id()),
+                a::outbox_id.eq(outbox_id),
+                a::attempted_at.eq(t),
+                a::status_code.eq(status_code.map(i32::from)),
+                a::error.eq(error),
+                a::duration_ms.eq(duration_ms.min(i32::MAX as u64) as i32),
+            ))
+            .execute(conn)?;
+        let row = webhook_outbox::table.find(outbox_id);
+        let common = (
+            webhook_outbox::attempts.eq(webhook_outbox::attempts + 1),
+            webhook_outbox::last_status_code.eq(status_code.map(i32::from)),
+            webhook_outbox::last_error.eq(error),
+        );
+        match outcome {
+            AttemptOutcome::Delivered => diesel::update(row)
+                .set((
+                    common,
+                    webhook_outbox::status.eq("delivered"),
+                    webhook_outbox::delivered_at.eq(t),
+                ))
+                .execute(conn)?,
+            AttemptOutcome::RetryAt(at) => diesel::update(row)
+                .set((common, webhook_outbox::next_attempt_at.eq(*at)))
+                .execute(conn)?,
+            AttemptOutcome::Dead => diesel::update(row)
+                .set((common, webhook_outbox::status.eq("dead")))
+                .execute(conn)?,
+        };
+        Ok(())
+    })
+}
+
+/// A carrier's deliveries, newest first, with their attempts.
+pub fn deliveries(
+    conn: &mut DbConn,
+    carrier_id: &str,
+    status: Option<&str>,
+    page: &super::page::Page,
+) -> QueryResult<super::page::Paged<(Delivery, Vec<Attempt>)>> {
+    use super::schema::webhook_attempts as a;
+    let mut q = webhook_outbox::table
+        .filter(webhook_outbox::carrier_id.eq(carrier_id.to_string()))
+        .order(webhook_outbox::id.desc())
+        .limit(page.limit + 1)
+        .select(Delivery::as_select())
+        .into_boxed();
+    if let Some(after) = &page.after {
+        q = q.filter(webhook_outbox::id.lt(after.clone()));
+    }
+    if let Some(s) = status {
+        q = q.filter(webhook_outbox::status.eq(s.to_string()));
+    }
+    let rows = q.load(conn)?;
+    let ids: Vec<String> = rows.iter().map(|d| d.id.clone()).collect();
+    let attempts: Vec<Attempt> = a::table
+        .filter(a::outbox_id.eq_any(&ids))
+        .order(a::id.asc())
+        .select(Attempt::as_select())
+        .load(conn)?;
+    let with: Vec<(Delivery, Vec<Attempt>)> = rows
+        .into_iter()
+        .map(|d| {
+            let mine = attempts.iter().filter(|a| a.outbox_id == d.id).cloned().collect();
+            (d, mine)
+        })
+        .collect();
+    Ok(super::page::Paged::from_rows(with, page, |(d, _)| &d.id))
+}
+
+/// Queues deliveries again now: one by id, or all of a carrier's dead ones.
+pub fn redeliver(conn: &mut DbConn, carrier_id: &str, id: Option<&str>) -> QueryResult<usize> {
+    let base = webhook_outbox::table
+        .filter(webhook_outbox::carrier_id.eq(carrier_id.to_string()))
+        .into_boxed();
+    let target = match id {
+        Some(id) => base.filter(webhook_outbox::id.eq(id.to_string())),
+        None => base.filter(webhook_outbox::status.eq("dead")),
+    };
+    let ids: Vec<String> = target.select(webhook_outbox::id).load(conn)?;
+    diesel::update(webhook_outbox::table.filter(webhook_outbox::id.eq_any(&ids)))
+        .set((
+            webhook_outbox::status.eq("pending"),
+            webhook_outbox::attempts.eq(0),
+            webhook_outbox::next_attempt_at.eq(now()),
+            webhook_outbox::delivered_at.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)
+}

@@ -265,3 +265,64 @@ pub fn locker_seen(conn: &mut DbConn, locker_id: &str) -> QueryResult<()> {
         .execute(conn)
         .map(drop)
 }
+
+/// The expired parcel a carrier collection code opens at this locker.
+pub fn find_collection(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    code: &str,
+) -> Result<Option<(String, i32)>, DeviceError> {
+    let code = code.trim();
+    if code.is_empty() || code.len() > 32 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    let found: Option<(String, Option<String>)> = parcels::table
+        .filter(parcels::locker_id.eq(&ctx.locker_id))
+        .filter(parcels::state.eq(ParcelState::Expired.as_str()))
+        .filter(parcels::collection_code_hash.eq(key.code_hash(&ctx.code_salt, &format!("collect:{code}"))))
+        .select((parcels::id, parcels::compartment_id))
+        .first(conn)
+        .optional()?;
+    let Some((id, Some(comp))) = found else { return Ok(None) };
+    let number = compartments::table
+        .find(comp)
+        .select(compartments::number)
+        .first(conn)?;
+    Ok(Some((id, number)))
+}
+
+/// The carrier's driver took the expired parcel out: it is returned and the compartment free.
+pub fn complete_return(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i32) -> Result<(), DeviceError> {
+    let parcel = parcel_rows::get(conn, parcel_id)?;
+    let t = now();
+    diesel::update(parcels::table.find(parcel_id))
+        .set((
+            parcels::state.eq(ParcelState::Returned.as_str()),
+            parcels::returned_at.eq(t),
+            parcels::pickup_code_hash.eq(None::<String>),
+            parcels::qr_token_hash.eq(None::<String>),
+            parcels::collection_code_hash.eq(None::<String>),
+            parcels::updated_at.eq(t),
+        ))
+        .execute(conn)?;
+    set_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
+    parcel_rows::record_event(
+        conn,
+        parcel_id,
+        "returned",
+        Some((ParcelState::Expired, ParcelState::Returned)),
+        &ctx.actor(),
+        json!({"compartment": number}),
+    )?;
+    outbox::enqueue_webhook(
+        conn,
+        &parcel.carrier_id,
+        Some(parcel_id),
+        "parcel.returned",
+        json!({"parcel_id": parcel_id, "tracking_number": parcel.tracking_number, "locker_id": ctx.locker_id,
+               "compartment": number, "returned_at": super::ts_string(t)}),
+    )?;
+    outbox::cancel_deadlines(conn, parcel_id, &[])?;
+    Ok(())
+}

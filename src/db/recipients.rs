@@ -158,3 +158,13 @@ pub fn update(conn: &mut DbConn, id: &str, mut changes: RecipientChanges) -> Que
     }
     get(conn, id)
 }
+
+pub fn by_email(conn: &mut DbConn, site_id: &str, email: &str) -> QueryResult<Option<Recipient>> {
+    recipients::table
+        .filter(recipients::site_id.eq(site_id))
+        .filter(recipients::email.eq(email))
+        .filter(recipients::active.eq(true))
+        .select(Recipient::as_select())
+        .first(conn)
+        .optional()
+}

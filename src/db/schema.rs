@@ -38,6 +38,8 @@ diesel::table! {
         active -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        previous_webhook_secret_enc -> Nullable<Text>,
+        previous_secret_expires_at -> Nullable<Timestamp>,
     }
 }
 

@@ -6,13 +6,22 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::sites::{not_found, parse_dwell};
 use super::{double_option, field, AppState};
+use crate::actors::messages::{CarrierChanged, KickCarriers};
 use crate::db::carriers::{self, Carrier, CarrierChanges, IssuedSecrets, NewCarrier};
+use crate::db::outbox::{self, Attempt, Delivery};
 use crate::db::page::{PageQuery, Paged};
 use crate::domain::inputs::{CarrierCode, HttpUrl, Text};
 use crate::error::AppError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(create).service(list).service(get_one).service(update);
+    cfg.service(create)
+        .service(list)
+        .service(get_one)
+        .service(update)
+        .service(deliveries)
+        .service(redeliver_one)
+        .service(redeliver_dead)
+        .service(rotate_secret);
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -90,6 +99,9 @@ pub async fn create(
             })
         })
         .await?;
+    state.hub.do_send(CarrierChanged {
+        carrier_id: carrier.id.clone(),
+    });
     Ok(HttpResponse::Created().json(CreatedCarrier { carrier, secrets }))
 }
 
@@ -141,4 +153,143 @@ pub async fn update(
         .run(move |c| carriers::update(c, &id, changes).map_err(|e| not_found(e, "carrier")))
         .await?;
     Ok(HttpResponse::Ok().json(found))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    /// `pending`, `delivered` or `dead`.
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryLog {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub attempts_log: Vec<Attempt>,
+}
+
+fn carrier_exists(c: &mut crate::db::DbConn, id: &str) -> Result<(), AppError> {
+    carriers::get(c, id).map(drop).map_err(|e| not_found(e, "carrier"))
+}
+
+/// The carrier's webhook deliveries, newest first: status, attempts, status codes, last error.
+#[utoipa::path(tag = "carriers", params(DeliveryQuery), security(("admin" = [])), responses((status = 200, body = Paged<DeliveryLog>)))]
+#[get("/carriers/{id}/deliveries")]
+pub async fn deliveries(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<DeliveryQuery>,
+) -> Result<HttpResponse, AppError> {
+    let q = q.into_inner();
+    if let Some(s) = &q.status {
+        if !matches!(s.as_str(), "pending" | "delivered" | "dead") {
+            return Err(AppError::BadRequest {
+                code: "invalid_query",
+                message: "status must be pending, delivered or dead".into(),
+            });
+        }
+    }
+    let page = field(
+        PageQuery {
+            limit: q.limit,
+            after: q.after,
+        }
+        .parse(),
+    )?;
+    let id = id.into_inner();
+    let found = state
+        .db
+        .run(move |c| {
+            carrier_exists(c, &id)?;
+            Ok(outbox::deliveries(c, &id, q.status.as_deref(), &page)?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found.map(|(delivery, attempts_log)| DeliveryLog { delivery, attempts_log })))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Requeued {
+    pub requeued: usize,
+}
+
+/// Sends one delivery again (whatever its status), as a new series of attempts.
+#[utoipa::path(tag = "carriers", security(("admin" = [])), responses((status = 200, body = Requeued), (status = 404, body = crate::error::ErrorBody)))]
+#[post("/carriers/{id}/deliveries/{delivery_id}/redeliver")]
+pub async fn redeliver_one(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (id, delivery) = path.into_inner();
+    let cid = id.clone();
+    let n = state
+        .db
+        .run(move |c| {
+            carrier_exists(c, &cid)?;
+            Ok(outbox::redeliver(c, &cid, Some(&delivery))?)
+        })
+        .await?;
+    if n == 0 {
+        return Err(AppError::not_found("delivery not found"));
+    }
+    state.hub.do_send(KickCarriers { carrier_id: Some(id) });
+    Ok(HttpResponse::Ok().json(Requeued { requeued: n }))
+}
+
+/// Sends every dead-lettered delivery of the carrier again.
+#[utoipa::path(tag = "carriers", security(("admin" = [])), responses((status = 200, body = Requeued)))]
+#[post("/carriers/{id}/redeliver")]
+pub async fn redeliver_dead(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let cid = id.clone();
+    let n = state
+        .db
+        .run(move |c| {
+            carrier_exists(c, &cid)?;
+            Ok(outbox::redeliver(c, &cid, None)?)
+        })
+        .await?;
+    state.hub.do_send(KickCarriers { carrier_id: Some(id) });
+    Ok(HttpResponse::Ok().json(Requeued { requeued: n }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RotatedSecret {
+    /// The new secret. Shown only now.
+    pub webhook_secret: String,
+    /// Until then the previous secret is still accepted inbound and used outbound.
+    pub previous_valid_until: String,
+}
+
+/// Issues a new webhook signing secret; the old one stays valid for the overlap window.
+#[utoipa::path(tag = "carriers", security(("admin" = [])), responses((status = 200, body = RotatedSecret)))]
+#[post("/carriers/{id}/webhook-secret")]
+pub async fn rotate_secret(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let key = state.key.clone();
+    let overlap = chrono::Duration::hours(i64::from(state.settings.secret_rotation_overlap_hours));
+    let cid = id.clone();
+    let (secret, until) = state
+        .db
+        .transaction(move |c| {
+            carriers::rotate_webhook_secret(c, &key, &cid, overlap).map_err(|e| not_found(e, "carrier"))
+        })
+        .await?;
+    state.hub.do_send(CarrierChanged { carrier_id: id });
+    Ok(HttpResponse::Ok().json(RotatedSecret {
+        webhook_secret: secret,
+        previous_valid_until: crate::db::ts_string(until),
+    }))
 }

@@ -1,6 +1,7 @@
 //! HTTP routes. Handlers stay thin: parse input, call the database layer or an actor, map the result.
 
 pub mod auth;
+pub mod carrier_api;
 pub mod carriers;
 pub mod devices;
 pub mod health;
@@ -48,6 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .service(health::readyz)
         .service(openapi::document)
         .service(devices::connect)
+        .configure(|c| carrier_api::routes(c, max_body))
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(auth::require_admin))

@@ -68,6 +68,7 @@ impl Modify for AdminAuth {
         lockers::list_sections, lockers::put_section, lockers::delete_section,
         lockers::list_faults, lockers::open_compartment,
         carriers::create, carriers::list, carriers::get_one, carriers::update,
+        carriers::deliveries, carriers::redeliver_one, carriers::redeliver_dead, carriers::rotate_secret,
         recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,
         parcels::search, parcels::get_one,
     ),

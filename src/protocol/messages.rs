@@ -163,14 +163,27 @@ pub enum DeviceRequest {
     BootNotification(BootNotification),
     Heartbeat,
     ListCarriers,
-    IdentifyCourier { courier_code: String },
-    SearchDirectory { query: String },
+    IdentifyCourier {
+        courier_code: String,
+    },
+    SearchDirectory {
+        query: String,
+    },
     StartDeposit(StartDeposit),
     DoesNotFit(DepositRef),
     CancelDeposit(DepositRef),
     DoorEvent(DoorEvent),
     Pickup(Pickup),
+    /// A carrier's driver collects an expired parcel for return, with a collection code.
+    CollectReturn {
+        collection_code: String,
+    },
     FaultNotification(FaultNotification),
+}
+
+#[derive(Deserialize)]
+struct CollectionCode {
+    collection_code: String,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +219,9 @@ impl DeviceRequest {
             "DoorEvent" => Self::DoorEvent(payload(action, v)?),
             "Pickup" => Self::Pickup(payload(action, v)?),
             "FaultNotification" => Self::FaultNotification(payload(action, v)?),
+            "CollectReturn" => Self::CollectReturn {
+                collection_code: payload::<CollectionCode>(action, v)?.collection_code,
+            },
             other => {
                 return Err(FrameError::new(
                     ErrorCode::NotImplemented,
@@ -228,6 +244,7 @@ impl DeviceRequest {
             Self::DoorEvent(_) => "DoorEvent",
             Self::Pickup(_) => "Pickup",
             Self::FaultNotification(_) => "FaultNotification",
+            Self::CollectReturn { .. } => "CollectReturn",
         }
     }
 }

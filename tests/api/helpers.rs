@@ -50,6 +50,8 @@ pub struct TestApp {
     pub db: Db,
     pub client: awc::Client,
     pub settings: Settings,
+    handle: actix_web::dev::ServerHandle,
+    hub: actix::Addr<lockerhub::actors::hub::Hub>,
     _dir: tempfile::TempDir,
     pg: Option<PgDatabase>,
 }
@@ -82,6 +84,8 @@ pub fn base_settings(dir: &std::path::Path) -> Settings {
         db_pool_size: 4,
         // Suites send many deliberately wrong keys; the limit has its own test.
         auth_failures_per_minute: 10_000,
+        outbox_poll_ms: 50,
+        webhook_retry_base_ms: 20,
         pickup_attempts: 3,
         device_call_timeout_secs: 1,
         secret_key: Some(Secret::new("11".repeat(32))),
@@ -129,6 +133,8 @@ impl TestApp {
         let app = Application::build(settings.clone()).await.expect("app builds");
         let port = app.port();
         let db = app.state().db.clone();
+        let handle = app.handle();
+        let hub = app.state().hub.clone();
         actix_web::rt::spawn(app.run_until_stopped());
         let admin_key = db
             .run(|c| Ok(admin_keys::create(c, "test")?.1))
@@ -141,9 +147,27 @@ impl TestApp {
             db,
             client,
             settings,
+            handle,
+            hub,
             _dir: dir,
             pg,
         }
+    }
+
+    /// Stops this server as a crash would (no drain, every actor gone) and starts a new one on
+    /// the same database and settings.
+    pub async fn restart(self) -> TestApp {
+        Application::stop(self.handle.clone(), self.hub.clone()).await;
+        let TestApp {
+            settings,
+            _dir,
+            pg,
+            admin_key,
+            ..
+        } = self;
+        let mut app = Self::start(settings, _dir, pg).await;
+        app.admin_key = admin_key;
+        app
     }
 
     /// Drops this test's PostgreSQL database under the running server (an outage).
@@ -341,4 +365,99 @@ pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
         "message missing: {}",
         got.1
     );
+}
+
+/// One request a receiver got: its headers and body.
+pub type Received = (Vec<(String, String)>, Vec<u8>);
+
+/// A webhook receiver: a real HTTP server that records what it gets and can fail on purpose.
+pub struct Receiver {
+    pub url: String,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    /// Requests still to answer with 500.
+    pub fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    pub async fn start(fail_next: usize) -> Receiver {
+        Self::start_on(0, fail_next).await
+    }
+
+    pub async fn start_on(port: u16, fail_next: usize) -> Receiver {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let fail = Arc::new(AtomicUsize::new(fail_next));
+        let (g, f) = (got.clone(), fail.clone());
+        let server = HttpServer::new(move || {
+            let (g, f) = (g.clone(), f.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let (g, f) = (g.clone(), f.clone());
+                async move {
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+                        .collect();
+                    g.lock().unwrap().push((headers, body.to_vec()));
+                    let failing = f
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if failing {
+                        HttpResponse::InternalServerError().body("try again")
+                    } else {
+                        HttpResponse::NoContent().finish()
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", port))
+        .expect("bind receiver");
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Receiver {
+            url: format!("http://127.0.0.1:{port}/hooks"),
+            got,
+            fail_next: fail,
+            handle,
+        }
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+
+    /// Waits until `n` requests have arrived (bounded), then returns them all.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let got = self.got.lock().unwrap().clone();
+            if got.len() >= n || std::time::Instant::now() > deadline {
+                return got;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
 }

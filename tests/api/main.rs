@@ -1,4 +1,5 @@
 mod admin_bad_input;
+mod carrier_api;
 mod carriers;
 mod cli;
 mod device;

@@ -1,0 +1,290 @@
+//! Carrier callbacks: idempotency by event id, and the transactions they cause.
+
+use std::collections::HashSet;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde_json::{json, Value};
+
+use super::deposits::{set_status, LockerCtx};
+use super::schema::{compartments, inbound_events, lockers as lockers_t, parcels};
+use super::{new_id, now, outbox, parcels as parcel_rows, DbConn};
+use crate::credentials::{generate_numeric_code, ServerKey};
+use crate::domain::allocation::{allocate, Request, Slot};
+use crate::domain::parcel::ParcelState;
+use crate::domain::{CompartmentStatus, Size};
+use crate::error::AppError;
+
+/// The stored answer to an event this carrier already sent.
+pub fn answered(conn: &mut DbConn, carrier_id: &str, event_id: &str) -> QueryResult<Option<(u16, Value)>> {
+    let row: Option<(i32, String)> = inbound_events::table
+        .find((carrier_id, event_id))
+        .select((inbound_events::response_status, inbound_events::response_body))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(s, b)| (s as u16, serde_json::from_str(&b).unwrap_or(Value::Null))))
+}
+
+/// Records the answer to an event, in the transaction that acted on it.
+pub fn remember(conn: &mut DbConn, carrier_id: &str, event_id: &str, status: u16, body: &Value) -> QueryResult<()> {
+    diesel::insert_into(inbound_events::table)
+        .values((
+            inbound_events::carrier_id.eq(carrier_id),
+            inbound_events::event_id.eq(event_id),
+            inbound_events::response_status.eq(i32::from(status)),
+            inbound_events::response_body.eq(body.to_string()),
+            inbound_events::received_at.eq(now()),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// A pre-advice, parsed and resolved to a site, recipient and locker.
+#[derive(Debug, Clone)]
+pub struct PreAdvice {
+    pub event_id: String,
+    pub carrier_id: String,
+    pub tracking_number: String,
+    pub site_id: String,
+    pub recipient_id: String,
+    pub needs_accessible: bool,
+    pub size: Size,
+    pub reserve_until: NaiveDateTime,
+}
+
+/// What a pre-advice led to; also the body of the answer to the carrier.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PreAdviceOutcome {
+    pub parcel_id: String,
+    pub state: String,
+    pub locker_id: Option<String>,
+    pub compartment: Option<i32>,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    pub reserved_until: Option<NaiveDateTime>,
+}
+
+/// The locker at a site with the most free compartments that fit `size`.
+pub fn best_locker(conn: &mut DbConn, site_id: &str, size: Size) -> QueryResult<Option<String>> {
+    let fitting: Vec<&str> = Size::ALL.iter().filter(|s| **s >= size).map(|s| s.as_str()).collect();
+    let rows: Vec<(String, i32)> = lockers_t::table
+        .inner_join(compartments::table)
+        .filter(lockers_t::site_id.eq(site_id))
+        .filter(lockers_t::active.eq(true))
+        .filter(compartments::status.eq(CompartmentStatus::Free.as_str()))
+        .filter(compartments::size.eq_any(fitting))
+        .select((lockers_t::id, compartments::number))
+        .load(conn)?;
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for (id, _) in rows {
+        *counts.entry(id).or_default() += 1;
+    }
+    if let Some((id, _)) = counts.iter().max_by_key(|(_, n)| **n) {
+        return Ok(Some(id.clone()));
+    }
+    // All full: still attach the parcel to a locker of the site, so the driver can deposit
+    // there if room appears.
+    lockers_t::table
+        .filter(lockers_t::site_id.eq(site_id))
+        .filter(lockers_t::active.eq(true))
+        .order(lockers_t::id.asc())
+        .select(lockers_t::id)
+        .first(conn)
+        .optional()
+}
+
+/// Creates the expected parcel and, if a compartment fits, reserves it until `reserve_until`;
+/// otherwise queues `reservation_failed` so the carrier can reroute. Runs in the locker's actor.
+pub fn pre_advise(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    p: &PreAdvice,
+    slots: &[Slot],
+    busy: &HashSet<i32>,
+) -> Result<PreAdviceOutcome, AppError> {
+    let id = new_id();
+    let t = now();
+    let actor = format!("carrier:{}", p.carrier_id);
+    diesel::insert_into(parcels::table)
+        .values((
+            parcels::id.eq(&id),
+            parcels::carrier_id.eq(&p.carrier_id),
+            parcels::tracking_number.eq(&p.tracking_number),
+            parcels::site_id.eq(&p.site_id),
+            parcels::recipient_id.eq(&p.recipient_id),
+            parcels::locker_id.eq(&ctx.locker_id),
+            parcels::size.eq(p.size.as_str()),
+            parcels::state.eq(ParcelState::Expected.as_str()),
+            parcels::created_at.eq(t),
+            parcels::updated_at.eq(t),
+        ))
+        .execute(conn)
+        .map_err(|e| match AppError::from(e) {
+            AppError::Conflict { .. } => AppError::Conflict {
+                code: "already_pre_advised",
+                message: "this tracking number is already live at lockerhub".into(),
+            },
+            other => other,
+        })?;
+    parcel_rows::record_event(conn, &id, "pre_advised", None, &actor, json!({"event_id": p.event_id}))?;
+    let free: Vec<Slot> = slots.iter().filter(|s| !busy.contains(&s.number)).cloned().collect();
+    let chosen = allocate(
+        &free,
+        Request {
+            carrier_id: &p.carrier_id,
+            size: p.size,
+            needs_accessible: p.needs_accessible,
+        },
+    );
+    let Some(number) = chosen else {
+        outbox::enqueue_webhook(
+            conn,
+            &p.carrier_id,
+            Some(&id),
+            "parcel.reservation_failed",
+            json!({"parcel_id": id, "tracking_number": p.tracking_number, "locker_id": ctx.locker_id,
+                   "reason": format!("no free compartment fits size {}", p.size.as_str())}),
+        )?;
+        return Ok(PreAdviceOutcome {
+            parcel_id: id,
+            state: ParcelState::Expected.as_str().into(),
+            locker_id: Some(ctx.locker_id.clone()),
+            compartment: None,
+            reserved_until: None,
+        });
+    };
+    let comp_id: String = compartments::table
+        .filter(compartments::locker_id.eq(&ctx.locker_id))
+        .filter(compartments::number.eq(number))
+        .filter(compartments::status.eq(CompartmentStatus::Free.as_str()))
+        .select(compartments::id)
+        .first(conn)?;
+    set_status(conn, &ctx.locker_id, number, CompartmentStatus::Reserved)?;
+    diesel::update(parcels::table.find(&id))
+        .set((
+            parcels::state.eq(ParcelState::Reserved.as_str()),
+            parcels::compartment_id.eq(&comp_id),
+            parcels::reserved_until.eq(p.reserve_until),
+        ))
+        .execute(conn)?;
+    parcel_rows::record_event(
+        conn,
+        &id,
+        "reserved",
+        Some((ParcelState::Expected, ParcelState::Reserved)),
+        &actor,
+        json!({"compartment": number, "until": super::ts_string(p.reserve_until)}),
+    )?;
+    outbox::schedule_deadline(conn, &id, "reservation_expiry", p.reserve_until)?;
+    Ok(PreAdviceOutcome {
+        parcel_id: id,
+        state: ParcelState::Reserved.as_str().into(),
+        locker_id: Some(ctx.locker_id.clone()),
+        compartment: Some(number),
+        reserved_until: Some(p.reserve_until),
+    })
+}
+
+/// Cancels a parcel that has not been deposited; returns the compartment it gave back.
+pub fn cancel(conn: &mut DbConn, parcel_id: &str, actor: &str, reason: &str) -> Result<Option<i32>, AppError> {
+    let p = parcel_rows::get(conn, parcel_id)?;
+    let from = p.state();
+    if !from.can_become(ParcelState::Cancelled) {
+        return Err(AppError::Conflict {
+            code: "invalid_state",
+            message: format!("a {} parcel cannot be cancelled", from.as_str()),
+        });
+    }
+    let mut freed = None;
+    if let (Some(comp), Some(locker)) = (&p.compartment_id, &p.locker_id) {
+        let number: i32 = compartments::table
+            .find(comp)
+            .select(compartments::number)
+            .first(conn)?;
+        set_status(conn, locker, number, CompartmentStatus::Free)?;
+        freed = Some(number);
+    }
+    let t = now();
+    diesel::update(parcels::table.find(parcel_id))
+        .set((
+            parcels::state.eq(ParcelState::Cancelled.as_str()),
+            parcels::cancelled_at.eq(t),
+            parcels::updated_at.eq(t),
+        ))
+        .execute(conn)?;
+    parcel_rows::record_event(
+        conn,
+        parcel_id,
+        "cancelled",
+        Some((from, ParcelState::Cancelled)),
+        actor,
+        json!({"reason": reason, "released_compartment": freed}),
+    )?;
+    outbox::cancel_deadlines(conn, parcel_id, &[])?;
+    Ok(freed)
+}
+
+/// Issues a collection code for an expired parcel, unique among live codes at its locker.
+pub fn issue_collection_code(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    parcel_id: &str,
+    len: usize,
+    actor: &str,
+) -> Result<(String, i32), AppError> {
+    let p = parcel_rows::get(conn, parcel_id)?;
+    if p.state() != ParcelState::Expired {
+        return Err(AppError::Conflict {
+            code: "invalid_state",
+            message: format!(
+                "only an expired parcel can be collected for return; this one is {}",
+                p.state
+            ),
+        });
+    }
+    let comp = p
+        .compartment_id
+        .clone()
+        .ok_or_else(|| AppError::internal("expired parcel without compartment"))?;
+    let number: i32 = compartments::table
+        .find(comp)
+        .select(compartments::number)
+        .first(conn)?;
+    for _ in 0..20 {
+        let code = generate_numeric_code(len);
+        let hash = key.code_hash(&ctx.code_salt, &format!("collect:{code}"));
+        let taken: i64 = parcels::table
+            .filter(parcels::locker_id.eq(&ctx.locker_id))
+            .filter(parcels::collection_code_hash.eq(&hash))
+            .count()
+            .get_result(conn)?;
+        if taken == 0 {
+            diesel::update(parcels::table.find(parcel_id))
+                .set((parcels::collection_code_hash.eq(hash), parcels::updated_at.eq(now())))
+                .execute(conn)?;
+            parcel_rows::record_event(conn, parcel_id, "collection_code_issued", None, actor, json!({}))?;
+            return Ok((code, number));
+        }
+    }
+    Err(AppError::internal("could not find a free collection code"))
+}
+
+/// This carrier's most recent parcel with this tracking number, optionally in given states.
+/// Another carrier's parcel is never returned.
+pub fn find_for_carrier(
+    conn: &mut DbConn,
+    carrier_id: &str,
+    tracking_number: &str,
+    states: &[ParcelState],
+) -> QueryResult<Option<parcel_rows::Parcel>> {
+    let mut q = parcels::table
+        .filter(parcels::carrier_id.eq(carrier_id))
+        .filter(parcels::tracking_number.eq(tracking_number))
+        .order(parcels::id.desc())
+        .select(parcel_rows::Parcel::as_select())
+        .into_boxed();
+    if !states.is_empty() {
+        q = q.filter(parcels::state.eq_any(states.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
+    }
+    q.first(conn).optional()
+}

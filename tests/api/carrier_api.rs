@@ -1,0 +1,665 @@
+//! Carrier integrations end to end: signed inbound callbacks against the real server, and
+//! webhooks delivered to a real HTTP receiver, checked with an independent HMAC.
+
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use lockerhub::domain::Size;
+use lockerhub::protocol::messages::Identify;
+use lockerhub::protocol::ErrorCode;
+use lockerhub::simulator::SimLocker;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::db_test;
+use crate::helpers::{assert_error, free_port, header, read, Receiver, TestApp};
+
+/// What a carrier's system holds: its API key and signing secret.
+#[derive(Clone)]
+struct Carrier {
+    id: String,
+    api_key: String,
+    secret: String,
+    courier_code: String,
+}
+
+async fn carrier(app: &TestApp, code: &str, webhook_url: Option<&str>) -> Carrier {
+    let (s, v) = app
+        .post(
+            "/api/v1/carriers",
+            json!({"code": code, "name": code, "webhook_url": webhook_url}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    Carrier {
+        id: v["carrier"]["id"].as_str().unwrap().into(),
+        api_key: v["secrets"]["api_key"].as_str().unwrap().into(),
+        secret: v["secrets"]["webhook_secret"].as_str().unwrap().into(),
+        courier_code: v["secrets"]["courier_code"].as_str().unwrap().into(),
+    }
+}
+
+/// Standard Webhooks signing, written here independently of the server's code.
+fn sign(secret: &str, id: &str, ts: i64, body: &[u8]) -> String {
+    let key = STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Posts raw bytes with explicit auth headers.
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    api_key: Option<&str>,
+    id: &str,
+    ts: i64,
+    signature: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut req = app
+        .client
+        .post(app.url(path))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("webhook-id", id))
+        .insert_header(("webhook-timestamp", ts.to_string()))
+        .insert_header(("webhook-signature", signature));
+    if let Some(k) = api_key {
+        req = req.bearer_auth(k);
+    }
+    read(req.send_body(body).await.unwrap()).await
+}
+
+/// Sends a properly signed event.
+async fn event(app: &TestApp, c: &Carrier, id: &str, body: Value) -> (StatusCode, Value) {
+    let bytes = body.to_string().into_bytes();
+    let ts = now();
+    let sig = sign(&c.secret, id, ts, &bytes);
+    post_raw(app, "/carrier/v1/events", Some(&c.api_key), id, ts, &sig, bytes).await
+}
+
+async fn carrier_get(app: &TestApp, c: &Carrier, path: &str) -> (StatusCode, Value) {
+    let id = format!("get-{}", uuid::Uuid::new_v4());
+    let ts = now();
+    let resp = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(&c.api_key)
+        .insert_header(("webhook-id", id.as_str()))
+        .insert_header(("webhook-timestamp", ts.to_string()))
+        .insert_header(("webhook-signature", sign(&c.secret, &id, ts, b"")))
+        .send()
+        .await
+        .unwrap();
+    read(resp).await
+}
+
+struct World {
+    site: String,
+    locker: String,
+    credential: String,
+    layout: Vec<(i32, Size)>,
+}
+
+async fn world(app: &TestApp, smalls: i32) -> World {
+    let site = app.site().await;
+    let layout = if smalls > 0 {
+        json!([{"size": "S", "count": smalls}])
+    } else {
+        json!([])
+    };
+    let (locker, credential) = app.locker(&site, layout).await;
+    app.recipient(&site, "Ann Lee", "+1 555 010 2030").await;
+    World {
+        site,
+        locker,
+        credential,
+        layout: (1..=smalls).map(|n| (n, Size::S)).collect(),
+    }
+}
+
+fn pre_advice(w: &World, tracking: &str) -> Value {
+    json!({"type": "out_for_delivery", "data": {
+        "tracking_number": tracking, "locker_id": w.locker,
+        "recipient": {"phone": "+15550102030"}, "size": "S"}})
+}
+
+/// The carrier's delivered deliveries once `n` are recorded (the receiver sees a request a
+/// moment before the server records the answer).
+async fn delivered_log(app: &TestApp, carrier_id: &str, n: usize) -> Value {
+    let path = format!("/api/v1/carriers/{carrier_id}/deliveries?status=delivered");
+    for _ in 0..100 {
+        let (_, log) = app.get(&path).await;
+        if log["items"].as_array().unwrap().len() >= n {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n} deliveries were not recorded as delivered");
+}
+
+async fn parcel_count(app: &TestApp) -> usize {
+    let (_, v) = app.get("/api/v1/parcels?limit=200").await;
+    v["items"].as_array().unwrap().len()
+}
+
+db_test!(
+    pre_advice_reserves_and_webhooks_are_signed,
+    replayed_events_change_nothing,
+    bad_credentials_and_bodies_are_refused,
+    carriers_cannot_see_each_others_parcels,
+    cancel_releases_and_full_locker_fails_reservation,
+    failing_receiver_gets_exactly_one_success,
+    return_collection_at_the_kiosk,
+    secret_rotation_keeps_both_valid,
+    courier_code_identifies_the_carrier,
+);
+
+async fn pre_advice_reserves_and_webhooks_are_signed(app: TestApp) {
+    let rx = Receiver::start(0).await;
+    let ups = carrier(&app, "ups", Some(&rx.url)).await;
+    let w = world(&app, 3).await;
+    let (s, v) = event(&app, &ups, "evt-1", pre_advice(&w, "1Z999AA10000000001")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["state"], "reserved");
+    let reserved = v["compartment"].as_i64().unwrap();
+    assert!(v["reserved_until"].as_str().is_some());
+    assert_eq!(app.statuses(&w.locker).await[&reserved], "reserved");
+
+    // The driver deposits by tracking number into the pre-assigned compartment.
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    let open = sim
+        .deposit(
+            &ups.id,
+            Identify::TrackingNumber("1Z999AA10000000001".into()),
+            Size::S,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(i64::from(open.compartment), reserved);
+
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "one webhook");
+    let (headers, body) = &got[0];
+    let id = header(headers, "webhook-id");
+    let ts: i64 = header(headers, "webhook-timestamp").parse().unwrap();
+    assert!((now() - ts).abs() < 60);
+    let expected = sign(&ups.secret, id, ts, body);
+    assert!(
+        header(headers, "webhook-signature").split(' ').any(|s| s == expected),
+        "signature verifies independently"
+    );
+    let payload: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(payload["type"], "parcel.delivered_to_locker");
+    assert_eq!(payload["data"]["tracking_number"], "1Z999AA10000000001");
+    assert_eq!(payload["data"]["locker_id"], w.locker.as_str());
+    assert_eq!(payload["data"]["compartment"], reserved);
+    // The delivery log shows it, under the same stable id.
+    let log = delivered_log(&app, &ups.id, 1).await;
+    assert_eq!(log["items"][0]["id"], id);
+    assert_eq!(log["items"][0]["status"], "delivered");
+    assert_eq!(log["items"][0]["last_status_code"], 204);
+}
+
+async fn replayed_events_change_nothing(app: TestApp) {
+    let ups = carrier(&app, "ups", None).await;
+    let w = world(&app, 3).await;
+    let first = event(&app, &ups, "evt-1", pre_advice(&w, "1Z999AA10000000001")).await;
+    assert_eq!(first.0, StatusCode::ACCEPTED);
+    let before = app.statuses(&w.locker).await;
+    let again = event(&app, &ups, "evt-1", pre_advice(&w, "1Z999AA10000000001")).await;
+    assert_eq!(again, first, "same answer");
+    assert_eq!(app.statuses(&w.locker).await, before, "no second reservation");
+    assert_eq!(parcel_count(&app).await, 1);
+    // The same tracking number under a new event id is a conflict, not a second parcel.
+    let dup = event(&app, &ups, "evt-2", pre_advice(&w, "1Z999AA10000000001")).await;
+    assert_error(&dup, StatusCode::CONFLICT, "already_pre_advised");
+    // A refused event is refused the same way when replayed.
+    let bad = json!({"type": "out_for_delivery", "data": {"tracking_number": "1Z999AA10000000002",
+        "locker_id": w.locker, "recipient": {"phone": "+19990000000"}, "size": "S"}});
+    let r1 = event(&app, &ups, "evt-3", bad.clone()).await;
+    assert_error(&r1, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    // Now the recipient exists, but the replay of evt-3 still gets the first answer.
+    app.recipient(&w.site, "Zed", "+19990000000").await;
+    assert_eq!(event(&app, &ups, "evt-3", bad).await, r1);
+    assert_eq!(parcel_count(&app).await, 1);
+    // A cancel replayed is one cancel.
+    let cancel = json!({"type": "cancel", "data": {"tracking_number": "1Z999AA10000000001"}});
+    let c1 = event(&app, &ups, "evt-4", cancel.clone()).await;
+    assert_eq!(c1.0, StatusCode::OK, "{}", c1.1);
+    assert_eq!(event(&app, &ups, "evt-4", cancel).await, c1);
+}
+
+async fn bad_credentials_and_bodies_are_refused(app: TestApp) {
+    let ups = carrier(&app, "ups", None).await;
+    let w = world(&app, 2).await;
+    let body = pre_advice(&w, "1Z999AA10000000001").to_string().into_bytes();
+    let ts = now();
+    let good = sign(&ups.secret, "evt-x", ts, &body);
+    let path = "/carrier/v1/events";
+    // Unknown carrier, wrong key, no key.
+    for key in [Some("lhc_nope"), None] {
+        let got = post_raw(&app, path, key, "evt-x", ts, &good, body.clone()).await;
+        assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // A signature by another key, over another body, with another id.
+    let other = STANDARD.encode([9u8; 32]);
+    for sig in [
+        sign(&format!("whsec_{other}"), "evt-x", ts, &body),
+        sign(&ups.secret, "evt-x", ts, b"{}"),
+        sign(&ups.secret, "evt-y", ts, &body),
+        "v1,garbage".to_string(),
+        String::new(),
+    ] {
+        let got = post_raw(&app, path, Some(&ups.api_key), "evt-x", ts, &sig, body.clone()).await;
+        assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // Stale and future timestamps.
+    for skew in [-301, 301, -3600] {
+        let t = ts + skew;
+        let sig = sign(&ups.secret, "evt-x", t, &body);
+        let got = post_raw(&app, path, Some(&ups.api_key), "evt-x", t, &sig, body.clone()).await;
+        assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // Well signed but malformed: bad JSON, unknown type, wrong types, bad fields.
+    for (raw, status, code) in [
+        (b"{not json".to_vec(), StatusCode::BAD_REQUEST, "malformed_json"),
+        (br#"{"type": "teleport", "data": {}}"#.to_vec(), StatusCode::BAD_REQUEST, "invalid_body"),
+        (br#"{"type": "out_for_delivery", "data": {"tracking_number": 5}}"#.to_vec(), StatusCode::BAD_REQUEST, "invalid_body"),
+        (json!({"type": "out_for_delivery", "data": {"tracking_number": "1Z 9", "locker_id": w.locker, "recipient": {"phone": "5550102030"}, "size": "S"}}).to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        (json!({"type": "out_for_delivery", "data": {"tracking_number": "1Z999", "locker_id": "nope", "recipient": {"phone": "5550102030"}, "size": "S"}}).to_string().into_bytes(), StatusCode::NOT_FOUND, "not_found"),
+        (json!({"type": "out_for_delivery", "data": {"tracking_number": "1Z999", "site_id": w.site, "recipient": {}, "size": "S"}}).to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+    ] {
+        let id = format!("evt-{}", uuid::Uuid::new_v4());
+        let t = now();
+        let sig = sign(&ups.secret, &id, t, &raw);
+        let got = post_raw(&app, path, Some(&ups.api_key), &id, t, &sig, raw.clone()).await;
+        assert_error(&got, status, code);
+    }
+    // Oversize body.
+    let big = vec![b' '; app.settings.max_body_bytes + 100];
+    let sig = sign(&ups.secret, "evt-big", ts, &big);
+    let got = post_raw(&app, path, Some(&ups.api_key), "evt-big", ts, &sig, big).await;
+    assert_eq!(got.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(parcel_count(&app).await, 0, "nothing changed");
+    assert!(app.statuses(&w.locker).await.values().all(|s| s == "free"));
+}
+
+async fn carriers_cannot_see_each_others_parcels(app: TestApp) {
+    let ups = carrier(&app, "ups", None).await;
+    let dhl = carrier(&app, "dhl", None).await;
+    let w = world(&app, 2).await;
+    assert_eq!(
+        event(&app, &ups, "u-1", pre_advice(&w, "1Z999AA10000000001")).await.0,
+        StatusCode::ACCEPTED
+    );
+    let (s, mine) = carrier_get(&app, &ups, "/carrier/v1/parcels/1Z999AA10000000001").await;
+    assert_eq!(s, StatusCode::OK, "{mine}");
+    assert_eq!(mine["parcel"]["state"], "reserved");
+    assert!(mine["events"].as_array().unwrap().len() >= 2);
+    // DHL can neither see nor cancel UPS's parcel.
+    assert_error(
+        &carrier_get(&app, &dhl, "/carrier/v1/parcels/1Z999AA10000000001").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let cancel = json!({"type": "cancel", "data": {"tracking_number": "1Z999AA10000000001"}});
+    assert_error(
+        &event(&app, &dhl, "d-1", cancel).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let (_, still) = carrier_get(&app, &ups, "/carrier/v1/parcels/1Z999AA10000000001").await;
+    assert_eq!(still["parcel"]["state"], "reserved");
+    // The same tracking number may exist at two carriers independently.
+    assert_eq!(
+        event(&app, &dhl, "d-2", pre_advice(&w, "1Z999AA10000000001")).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(parcel_count(&app).await, 2);
+    // An unsigned read is refused.
+    let resp = app
+        .client
+        .get(app.url("/carrier/v1/parcels/1Z999AA10000000001"))
+        .bearer_auth(&ups.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(&read(resp).await, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+async fn cancel_releases_and_full_locker_fails_reservation(app: TestApp) {
+    let rx = Receiver::start(0).await;
+    let ups = carrier(&app, "ups", Some(&rx.url)).await;
+    let w = world(&app, 1).await;
+    let (_, first) = event(&app, &ups, "e1", pre_advice(&w, "1Z999AA10000000001")).await;
+    assert_eq!(first["compartment"], 1);
+    let (s, second) = event(&app, &ups, "e2", pre_advice(&w, "1Z999AA10000000002")).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(
+        second["state"], "expected",
+        "no room: the parcel is expected without a compartment"
+    );
+    assert!(second["compartment"].is_null());
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    let payload: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(
+        payload["type"], "parcel.reservation_failed",
+        "so the carrier can reroute"
+    );
+    assert_eq!(payload["data"]["tracking_number"], "1Z999AA10000000002");
+
+    let (s, c) = event(
+        &app,
+        &ups,
+        "e3",
+        json!({"type": "redirect", "data": {"tracking_number": "1Z999AA10000000001", "reason": "to store"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["released_compartment"], 1);
+    assert_eq!(app.statuses(&w.locker).await[&1], "free");
+    assert_error(
+        &event(
+            &app,
+            &ups,
+            "e4",
+            json!({"type": "cancel", "data": {"tracking_number": "1Z999AA10000000001"}}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+async fn failing_receiver_gets_exactly_one_success(app: TestApp) {
+    let rx = Receiver::start(3).await;
+    let ups = carrier(&app, "ups", Some(&rx.url)).await;
+    let w = world(&app, 1).await;
+    event(
+        &app,
+        &ups,
+        "e1",
+        json!({"type": "out_for_delivery", "data": {"tracking_number": "1Z999AA10000000009",
+        "locker_id": w.locker, "recipient": {"phone": "5550102030"}, "size": "XL"}}),
+    )
+    .await;
+    let got = rx.wait_for(4, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 4, "three failures, then the success");
+    let ids: std::collections::HashSet<&str> = got.iter().map(|(h, _)| header(h, "webhook-id")).collect();
+    assert_eq!(ids.len(), 1, "every attempt carries the same event id");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.got.lock().unwrap().len(), 4, "nothing more after the success");
+    let log = delivered_log(&app, &ups.id, 1).await;
+    let d = &log["items"][0];
+    assert_eq!(d["status"], "delivered");
+    assert_eq!(d["attempts"], 4);
+    let codes: Vec<i64> = d["attempts_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, vec![500, 500, 500, 204]);
+}
+
+db_test!(dead_letters_and_redelivery with |s| s.webhook_max_attempts = 2);
+
+async fn dead_letters_and_redelivery(app: TestApp) {
+    let rx = Receiver::start(100).await;
+    let ups = carrier(&app, "ups", Some(&rx.url)).await;
+    let w = world(&app, 0).await;
+    event(
+        &app,
+        &ups,
+        "e1",
+        json!({"type": "out_for_delivery", "data": {"tracking_number": "1Z999AA10000000009",
+        "locker_id": w.locker, "recipient": {"phone": "5550102030"}, "size": "S"}}),
+    )
+    .await;
+    let mut status = String::new();
+    for _ in 0..100 {
+        let (_, log) = app
+            .get(&format!("/api/v1/carriers/{}/deliveries?status=dead", ups.id))
+            .await;
+        if let Some(d) = log["items"].as_array().unwrap().first() {
+            status = d["status"].as_str().unwrap().into();
+            assert_eq!(d["attempts"], 2);
+            assert!(d["last_error"].as_str().unwrap().contains("500"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "dead");
+    assert_eq!(rx.got.lock().unwrap().len(), 2);
+    rx.fail_next.store(0, std::sync::atomic::Ordering::SeqCst);
+    let (s, v) = app
+        .post(&format!("/api/v1/carriers/{}/redeliver", ups.id), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["requeued"], 1);
+    assert_eq!(rx.wait_for(3, Duration::from_secs(10)).await.len(), 3);
+    assert_error(
+        &app.post(
+            &format!("/api/v1/carriers/{}/deliveries/nope/redeliver", ups.id),
+            json!({}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &app.get(&format!("/api/v1/carriers/{}/deliveries?status=lost", ups.id))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+}
+
+async fn return_collection_at_the_kiosk(app: TestApp) {
+    let rx = Receiver::start(0).await;
+    let ups = carrier(&app, "ups", Some(&rx.url)).await;
+    let w = world(&app, 2).await;
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    let open = sim
+        .deposit(
+            &ups.id,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000042"),
+        )
+        .await
+        .unwrap();
+    // Not expired yet: no collection.
+    let collect = json!({"type": "return_collection", "data": {"tracking_number": "1Z999AA10000000042"}});
+    assert_error(
+        &event(&app, &ups, "r0", collect.clone()).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // The dwell deadline passes (the deadline scheduler does this in production).
+    let pid = open.deposit_id.clone();
+    app.db
+        .run(move |c| {
+            use diesel::prelude::*;
+            use lockerhub::db::schema::parcels as p;
+            diesel::update(p::table.find(pid))
+                .set(p::state.eq("expired"))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (s, v) = event(&app, &ups, "r1", collect).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let code = v["collection_code"].as_str().unwrap().to_string();
+    assert_eq!(v["compartment"], open.compartment);
+    // The recipient's pickup code no longer... still works until collected, but a wrong collection code is refused.
+    let e = sim
+        .call("CollectReturn", json!({"collection_code": "00000000"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidCode));
+    let opened = sim
+        .call("CollectReturn", json!({"collection_code": code}))
+        .await
+        .unwrap();
+    assert_eq!(opened["compartment"], open.compartment);
+    sim.door(open.compartment, lockerhub::protocol::messages::DoorChange::Opened)
+        .await
+        .unwrap();
+    sim.tamper(open.compartment, true, false);
+    assert_eq!(
+        sim.door(open.compartment, lockerhub::protocol::messages::DoorChange::Closed)
+            .await
+            .unwrap(),
+        "returned"
+    );
+    let (_, p) = app.get(&format!("/api/v1/parcels/{}", open.deposit_id)).await;
+    assert_eq!(p["state"], "returned");
+    assert_eq!(app.statuses(&w.locker).await[&i64::from(open.compartment)], "free");
+    let got = rx.wait_for(2, Duration::from_secs(10)).await;
+    let types: Vec<String> = got
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_slice::<Value>(b).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types, vec!["parcel.delivered_to_locker", "parcel.returned"]);
+}
+
+async fn secret_rotation_keeps_both_valid(app: TestApp) {
+    let rx = Receiver::start(0).await;
+    let old = carrier(&app, "ups", Some(&rx.url)).await;
+    let w = world(&app, 2).await;
+    let (s, v) = app
+        .post(&format!("/api/v1/carriers/{}/webhook-secret", old.id), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let new = Carrier {
+        secret: v["webhook_secret"].as_str().unwrap().into(),
+        ..old.clone()
+    };
+    assert_ne!(new.secret, old.secret);
+    // Inbound: both secrets are accepted during the overlap.
+    assert_eq!(
+        event(&app, &old, "a", pre_advice(&w, "1Z999AA10000000001")).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        event(&app, &new, "b", pre_advice(&w, "1Z999AA10000000002")).await.0,
+        StatusCode::ACCEPTED
+    );
+    // Outbound: signed with both, so a receiver on either secret verifies.
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    sim.deposit(
+        &old.id,
+        Identify::TrackingNumber("1Z999AA10000000001".into()),
+        Size::S,
+        None,
+    )
+    .await
+    .unwrap();
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    let (h, body) = &got[0];
+    let (id, ts) = (
+        header(h, "webhook-id"),
+        header(h, "webhook-timestamp").parse::<i64>().unwrap(),
+    );
+    let sigs: Vec<&str> = header(h, "webhook-signature").split(' ').collect();
+    assert!(sigs.contains(&sign(&old.secret, id, ts, body).as_str()));
+    assert!(sigs.contains(&sign(&new.secret, id, ts, body).as_str()));
+}
+
+async fn courier_code_identifies_the_carrier(app: TestApp) {
+    let ups = carrier(&app, "ups", None).await;
+    let w = world(&app, 1).await;
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    let v = sim
+        .call("IdentifyCourier", json!({"courier_code": ups.courier_code}))
+        .await
+        .unwrap();
+    assert_eq!(v["carrier"]["id"], ups.id.as_str());
+    let e = sim
+        .call("IdentifyCourier", json!({"courier_code": "WRONGCODE123"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidCode));
+}
+
+/// Events still undelivered when the server stops are delivered after it restarts.
+#[actix_web::test]
+async fn pending_webhooks_survive_a_restart_sqlite() {
+    pending_webhooks_survive_a_restart(TestApp::sqlite().await).await
+}
+
+#[actix_web::test]
+async fn pending_webhooks_survive_a_restart_postgres() {
+    if let Some(app) = TestApp::postgres().await {
+        pending_webhooks_survive_a_restart(app).await
+    }
+}
+
+async fn pending_webhooks_survive_a_restart(app: TestApp) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let ups = carrier(&app, "ups", Some(&url)).await;
+    let w = world(&app, 0).await;
+    for i in 0..3 {
+        let (s, _) = event(
+            &app,
+            &ups,
+            &format!("e{i}"),
+            pre_advice(&w, &format!("1Z999AA1000000000{i}")),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    // Nobody listens yet: attempts fail.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let app = app.restart().await;
+    let rx = Receiver::start_on(port, 0).await;
+    let got = rx.wait_for(3, Duration::from_secs(20)).await;
+    let mut tracking: Vec<String> = got
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_slice::<Value>(b).unwrap()["data"]["tracking_number"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    tracking.sort();
+    tracking.dedup();
+    assert_eq!(
+        tracking,
+        vec!["1Z999AA10000000000", "1Z999AA10000000001", "1Z999AA10000000002"]
+    );
+    let log = delivered_log(&app, &ups.id, 3).await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 3);
+    rx.stop().await;
+}
