@@ -69,6 +69,46 @@ pub struct Settings {
     pub webhook_timeout_secs: u64,
     pub outbox_poll_ms: u64,
     pub secret_rotation_overlap_hours: u32,
+    /// Base URL recipients reach this server at (QR links in messages).
+    pub public_url: String,
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub smtp_tls: SmtpTls,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<Secret>,
+    pub mail_from: String,
+    pub sms_url: Option<String>,
+    pub sms_username: Option<String>,
+    pub sms_password: Option<Secret>,
+    pub sms_from: String,
+    pub sms_format: SmsFormat,
+    pub push_url: Option<String>,
+    pub push_token: Option<Secret>,
+    pub templates_dir: Option<PathBuf>,
+    pub notification_max_attempts: i32,
+    pub notification_retry_base_ms: u64,
+}
+
+/// How to secure the SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain, then upgrade with STARTTLS (required).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host.
+    None,
+}
+
+/// The request an SMS gateway expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsFormat {
+    /// Form post with To, From and Body, and HTTP basic auth (Twilio and compatibles).
+    Twilio,
+    /// JSON body {"to", "from", "text"} with a bearer token.
+    Json,
 }
 
 impl Default for Settings {
@@ -102,6 +142,23 @@ impl Default for Settings {
             webhook_timeout_secs: 10,
             outbox_poll_ms: 1_000,
             secret_rotation_overlap_hours: 24,
+            public_url: "http://127.0.0.1:8080".into(),
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_tls: SmtpTls::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+            mail_from: "lockerhub <noreply@localhost>".into(),
+            sms_url: None,
+            sms_username: None,
+            sms_password: None,
+            sms_from: "lockerhub".into(),
+            sms_format: SmsFormat::Twilio,
+            push_url: None,
+            push_token: None,
+            templates_dir: None,
+            notification_max_attempts: 10,
+            notification_retry_base_ms: 5_000,
         }
     }
 }
@@ -140,6 +197,19 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
   webhook_timeout_secs        LOCKERHUB_WEBHOOK_TIMEOUT_SECS        10
   outbox_poll_ms              LOCKERHUB_OUTBOX_POLL_MS              1000
   secret_rotation_overlap_hours LOCKERHUB_SECRET_ROTATION_OVERLAP_HOURS 24
+Notifications (a channel with nothing configured goes to the log transport: log + database):
+  public_url                  LOCKERHUB_PUBLIC_URL                  http://127.0.0.1:8080 (QR links)
+  smtp_host, smtp_port        LOCKERHUB_SMTP_HOST, _SMTP_PORT       unset, 587
+  smtp_tls                    LOCKERHUB_SMTP_TLS                    starttls (or tls, none)
+  smtp_username, smtp_password LOCKERHUB_SMTP_USERNAME, _PASSWORD   unset
+  mail_from                   LOCKERHUB_MAIL_FROM                   lockerhub <noreply@localhost>
+  sms_url                     LOCKERHUB_SMS_URL                     unset (e.g. Twilio's Messages.json URL)
+  sms_username, sms_password  LOCKERHUB_SMS_USERNAME, _PASSWORD     unset (basic auth, or bearer for json)
+  sms_from, sms_format        LOCKERHUB_SMS_FROM, _SMS_FORMAT       lockerhub, twilio (or json)
+  push_url, push_token        LOCKERHUB_PUSH_URL, _PUSH_TOKEN       unset
+  templates_dir               LOCKERHUB_TEMPLATES_DIR               unset: built-in templates
+  notification_max_attempts   LOCKERHUB_NOTIFICATION_MAX_ATTEMPTS   10 per channel, then the next channel
+  notification_retry_base_ms  LOCKERHUB_NOTIFICATION_RETRY_BASE_MS  5000
 The config file is --config PATH, or LOCKERHUB_CONFIG, or ./lockerhub.toml if present.";
 
 impl Settings {
@@ -174,6 +244,9 @@ impl Settings {
         }
         if self.webhook_max_attempts < 1 || self.outbox_poll_ms == 0 || self.webhook_retry_base_ms == 0 {
             return Err("webhook_max_attempts, outbox_poll_ms and webhook_retry_base_ms must be positive".into());
+        }
+        if self.notification_max_attempts < 1 || self.notification_retry_base_ms == 0 {
+            return Err("notification_max_attempts and notification_retry_base_ms must be positive".into());
         }
         if self.db_pool_size == 0 {
             return Err("db_pool_size must be positive".into());

@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod notify;
 pub mod protocol;
 pub mod ratelimit;
 pub mod signing;

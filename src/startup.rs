@@ -28,6 +28,8 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, String> {
         let url = settings.database_url()?;
         let key = settings.server_key()?;
+        // Fail at start, not at the first notification, on bad transport settings.
+        crate::notify::channels::Email::from_settings(&settings)?;
         let timeout = settings.db_connect_timeout();
         let pool_size = settings.db_pool_size;
         let url2 = url.clone();

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use super::carrier::{CarrierActor, Kick, ReloadCarrier};
 use super::locker::LockerActor;
 use super::messages::{CarrierChanged, GetLocker, KickCarriers, ReloadLocker, Shutdown};
+use super::notifier::NotificationActor;
 use crate::config::Settings;
 use crate::credentials::ServerKey;
 use crate::db::Db;
@@ -27,6 +28,7 @@ pub struct Hub {
     deps: LockerDeps,
     lockers: HashMap<String, Addr<LockerActor>>,
     carriers: HashMap<String, Addr<CarrierActor>>,
+    notifier: Option<Addr<NotificationActor>>,
     /// Locker actors are spread over these threads; each actor still runs one message at a time.
     arbiters: Vec<ArbiterHandle>,
     next: usize,
@@ -39,6 +41,7 @@ impl Hub {
             deps,
             lockers: HashMap::new(),
             carriers: HashMap::new(),
+            notifier: None,
             arbiters,
             next: 0,
         }
@@ -80,6 +83,13 @@ impl Actor for Hub {
     /// Starts a delivery actor for every carrier, so webhooks still pending from before a
     /// restart go out.
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.notifier.is_none() {
+            let arbiter = self.next_arbiter();
+            let (db, settings) = (self.deps.db.clone(), self.deps.settings.clone());
+            self.notifier = Some(Supervisor::start_in_arbiter(&arbiter, move |_| {
+                NotificationActor::new(db, settings)
+            }));
+        }
         let db = self.deps.db.clone();
         ctx.wait(
             async move {
@@ -173,6 +183,7 @@ impl Handler<Shutdown> for Hub {
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
         self.lockers.clear();
         self.carriers.clear();
+        self.notifier = None;
         for a in self.arbiters.drain(..) {
             a.stop();
         }

@@ -1058,3 +1058,16 @@ impl Handler<IssueCollectionCode> for LockerActor {
         ))
     }
 }
+
+impl Handler<ResendCode> for LockerActor {
+    type Result = AtomicResponse<Self, Result<String, AppError>>;
+
+    fn handle(&mut self, msg: ResendCode, _: &mut Context<Self>) -> Self::Result {
+        let key = self.deps.key.clone();
+        let len = self.deps.settings.pickup_code_length;
+        AtomicResponse::new(self.db_op(
+            move |c, me| deposits::reissue_code(c, me, &key, len, &msg.parcel_id, &msg.actor),
+            |id, _, _| Ok(id),
+        ))
+    }
+}

@@ -130,3 +130,12 @@ pub struct KickCarriers {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// Admin → locker: issue a new pickup code for a parcel (the old one stops working) and
+/// queue its notification.
+#[derive(Message)]
+#[rtype(result = "Result<String, crate::error::AppError>")]
+pub struct ResendCode {
+    pub parcel_id: String,
+    pub actor: String,
+}

@@ -4,4 +4,5 @@ pub mod carrier;
 pub mod hub;
 pub mod locker;
 pub mod messages;
+pub mod notifier;
 pub mod session;

@@ -469,6 +469,54 @@ pub fn complete(
     Ok(())
 }
 
+/// Issues a new pickup code and QR token for a parcel in the locker, revoking the old ones,
+/// and queues the notification that carries them. Returns the notification id.
+pub fn reissue_code(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    code_len: usize,
+    parcel_id: &str,
+    actor: &str,
+) -> Result<String, AppError> {
+    let parcel = parcel_rows::get(conn, parcel_id)?;
+    if parcel.locker_id.as_deref() != Some(ctx.locker_id.as_str())
+        || !matches!(parcel.state(), ParcelState::Deposited | ParcelState::Expired)
+    {
+        return Err(AppError::Conflict {
+            code: "invalid_state",
+            message: format!(
+                "only a parcel in a locker gets a new code; this one is {}",
+                parcel.state
+            ),
+        });
+    }
+    let code = unique_code(conn, ctx, key, code_len).map_err(|e| match e {
+        DeviceError::Failed(e) => e,
+        DeviceError::Refused(f) => AppError::internal(f.description),
+    })?;
+    let qr_token = generate_token("lhq_");
+    diesel::update(parcels::table.find(parcel_id))
+        .set((
+            parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, &code)),
+            parcels::qr_token_hash.eq(hash_token(&qr_token)),
+            parcels::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    parcel_rows::record_event(conn, parcel_id, "code_reissued", None, actor, json!({}))?;
+    super::notifications::supersede(conn, parcel_id, "deposited")?;
+    let deadline = parcel.pickup_deadline.map(super::ts_string);
+    let id = outbox::enqueue_notification(
+        conn,
+        parcel_id,
+        parcel.recipient_id.as_deref(),
+        "deposited",
+        json!({"pickup_code": code, "qr_token": qr_token, "locker_id": ctx.locker_id, "pickup_deadline": deadline,
+               "reissued": true}),
+    )?;
+    Ok(id)
+}
+
 /// A numeric code no live parcel at this locker has. The check and the write happen in the
 /// locker's own actor, the only writer of its codes, so checking first is race-free; the
 /// unique index backs it up.

@@ -8,6 +8,7 @@ pub mod carriers;
 pub mod deposits;
 pub mod inbound;
 pub mod lockers;
+pub mod notifications;
 pub mod outbox;
 pub mod page;
 pub mod parcels;

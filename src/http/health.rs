@@ -29,3 +29,28 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError
         .await?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }
+
+/// The pickup QR for a token from a notification, as SVG. The token is not looked up: the
+/// image only encodes what the link already holds.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "SVG image"), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/qr/{token}")]
+pub async fn qr(token: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let token = token.into_inner();
+    let well_formed = token.starts_with("lhq_")
+        && token.len() <= 64
+        && token[4..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(AppError::not_found("no such QR code"));
+    }
+    let code = qrcode::QrCode::new(token.as_bytes()).map_err(|e| AppError::internal(e.to_string()))?;
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(240, 240)
+        .build();
+    Ok(HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header(("cache-control", "private, no-store"))
+        .body(svg))
+}

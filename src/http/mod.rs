@@ -47,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .app_data(web::PayloadConfig::default().limit(state.settings.max_csv_bytes))
         .service(health::healthz)
         .service(health::readyz)
+        .service(health::qr)
         .service(openapi::document)
         .service(devices::connect)
         .configure(|c| carrier_api::routes(c, max_body))

@@ -70,7 +70,7 @@ impl Modify for AdminAuth {
         carriers::create, carriers::list, carriers::get_one, carriers::update,
         carriers::deliveries, carriers::redeliver_one, carriers::redeliver_dead, carriers::rotate_secret,
         recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,
-        parcels::search, parcels::get_one,
+        parcels::search, parcels::get_one, parcels::resend_code, parcels::notifications_log, health::qr,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

@@ -1,6 +1,9 @@
 //! /api/v1/parcels: search and history for property managers.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
+
+use crate::actors::messages::{GetLocker, ResendCode};
+use crate::db::notifications::{self, Notification};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
@@ -13,7 +16,10 @@ use crate::domain::parcel::ParcelState;
 use crate::error::AppError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(search).service(get_one);
+    cfg.service(search)
+        .service(get_one)
+        .service(resend_code)
+        .service(notifications_log);
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -106,6 +112,63 @@ pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>
             let parcel = parcels::get(c, &id).map_err(|e| not_found(e, "parcel"))?;
             let events = parcels::events(c, &id)?;
             Ok(ParcelWithEvents { parcel, events })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Resent {
+    /// The queued notification carrying the new code.
+    pub notification_id: String,
+}
+
+/// Issues a new pickup code (the old one stops working at once) and sends it to the recipient.
+#[utoipa::path(tag = "parcels", security(("admin" = [])),
+    responses((status = 202, body = Resent), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+#[post("/parcels/{id}/resend-code")]
+pub async fn resend_code(
+    admin: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let pid = id.clone();
+    let parcel = state
+        .db
+        .run(move |c| parcels::get(c, &pid).map_err(|e| not_found(e, "parcel")))
+        .await?;
+    let locker_id = parcel.locker_id.ok_or_else(|| AppError::Conflict {
+        code: "invalid_state",
+        message: "the parcel is not in a locker".into(),
+    })?;
+    let mailbox = |e: actix::MailboxError| AppError::Unavailable(e.to_string());
+    let locker = state.hub.send(GetLocker { locker_id }).await.map_err(mailbox)?;
+    let notification_id = locker
+        .send(ResendCode {
+            parcel_id: id,
+            actor: admin.actor(),
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::Accepted().json(Resent { notification_id }))
+}
+
+/// Every notification of a parcel: kind, channel, status, attempts, last error. Codes are redacted.
+#[utoipa::path(tag = "parcels", security(("admin" = [])),
+    responses((status = 200, body = [Notification]), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/parcels/{id}/notifications")]
+pub async fn notifications_log(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let found = state
+        .db
+        .run(move |c| {
+            parcels::get(c, &id).map_err(|e| not_found(e, "parcel"))?;
+            Ok(notifications::of_parcel(c, &id)?)
         })
         .await?;
     Ok(HttpResponse::Ok().json(found))

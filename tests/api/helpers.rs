@@ -50,6 +50,8 @@ pub struct TestApp {
     pub db: Db,
     pub client: awc::Client,
     pub settings: Settings,
+    /// The SMTP server this app sends mail to.
+    pub smtp: crate::smtp::SmtpServer,
     handle: actix_web::dev::ServerHandle,
     hub: actix::Addr<lockerhub::actors::hub::Hub>,
     _dir: tempfile::TempDir,
@@ -85,6 +87,10 @@ pub fn base_settings(dir: &std::path::Path) -> Settings {
         // Suites send many deliberately wrong keys; the limit has its own test.
         auth_failures_per_minute: 10_000,
         outbox_poll_ms: 50,
+        notification_retry_base_ms: 20,
+        // Every test app gets its own SMTP server (see TestApp::start); "test-smtp" means that one.
+        smtp_host: Some("test-smtp".into()),
+        smtp_tls: lockerhub::config::SmtpTls::None,
         webhook_retry_base_ms: 20,
         pickup_attempts: 3,
         device_call_timeout_secs: 1,
@@ -129,7 +135,24 @@ impl TestApp {
     }
 
     async fn start(settings: Settings, dir: tempfile::TempDir, pg: Option<PgDatabase>) -> TestApp {
+        Self::start_with_smtp(settings, dir, pg, None).await
+    }
+
+    async fn start_with_smtp(
+        mut settings: Settings,
+        dir: tempfile::TempDir,
+        pg: Option<PgDatabase>,
+        smtp: Option<crate::smtp::SmtpServer>,
+    ) -> TestApp {
         init_logs();
+        let smtp = match smtp {
+            Some(s) => s,
+            None => crate::smtp::SmtpServer::start().await,
+        };
+        if settings.smtp_host.as_deref() == Some("test-smtp") {
+            settings.smtp_host = Some("127.0.0.1".into());
+            settings.smtp_port = smtp.port;
+        }
         let app = Application::build(settings.clone()).await.expect("app builds");
         let port = app.port();
         let db = app.state().db.clone();
@@ -147,6 +170,7 @@ impl TestApp {
             db,
             client,
             settings,
+            smtp,
             handle,
             hub,
             _dir: dir,
@@ -163,11 +187,18 @@ impl TestApp {
             _dir,
             pg,
             admin_key,
+            smtp,
             ..
         } = self;
-        let mut app = Self::start(settings, _dir, pg).await;
+        let mut app = Self::start_with_smtp(settings, _dir, pg, Some(smtp)).await;
         app.admin_key = admin_key;
         app
+    }
+
+    /// Like [`TestApp::restart`], with changed settings.
+    pub async fn restart_with(mut self, settings: Settings) -> TestApp {
+        self.settings = settings;
+        self.restart().await
     }
 
     /// Drops this test's PostgreSQL database under the running server (an outage).
@@ -182,29 +213,17 @@ impl TestApp {
         self.base.replacen("http://", "ws://", 1)
     }
 
-    /// The pickup code and QR token queued for the recipient of `parcel_id` (the notification
-    /// outbox is how they leave the server).
+    /// The pickup code and QR token, as the recipient gets them: from the email.
     pub async fn pickup_secrets(&self, parcel_id: &str) -> (String, String) {
-        use diesel::prelude::*;
-        use lockerhub::db::schema::notification_outbox as n;
-        let pid = parcel_id.to_string();
-        let payload: String = self
-            .db
-            .run(move |c| {
-                Ok(n::table
-                    .filter(n::parcel_id.eq(&pid))
-                    .filter(n::kind.eq("deposited"))
-                    .order(n::created_at.desc())
-                    .select(n::payload)
-                    .first(c)?)
-            })
+        let (s, p) = self.get(&format!("/api/v1/parcels/{parcel_id}")).await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        let tracking = p["tracking_number"].as_str().unwrap().to_string();
+        let mail = self
+            .smtp
+            .wait_for(&format!("({tracking})"), Duration::from_secs(20))
             .await
-            .expect("a deposited notification is queued");
-        let v: Value = serde_json::from_str(&payload).unwrap();
-        (
-            v["pickup_code"].as_str().unwrap().to_string(),
-            v["qr_token"].as_str().unwrap().to_string(),
-        )
+            .expect("the pickup code arrives by email");
+        crate::smtp::secrets_in(&mail)
     }
 
     /// Webhook outbox events for a parcel, oldest first: (event type, payload).

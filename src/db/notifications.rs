@@ -1,0 +1,245 @@
+//! The notification outbox: what the notifier reads and how it records each outcome.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde_json::Value;
+
+use super::schema::{carriers, lockers, notification_outbox as n, parcels, recipients, sites};
+use super::{now, DbConn};
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
+#[diesel(table_name = n)]
+pub struct Notification {
+    pub id: String,
+    pub parcel_id: String,
+    pub recipient_id: Option<String>,
+    /// `deposited`, `reminder`, `expiring_soon` or `returned`.
+    pub kind: String,
+    /// The channel used (or being tried): `email`, `sms`, `push`, or `log`.
+    pub channel: Option<String>,
+    /// What was (or will be) sent. Pickup codes are redacted once it is sent.
+    #[schema(value_type = Object)]
+    #[serde(serialize_with = "as_json")]
+    pub payload: String,
+    /// `pending`, `sent` or `dead`.
+    pub status: String,
+    pub attempts: i32,
+    #[serde(serialize_with = "super::ts::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub next_attempt_at: NaiveDateTime,
+    pub last_error: Option<String>,
+    #[serde(serialize_with = "super::ts::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "super::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub sent_at: Option<NaiveDateTime>,
+}
+
+fn as_json<S: serde::Serializer>(s: &str, ser: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    let mut v: Value = serde_json::from_str(s).unwrap_or(Value::Null);
+    redact(&mut v);
+    v.serialize(ser)
+}
+
+/// Replaces secrets in a payload: the code and QR token fields, and every place their values
+/// appear (such as the rendered message). What remains is safe to keep and show.
+pub fn redact(v: &mut Value) {
+    let secrets: Vec<String> = ["pickup_code", "qr_token"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(Value::as_str))
+        .filter(|s| !s.is_empty() && *s != "[redacted]")
+        .map(str::to_string)
+        .collect();
+    scrub(v, &secrets);
+}
+
+fn scrub(v: &mut Value, secrets: &[String]) {
+    match v {
+        Value::String(s) => {
+            for secret in secrets {
+                if s.contains(secret.as_str()) {
+                    *s = s.replace(secret.as_str(), "[redacted]");
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| scrub(x, secrets)),
+        Value::Object(o) => {
+            for k in ["pickup_code", "qr_token"] {
+                if o.contains_key(k) {
+                    o.insert(k.into(), Value::String("[redacted]".into()));
+                }
+            }
+            o.values_mut().for_each(|x| scrub(x, secrets));
+        }
+        _ => {}
+    }
+}
+
+pub fn due(conn: &mut DbConn, exclude: &[String], limit: i64) -> QueryResult<Vec<Notification>> {
+    n::table
+        .filter(n::status.eq("pending"))
+        .filter(n::next_attempt_at.le(now()))
+        .filter(n::id.ne_all(exclude))
+        .order((n::next_attempt_at.asc(), n::id.asc()))
+        .limit(limit)
+        .select(Notification::as_select())
+        .load(conn)
+}
+
+/// Everything a message needs besides its payload.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub recipient: Option<super::recipients::Recipient>,
+    pub site_id: String,
+    pub site_name: String,
+    pub site_address: String,
+    pub time_zone: String,
+    pub locker_name: String,
+    pub carrier_name: String,
+    pub tracking_number: String,
+    pub deadline: Option<NaiveDateTime>,
+}
+
+pub fn context(conn: &mut DbConn, parcel_id: &str, recipient_id: Option<&str>) -> QueryResult<Context> {
+    let (site_id, locker_id, carrier_id, tracking_number, deadline): (
+        String,
+        Option<String>,
+        String,
+        String,
+        Option<NaiveDateTime>,
+    ) = parcels::table
+        .find(parcel_id)
+        .select((
+            parcels::site_id,
+            parcels::locker_id,
+            parcels::carrier_id,
+            parcels::tracking_number,
+            parcels::pickup_deadline,
+        ))
+        .first(conn)?;
+    let (site_name, site_address, time_zone): (String, String, String) = sites::table
+        .find(&site_id)
+        .select((sites::name, sites::address, sites::time_zone))
+        .first(conn)?;
+    let locker_name = match locker_id {
+        Some(l) => lockers::table.find(l).select(lockers::name).first(conn)?,
+        None => String::new(),
+    };
+    let carrier_name = carriers::table.find(carrier_id).select(carriers::name).first(conn)?;
+    let recipient = match recipient_id {
+        Some(r) => Some(
+            recipients::table
+                .find(r)
+                .select(super::recipients::Recipient::as_select())
+                .first(conn)?,
+        ),
+        None => None,
+    };
+    Ok(Context {
+        recipient,
+        site_id,
+        site_name,
+        site_address,
+        time_zone,
+        locker_name,
+        carrier_name,
+        tracking_number,
+        deadline,
+    })
+}
+
+/// Sent: secrets are redacted from the stored payload, which keeps the rendered message.
+pub fn mark_sent(conn: &mut DbConn, id: &str, channel: &str, mut record: Value) -> QueryResult<()> {
+    redact(&mut record);
+    diesel::update(n::table.find(id))
+        .set((
+            n::status.eq("sent"),
+            n::channel.eq(channel),
+            n::attempts.eq(n::attempts + 1),
+            n::sent_at.eq(now()),
+            n::last_error.eq(None::<String>),
+            n::payload.eq(record.to_string()),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+pub fn mark_retry(conn: &mut DbConn, id: &str, channel: &str, at: NaiveDateTime, error: &str) -> QueryResult<()> {
+    diesel::update(n::table.find(id))
+        .set((
+            n::channel.eq(channel),
+            n::attempts.eq(n::attempts + 1),
+            n::next_attempt_at.eq(at),
+            n::last_error.eq(error),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Moves to another channel, starting its attempts afresh.
+pub fn switch_channel(conn: &mut DbConn, id: &str, channel: &str, error: &str) -> QueryResult<()> {
+    diesel::update(n::table.find(id))
+        .set((
+            n::channel.eq(channel),
+            n::attempts.eq(0),
+            n::next_attempt_at.eq(now()),
+            n::last_error.eq(error),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Gives up. The payload is redacted: nothing will send it now.
+pub fn mark_dead(conn: &mut DbConn, id: &str, error: &str) -> QueryResult<()> {
+    let payload: String = n::table.find(id).select(n::payload).first(conn)?;
+    let mut v: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+    redact(&mut v);
+    diesel::update(n::table.find(id))
+        .set((
+            n::status.eq("dead"),
+            n::attempts.eq(n::attempts + 1),
+            n::last_error.eq(error),
+            n::payload.eq(v.to_string()),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Pending messages of a kind for a parcel are superseded (a new code was issued).
+pub fn supersede(conn: &mut DbConn, parcel_id: &str, kind: &str) -> QueryResult<usize> {
+    let ids: Vec<String> = n::table
+        .filter(n::parcel_id.eq(parcel_id))
+        .filter(n::kind.eq(kind))
+        .filter(n::status.eq("pending"))
+        .select(n::id)
+        .load(conn)?;
+    for id in &ids {
+        mark_dead(conn, id, "superseded by a newer code")?;
+    }
+    Ok(ids.len())
+}
+
+pub fn of_parcel(conn: &mut DbConn, parcel_id: &str) -> QueryResult<Vec<Notification>> {
+    n::table
+        .filter(n::parcel_id.eq(parcel_id))
+        .order(n::id.asc())
+        .select(Notification::as_select())
+        .load(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_reaches_rendered_text() {
+        let mut v = serde_json::json!({"pickup_code": "12345678", "qr_token": "lhq_abc",
+            "rendered": {"text": "code 12345678, QR http://x/qr/lhq_abc"}});
+        redact(&mut v);
+        let s = v.to_string();
+        assert!(!s.contains("12345678") && !s.contains("lhq_abc"), "{s}");
+        assert_eq!(v["rendered"]["text"], "code [redacted], QR http://x/qr/[redacted]");
+    }
+}

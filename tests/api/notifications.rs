@@ -1,0 +1,460 @@
+//! Recipient notifications over real SMTP and real HTTP gateways.
+
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use lockerhub::domain::Size;
+use lockerhub::protocol::messages::{Identify, Pickup};
+use lockerhub::protocol::ErrorCode;
+use lockerhub::simulator::SimLocker;
+use serde_json::{json, Value};
+
+use crate::db_test;
+use crate::helpers::{free_port, header, Receiver, TestApp};
+use crate::smtp::{secrets_in, SmtpServer};
+
+struct World {
+    site: String,
+    locker: String,
+    carrier: String,
+    sim: SimLocker,
+}
+
+async fn world(app: &TestApp) -> World {
+    let (s, site) = app
+        .post(
+            "/api/v1/sites",
+            json!({"name": "Elm Court", "address": "1 Elm St, Springfield", "time_zone": "Europe/Berlin"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let site = site["id"].as_str().unwrap().to_string();
+    let (locker, credential) = app.locker(&site, json!([{"size": "S", "count": 4}])).await;
+    let carrier = app.carrier("ups").await["carrier"]["id"].as_str().unwrap().to_string();
+    let layout: Vec<(i32, Size)> = (1..=4).map(|n| (n, Size::S)).collect();
+    let sim = SimLocker::connect(&app.ws_base(), &locker, &credential, &layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    World {
+        site,
+        locker,
+        carrier,
+        sim,
+    }
+}
+
+async fn resident(app: &TestApp, site: &str, body: Value) -> String {
+    let mut body = body;
+    body["site_id"] = json!(site);
+    let (s, v) = app.post("/api/v1/recipients", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+async fn log_of(app: &TestApp, parcel: &str, until: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let (s, v) = app.get(&format!("/api/v1/parcels/{parcel}/notifications")).await;
+        assert_eq!(s, StatusCode::OK);
+        if until(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("notification log never reached the expected state");
+}
+
+db_test!(
+    email_carries_the_code_that_opens_the_locker,
+    resend_issues_a_new_code_and_revokes_the_old,
+    failing_smtp_is_retried,
+);
+
+async fn email_carries_the_code_that_opens_the_locker(app: TestApp) {
+    let w = world(&app).await;
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Ann <Lee>", "unit": "4B", "phone": "+15550102030", "email": "ann@example.org"}),
+    )
+    .await;
+    let open = w
+        .sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000001"),
+        )
+        .await
+        .unwrap();
+    let mail = app
+        .smtp
+        .wait_for("1Z999AA10000000001", Duration::from_secs(20))
+        .await
+        .expect("mail");
+    assert!(mail.to.iter().any(|t| t.contains("ann@example.org")));
+    let text = mail.decoded();
+    assert!(
+        text.contains("Subject: Your parcel from UPS is ready at Lobby"),
+        "{text}"
+    );
+    assert!(text.contains("multipart/alternative"));
+    assert!(text.contains("text/plain") && text.contains("text/html"));
+    assert!(text.contains("1 Elm St, Springfield"), "the site and its address");
+    assert!(text.contains("How to pick up"));
+    assert!(text.contains("Ann &lt;Lee&gt;"), "values are escaped in HTML");
+    // The deadline is shown in the site's time zone (Berlin: CET or CEST).
+    assert!(text.contains(" CET") || text.contains(" CEST"), "{text}");
+    let (code, qr) = secrets_in(&mail);
+    // The QR link renders an SVG of the token.
+    let mut resp = app.client.get(app.url(&format!("/qr/{qr}"))).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("image/svg"));
+    assert!(String::from_utf8_lossy(&resp.body().await.unwrap()).contains("<svg"));
+    // The code from the mail opens the locker.
+    let picked = w.sim.pickup(Pickup::Code(code.clone())).await.unwrap();
+    assert_eq!(picked.parcel_id, open.deposit_id);
+    // The log shows the email, with the code redacted.
+    let log = log_of(&app, &open.deposit_id, |v| v[0]["status"] == "sent").await;
+    assert_eq!(log[0]["channel"], "email");
+    assert_eq!(log[0]["payload"]["transport"], "smtp");
+    assert!(!log.to_string().contains(&code), "codes never leave through the API");
+    assert!(!log.to_string().contains(&qr));
+}
+
+async fn resend_issues_a_new_code_and_revokes_the_old(app: TestApp) {
+    let w = world(&app).await;
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Ann", "phone": "+15550102030", "email": "ann@example.org"}),
+    )
+    .await;
+    let open = w
+        .sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000001"),
+        )
+        .await
+        .unwrap();
+    let (old, _) = app.pickup_secrets(&open.deposit_id).await;
+    let (s, v) = app
+        .post(&format!("/api/v1/parcels/{}/resend-code", open.deposit_id), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let mut new = old.clone();
+    for _ in 0..100 {
+        let mails = app.smtp.mails.lock().unwrap().clone();
+        if let Some(m) = mails
+            .iter()
+            .skip(1)
+            .rev()
+            .find(|m| m.decoded().contains("1Z999AA10000000001"))
+        {
+            new = secrets_in(m).0;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(new, old, "a new code was mailed");
+    let e = w.sim.call("Pickup", json!({"code": old})).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidCode), "the old code is revoked");
+    w.sim.pickup(Pickup::Code(new)).await.unwrap();
+    let (s, _) = app
+        .post(&format!("/api/v1/parcels/{}/resend-code", open.deposit_id), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "a picked-up parcel gets no new code");
+    let (s, _) = app.post("/api/v1/parcels/nope/resend-code", json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+async fn failing_smtp_is_retried(app: TestApp) {
+    let w = world(&app).await;
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Ann", "phone": "+15550102030", "email": "ann@example.org", "channels": ["email"]}),
+    )
+    .await;
+    app.smtp.fail_temporarily.store(2, std::sync::atomic::Ordering::SeqCst);
+    let open = w
+        .sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000001"),
+        )
+        .await
+        .unwrap();
+    assert!(app
+        .smtp
+        .wait_for("1Z999AA10000000001", Duration::from_secs(20))
+        .await
+        .is_some());
+    let log = log_of(&app, &open.deposit_id, |v| v[0]["status"] == "sent").await;
+    assert_eq!(log[0]["attempts"], 3, "two temporary failures, then sent");
+    assert_eq!(log[0]["channel"], "email");
+    assert_eq!(app.smtp.mails.lock().unwrap().len(), 1, "sent once after the success");
+}
+
+db_test!(sms_and_push_reach_their_gateways with |s| {
+    s.sms_url = Some("http://127.0.0.1:1/unused".into());
+    s.push_url = Some("http://127.0.0.1:1/unused".into());
+});
+
+async fn sms_and_push_reach_their_gateways(app: TestApp) {
+    // Gateways are started here and the carrier-style settings pointed at them by restart.
+    let sms = Receiver::start(0).await;
+    let push = Receiver::start(0).await;
+    let mut settings = app.settings.clone();
+    settings.sms_url = Some(sms.url.clone());
+    settings.sms_username = Some("AC123".into());
+    settings.sms_password = Some(lockerhub::config::Secret::new("tok"));
+    settings.push_url = Some(push.url.clone());
+    let app = app.restart_with(settings).await;
+    let w = world(&app).await;
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Sam", "phone": "+15550100001", "channels": ["sms"]}),
+    )
+    .await;
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Pat", "phone": "+15550100002", "push_target": "device-token-1", "channels": ["push"]}),
+    )
+    .await;
+    w.sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550100001".into()),
+            Size::S,
+            Some("1Z999AA10000000001"),
+        )
+        .await
+        .unwrap();
+    w.sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550100002".into()),
+            Size::S,
+            Some("1Z999AA10000000002"),
+        )
+        .await
+        .unwrap();
+    let got = sms.wait_for(1, Duration::from_secs(20)).await;
+    let (h, body) = &got[0];
+    assert!(header(h, "content-type").starts_with("application/x-www-form-urlencoded"));
+    assert!(
+        header(h, "authorization").starts_with("Basic "),
+        "Twilio-style basic auth"
+    );
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("To"), "+15550100001");
+    assert_eq!(field("From"), "lockerhub");
+    let sms_text = field("Body");
+    assert!(sms_text.contains("Pickup code "), "{sms_text}");
+    let code: String = sms_text
+        .split("Pickup code ")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(code.len(), 8);
+    w.sim.pickup(Pickup::Code(code)).await.unwrap();
+
+    let got = push.wait_for(1, Duration::from_secs(20)).await;
+    let v: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(v["target"], "device-token-1");
+    assert!(v["title"].as_str().unwrap().contains("UPS"));
+    assert!(v["body"].as_str().unwrap().contains("Pickup code"));
+}
+
+db_test!(permanent_failure_falls_back_to_the_next_channel with |s| s.sms_url = Some("http://127.0.0.1:1/unused".into()));
+
+async fn permanent_failure_falls_back_to_the_next_channel(app: TestApp) {
+    let sms = Receiver::start(0).await;
+    let mut settings = app.settings.clone();
+    settings.sms_url = Some(sms.url.clone());
+    let app = app.restart_with(settings).await;
+    let w = world(&app).await;
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Ann", "phone": "+15550102030", "email": "gone@example.org", "channels": ["email", "sms"]}),
+    )
+    .await;
+    app.smtp.fail_permanently.store(1, std::sync::atomic::Ordering::SeqCst);
+    let open = w
+        .sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000001"),
+        )
+        .await
+        .unwrap();
+    let got = sms.wait_for(1, Duration::from_secs(20)).await;
+    let (_, log) = app
+        .get(&format!("/api/v1/parcels/{}/notifications", open.deposit_id))
+        .await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the SMS went out after the mailbox was refused: {log} mails={} fail={} port={} settings_port={}",
+        app.smtp.mails.lock().unwrap().len(),
+        app.smtp.fail_permanently.load(std::sync::atomic::Ordering::SeqCst),
+        app.smtp.port,
+        app.settings.smtp_port
+    );
+    let log = log_of(&app, &open.deposit_id, |v| v[0]["status"] == "sent").await;
+    assert_eq!(log[0]["channel"], "sms");
+    assert!(log[0]["last_error"].is_null());
+    assert!(app.smtp.mails.lock().unwrap().is_empty());
+}
+
+/// With no transport configured, notifications go to the log and the database.
+#[actix_web::test]
+async fn default_install_uses_the_log_transport() {
+    let app = TestApp::sqlite_with(|s| s.smtp_host = None).await;
+    let w = world(&app).await;
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Ann", "phone": "+15550102030", "email": "ann@example.org"}),
+    )
+    .await;
+    let open = w
+        .sim
+        .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    let log = log_of(&app, &open.deposit_id, |v| v[0]["status"] == "sent").await;
+    assert_eq!(log[0]["payload"]["transport"], "log");
+    assert!(
+        log[0]["payload"]["rendered"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Your pickup code: [redacted]")
+            || log[0]["payload"]["rendered"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("Your pickup code")
+    );
+    assert_eq!(log[0]["payload"]["pickup_code"], "[redacted]");
+    assert!(app.smtp.mails.lock().unwrap().is_empty());
+}
+
+/// What was pending when the server stopped is delivered after a restart.
+#[actix_web::test]
+async fn pending_notifications_survive_a_restart_sqlite() {
+    pending_notifications_survive_a_restart(TestApp::sqlite().await).await
+}
+
+#[actix_web::test]
+async fn pending_notifications_survive_a_restart_postgres() {
+    if let Some(app) = TestApp::postgres().await {
+        pending_notifications_survive_a_restart(app).await
+    }
+}
+
+async fn pending_notifications_survive_a_restart(app: TestApp) {
+    let port = free_port();
+    let mut settings = app.settings.clone();
+    settings.smtp_host = Some("127.0.0.1".into());
+    settings.smtp_port = port; // nothing listens yet
+    let app = app.restart_with(settings).await;
+    let w = world(&app).await;
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Ann", "phone": "+15550102030", "email": "ann@example.org", "channels": ["email"]}),
+    )
+    .await;
+    let open = w
+        .sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000007"),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, log) = app
+        .get(&format!("/api/v1/parcels/{}/notifications", open.deposit_id))
+        .await;
+    assert_eq!(log[0]["status"], "pending", "{log}");
+    let app = app.restart().await;
+    let smtp = SmtpServer::start_on(port).await;
+    let mail = smtp
+        .wait_for("1Z999AA10000000007", Duration::from_secs(30))
+        .await
+        .expect("delivered after restart");
+    let (code, _) = secrets_in(&mail);
+    let _ = app;
+    w.sim.reconnect().await.ok();
+    assert_eq!(code.len(), 8);
+}
+
+/// A property can override templates, per site.
+#[actix_web::test]
+async fn templates_can_be_overridden_per_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().to_path_buf();
+    let app = TestApp::sqlite_with(|s| s.templates_dir = Some(tdir.clone())).await;
+    let w = world(&app).await;
+    std::fs::create_dir(dir.path().join(&w.site)).unwrap();
+    std::fs::write(
+        dir.path().join(&w.site).join("deposited.subject.txt"),
+        "Elm Court parcel for {{recipient_name}}",
+    )
+    .unwrap();
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Ann", "phone": "+15550102030", "email": "ann@example.org"}),
+    )
+    .await;
+    w.sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000001"),
+        )
+        .await
+        .unwrap();
+    let mail = app
+        .smtp
+        .wait_for("1Z999AA10000000001", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        mail.decoded().contains("Subject: Elm Court parcel for Ann"),
+        "{}",
+        mail.decoded()
+    );
+    let _ = w.locker;
+}
