@@ -129,7 +129,7 @@ impl Default for Settings {
             secret_key: None,
             pickup_code_length: 8,
             pickup_attempts: 5,
-            pickup_attempt_window_secs: 60,
+            pickup_attempt_window_secs: 900,
             pickup_lockout_secs: 900,
             device_heartbeat_secs: 20,
             device_timeout_secs: 60,
@@ -183,7 +183,7 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
                                                                     <data_dir>/secret.key if unset
   pickup_code_length          LOCKERHUB_PICKUP_CODE_LENGTH          8
   pickup_attempts             LOCKERHUB_PICKUP_ATTEMPTS             5 wrong codes per window per locker
-  pickup_attempt_window_secs  LOCKERHUB_PICKUP_ATTEMPT_WINDOW_SECS  60
+  pickup_attempt_window_secs  LOCKERHUB_PICKUP_ATTEMPT_WINDOW_SECS  900 (wrong codes refill one per window/attempts)
   pickup_lockout_secs         LOCKERHUB_PICKUP_LOCKOUT_SECS         900
   device_heartbeat_secs       LOCKERHUB_DEVICE_HEARTBEAT_SECS       20 (WebSocket ping interval)
   device_timeout_secs         LOCKERHUB_DEVICE_TIMEOUT_SECS         60 (silent devices are dropped)

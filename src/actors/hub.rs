@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::carrier::{CarrierActor, Kick, ReloadCarrier};
 use super::locker::LockerActor;
-use super::messages::{CarrierChanged, GetLocker, KickCarriers, ReloadLocker, Shutdown};
+use super::messages::{CarrierChanged, DisconnectLocker, GetLocker, KickCarriers, ReloadLocker, Shutdown};
 use super::notifier::NotificationActor;
 use crate::config::Settings;
 use crate::credentials::ServerKey;
@@ -186,6 +186,16 @@ impl Handler<Shutdown> for Hub {
         self.notifier = None;
         for a in self.arbiters.drain(..) {
             a.stop();
+        }
+    }
+}
+
+impl Handler<DisconnectLocker> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: DisconnectLocker, _: &mut Context<Self>) {
+        if let Some(addr) = self.lockers.get(&msg.locker_id) {
+            addr.do_send(super::locker::Disconnect);
         }
     }
 }

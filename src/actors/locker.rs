@@ -114,7 +114,10 @@ pub struct LockerActor {
     booted: bool,
     doors: HashMap<i32, DoorSession>,
     dedup: Dedup,
-    pending: HashMap<String, oneshot::Sender<Result<Value, FrameError>>>,
+    /// Server calls awaiting the device's answer: the reply channel and the compartment opened.
+    pending: HashMap<String, (oneshot::Sender<Result<Value, FrameError>>, i32)>,
+    /// Whether stale deposits from before a server restart were cleaned up.
+    recovered: bool,
     next_call: u64,
 }
 
@@ -142,7 +145,9 @@ impl Failure for AppError {
 #[rtype(result = "()")]
 pub struct Reload;
 
-fn load(c: &mut DbConn, id: &str) -> Result<(LockerCtx, Vec<Slot>), AppError> {
+/// Loads the locker's identity and compartments. With `recover`, first cancels deposits left
+/// unfinished by a server stop (all but the parcels in `keep`).
+fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<(LockerCtx, Vec<Slot>), AppError> {
     let l = lockers::get(c, id)?;
     let me = LockerCtx {
         locker_id: l.id.clone(),
@@ -150,9 +155,19 @@ fn load(c: &mut DbConn, id: &str) -> Result<(LockerCtx, Vec<Slot>), AppError> {
         site_id: l.site_id,
         code_salt: l.code_salt,
     };
+    if let Some(keep) = recover {
+        let n = crate::db::write_transaction(c, |c| deposits::abandon_stale(c, &me, keep)).map_err(
+            |e: DeviceError| match e {
+                DeviceError::Failed(e) => e,
+                DeviceError::Refused(f) => AppError::internal(f.description),
+            },
+        )?;
+        if n > 0 {
+            tracing::warn!(locker = %id, cancelled = n, "cancelled deposits left unfinished by a restart");
+        }
+    }
     Ok((me, lockers::slots(c, id)?))
 }
-
 fn refuse(code: ErrorCode, msg: impl Into<String>) -> DeviceError {
     DeviceError::refuse(code, msg)
 }
@@ -177,6 +192,7 @@ impl LockerActor {
             doors: HashMap::new(),
             dedup: Dedup::default(),
             pending: HashMap::new(),
+            recovered: false,
             next_call: 0,
         }
     }
@@ -184,11 +200,19 @@ impl LockerActor {
     fn reload(&mut self, ctx: &mut Context<Self>) {
         let db = self.deps.db.clone();
         let id = self.id.clone();
+        // Once per actor life: deposits whose door sessions died with a previous server.
+        let recover = (!self.recovered).then(|| {
+            self.doors
+                .values()
+                .filter_map(|d| d.parcel_id().map(str::to_string))
+                .collect::<HashSet<_>>()
+        });
         ctx.wait(
-            async move { db.run(move |c| load(c, &id)).await }
+            async move { db.run(move |c| load(c, &id, recover.as_ref())).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
                     Ok((me, slots)) => {
+                        act.recovered = true;
                         act.me = Some(me);
                         act.slots = slots;
                         let held: Vec<i32> = act
@@ -210,10 +234,13 @@ impl LockerActor {
         );
     }
 
+    /// Updates a compartment's status in memory. An out-of-service compartment stays out of
+    /// service (a person returns it to service, which reloads from the database).
     fn set_slot(&mut self, number: i32, status: CompartmentStatus) {
         if let Some(s) = self.slots.iter_mut().find(|s| s.number == number) {
-            // A compartment with a door session stays reserved in memory until the session ends.
-            s.status = status;
+            if s.status != CompartmentStatus::OutOfService {
+                s.status = status;
+            }
         }
     }
 
@@ -458,8 +485,13 @@ impl LockerActor {
                 };
                 deposits::upsize(c, me, &d, &slots, &busy)
             },
-            move |(number, size), act, _| {
-                if let Some(session) = act.doors.remove(&current) {
+            move |(number, size), act, ctx| {
+                if let Some(mut session) = act.doors.remove(&current) {
+                    // The door timer follows the deposit to its new compartment.
+                    if let Some(timer) = session.timer_mut() {
+                        ctx.cancel_future(*timer);
+                        *timer = act.door_timer(number, deposit_id.clone(), ctx);
+                    }
                     act.doors.insert(number, session);
                 }
                 act.set_slot(current, CompartmentStatus::Free);
@@ -859,6 +891,11 @@ impl Handler<DeviceCall> for LockerActor {
             let e = FrameError::new(ErrorCode::ProtocolError, "this session was replaced by a newer one");
             return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
         }
+        if !self.booted && !is_boot {
+            // Not remembered: after booting, a retry with the same id must run.
+            let e = FrameError::new(ErrorCode::ProtocolError, "send BootNotification first");
+            return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
+        }
         let action = msg.request.action();
         let work = self.dispatch(msg.request, ctx);
         AtomicResponse::new(Box::pin(work.map(move |res, act, _| {
@@ -893,7 +930,17 @@ impl Handler<DeviceAnswer> for LockerActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeviceAnswer, _: &mut Context<Self>) {
-        if let Some(tx) = self.pending.remove(&msg.msg_id) {
+        if let Some((tx, number)) = self.pending.remove(&msg.msg_id) {
+            // Register the open door now: its DoorEvent may be the very next message.
+            if msg
+                .answer
+                .as_ref()
+                .is_ok_and(|v| v.get("status").and_then(Value::as_str) == Some("Opened"))
+            {
+                self.doors
+                    .entry(number)
+                    .or_insert(DoorSession::Remote { opened: false });
+            }
             let _ = tx.send(msg.answer);
         }
     }
@@ -913,7 +960,7 @@ impl Handler<RemoteOpen> for LockerActor {
         self.next_call += 1;
         let call_id = format!("srv-{}", self.next_call);
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(call_id.clone(), tx);
+        self.pending.insert(call_id.clone(), (tx, number));
         let payload = json!(OpenCompartment {
             compartment: number,
             reason: msg.reason.clone()
@@ -947,6 +994,7 @@ impl Handler<RemoteOpen> for LockerActor {
                             act.doors.entry(number).or_insert(DoorSession::Remote { opened: true });
                         }
                         OpenOutcome::Unknown => {
+                            act.set_slot(number, CompartmentStatus::OutOfService);
                             // Never replayed automatically: the door may have opened. Record it for a person to check.
                             let (db, me) = (act.deps.db.clone(), act.me.clone());
                             if let Some(me) = me {
@@ -954,13 +1002,7 @@ impl Handler<RemoteOpen> for LockerActor {
                                     async move {
                                         let r = db
                                             .transaction_as(move |c| {
-                                                pickups::fault(
-                                                    c,
-                                                    &me,
-                                                    None,
-                                                    "open_outcome_unknown",
-                                                    &format!("compartment {number}: {detail}"),
-                                                )
+                                                pickups::fault(c, &me, Some(number), "open_outcome_unknown", &detail)
                                             })
                                             .await;
                                         if let Err(e) = r {
@@ -1069,5 +1111,21 @@ impl Handler<ResendCode> for LockerActor {
             move |c, me| deposits::reissue_code(c, me, &key, len, &msg.parcel_id, &msg.actor),
             |id, _, _| Ok(id),
         ))
+    }
+}
+
+/// Admin → locker: the device's credential was revoked or the locker deactivated.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect;
+
+impl Handler<Disconnect> for LockerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Disconnect, _: &mut Context<Self>) {
+        if let Some((_, session)) = self.session.take() {
+            session.do_send(ToDevice::Revoked);
+            self.booted = false;
+        }
     }
 }

@@ -28,6 +28,8 @@ pub enum ToDevice {
     Text(String),
     /// A newer session of the same locker took over.
     Replaced,
+    /// The credential was revoked or the locker deactivated.
+    Revoked,
 }
 
 /// Session → locker: the device connected.
@@ -138,4 +140,11 @@ pub struct Shutdown;
 pub struct ResendCode {
     pub parcel_id: String,
     pub actor: String,
+}
+
+/// Hub: close the live session of a locker (credential rotated, locker deactivated).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DisconnectLocker {
+    pub locker_id: String,
 }

@@ -132,6 +132,13 @@ impl Handler<ToDevice> for LockerSession {
     fn handle(&mut self, msg: ToDevice, ctx: &mut Self::Context) {
         match msg {
             ToDevice::Text(t) => ctx.text(t),
+            ToDevice::Revoked => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Policy,
+                    description: Some("credential revoked or locker deactivated".into()),
+                }));
+                ctx.stop();
+            }
             ToDevice::Replaced => {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Other(4000),

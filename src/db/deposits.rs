@@ -81,6 +81,23 @@ fn claim(conn: &mut DbConn, locker_id: &str, number: i32, from: CompartmentStatu
     Ok(())
 }
 
+/// Sets a compartment's status, except that an out-of-service compartment stays so: a fault
+/// reported during a deposit or pickup must survive its completion until a person checks it.
+pub fn settle_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
+    diesel::update(
+        compartments::table
+            .filter(compartments::locker_id.eq(locker_id))
+            .filter(compartments::number.eq(number))
+            .filter(compartments::status.ne(CompartmentStatus::OutOfService.as_str())),
+    )
+    .set((
+        compartments::status.eq(status.as_str()),
+        compartments::updated_at.eq(now()),
+    ))
+    .execute(conn)
+    .map(drop)
+}
+
 pub fn set_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
     diesel::update(
         compartments::table
@@ -178,6 +195,12 @@ pub fn start(
         }
         _ => None,
     };
+    if reserved_here.is_some_and(|n| busy.contains(&n)) {
+        return Err(refuse(
+            ErrorCode::InvalidState,
+            "a deposit of this parcel is already in progress",
+        ));
+    }
     let fits = |n: i32| slots.iter().any(|s| s.number == n && s.size >= req.size) && !busy.contains(&n);
     let (number, released) = match reserved_here {
         Some(n) if fits(n) => (n, None),
@@ -379,7 +402,7 @@ pub fn cancel(
             .set((parcels::state.eq(to.as_str()), parcels::updated_at.eq(t)))
             .execute(conn)?,
     };
-    set_status(conn, &ctx.locker_id, number, comp_status)?;
+    settle_status(conn, &ctx.locker_id, number, comp_status)?;
     parcel_rows::record_event(
         conn,
         parcel_id,
@@ -425,7 +448,7 @@ pub fn complete(
             parcels::updated_at.eq(t),
         ))
         .execute(conn)?;
-    set_status(conn, &ctx.locker_id, number, CompartmentStatus::Occupied)?;
+    settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Occupied)?;
     parcel_rows::record_event(
         conn,
         parcel_id,
@@ -515,6 +538,48 @@ pub fn reissue_code(
                "reissued": true}),
     )?;
     Ok(id)
+}
+
+/// Cancels deposits that were in progress when the server stopped: their door sessions lived
+/// in memory, so nothing would ever finish them and their compartments would stay reserved.
+/// `skip` holds the parcels whose deposit is still tracked. Returns how many were cancelled.
+pub fn abandon_stale(conn: &mut DbConn, ctx: &LockerCtx, skip: &HashSet<String>) -> Result<usize, DeviceError> {
+    use super::schema::parcel_events as ev;
+    let reserved: Vec<(String, Option<String>)> = parcels::table
+        .filter(parcels::locker_id.eq(&ctx.locker_id))
+        .filter(parcels::state.eq(ParcelState::Reserved.as_str()))
+        .select((parcels::id, parcels::compartment_id))
+        .load(conn)?;
+    let mut n = 0;
+    for (id, comp) in reserved {
+        let (Some(comp), false) = (comp, skip.contains(&id)) else {
+            continue;
+        };
+        let kinds: Vec<String> = ev::table
+            .filter(ev::parcel_id.eq(&id))
+            .order(ev::id.desc())
+            .select(ev::kind)
+            .load(conn)?;
+        if !matches!(kinds.first().map(String::as_str), Some("deposit_started" | "upsized")) {
+            continue; // a pre-advice reservation, which is meant to last
+        }
+        let prior = if kinds.iter().any(|k| k == "pre_advised") {
+            Prior::PreAdvised { compartment: None }
+        } else {
+            Prior::WalkUp
+        };
+        let number = number_of(conn, &comp)?;
+        cancel(
+            conn,
+            ctx,
+            &id,
+            number,
+            &prior,
+            "the server restarted during the deposit",
+        )?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// A numeric code no live parcel at this locker has. The check and the write happen in the

@@ -256,7 +256,7 @@ impl Db {
         T: Send + 'static,
         E: From<AppError> + From<diesel::result::Error> + Send + 'static,
     {
-        self.run_as(move |conn| conn.transaction(f)).await
+        self.run_as(move |conn| write_transaction(conn, f)).await
     }
 
     /// Runs `f` inside one transaction, so the state change and its outbox rows commit together.
@@ -265,7 +265,36 @@ impl Db {
         F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
     {
-        self.run(move |conn| conn.transaction(f)).await
+        self.transaction_as(f).await
+    }
+}
+
+/// Runs `f` in a transaction that may write. On SQLite it begins `IMMEDIATE`: a deferred
+/// transaction that reads first cannot wait for the write lock in WAL mode (it fails at once
+/// with "database is locked"), while an immediate one queues on the busy timeout.
+pub fn write_transaction<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConn::Pg(_) => conn.transaction(f),
+        DbConn::Sqlite(_) => {
+            conn.batch_execute("BEGIN IMMEDIATE")?;
+            match f(conn) {
+                Ok(v) => match conn.batch_execute("COMMIT") {
+                    Ok(()) => Ok(v),
+                    Err(e) => {
+                        let _ = conn.batch_execute("ROLLBACK");
+                        Err(e.into())
+                    }
+                },
+                Err(e) => {
+                    let _ = conn.batch_execute("ROLLBACK");
+                    Err(e)
+                }
+            }
+        }
     }
 }
 

@@ -164,7 +164,7 @@ pub fn record_attempt(
     outcome: &AttemptOutcome,
 ) -> QueryResult<()> {
     use super::schema::webhook_attempts as a;
-    conn.transaction(|conn| {
+    super::write_transaction(conn, |conn| {
         let t = now();
         diesel::insert_into(a::table)
             .values((

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use serde_json::json;
 
-use super::deposits::{set_status, LockerCtx};
+use super::deposits::{settle_status, LockerCtx};
 use super::schema::{compartments, faults, lockers as lockers_t, parcels};
 use super::{lockers, new_id, now, outbox, parcels as parcel_rows, DbConn};
 use crate::credentials::{hash_token, ServerKey};
@@ -77,7 +77,7 @@ pub fn complete(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i32
             parcels::updated_at.eq(t),
         ))
         .execute(conn)?;
-    set_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
+    settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
     parcel_rows::record_event(
         conn,
         parcel_id,
@@ -306,7 +306,7 @@ pub fn complete_return(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, numb
             parcels::updated_at.eq(t),
         ))
         .execute(conn)?;
-    set_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
+    settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
     parcel_rows::record_event(
         conn,
         parcel_id,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::sites::not_found;
 use super::{field, AppState};
-use crate::actors::messages::{GetLocker, OpenOutcome, ReloadLocker, RemoteOpen};
+use crate::actors::messages::{DisconnectLocker, GetLocker, OpenOutcome, ReloadLocker, RemoteOpen};
 use crate::db::lockers::{self, Compartment, CompartmentChanges, Locker, LockerChanges, NewCompartment, Section};
 use crate::db::page::{PageQuery, Paged};
 use crate::db::pickups::{self, Fault};
@@ -235,6 +235,11 @@ pub async fn update(
         .db
         .run(move |c| lockers::update(c, &id, changes).map_err(|e| not_found(e, "locker")))
         .await?;
+    if !locker.active {
+        state.hub.do_send(DisconnectLocker {
+            locker_id: locker.id.clone(),
+        });
+    }
     Ok(HttpResponse::Ok().json(locker))
 }
 
@@ -252,10 +257,12 @@ pub async fn rotate_credential(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
+    let locker_id = id.clone();
     let device_credential = state
         .db
         .run(move |c| lockers::rotate_credential(c, &id).map_err(|e| not_found(e, "locker")))
         .await?;
+    state.hub.do_send(DisconnectLocker { locker_id });
     Ok(HttpResponse::Ok().json(RotatedCredential { device_credential }))
 }
 

@@ -118,7 +118,8 @@ pub struct DoorEvent {
 /// What a door event completed, if anything.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DoorEventResponse {
-    /// `none`, `deposited`, `deposit_cancelled`, `picked_up`, `pickup_abandoned`.
+    /// `none`, `deposited`, `deposit_cancelled`, `picked_up`, `pickup_abandoned`, `returned`,
+    /// `collection_abandoned`, or `fault` (a door opened with nothing in progress).
     pub outcome: String,
 }
 

@@ -829,3 +829,143 @@ async fn a_failure_restarts_the_locker_from_the_database(app: TestApp) {
         "the session survived the restart"
     );
 }
+
+db_test!(
+    boot_first_refusal_is_not_remembered,
+    revoking_the_credential_closes_the_session,
+    a_fault_during_pickup_survives_it,
+    one_parcel_cannot_be_deposited_twice_at_once,
+    deposits_cut_short_by_a_restart_are_cancelled,
+);
+
+async fn boot_first_refusal_is_not_remembered(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    let e = sim.call_with_id("early-1", "Heartbeat", json!({})).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::ProtocolError));
+    sim.boot().await.unwrap();
+    assert!(
+        sim.call_with_id("early-1", "Heartbeat", json!({})).await.is_ok(),
+        "the retry runs after boot"
+    );
+}
+
+async fn revoking_the_credential_closes_the_session(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let sim = device(&app, &w).await;
+    let (s, _) = app
+        .post(&format!("/api/v1/lockers/{}/credential", w.locker), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        sim.wait_closed(Duration::from_secs(5)).await,
+        "the old credential's session is closed"
+    );
+    let err = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("401"));
+}
+
+async fn a_fault_during_pickup_survives_it(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = device(&app, &w).await;
+    let open = sim
+        .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    let (code, _) = app.pickup_secrets(&open.deposit_id).await;
+    let v = sim.call("Pickup", json!({"code": code})).await.unwrap();
+    let n = v["compartment"].as_i64().unwrap() as i32;
+    sim.door(n, DoorChange::Opened).await.unwrap();
+    sim.call(
+        "FaultNotification",
+        json!({"compartment": n, "kind": "sensor_mismatch"}),
+    )
+    .await
+    .unwrap();
+    sim.tamper(n, true, false);
+    assert_eq!(sim.door(n, DoorChange::Closed).await.unwrap(), "picked_up");
+    assert_eq!(parcel(&app, &open.deposit_id).await["state"], "picked_up");
+    assert_eq!(
+        app.statuses(&w.locker).await[&i64::from(n)],
+        "out_of_service",
+        "the fault stands until checked"
+    );
+    let next = sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    assert_ne!(next.compartment, n);
+}
+
+async fn one_parcel_cannot_be_deposited_twice_at_once(app: TestApp) {
+    let w = world(&app, &[(Size::S, 3)]).await;
+    pre_advise(&app, &w, "1Z999AA10000000001").await;
+    let sim = device(&app, &w).await;
+    let tn = || Identify::TrackingNumber("1Z999AA10000000001".into());
+    let first = sim.start_deposit(&w.carrier, tn(), Size::S, None).await.unwrap();
+    let e = sim.start_deposit(&w.carrier, tn(), Size::S, None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidState));
+    let s = app.statuses(&w.locker).await;
+    assert_eq!(
+        s[&i64::from(first.compartment)],
+        "reserved",
+        "the first deposit keeps its compartment"
+    );
+    assert_eq!(sim.put_parcel(first.compartment).await.unwrap(), "deposited");
+}
+
+async fn deposits_cut_short_by_a_restart_are_cancelled(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = device(&app, &w).await;
+    let open = sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    sim.disconnect().await;
+    let app = app.restart().await;
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    assert_eq!(parcel(&app, &open.deposit_id).await["state"], "cancelled");
+    assert!(app.statuses(&w.locker).await.values().all(|s| s == "free"));
+    let again = sim
+        .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    assert_eq!(again.compartment, 1);
+}
+
+db_test!(upsized_deposits_still_time_out with |s| s.deposit_timeout_secs = 1);
+
+async fn upsized_deposits_still_time_out(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1), (Size::M, 1)]).await;
+    let sim = device(&app, &w).await;
+    let open = sim
+        .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    let bigger = sim
+        .call("DoesNotFit", json!({"deposit_id": open.deposit_id}))
+        .await
+        .unwrap();
+    assert_eq!(bigger["compartment"], 2);
+    let mut state = String::new();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = parcel(&app, &open.deposit_id).await["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if state == "cancelled" {
+            break;
+        }
+    }
+    assert_eq!(state, "cancelled");
+    assert!(app.statuses(&w.locker).await.values().all(|s| s == "free"));
+}
