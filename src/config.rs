@@ -87,6 +87,12 @@ pub struct Settings {
     pub templates_dir: Option<PathBuf>,
     pub notification_max_attempts: i32,
     pub notification_retry_base_ms: u64,
+    /// Length of one "hour" for dwell windows, reminders and reservations. Real hours in
+    /// production; tests shorten it to run deadlines in milliseconds.
+    pub hour_ms: u64,
+    /// Reminders go out this many hours before the pickup deadline.
+    pub reminder_offsets_hours: Vec<u32>,
+    pub deadline_scan_ms: u64,
 }
 
 /// How to secure the SMTP connection.
@@ -159,6 +165,9 @@ impl Default for Settings {
             templates_dir: None,
             notification_max_attempts: 10,
             notification_retry_base_ms: 5_000,
+            hour_ms: 3_600_000,
+            reminder_offsets_hours: vec![24, 4],
+            deadline_scan_ms: 1_000,
         }
     }
 }
@@ -210,6 +219,10 @@ Notifications (a channel with nothing configured goes to the log transport: log 
   templates_dir               LOCKERHUB_TEMPLATES_DIR               unset: built-in templates
   notification_max_attempts   LOCKERHUB_NOTIFICATION_MAX_ATTEMPTS   10 per channel, then the next channel
   notification_retry_base_ms  LOCKERHUB_NOTIFICATION_RETRY_BASE_MS  5000
+Deadlines:
+  reminder_offsets_hours      LOCKERHUB_REMINDER_OFFSETS_HOURS      [24, 4] (hours before the deadline)
+  deadline_scan_ms            LOCKERHUB_DEADLINE_SCAN_MS            1000
+  hour_ms                     LOCKERHUB_HOUR_MS                     3600000 (the clock's hour; for tests)
 The config file is --config PATH, or LOCKERHUB_CONFIG, or ./lockerhub.toml if present.";
 
 impl Settings {
@@ -248,6 +261,9 @@ impl Settings {
         if self.notification_max_attempts < 1 || self.notification_retry_base_ms == 0 {
             return Err("notification_max_attempts and notification_retry_base_ms must be positive".into());
         }
+        if self.hour_ms == 0 || self.deadline_scan_ms == 0 {
+            return Err("hour_ms and deadline_scan_ms must be positive".into());
+        }
         if self.db_pool_size == 0 {
             return Err("db_pool_size must be positive".into());
         }
@@ -263,6 +279,11 @@ impl Settings {
             None => format!("sqlite://{}", self.data_dir.join("lockerhub.db").display()),
         };
         DatabaseUrl::parse(&raw, self.db_connect_timeout())
+    }
+
+    /// The clock deadlines are computed with.
+    pub fn clock(&self) -> crate::clock::Clock {
+        crate::clock::Clock::new(Duration::from_millis(self.hour_ms))
     }
 
     pub fn db_connect_timeout(&self) -> Duration {

@@ -1,6 +1,7 @@
 //! lockerhub: one parcel-locker network for every carrier.
 
 pub mod actors;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod db;

@@ -9,6 +9,7 @@ use super::carrier::{CarrierActor, Kick, ReloadCarrier};
 use super::locker::LockerActor;
 use super::messages::{CarrierChanged, DisconnectLocker, GetLocker, KickCarriers, ReloadLocker, Shutdown};
 use super::notifier::NotificationActor;
+use super::timeouts::TimeoutActor;
 use crate::config::Settings;
 use crate::credentials::ServerKey;
 use crate::db::Db;
@@ -29,6 +30,7 @@ pub struct Hub {
     lockers: HashMap<String, Addr<LockerActor>>,
     carriers: HashMap<String, Addr<CarrierActor>>,
     notifier: Option<Addr<NotificationActor>>,
+    timeouts: Option<Addr<TimeoutActor>>,
     /// Locker actors are spread over these threads; each actor still runs one message at a time.
     arbiters: Vec<ArbiterHandle>,
     next: usize,
@@ -42,6 +44,7 @@ impl Hub {
             lockers: HashMap::new(),
             carriers: HashMap::new(),
             notifier: None,
+            timeouts: None,
             arbiters,
             next: 0,
         }
@@ -83,6 +86,13 @@ impl Actor for Hub {
     /// Starts a delivery actor for every carrier, so webhooks still pending from before a
     /// restart go out.
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.timeouts.is_none() {
+            let arbiter = self.next_arbiter();
+            let (db, settings, hub) = (self.deps.db.clone(), self.deps.settings.clone(), ctx.address());
+            self.timeouts = Some(Supervisor::start_in_arbiter(&arbiter, move |_| {
+                TimeoutActor::new(db, settings, hub)
+            }));
+        }
         if self.notifier.is_none() {
             let arbiter = self.next_arbiter();
             let (db, settings) = (self.deps.db.clone(), self.deps.settings.clone());
@@ -184,6 +194,7 @@ impl Handler<Shutdown> for Hub {
         self.lockers.clear();
         self.carriers.clear();
         self.notifier = None;
+        self.timeouts = None;
         for a in self.arbiters.drain(..) {
             a.stop();
         }

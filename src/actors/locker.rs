@@ -569,7 +569,7 @@ impl LockerActor {
                     let key = self.deps.key.clone();
                     let s = self.deps.settings.clone();
                     self.db_op(
-                        move |c, me| deposits::complete(c, me, &key, s.pickup_code_length, s.dwell_hours, &pid, number),
+                        move |c, me| deposits::complete(c, me, &key, &s, &pid, number),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
                             act.set_slot(number, CompartmentStatus::Occupied);
@@ -1127,5 +1127,40 @@ impl Handler<Disconnect> for LockerActor {
             session.do_send(ToDevice::Revoked);
             self.booted = false;
         }
+    }
+}
+
+impl Handler<ExpireReservation> for LockerActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: ExpireReservation, _: &mut Context<Self>) -> Self::Result {
+        let due = msg.due;
+        // The driver is depositing it right now: the reservation has done its job.
+        let in_progress = self
+            .doors
+            .values()
+            .any(|d| d.parcel_id() == Some(due.parcel_id.as_str()));
+        AtomicResponse::new(Box::pin(
+            self.db_op(
+                move |c, me| -> Result<Option<i32>, AppError> {
+                    if in_progress {
+                        crate::db::deadlines::claim(c, &due.id)?;
+                        return Ok(None);
+                    }
+                    crate::db::deadlines::expire_reservation(c, me, &due)
+                },
+                |freed, act, _| {
+                    if let Some(n) = freed {
+                        act.set_slot(n, CompartmentStatus::Free);
+                    }
+                    Ok(())
+                },
+            )
+            .map(|res: Result<(), AppError>, _, _| {
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, "reservation expiry failed; it will be retried");
+                }
+            }),
+        ))
     }
 }

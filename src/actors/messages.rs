@@ -148,3 +148,10 @@ pub struct ResendCode {
 pub struct DisconnectLocker {
     pub locker_id: String,
 }
+
+/// Timeouts → locker: a pre-advice reservation's deadline came.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExpireReservation {
+    pub due: crate::db::deadlines::Due,
+}

@@ -6,3 +6,4 @@ pub mod locker;
 pub mod messages;
 pub mod notifier;
 pub mod session;
+pub mod timeouts;

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 
-use chrono::Duration;
 use diesel::prelude::*;
 use serde_json::json;
 
@@ -421,23 +420,29 @@ pub fn complete(
     conn: &mut DbConn,
     ctx: &LockerCtx,
     key: &ServerKey,
-    code_len: usize,
-    default_dwell_hours: u32,
+    settings: &crate::config::Settings,
     parcel_id: &str,
     number: i32,
 ) -> Result<(), DeviceError> {
+    let code_len = settings.pickup_code_length;
     let parcel = parcel_rows::get(conn, parcel_id)?;
     let carrier = carriers::get(conn, &parcel.carrier_id)?;
     let site = sites::get(conn, &ctx.site_id)?;
     let code = unique_code(conn, ctx, key, code_len)?;
     let qr_token = generate_token("lhq_");
     let t = now();
+    let clock = settings.clock();
     let dwell = site
         .dwell_hours
         .or(carrier.dwell_hours)
         .map(i64::from)
-        .unwrap_or(i64::from(default_dwell_hours));
-    let deadline = t + Duration::hours(dwell);
+        .unwrap_or(i64::from(settings.dwell_hours));
+    // A vacation hold starts the dwell window when the recipient is back.
+    let away_until = match &parcel.recipient_id {
+        Some(r) => super::recipients::get(conn, r)?.vacation_until.filter(|v| *v > t),
+        None => None,
+    };
+    let deadline = away_until.unwrap_or(t) + clock.hours(dwell);
     diesel::update(parcels::table.find(parcel_id))
         .set((
             parcels::state.eq(ParcelState::Deposited.as_str()),
@@ -489,6 +494,18 @@ pub fn complete(
     )?;
     outbox::cancel_deadlines(conn, parcel_id, &["reservation_expiry"])?;
     outbox::schedule_deadline(conn, parcel_id, "dwell_expiry", deadline)?;
+    // Reminders before the deadline; the last one is the "expiring soon" notice.
+    let mut offsets = settings.reminder_offsets_hours.clone();
+    offsets.sort_unstable_by(|a, b| b.cmp(a));
+    offsets.dedup();
+    let last = offsets.last().copied();
+    for off in offsets {
+        let due = deadline - clock.hours(i64::from(off));
+        if due > t {
+            let kind = if Some(off) == last { "expiring_soon" } else { "reminder" };
+            outbox::schedule_deadline(conn, parcel_id, kind, due)?;
+        }
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 pub mod admin_keys;
 pub mod carriers;
+pub mod deadlines;
 pub mod deposits;
 pub mod inbound;
 pub mod lockers;

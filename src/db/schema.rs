@@ -234,6 +234,7 @@ diesel::joinable!(parcels -> recipients (recipient_id));
 diesel::joinable!(parcel_events -> parcels (parcel_id));
 diesel::joinable!(webhook_attempts -> webhook_outbox (outbox_id));
 diesel::joinable!(faults -> lockers (locker_id));
+diesel::joinable!(deadlines -> parcels (parcel_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     admin_keys,

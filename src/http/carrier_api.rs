@@ -263,7 +263,11 @@ async fn resolve_pre_advice(
     if phone.is_none() && email.is_none() && o.recipient.recipient_id.is_none() {
         return Err(AppError::invalid("recipient needs a phone, an email or a recipient_id"));
     }
-    let reserve_until = now() + chrono::Duration::hours(i64::from(state.settings.reservation_hours));
+    let reserve_until = now()
+        + state
+            .settings
+            .clock()
+            .hours(i64::from(state.settings.reservation_hours));
     let (carrier_id, event_id) = (carrier.id.clone(), event_id.to_string());
     state
         .db

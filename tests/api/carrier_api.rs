@@ -158,7 +158,6 @@ db_test!(
     carriers_cannot_see_each_others_parcels,
     cancel_releases_and_full_locker_fails_reservation,
     failing_receiver_gets_exactly_one_success,
-    return_collection_at_the_kiosk,
     secret_rotation_keeps_both_valid,
     courier_code_identifies_the_carrier,
 );
@@ -468,6 +467,14 @@ async fn dead_letters_and_redelivery(app: TestApp) {
     );
 }
 
+db_test!(return_collection_at_the_kiosk with |s| {
+    // A 100 ms "hour": the 72-hour dwell window closes in 7.2 s.
+    s.hour_ms = 100;
+    s.dwell_hours = 20;
+    s.reminder_offsets_hours = vec![];
+    s.deadline_scan_ms = 50;
+});
+
 async fn return_collection_at_the_kiosk(app: TestApp) {
     let rx = Receiver::start(0).await;
     let ups = carrier(&app, "ups", Some(&rx.url)).await;
@@ -492,19 +499,17 @@ async fn return_collection_at_the_kiosk(app: TestApp) {
         StatusCode::NOT_FOUND,
         "not_found",
     );
-    // The dwell deadline passes (the deadline scheduler does this in production).
-    let pid = open.deposit_id.clone();
-    app.db
-        .run(move |c| {
-            use diesel::prelude::*;
-            use lockerhub::db::schema::parcels as p;
-            diesel::update(p::table.find(pid))
-                .set(p::state.eq("expired"))
-                .execute(c)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    // The dwell window (20 short hours) closes and the deadline actor expires the parcel.
+    let mut expired = false;
+    for _ in 0..200 {
+        let (_, p) = app.get(&format!("/api/v1/parcels/{}", open.deposit_id)).await;
+        if p["state"] == "expired" {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(expired);
     let (s, v) = event(&app, &ups, "r1", collect).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let code = v["collection_code"].as_str().unwrap().to_string();
@@ -533,7 +538,7 @@ async fn return_collection_at_the_kiosk(app: TestApp) {
     let (_, p) = app.get(&format!("/api/v1/parcels/{}", open.deposit_id)).await;
     assert_eq!(p["state"], "returned");
     assert_eq!(app.statuses(&w.locker).await[&i64::from(open.compartment)], "free");
-    let got = rx.wait_for(2, Duration::from_secs(10)).await;
+    let got = rx.wait_for(3, Duration::from_secs(10)).await;
     let types: Vec<String> = got
         .iter()
         .map(|(_, b)| {
@@ -543,7 +548,14 @@ async fn return_collection_at_the_kiosk(app: TestApp) {
                 .to_string()
         })
         .collect();
-    assert_eq!(types, vec!["parcel.delivered_to_locker", "parcel.returned"]);
+    assert_eq!(
+        types,
+        vec![
+            "parcel.delivered_to_locker",
+            "parcel.return_requested",
+            "parcel.returned"
+        ]
+    );
 }
 
 async fn secret_rotation_keeps_both_valid(app: TestApp) {

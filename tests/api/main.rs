@@ -2,6 +2,7 @@ mod admin_bad_input;
 mod carrier_api;
 mod carriers;
 mod cli;
+mod deadlines;
 mod device;
 mod helpers;
 mod lockers;

@@ -1,0 +1,132 @@
+//! The TimeoutActor: every deadline (reservation expiry, reminders, dwell expiry) is a row in
+//! the database and, once it is near, a `run_later` message to this actor. A periodic scan
+//! schedules what falls due within the next two scan intervals, so memory stays bounded and
+//! a restart loses nothing: the first scan fires whatever came due while the server was down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::hub::Hub;
+use super::messages::{ExpireReservation, GetLocker};
+use crate::config::Settings;
+use crate::db::deadlines::{self, Due};
+use crate::db::{now, write_transaction, Db};
+
+/// Most deadlines scheduled by one scan; the next scan picks up the rest.
+const SCAN_LIMIT: i64 = 10_000;
+
+pub struct TimeoutActor {
+    db: Db,
+    settings: Arc<Settings>,
+    hub: Addr<Hub>,
+    scheduled: HashMap<String, SpawnHandle>,
+}
+
+impl TimeoutActor {
+    pub fn new(db: Db, settings: Arc<Settings>, hub: Addr<Hub>) -> Self {
+        Self {
+            db,
+            settings,
+            hub,
+            scheduled: HashMap::new(),
+        }
+    }
+
+    fn scan(&mut self, ctx: &mut Context<Self>) {
+        let db = self.db.clone();
+        let horizon = Duration::from_millis(self.settings.deadline_scan_ms * 2);
+        let until = now() + chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::seconds(2));
+        ctx.spawn(
+            async move { db.run(move |c| Ok(deadlines::upcoming(c, until, SCAN_LIMIT)?)).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(due) => {
+                        for d in due {
+                            if act.scheduled.contains_key(&d.id) {
+                                continue;
+                            }
+                            let wait = (d.due_at - now()).to_std().unwrap_or(Duration::ZERO);
+                            let id = d.id.clone();
+                            let handle = ctx.run_later(wait, move |act, ctx| act.fire(d, ctx));
+                            act.scheduled.insert(id, handle);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot scan deadlines"),
+                }),
+        );
+    }
+
+    fn fire(&mut self, d: Due, ctx: &mut Context<Self>) {
+        let id = d.id.clone();
+        if d.kind == "reservation_expiry" {
+            // The compartment is the locker actor's to release.
+            let Some(locker_id) = d.locker_id.clone() else {
+                self.scheduled.remove(&id);
+                return;
+            };
+            let hub = self.hub.clone();
+            ctx.spawn(
+                async move {
+                    if let Ok(locker) = hub.send(GetLocker { locker_id }).await {
+                        if let Err(e) = locker.send(ExpireReservation { due: d }).await {
+                            tracing::warn!(error = %e, "reservation expiry not delivered");
+                        }
+                    }
+                }
+                .into_actor(self)
+                .map(move |_, act, _| {
+                    act.scheduled.remove(&id);
+                }),
+            );
+            return;
+        }
+        let db = self.db.clone();
+        ctx.spawn(
+            async move {
+                let kind = d.kind.clone();
+                let res = db
+                    .run(move |c| {
+                        write_transaction(c, |c| match d.kind.as_str() {
+                            "dwell_expiry" => deadlines::fire_dwell_expiry(c, &d),
+                            "reminder" | "expiring_soon" => deadlines::fire_reminder(c, &d),
+                            other => {
+                                tracing::warn!(kind = other, "unknown deadline kind; marking it fired");
+                                Ok(deadlines::claim(c, &d.id)?)
+                            }
+                        })
+                    })
+                    .await;
+                match res {
+                    Ok(fired) => tracing::debug!(kind, fired, "deadline"),
+                    // Not claimed: it is still pending and the next scan tries again.
+                    Err(e) => tracing::warn!(kind, error = %e, "deadline failed; will retry"),
+                }
+            }
+            .into_actor(self)
+            .map(move |_, act, _| {
+                act.scheduled.remove(&id);
+            }),
+        );
+    }
+}
+
+impl Actor for TimeoutActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.scheduled.clear();
+        self.scan(ctx);
+        ctx.run_interval(Duration::from_millis(self.settings.deadline_scan_ms), |act, ctx| {
+            act.scan(ctx)
+        });
+    }
+}
+
+impl Supervised for TimeoutActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("timeout actor restarting");
+    }
+}

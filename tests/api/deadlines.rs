@@ -1,0 +1,332 @@
+//! Deadlines with a shortened clock: one "hour" is 100 ms, so a 10-hour dwell window is 1 s.
+
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use lockerhub::domain::Size;
+use lockerhub::protocol::messages::{DoorChange, Identify, Pickup};
+use lockerhub::simulator::SimLocker;
+use serde_json::{json, Value};
+
+use crate::db_test;
+use crate::helpers::{Receiver, TestApp};
+
+fn fast(s: &mut lockerhub::config::Settings) {
+    s.hour_ms = 100;
+    s.dwell_hours = 10;
+    s.reminder_offsets_hours = vec![4, 2];
+    s.reservation_hours = 5;
+    s.deadline_scan_ms = 50;
+}
+
+struct World {
+    site: String,
+    locker: String,
+    carrier: String,
+    api_key: String,
+    secret: String,
+    sim: SimLocker,
+    hooks: Receiver,
+}
+
+async fn world(app: &TestApp, smalls: i32) -> World {
+    let hooks = Receiver::start(0).await;
+    let site = app.site().await;
+    let (locker, credential) = app.locker(&site, json!([{"size": "S", "count": smalls}])).await;
+    let (s, c) = app
+        .post(
+            "/api/v1/carriers",
+            json!({"code": "ups", "name": "UPS", "webhook_url": hooks.url}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let carrier = c["carrier"]["id"].as_str().unwrap().to_string();
+    let api_key = c["secrets"]["api_key"].as_str().unwrap().to_string();
+    let secret = c["secrets"]["webhook_secret"].as_str().unwrap().to_string();
+    app.recipient(&site, "Ann", "+15550102030").await;
+    let layout: Vec<(i32, Size)> = (1..=smalls).map(|n| (n, Size::S)).collect();
+    let sim = SimLocker::connect(&app.ws_base(), &locker, &credential, &layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    World {
+        site,
+        locker,
+        carrier,
+        api_key,
+        secret,
+        sim,
+        hooks,
+    }
+}
+
+async fn state_of(app: &TestApp, parcel: &str) -> String {
+    let (_, p) = app.get(&format!("/api/v1/parcels/{parcel}")).await;
+    p["state"].as_str().unwrap().to_string()
+}
+
+async fn wait_state(app: &TestApp, parcel: &str, want: &str, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let s = state_of(app, parcel).await;
+        if s == want || std::time::Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hook_types(rx: &Receiver) -> Vec<String> {
+    rx.got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_slice::<Value>(b).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+async fn kinds(app: &TestApp, parcel: &str) -> Vec<String> {
+    let (_, log) = app.get(&format!("/api/v1/parcels/{parcel}/notifications")).await;
+    log.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+db_test!(reminders_expiry_and_return with |s| super::fast(s));
+
+async fn reminders_expiry_and_return(app: TestApp) {
+    let w = world(&app, 2).await;
+    let open = w
+        .sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000001"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_state(&app, &open.deposit_id, "expired", Duration::from_secs(10)).await,
+        "expired"
+    );
+    // Let any duplicate firing show itself before counting.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut k = kinds(&app, &open.deposit_id).await;
+    k.sort();
+    assert_eq!(
+        k,
+        vec!["deposited", "expiring_soon", "reminder", "returned"],
+        "each fired once"
+    );
+    let types = hook_types(&w.hooks);
+    assert_eq!(
+        types.iter().filter(|t| *t == "parcel.return_requested").count(),
+        1,
+        "{types:?}"
+    );
+    // The carrier's driver collects it at the kiosk.
+    let key = {
+        let (_, p) = app.get(&format!("/api/v1/parcels/{}", open.deposit_id)).await;
+        p["compartment_id"].as_str().unwrap().to_string()
+    };
+    assert!(!key.is_empty());
+    assert_eq!(
+        app.statuses(&w.locker).await[&i64::from(open.compartment)],
+        "occupied",
+        "still inside until collected"
+    );
+    let _ = w.site;
+}
+
+db_test!(a_missed_deadline_fires_at_start with |s| super::fast(s));
+
+async fn a_missed_deadline_fires_at_start(app: TestApp) {
+    let w = world(&app, 1).await;
+    let open = w
+        .sim
+        .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    w.sim.disconnect().await;
+    // Down across the deadline; after the restart only the start-up scan can fire it.
+    let mut app = app;
+    app.settings.deadline_scan_ms = 60_000;
+    let app = app.restart_after(Duration::from_millis(1500)).await;
+    assert_eq!(
+        wait_state(&app, &open.deposit_id, "expired", Duration::from_secs(5)).await,
+        "expired"
+    );
+}
+
+db_test!(pickup_before_the_deadline_cancels_it with |s| super::fast(s));
+
+async fn pickup_before_the_deadline_cancels_it(app: TestApp) {
+    let w = world(&app, 1).await;
+    let open = w
+        .sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000002"),
+        )
+        .await
+        .unwrap();
+    let (code, _) = app.pickup_secrets(&open.deposit_id).await;
+    w.sim.pickup(Pickup::Code(code)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state_of(&app, &open.deposit_id).await, "picked_up");
+    assert!(!hook_types(&w.hooks).iter().any(|t| t == "parcel.return_requested"));
+    let k = kinds(&app, &open.deposit_id).await;
+    assert_eq!(k, vec!["deposited"], "no reminder after the pickup");
+}
+
+db_test!(many_parcels_with_one_deadline_all_fire with |s| super::fast(s));
+
+async fn many_parcels_with_one_deadline_all_fire(app: TestApp) {
+    let w = world(&app, 20).await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let open = w
+            .sim
+            .start_deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+            .await
+            .unwrap();
+        ids.push((open.deposit_id, open.compartment));
+    }
+    // Close all doors together so their deadlines coincide.
+    let closes = ids.iter().map(|(_, n)| {
+        let sim = w.sim.clone();
+        let n = *n;
+        async move { sim.put_parcel(n).await }
+    });
+    for r in futures_util::future::join_all(closes).await {
+        assert_eq!(r.unwrap(), "deposited");
+    }
+    for (id, _) in &ids {
+        assert_eq!(
+            wait_state(&app, id, "expired", Duration::from_secs(10)).await,
+            "expired"
+        );
+    }
+    // 40 webhooks at the carrier's default 10 per second: wait, bounded.
+    let count = || {
+        hook_types(&w.hooks)
+            .iter()
+            .filter(|t| *t == "parcel.return_requested")
+            .count()
+    };
+    let mut returns = 0;
+    for _ in 0..300 {
+        returns = count();
+        if returns >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((returns, count()), (20, 20), "every parcel's expiry fired, once");
+}
+
+db_test!(reservations_expire_and_release_the_compartment with |s| super::fast(s));
+
+async fn reservations_expire_and_release_the_compartment(app: TestApp) {
+    let w = world(&app, 1).await;
+    let body = json!({"type": "out_for_delivery", "data": {"tracking_number": "1Z999AA10000000003",
+        "locker_id": w.locker, "recipient": {"phone": "+15550102030"}, "size": "S"}})
+    .to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let resp = app
+        .client
+        .post(app.url("/carrier/v1/events"))
+        .bearer_auth(&w.api_key)
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("webhook-id", "pre-1"))
+        .insert_header(("webhook-timestamp", ts.to_string()))
+        .insert_header((
+            "webhook-signature",
+            lockerhub::signing::sign(&w.secret, "pre-1", ts, body.as_bytes()),
+        ))
+        .send_body(body)
+        .await
+        .unwrap();
+    let (s, v) = crate::helpers::read(resp).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["parcel_id"].as_str().unwrap().to_string();
+    assert_eq!(app.statuses(&w.locker).await[&1], "reserved");
+    assert_eq!(
+        wait_state(&app, &id, "expected", Duration::from_secs(5)).await,
+        "expected"
+    );
+    assert_eq!(
+        app.statuses(&w.locker).await[&1],
+        "free",
+        "the reservation released its compartment"
+    );
+    let mut seen = false;
+    for _ in 0..100 {
+        if hook_types(&w.hooks).iter().any(|t| t == "parcel.reservation_expired") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the carrier is told");
+    // The driver can still deposit it by tracking number.
+    let open = w
+        .sim
+        .deposit(
+            &w.carrier,
+            Identify::TrackingNumber("1Z999AA10000000003".into()),
+            Size::S,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.deposit_id, id);
+    let _ = (w.site, DoorChange::Opened);
+}
+
+db_test!(a_vacation_hold_extends_the_window with |s| super::fast(s));
+
+async fn a_vacation_hold_extends_the_window(app: TestApp) {
+    let w = world(&app, 2).await;
+    let back = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let (s, r) = app
+        .post(
+            "/api/v1/recipients",
+            json!({"site_id": w.site, "name": "Bo", "phone": "+15550109999", "vacation_until": back.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let away = w
+        .sim
+        .deposit(&w.carrier, Identify::Phone("5550109999".into()), Size::S, None)
+        .await
+        .unwrap();
+    let home = w
+        .sim
+        .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_state(&app, &home.deposit_id, "expired", Duration::from_secs(5)).await,
+        "expired"
+    );
+    assert_eq!(
+        state_of(&app, &away.deposit_id).await,
+        "deposited",
+        "the hold keeps it waiting"
+    );
+    let (_, p) = app.get(&format!("/api/v1/parcels/{}", away.deposit_id)).await;
+    let deadline = chrono::DateTime::parse_from_rfc3339(p["pickup_deadline"].as_str().unwrap()).unwrap();
+    assert!(deadline > back, "the window starts when the recipient is back");
+}
