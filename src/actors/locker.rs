@@ -1122,10 +1122,11 @@ pub struct Disconnect;
 impl Handler<Disconnect> for LockerActor {
     type Result = ();
 
-    fn handle(&mut self, _: Disconnect, _: &mut Context<Self>) {
-        if let Some((_, session)) = self.session.take() {
+    fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) {
+        if let Some((id, session)) = self.session.clone() {
             session.do_send(ToDevice::Revoked);
-            self.booted = false;
+            // Detach records the disconnection, as for any session that ends.
+            <Self as Handler<Detach>>::handle(self, Detach { session_id: id }, ctx);
         }
     }
 }

@@ -200,7 +200,12 @@ pub fn start(
             "a deposit of this parcel is already in progress",
         ));
     }
-    let fits = |n: i32| slots.iter().any(|s| s.number == n && s.size >= req.size) && !busy.contains(&n);
+    let fits = |n: i32| {
+        slots
+            .iter()
+            .any(|s| s.number == n && s.size >= req.size && s.status != CompartmentStatus::OutOfService)
+            && !busy.contains(&n)
+    };
     let (number, released) = match reserved_here {
         Some(n) if fits(n) => (n, None),
         other => {
@@ -221,7 +226,7 @@ pub fn start(
             })?;
             claim(conn, &ctx.locker_id, n, CompartmentStatus::Free)?;
             if let Some(old) = other {
-                set_status(conn, &ctx.locker_id, old, CompartmentStatus::Free)?;
+                settle_status(conn, &ctx.locker_id, old, CompartmentStatus::Free)?;
             }
             (n, other)
         }
@@ -344,7 +349,7 @@ pub fn upsize(
         )
     })?;
     claim(conn, &ctx.locker_id, n, CompartmentStatus::Free)?;
-    set_status(conn, &ctx.locker_id, current, CompartmentStatus::Free)?;
+    settle_status(conn, &ctx.locker_id, current, CompartmentStatus::Free)?;
     let comp_id = compartment_id(conn, &ctx.locker_id, n)?;
     diesel::update(parcels::table.find(parcel_id))
         .set((

@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-use super::deposits::{set_status, LockerCtx};
+use super::deposits::{set_status, settle_status, LockerCtx};
 use super::schema::{compartments, inbound_events, lockers as lockers_t, parcels};
 use super::{new_id, now, outbox, parcels as parcel_rows, DbConn};
 use crate::credentials::{generate_numeric_code, ServerKey};
@@ -200,7 +200,7 @@ pub fn cancel(conn: &mut DbConn, parcel_id: &str, actor: &str, reason: &str) -> 
             .find(comp)
             .select(compartments::number)
             .first(conn)?;
-        set_status(conn, locker, number, CompartmentStatus::Free)?;
+        settle_status(conn, locker, number, CompartmentStatus::Free)?;
         freed = Some(number);
     }
     let t = now();

@@ -99,7 +99,7 @@ async fn kinds(app: &TestApp, parcel: &str) -> Vec<String> {
         .collect()
 }
 
-db_test!(reminders_expiry_and_return with |s| super::fast(s));
+db_test!(reminders_expiry_and_return with super::fast);
 
 async fn reminders_expiry_and_return(app: TestApp) {
     let w = world(&app, 2).await;
@@ -146,7 +146,7 @@ async fn reminders_expiry_and_return(app: TestApp) {
     let _ = w.site;
 }
 
-db_test!(a_missed_deadline_fires_at_start with |s| super::fast(s));
+db_test!(a_missed_deadline_fires_at_start with super::fast);
 
 async fn a_missed_deadline_fires_at_start(app: TestApp) {
     let w = world(&app, 1).await;
@@ -166,7 +166,7 @@ async fn a_missed_deadline_fires_at_start(app: TestApp) {
     );
 }
 
-db_test!(pickup_before_the_deadline_cancels_it with |s| super::fast(s));
+db_test!(pickup_before_the_deadline_cancels_it with super::fast);
 
 async fn pickup_before_the_deadline_cancels_it(app: TestApp) {
     let w = world(&app, 1).await;
@@ -189,7 +189,7 @@ async fn pickup_before_the_deadline_cancels_it(app: TestApp) {
     assert_eq!(k, vec!["deposited"], "no reminder after the pickup");
 }
 
-db_test!(many_parcels_with_one_deadline_all_fire with |s| super::fast(s));
+db_test!(many_parcels_with_one_deadline_all_fire with super::fast);
 
 async fn many_parcels_with_one_deadline_all_fire(app: TestApp) {
     let w = world(&app, 20).await;
@@ -236,7 +236,7 @@ async fn many_parcels_with_one_deadline_all_fire(app: TestApp) {
     assert_eq!((returns, count()), (20, 20), "every parcel's expiry fired, once");
 }
 
-db_test!(reservations_expire_and_release_the_compartment with |s| super::fast(s));
+db_test!(reservations_expire_and_release_the_compartment with super::fast);
 
 async fn reservations_expire_and_release_the_compartment(app: TestApp) {
     let w = world(&app, 1).await;
@@ -295,7 +295,7 @@ async fn reservations_expire_and_release_the_compartment(app: TestApp) {
     let _ = (w.site, DoorChange::Opened);
 }
 
-db_test!(a_vacation_hold_extends_the_window with |s| super::fast(s));
+db_test!(a_vacation_hold_extends_the_window with super::fast);
 
 async fn a_vacation_hold_extends_the_window(app: TestApp) {
     let w = world(&app, 2).await;

@@ -863,6 +863,16 @@ async fn revoking_the_credential_closes_the_session(app: TestApp) {
         sim.wait_closed(Duration::from_secs(5)).await,
         "the old credential's session is closed"
     );
+    let mut connected = true;
+    for _ in 0..50 {
+        let (_, l) = app.get(&format!("/api/v1/lockers/{}", w.locker)).await;
+        connected = l["connected"].as_bool().unwrap();
+        if !connected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!connected, "the revoked session is recorded as disconnected");
     let err = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
         .await
         .err()
