@@ -244,6 +244,22 @@ impl LockerActor {
         }
     }
 
+    /// Records in the background whether the device is connected (shown to the manager).
+    fn record_connection(&self, connected: bool, ctx: &mut Context<Self>) {
+        let (db, id) = (self.deps.db.clone(), self.id.clone());
+        ctx.spawn(
+            async move {
+                if let Err(e) = db
+                    .run(move |c| Ok(lockers::set_connection(c, &id, connected, None)?))
+                    .await
+                {
+                    tracing::warn!(error = %e, connected, "could not record the connection state");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     fn busy(&self) -> HashSet<i32> {
         self.doors.keys().copied().collect()
     }
@@ -842,16 +858,7 @@ impl Handler<Attach> for LockerActor {
         }
         self.session = Some((msg.session_id, msg.session));
         self.booted = false;
-        let db = self.deps.db.clone();
-        let id = self.id.clone();
-        ctx.spawn(
-            async move {
-                if let Err(e) = db.run(move |c| Ok(lockers::set_connection(c, &id, true, None)?)).await {
-                    tracing::warn!(error = %e, "could not record connection");
-                }
-            }
-            .into_actor(self),
-        );
+        self.record_connection(true, ctx);
     }
 }
 
@@ -862,16 +869,7 @@ impl Handler<Detach> for LockerActor {
         if self.session.as_ref().is_some_and(|(id, _)| *id == msg.session_id) {
             self.session = None;
             self.booted = false;
-            let db = self.deps.db.clone();
-            let id = self.id.clone();
-            ctx.spawn(
-                async move {
-                    if let Err(e) = db.run(move |c| Ok(lockers::set_connection(c, &id, false, None)?)).await {
-                        tracing::warn!(error = %e, "could not record disconnection");
-                    }
-                }
-                .into_actor(self),
-            );
+            self.record_connection(false, ctx);
         }
     }
 }

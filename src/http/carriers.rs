@@ -193,13 +193,7 @@ pub async fn deliveries(
             });
         }
     }
-    let page = field(
-        PageQuery {
-            limit: q.limit,
-            after: q.after,
-        }
-        .parse(),
-    )?;
+    let page = super::page(q.limit, q.after)?;
     let id = id.into_inner();
     let found = state
         .db

@@ -8,7 +8,7 @@ use super::sites::not_found;
 use super::{field, AppState};
 use crate::actors::messages::{DisconnectLocker, GetLocker, OpenOutcome, ReloadLocker, RemoteOpen};
 use crate::db::lockers::{self, Compartment, CompartmentChanges, Locker, LockerChanges, NewCompartment, Section};
-use crate::db::page::{PageQuery, Paged};
+use crate::db::page::Paged;
 use crate::db::pickups::{self, Fault};
 use crate::db::{carriers, sites, DbConn};
 use crate::domain::inputs::Text;
@@ -185,13 +185,7 @@ pub async fn create(
 #[get("/lockers")]
 pub async fn list(_: Admin, state: web::Data<AppState>, q: web::Query<LockerQuery>) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
-    let page = field(
-        PageQuery {
-            limit: q.limit,
-            after: q.after,
-        }
-        .parse(),
-    )?;
+    let page = super::page(q.limit, q.after)?;
     let found = state
         .db
         .run(move |c| Ok(lockers::list(c, q.site_id.as_deref(), &page)?))
@@ -483,13 +477,7 @@ pub async fn list_faults(
     q: web::Query<FaultQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
-    let page = field(
-        PageQuery {
-            limit: q.limit,
-            after: q.after,
-        }
-        .parse(),
-    )?;
+    let page = super::page(q.limit, q.after)?;
     let id = id.into_inner();
     let found = state
         .db

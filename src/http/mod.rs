@@ -117,6 +117,11 @@ where
     Option::<T>::deserialize(de).map(Some)
 }
 
+/// The validated page of a list endpoint's `limit` and `after` query parameters.
+pub fn page(limit: Option<i64>, after: Option<String>) -> Result<crate::db::page::Page, AppError> {
+    field(crate::db::page::PageQuery { limit, after }.parse())
+}
+
 /// Maps a field parse error to a 422 naming the problem.
 pub fn field<T>(r: Result<T, String>) -> Result<T, AppError> {
     r.map_err(AppError::invalid)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::sites::not_found;
 use super::{field, AppState};
-use crate::db::page::{PageQuery, Paged};
+use crate::db::page::Paged;
 use crate::db::parcels::{self, Parcel, ParcelEvent, ParcelFilter};
 use crate::domain::inputs::TrackingNumber;
 use crate::domain::parcel::ParcelState;
@@ -52,13 +52,7 @@ pub async fn search(
     q: web::Query<ParcelQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
-    let page = field(
-        PageQuery {
-            limit: q.limit,
-            after: q.after,
-        }
-        .parse(),
-    )?;
+    let page = super::page(q.limit, q.after)?;
     let parcel_state = q
         .state
         .as_deref()

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::sites::not_found;
 use super::{double_option, field, AppState};
-use crate::db::page::{PageQuery, Paged};
+use crate::db::page::Paged;
 use crate::db::recipients::{self, NewRecipient, Recipient, RecipientChanges, RecipientFilter};
 use crate::db::{new_id, now, sites};
 use crate::domain::inputs::{Channel, Email, Phone, Text};
@@ -203,13 +203,7 @@ pub async fn list(
     q: web::Query<RecipientQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
-    let page = field(
-        PageQuery {
-            limit: q.limit,
-            after: q.after,
-        }
-        .parse(),
-    )?;
+    let page = super::page(q.limit, q.after)?;
     if q.q.as_ref().is_some_and(|s| s.len() > 100) {
         return Err(AppError::invalid("q must be at most 100 characters"));
     }
