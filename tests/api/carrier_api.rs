@@ -675,3 +675,41 @@ async fn pending_webhooks_survive_a_restart(app: TestApp) {
     assert_eq!(log["items"].as_array().unwrap().len(), 3);
     rx.stop().await;
 }
+
+db_test!(a_slow_carrier_does_not_delay_another);
+
+async fn a_slow_carrier_does_not_delay_another(app: TestApp) {
+    let slow_rx = Receiver::start(0).await;
+    slow_rx.delay_ms.store(3_000, std::sync::atomic::Ordering::SeqCst);
+    let fast_rx = Receiver::start(0).await;
+    let slow = carrier(&app, "slow", Some(&slow_rx.url)).await;
+    let fast = carrier(&app, "fast", Some(&fast_rx.url)).await;
+    let w = world(&app, 0).await;
+    // Many events for the slow carrier first: its deliveries pile up behind its receiver.
+    for i in 0..8 {
+        let (s, _) = event(
+            &app,
+            &slow,
+            &format!("s{i}"),
+            pre_advice(&w, &format!("1Z999AA1000000001{i}")),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    // Wait until the slow receiver holds a request: the slow carrier is now blocked on it.
+    assert!(!slow_rx.wait_for(1, Duration::from_secs(10)).await.is_empty());
+    let (s, _) = event(&app, &fast, "f0", pre_advice(&w, "1Z999AA10000000099")).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let got = fast_rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    // Causal, not timed: the fast carrier's webhook arrived while every delivery of the slow
+    // carrier was still waiting on its receiver.
+    let (_, slow_log) = app
+        .get(&format!("/api/v1/carriers/{}/deliveries?status=delivered", slow.id))
+        .await;
+    assert_eq!(
+        slow_log["items"].as_array().unwrap().len(),
+        0,
+        "the slow carrier has delivered nothing yet"
+    );
+}

@@ -979,3 +979,47 @@ async fn upsized_deposits_still_time_out(app: TestApp) {
     assert_eq!(state, "cancelled");
     assert!(app.statuses(&w.locker).await.values().all(|s| s == "free"));
 }
+
+db_test!(silent_devices_are_dropped with |s| {
+    s.device_heartbeat_secs = 1;
+    s.device_timeout_secs = 2;
+});
+
+async fn silent_devices_are_dropped(app: TestApp) {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let mut req = format!("{}/ws/v1/lockers/{}", app.ws_base(), w.locker)
+        .into_client_request()
+        .unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", w.locker, w.credential));
+    req.headers_mut()
+        .insert("Authorization", format!("Basic {basic}").parse().unwrap());
+    // Connected, then silent: this client never reads, so it never answers the server's pings.
+    let (_silent, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let connected_is = |want: bool| {
+        let app = &app;
+        let id = w.locker.clone();
+        async move {
+            for _ in 0..100 {
+                let (_, l) = app.get(&format!("/api/v1/lockers/{id}")).await;
+                if l["connected"] == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(connected_is(true).await, "the connection is recorded");
+    let mut connected = true;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, l) = app.get(&format!("/api/v1/lockers/{}", w.locker)).await;
+        connected = l["connected"].as_bool().unwrap();
+        if !connected {
+            break;
+        }
+    }
+    assert!(!connected, "the silent peer was dropped after the timeout");
+}

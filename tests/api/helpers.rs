@@ -401,6 +401,8 @@ pub struct Receiver {
     pub got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     /// Requests still to answer with 500.
     pub fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Milliseconds to wait before answering each request (a slow receiver).
+    pub delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -415,11 +417,12 @@ impl Receiver {
         use std::sync::{Arc, Mutex};
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let fail = Arc::new(AtomicUsize::new(fail_next));
-        let (g, f) = (got.clone(), fail.clone());
+        let delay = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (g, f, dl) = (got.clone(), fail.clone(), delay.clone());
         let server = HttpServer::new(move || {
-            let (g, f) = (g.clone(), f.clone());
+            let (g, f, dl) = (g.clone(), f.clone(), dl.clone());
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let (g, f) = (g.clone(), f.clone());
+                let (g, f, dl) = (g.clone(), f.clone(), dl.clone());
                 async move {
                     let headers = req
                         .headers()
@@ -427,6 +430,11 @@ impl Receiver {
                         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
                         .collect();
                     g.lock().unwrap().push((headers, body.to_vec()));
+                    // Recorded first, answered late.
+                    let wait = dl.load(Ordering::SeqCst);
+                    if wait > 0 {
+                        actix_web::rt::time::sleep(Duration::from_millis(wait)).await;
+                    }
                     let failing = f
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok();
@@ -438,7 +446,7 @@ impl Receiver {
                 }
             }))
         })
-        .workers(1)
+        .workers(2)
         .bind(("127.0.0.1", port))
         .expect("bind receiver");
         let port = server.addrs()[0].port();
@@ -449,6 +457,7 @@ impl Receiver {
             url: format!("http://127.0.0.1:{port}/hooks"),
             got,
             fail_next: fail,
+            delay_ms: delay,
             handle,
         }
     }
