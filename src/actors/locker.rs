@@ -244,10 +244,11 @@ impl LockerActor {
         }
     }
 
-    /// Records in the background whether the device is connected (shown to the manager).
+    /// Records whether the device is connected (shown to the manager). The actor waits for
+    /// the write, so a connect and the disconnect after it are stored in that order.
     fn record_connection(&self, connected: bool, ctx: &mut Context<Self>) {
         let (db, id) = (self.deps.db.clone(), self.id.clone());
-        ctx.spawn(
+        ctx.wait(
             async move {
                 if let Err(e) = db
                     .run(move |c| Ok(lockers::set_connection(c, &id, connected, None)?))
