@@ -38,7 +38,7 @@ impl Application {
             .map_err(|e| format!("database setup task failed: {e}"))??;
         tracing::info!(database = %url.display(), backend = ?url.backend(), "database ready");
         let db = Db::new(pool, url.backend());
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+        let listener = listen(&settings.host, settings.port)
             .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.host, settings.port))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let limits = Arc::new(RateLimits::new(settings.auth_failures_per_minute));
@@ -91,6 +91,23 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Accept-queue length. std's default of 128 overflows when thousands of lockers reconnect at
+/// once (each overflow costs the device a one-second SYN retransmit).
+const LISTEN_BACKLOG: i32 = 4096;
+
+fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "host resolves to no address"))?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 fn run(listener: TcpListener, state: AppState, pickup_guesses: Arc<Lockout<String>>) -> Result<Server, String> {

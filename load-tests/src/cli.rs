@@ -1,0 +1,242 @@
+//! Command line: one run (the default) and the hidden echo-server subcommand the run starts.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+/// Drives a simulated locker fleet and carrier traffic against a lockerhub server on loopback,
+/// and (with --baseline) the same load against a bare actix-web WebSocket echo server.
+#[derive(Parser, Debug)]
+#[command(name = "lockerhub-load", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The bare WebSocket echo server (actix-web + actix-web-actors) used as the floor.
+    /// Started by the run itself; listens on 127.0.0.1 only.
+    #[command(hide = true)]
+    EchoServer {
+        #[arg(long)]
+        port: u16,
+        /// Worker threads (0: one per core, as lockerhub does).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+}
+
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct RunArgs {
+    /// Simulated lockers, each a WebSocket session.
+    #[arg(long, default_value_t = 1000)]
+    pub lockers: usize,
+    /// Target deposits per second (pickups come on top, see --mix).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds of carrier traffic.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Traffic mix: `preadvised=F` is the share of deposits a carrier pre-advises with a signed
+    /// callback (the rest are walk-up deposits by phone); `pickup=F` is the share of deposited
+    /// parcels picked up during the run. `walkup=F` may be given instead of `preadvised`.
+    #[arg(long, default_value = "preadvised=0.5,pickup=0.5")]
+    pub mix: Mix,
+    /// After the traffic, drop every locker's connection and reconnect them all.
+    #[arg(long)]
+    pub storm: bool,
+    /// Source addresses for the lockers' connections: 127.0.0.2 .. 127.0.0.(K+1).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=250))]
+    pub sources: u8,
+    /// Where the JSON report and the SVG chart go.
+    #[arg(long, default_value = "load-tests/results")]
+    pub out: PathBuf,
+    /// Base name of the output files (default: smoke, or run-<UTC time>).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// CI preset: 200 lockers, 10 s at 20 deposits/s, a reconnect storm; exits non-zero on any
+    /// protocol error, lost parcel or other error.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Also run the same load against the bare echo server in this run and report ratios to it.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Seconds of echo-baseline traffic (default: the same as --duration).
+    #[arg(long)]
+    pub baseline_duration: Option<u64>,
+    /// Target an already-running server (loopback only) instead of starting one.
+    #[arg(long, requires = "admin_key")]
+    pub server_url: Option<String>,
+    /// Admin API key for --server-url.
+    #[arg(long)]
+    pub admin_key: Option<String>,
+    /// SQLite file of the --server-url server, read for pickup codes (without it, no pickups).
+    #[arg(long)]
+    pub server_db: Option<PathBuf>,
+    /// Process id of the --server-url server, for its RSS and CPU.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The lockerhub binary to start (default: `lockerhub` beside this binary).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Connections being opened at once (initial connect and storm).
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// HTTP connections to the server at most (admin API and carrier callbacks); requests
+    /// beyond them wait for a free one. Each is a file descriptor on both sides.
+    #[arg(long, default_value_t = crate::http::DEFAULT_CONNECTIONS)]
+    pub http_connections: usize,
+    /// Admin API requests in flight at once while provisioning.
+    #[arg(long, default_value_t = 32)]
+    pub provision_concurrency: usize,
+    /// Compartments per locker (all size S).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub compartments: u32,
+    /// Lockers per site (each site has one recipient).
+    #[arg(long, default_value_t = 100)]
+    pub lockers_per_site: usize,
+    /// Carriers posting pre-advice.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub carriers: u32,
+    /// Most operations in flight at once; beyond it, scheduled operations are shed and counted
+    /// (default: max(256, 4 x rate)).
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
+    /// Delay between a deposit and its pickup, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub pickup_delay_ms: u64,
+    /// Bound on the whole run, in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub time_limit: u64,
+    /// Bound on each phase (provisioning, connect, storm, verification), in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub phase_timeout: u64,
+}
+
+impl RunArgs {
+    /// Applies the --smoke preset.
+    pub fn resolved(mut self) -> Self {
+        if self.smoke {
+            self.lockers = 200;
+            self.duration = 10;
+            self.rate = 20.0;
+            self.storm = true;
+            self.time_limit = self.time_limit.min(150);
+            self.phase_timeout = self.phase_timeout.min(60);
+            if self.label.is_none() {
+                self.label = Some("smoke".into());
+            }
+        }
+        self
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+            .unwrap_or_else(|| ((self.rate * 4.0).ceil() as usize).max(256))
+            .max(1)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lockers == 0 || self.lockers > 1_000_000 {
+            return Err("--lockers must be between 1 and 1,000,000".into());
+        }
+        if !(self.rate > 0.0 && self.rate <= 100_000.0) {
+            return Err("--rate must be above 0 and at most 100,000".into());
+        }
+        if self.duration == 0 || self.duration > 3600 {
+            return Err("--duration must be between 1 and 3600 seconds".into());
+        }
+        if self.connect_concurrency == 0
+            || self.provision_concurrency == 0
+            || self.lockers_per_site == 0
+            || self.http_connections == 0
+        {
+            return Err("concurrency and --lockers-per-site must be positive".into());
+        }
+        if self.time_limit == 0 || self.phase_timeout == 0 {
+            return Err("--time-limit and --phase-timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The traffic mix.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Mix {
+    /// Share of deposits pre-advised by the carrier (the rest are walk-up deposits).
+    pub preadvised: f64,
+    /// Share of deposited parcels picked up during the run.
+    pub pickup: f64,
+}
+
+impl FromStr for Mix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut mix = Mix {
+            preadvised: 0.5,
+            pickup: 0.5,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected key=value, e.g. preadvised=0.5"))?;
+            let v = v.trim();
+            let share = match v.strip_suffix('%') {
+                Some(pct) => pct.trim().parse::<f64>().map(|p| p / 100.0),
+                None => v.parse::<f64>(),
+            }
+            .map_err(|_| format!("{part:?}: {v:?} is not a number"))?;
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!("{part:?}: a share is between 0 and 1 (or 0% and 100%)"));
+            }
+            match k.trim() {
+                "preadvised" | "pre-advised" => mix.preadvised = share,
+                "walkup" | "walk-up" => mix.preadvised = 1.0 - share,
+                "pickup" | "pickups" => mix.pickup = share,
+                other => return Err(format!("unknown mix key {other:?}: use preadvised, walkup or pickup")),
+            }
+        }
+        Ok(mix)
+    }
+}
+
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "preadvised={},pickup={}", self.preadvised, self.pickup)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mixes() {
+        assert_eq!(
+            "preadvised=0.8,pickup=25%".parse::<Mix>().unwrap(),
+            Mix {
+                preadvised: 0.8,
+                pickup: 0.25
+            }
+        );
+        assert_eq!("walkup=1".parse::<Mix>().unwrap().preadvised, 0.0);
+        assert!("pickup=2".parse::<Mix>().is_err());
+        assert!("foo=0.1".parse::<Mix>().is_err());
+        assert!("pickup".parse::<Mix>().is_err());
+    }
+
+    #[test]
+    fn smoke_preset() {
+        let cli = Cli::parse_from(["lockerhub-load", "--smoke"]);
+        let args = cli.run.resolved();
+        assert_eq!((args.lockers, args.duration, args.storm), (200, 10, true));
+        assert_eq!(args.label.as_deref(), Some("smoke"));
+        args.validate().unwrap();
+    }
+}
