@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use super::hub::LockerDeps;
 use super::messages::*;
 use crate::db::deposits::{self, LockerCtx, Prior};
+use crate::db::pickups::TakenBy;
 use crate::db::{carriers, lockers, pickups, recipients, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::CompartmentStatus;
@@ -557,29 +558,6 @@ impl LockerActor {
                 *door.opened_mut() = true;
                 done(outcome("none").unwrap_or_default())
             }
-            (Some(DoorSession::Collection { parcel_id, .. }), DoorChange::Closed) => {
-                let pid = parcel_id.clone();
-                if ev.occupied {
-                    self.db_op(
-                        move |c, me| {
-                            pickups::record(c, me, &pid, "collection_abandoned", json!({"compartment": number}))
-                        },
-                        move |_, act, ctx| {
-                            act.end_door(number, ctx);
-                            outcome("collection_abandoned")
-                        },
-                    )
-                } else {
-                    self.db_op(
-                        move |c, me| pickups::complete_return(c, me, &pid, number),
-                        move |_, act, ctx| {
-                            act.end_door(number, ctx);
-                            act.set_slot(number, CompartmentStatus::Free);
-                            outcome("returned")
-                        },
-                    )
-                }
-            }
             (Some(DoorSession::Deposit { parcel_id, prior, .. }), DoorChange::Closed) => {
                 let (pid, prior) = (parcel_id.clone(), prior.clone());
                 if ev.occupied {
@@ -606,23 +584,27 @@ impl LockerActor {
                     )
                 }
             }
-            (Some(DoorSession::Pickup { parcel_id, .. }), DoorChange::Closed) => {
-                let pid = parcel_id.clone();
+            (Some(door @ (DoorSession::Pickup { .. } | DoorSession::Collection { .. })), DoorChange::Closed) => {
+                let (by, done_as, left_as) = match door {
+                    DoorSession::Collection { .. } => (TakenBy::Carrier, "returned", "collection_abandoned"),
+                    _ => (TakenBy::Recipient, "picked_up", "pickup_abandoned"),
+                };
+                let pid = door.parcel_id().unwrap_or_default().to_string();
                 if ev.occupied {
                     self.db_op(
-                        move |c, me| pickups::record(c, me, &pid, "pickup_abandoned", json!({"compartment": number})),
+                        move |c, me| pickups::record(c, me, &pid, left_as, json!({"compartment": number})),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
-                            outcome("pickup_abandoned")
+                            outcome(left_as)
                         },
                     )
                 } else {
                     self.db_op(
-                        move |c, me| pickups::complete(c, me, &pid, number),
+                        move |c, me| pickups::taken_out(c, me, &pid, number, by),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
                             act.set_slot(number, CompartmentStatus::Free);
-                            outcome("picked_up")
+                            outcome(done_as)
                         },
                     )
                 }

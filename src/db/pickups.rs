@@ -62,43 +62,61 @@ pub fn record(
     Ok(())
 }
 
-/// The door closed on an empty compartment: the parcel is picked up and the compartment free.
-pub fn complete(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i32) -> Result<(), DeviceError> {
+/// Who took the parcel out of the locker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakenBy {
+    /// The recipient: the parcel is picked up.
+    Recipient,
+    /// The carrier's driver, collecting an expired parcel: it is returned.
+    Carrier,
+}
+
+/// The door closed on an empty compartment: the parcel has left the locker (picked up or
+/// returned), its codes are void, the compartment is free, the carrier is told, and its
+/// remaining deadlines are cancelled.
+pub fn taken_out(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    parcel_id: &str,
+    number: i32,
+    by: TakenBy,
+) -> Result<(), DeviceError> {
     let parcel = parcel_rows::get(conn, parcel_id)?;
     let from = parcel.state();
     let t = now();
-    diesel::update(parcels::table.find(parcel_id))
-        .set((
-            parcels::state.eq(ParcelState::PickedUp.as_str()),
-            parcels::picked_up_at.eq(t),
-            parcels::pickup_code_hash.eq(None::<String>),
-            parcels::qr_token_hash.eq(None::<String>),
-            parcels::collection_code_hash.eq(None::<String>),
-            parcels::updated_at.eq(t),
-        ))
-        .execute(conn)?;
+    let (to, event, webhook, at_field) = match by {
+        TakenBy::Recipient => (ParcelState::PickedUp, "picked_up", "parcel.picked_up", "picked_up_at"),
+        TakenBy::Carrier => (ParcelState::Returned, "returned", "parcel.returned", "returned_at"),
+    };
+    let clear_codes = (
+        parcels::state.eq(to.as_str()),
+        parcels::pickup_code_hash.eq(None::<String>),
+        parcels::qr_token_hash.eq(None::<String>),
+        parcels::collection_code_hash.eq(None::<String>),
+        parcels::updated_at.eq(t),
+    );
+    let row = parcels::table.find(parcel_id);
+    match by {
+        TakenBy::Recipient => diesel::update(row)
+            .set((clear_codes, parcels::picked_up_at.eq(t)))
+            .execute(conn)?,
+        TakenBy::Carrier => diesel::update(row)
+            .set((clear_codes, parcels::returned_at.eq(t)))
+            .execute(conn)?,
+    };
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
     parcel_rows::record_event(
         conn,
         parcel_id,
-        "picked_up",
-        Some((from, ParcelState::PickedUp)),
+        event,
+        Some((from, to)),
         &ctx.actor(),
         json!({"compartment": number}),
     )?;
-    outbox::enqueue_webhook(
-        conn,
-        &parcel.carrier_id,
-        Some(parcel_id),
-        "parcel.picked_up",
-        json!({
-            "parcel_id": parcel_id,
-            "tracking_number": parcel.tracking_number,
-            "locker_id": ctx.locker_id,
-            "compartment": number,
-            "picked_up_at": super::ts_string(t),
-        }),
-    )?;
+    let mut data = json!({"parcel_id": parcel_id, "tracking_number": parcel.tracking_number,
+                           "locker_id": ctx.locker_id, "compartment": number});
+    data[at_field] = json!(super::ts_string(t));
+    outbox::enqueue_webhook(conn, &parcel.carrier_id, Some(parcel_id), webhook, data)?;
     outbox::cancel_deadlines(conn, parcel_id, &[])?;
     Ok(())
 }
@@ -290,39 +308,4 @@ pub fn find_collection(
         .select(compartments::number)
         .first(conn)?;
     Ok(Some((id, number)))
-}
-
-/// The carrier's driver took the expired parcel out: it is returned and the compartment free.
-pub fn complete_return(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i32) -> Result<(), DeviceError> {
-    let parcel = parcel_rows::get(conn, parcel_id)?;
-    let t = now();
-    diesel::update(parcels::table.find(parcel_id))
-        .set((
-            parcels::state.eq(ParcelState::Returned.as_str()),
-            parcels::returned_at.eq(t),
-            parcels::pickup_code_hash.eq(None::<String>),
-            parcels::qr_token_hash.eq(None::<String>),
-            parcels::collection_code_hash.eq(None::<String>),
-            parcels::updated_at.eq(t),
-        ))
-        .execute(conn)?;
-    settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
-    parcel_rows::record_event(
-        conn,
-        parcel_id,
-        "returned",
-        Some((ParcelState::Expired, ParcelState::Returned)),
-        &ctx.actor(),
-        json!({"compartment": number}),
-    )?;
-    outbox::enqueue_webhook(
-        conn,
-        &parcel.carrier_id,
-        Some(parcel_id),
-        "parcel.returned",
-        json!({"parcel_id": parcel_id, "tracking_number": parcel.tracking_number, "locker_id": ctx.locker_id,
-               "compartment": number, "returned_at": super::ts_string(t)}),
-    )?;
-    outbox::cancel_deadlines(conn, parcel_id, &[])?;
-    Ok(())
 }

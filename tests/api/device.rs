@@ -134,6 +134,7 @@ async fn deposit_by_phone_then_pickup_by_code(app: TestApp) {
     assert_eq!(app.statuses(&w.locker).await[&3], "free");
     let hooks = app.webhooks_for(&open.deposit_id).await;
     assert_eq!(hooks.last().unwrap().0, "parcel.picked_up");
+    assert!(hooks.last().unwrap().1["data"]["picked_up_at"].is_string());
     // The code is spent.
     let err = sim.call("Pickup", json!({"code": code})).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidCode));
