@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::hub::LockerDeps;
 use super::messages::*;
+use crate::credentials::ServerKey;
 use crate::db::deposits::{self, LockerCtx, Prior};
 use crate::db::pickups::TakenBy;
 use crate::db::{carriers, lockers, pickups, recipients, DbConn};
@@ -309,14 +310,7 @@ impl LockerActor {
             DeviceRequest::ListCarriers => self.db_op(
                 |c, _| Ok(carriers::active(c)?),
                 |list, _, _| {
-                    let list: Vec<CarrierInfo> = list
-                        .into_iter()
-                        .map(|c| CarrierInfo {
-                            id: c.id,
-                            code: c.code,
-                            name: c.name,
-                        })
-                        .collect();
+                    let list: Vec<CarrierInfo> = list.into_iter().map(CarrierInfo::from).collect();
                     Ok(json!({"carriers": list}))
                 },
             ),
@@ -412,7 +406,7 @@ impl LockerActor {
         self.db_op(
             move |c, _| Ok(carriers::by_courier_code(c, &code)?),
             move |found, act, _| match found {
-                Some(c) => Ok(json!({"carrier": CarrierInfo { id: c.id, code: c.code, name: c.name }})),
+                Some(c) => Ok(json!({"carrier": CarrierInfo::from(c)})),
                 None => Err(act.wrong_code(key, "courier code")),
             },
         )
@@ -633,25 +627,52 @@ impl LockerActor {
     }
 
     fn pickup(&mut self, p: Pickup) -> ResponseActFuture<Self, Reply> {
-        let key = self.id.clone();
+        let what = match p {
+            Pickup::Code(_) => "pickup code",
+            Pickup::QrToken(_) => "QR code",
+        };
+        self.open_by_code(TakenBy::Recipient, what, move |c, me, key| {
+            pickups::find(c, me, key, &p)
+        })
+    }
+
+    fn collect_return(&mut self, code: String) -> ResponseActFuture<Self, Reply> {
+        self.open_by_code(TakenBy::Carrier, "collection code", move |c, me, key| {
+            pickups::find_collection(c, me, key, &code)
+        })
+    }
+
+    /// Opens the compartment a code unlocks: a recipient's pickup code or QR token, or a
+    /// carrier's collection code. Wrong codes count toward that kind's lockout at this locker.
+    fn open_by_code<F>(&mut self, by: TakenBy, what: &'static str, find: F) -> ResponseActFuture<Self, Reply>
+    where
+        F: FnOnce(&mut DbConn, &LockerCtx, &ServerKey) -> Result<Option<(String, i32)>, DeviceError> + Send + 'static,
+    {
+        let key = match by {
+            TakenBy::Recipient => self.id.clone(),
+            TakenBy::Carrier => format!("collect:{}", self.id),
+        };
         if let Some(e) = self.locked_out(&key) {
             return fail(e);
         }
         let server_key = self.deps.key.clone();
         let busy = self.busy();
-        let what = match p {
-            Pickup::Code(_) => "pickup code",
-            Pickup::QrToken(_) => "QR code",
-        };
         self.db_op(
             move |c, me| {
-                let Some((pid, number)) = pickups::find(c, me, &server_key, &p)? else {
+                let Some((pid, number)) = find(c, me, &server_key)? else {
                     return Ok(None);
                 };
                 if busy.contains(&number) {
                     return Err(refuse(ErrorCode::InvalidState, "this compartment is already open"));
                 }
-                pickups::record(c, me, &pid, "pickup_opened", json!({"compartment": number, "by": what}))?;
+                match by {
+                    TakenBy::Recipient => {
+                        pickups::record(c, me, &pid, "pickup_opened", json!({"compartment": number, "by": what}))?
+                    }
+                    TakenBy::Carrier => {
+                        pickups::record(c, me, &pid, "collection_opened", json!({"compartment": number}))?
+                    }
+                }
                 Ok(Some((pid, number)))
             },
             move |found, act, ctx| {
@@ -659,53 +680,20 @@ impl LockerActor {
                     return Err(act.wrong_code(key, what));
                 };
                 let timer = act.door_timer(number, parcel_id.clone(), ctx);
-                act.doors.insert(
-                    number,
-                    DoorSession::Pickup {
-                        parcel_id: parcel_id.clone(),
-                        opened: false,
+                let (pid, opened) = (parcel_id.clone(), false);
+                let session = match by {
+                    TakenBy::Recipient => DoorSession::Pickup {
+                        parcel_id: pid,
+                        opened,
                         timer,
                     },
-                );
-                Ok(json!(PickupOpen {
-                    compartment: number,
-                    parcel_id
-                }))
-            },
-        )
-    }
-
-    fn collect_return(&mut self, code: String) -> ResponseActFuture<Self, Reply> {
-        let key = format!("collect:{}", self.id);
-        if let Some(e) = self.locked_out(&key) {
-            return fail(e);
-        }
-        let server_key = self.deps.key.clone();
-        let busy = self.busy();
-        self.db_op(
-            move |c, me| {
-                let Some((pid, number)) = pickups::find_collection(c, me, &server_key, &code)? else {
-                    return Ok(None);
-                };
-                if busy.contains(&number) {
-                    return Err(refuse(ErrorCode::InvalidState, "this compartment is already open"));
-                }
-                pickups::record(c, me, &pid, "collection_opened", json!({"compartment": number}))?;
-                Ok(Some((pid, number)))
-            },
-            move |found, act, ctx| {
-                let Some((parcel_id, number)) = found else {
-                    return Err(act.wrong_code(key, "collection code"));
-                };
-                let timer = act.door_timer(number, parcel_id.clone(), ctx);
-                act.doors.insert(
-                    number,
-                    DoorSession::Collection {
-                        parcel_id: parcel_id.clone(),
-                        opened: false,
+                    TakenBy::Carrier => DoorSession::Collection {
+                        parcel_id: pid,
+                        opened,
                         timer,
                     },
-                );
+                };
+                act.doors.insert(number, session);
                 Ok(json!(PickupOpen {
                     compartment: number,
                     parcel_id
@@ -1144,5 +1132,15 @@ impl Handler<ExpireReservation> for LockerActor {
                 }
             }),
         ))
+    }
+}
+
+impl From<crate::db::carriers::Carrier> for CarrierInfo {
+    fn from(c: crate::db::carriers::Carrier) -> Self {
+        CarrierInfo {
+            id: c.id,
+            code: c.code,
+            name: c.name,
+        }
     }
 }
