@@ -1,25 +1,40 @@
-//! The clock deadlines are measured with. Production hours are real hours; tests shorten the
+//! The clock the server reads the time from. Production hours are real hours; tests shorten the
 //! hour so dwell windows, reminders and reservation expiries run in milliseconds, through
-//! exactly the same code.
+//! exactly the same code, and tests can move the clock forward instead of sleeping.
+//!
+//! One clock belongs to one running application (`AppState::clock`, `LockerDeps::clock`): tests
+//! run many applications in one process, so the offset is never global.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Clock {
     hour: Duration,
+    /// Milliseconds added to the wall clock: zero in production, moved forward by tests.
+    offset_ms: Arc<AtomicI64>,
 }
 
 impl Clock {
     pub fn new(hour: Duration) -> Self {
         Self {
             hour: hour.max(Duration::from_millis(1)),
+            offset_ms: Arc::new(AtomicI64::new(0)),
         }
     }
 
+    /// The current time as the naive UTC timestamp both backends store.
     pub fn now(&self) -> NaiveDateTime {
-        crate::db::now()
+        chrono::Utc::now().naive_utc() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every copy of it) forward. For tests: time never goes back.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 4);
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
     /// `n` of this clock's hours.
@@ -42,5 +57,16 @@ mod tests {
             Clock::new(Duration::from_millis(10)).hours(24),
             chrono::Duration::milliseconds(240)
         );
+    }
+
+    #[test]
+    fn advancing_moves_every_copy() {
+        let c = Clock::new(Duration::from_secs(3600));
+        let copy = c.clone();
+        let before = copy.now();
+        c.advance(Duration::from_secs(600));
+        let moved = copy.now() - before;
+        assert!(moved >= chrono::Duration::seconds(600), "{moved}");
+        assert!(moved < chrono::Duration::seconds(660), "{moved}");
     }
 }

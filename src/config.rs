@@ -281,7 +281,8 @@ impl Settings {
         DatabaseUrl::parse(&raw, self.db_connect_timeout())
     }
 
-    /// The clock deadlines are computed with.
+    /// A new clock with this configuration's hour. A running application has one, shared by
+    /// everything in it (`AppState::clock`); use that one to read the time.
     pub fn clock(&self) -> crate::clock::Clock {
         crate::clock::Clock::new(Duration::from_millis(self.hour_ms))
     }

@@ -42,6 +42,7 @@ impl Application {
             .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.host, settings.port))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let limits = Arc::new(RateLimits::new(settings.auth_failures_per_minute));
+        let clock = settings.clock();
         let settings = Arc::new(settings);
         let pickup_guesses = Arc::new(Lockout::new(
             settings.pickup_attempts,
@@ -52,6 +53,7 @@ impl Application {
             db: db.clone(),
             key: key.clone(),
             settings: settings.clone(),
+            clock: clock.clone(),
             pickup_guesses: pickup_guesses.clone(),
         };
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -59,6 +61,7 @@ impl Application {
         let state = AppState {
             db,
             settings,
+            clock,
             key,
             limits,
             hub,

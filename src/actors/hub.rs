@@ -21,6 +21,8 @@ pub struct LockerDeps {
     pub db: Db,
     pub key: ServerKey,
     pub settings: Arc<Settings>,
+    /// The application's clock (tests move it forward).
+    pub clock: crate::clock::Clock,
     /// Wrong pickup codes, per locker.
     pub pickup_guesses: Arc<Lockout<String>>,
 }

@@ -29,6 +29,8 @@ use crate::ratelimit::RateLimits;
 pub struct AppState {
     pub db: Db,
     pub settings: Arc<Settings>,
+    /// The application's clock (tests move it forward).
+    pub clock: crate::clock::Clock,
     pub key: ServerKey,
     pub limits: Arc<RateLimits>,
     pub hub: actix::Addr<Hub>,

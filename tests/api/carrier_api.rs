@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::db_test;
-use crate::helpers::{assert_error, free_port, header, read, Receiver, TestApp};
+use crate::helpers::{assert_error, eventually, free_port, header, read, Receiver, TestApp};
 
 /// What a carrier's system holds: its API key and signing secret.
 #[derive(Clone)]
@@ -136,14 +136,11 @@ fn pre_advice(w: &World, tracking: &str) -> Value {
 /// moment before the server records the answer).
 async fn delivered_log(app: &TestApp, carrier_id: &str, n: usize) -> Value {
     let path = format!("/api/v1/carriers/{carrier_id}/deliveries?status=delivered");
-    for _ in 0..100 {
+    eventually(Duration::from_secs(10), "deliveries recorded as delivered", || async {
         let (_, log) = app.get(&path).await;
-        if log["items"].as_array().unwrap().len() >= n {
-            return log;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{n} deliveries were not recorded as delivered");
+        (log["items"].as_array().unwrap().len() >= n).then_some(log)
+    })
+    .await
 }
 
 async fn parcel_count(app: &TestApp) -> usize {

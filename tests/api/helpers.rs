@@ -50,6 +50,9 @@ pub struct TestApp {
     pub db: Db,
     pub client: awc::Client,
     pub settings: Settings,
+    /// The application's clock: `advance` it instead of sleeping.
+    #[allow(dead_code)] // not every suite moves time
+    pub clock: lockerhub::clock::Clock,
     /// The SMTP server this app sends mail to.
     pub smtp: crate::smtp::SmtpServer,
     handle: actix_web::dev::ServerHandle,
@@ -156,6 +159,7 @@ impl TestApp {
         let app = Application::build(settings.clone()).await.expect("app builds");
         let port = app.port();
         let db = app.state().db.clone();
+        let clock = app.state().clock.clone();
         let handle = app.handle();
         let hub = app.state().hub.clone();
         actix_web::rt::spawn(app.run_until_stopped());
@@ -170,6 +174,7 @@ impl TestApp {
             db,
             client,
             settings,
+            clock,
             smtp,
             handle,
             hub,
@@ -476,6 +481,26 @@ impl Receiver {
             }
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Waits until `check` yields a value, polling every 20 ms, for at most `within`; panics with
+/// `what` if it never does. For what is truly asynchronous (a webhook arriving, a socket
+/// closing): the deadline bounds a failure, it is never what a test waits for.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("not within {within:?}: {what}");
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
