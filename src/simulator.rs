@@ -373,7 +373,8 @@ impl SimLocker {
                 json!(DoorEvent {
                     compartment: number,
                     door: change,
-                    occupied
+                    // As docs/protocol.md §7.9 shows it: the sensor reading goes with `closed` only.
+                    occupied: (change == DoorChange::Closed).then_some(occupied),
                 }),
             )
             .await?;

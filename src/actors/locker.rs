@@ -17,6 +17,7 @@ use crate::db::deposits::{self, LockerCtx, Prior};
 use crate::db::pickups::TakenBy;
 use crate::db::{carriers, lockers, pickups, recipients, DbConn};
 use crate::domain::allocation::Slot;
+use crate::domain::kiosk::{Kiosk, KioskRefusal};
 use crate::domain::CompartmentStatus;
 use crate::error::{AppError, DeviceError};
 use crate::protocol::messages::*;
@@ -121,6 +122,8 @@ pub struct LockerActor {
     /// Whether stale deposits from before a server restart were cleaned up.
     recovered: bool,
     next_call: u64,
+    /// The kiosk's current interaction: which carrier a courier code bound deposits to.
+    kiosk: Kiosk,
 }
 
 type Reply = Result<Value, DeviceError>;
@@ -196,6 +199,7 @@ impl LockerActor {
             pending: HashMap::new(),
             recovered: false,
             next_call: 0,
+            kiosk: Kiosk::default(),
         }
     }
 
@@ -304,6 +308,12 @@ impl LockerActor {
         if !self.booted && !matches!(req, DeviceRequest::BootNotification(_)) {
             return fail(refuse(ErrorCode::ProtocolError, "send BootNotification first"));
         }
+        if !matches!(req, DeviceRequest::BootNotification(_) | DeviceRequest::Heartbeat) {
+            // Anything the kiosk does keeps its interaction alive; silence past the timeout
+            // (on the app clock) ends it before this call is judged.
+            let timeout = chrono::Duration::seconds(self.deps.settings.kiosk_interaction_timeout_secs as i64);
+            self.kiosk.activity(self.deps.clock.now(), timeout);
+        }
         match req {
             DeviceRequest::BootNotification(b) => self.boot(b),
             DeviceRequest::Heartbeat => done(json!({"server_time": crate::db::ts_string(crate::db::now())})),
@@ -315,6 +325,7 @@ impl LockerActor {
                 },
             ),
             DeviceRequest::IdentifyCourier { courier_code } => self.identify_courier(courier_code),
+            DeviceRequest::EndInteraction => done(json!({"ended": self.kiosk.end()})),
             DeviceRequest::SearchDirectory { query } => self.search_directory(query),
             DeviceRequest::StartDeposit(s) => self.start_deposit(s),
             DeviceRequest::DoesNotFit(r) => self.does_not_fit(r.deposit_id),
@@ -331,9 +342,12 @@ impl LockerActor {
         let config = BootConfig {
             pickup_code_length: settings.pickup_code_length,
             deposit_timeout_secs: settings.deposit_timeout_secs,
+            kiosk_interaction_timeout_secs: settings.kiosk_interaction_timeout_secs,
         };
         let major = |v: &str| v.split('.').next().unwrap_or_default().to_string();
-        if major(&b.protocol_version) != major(PROTOCOL_VERSION) || b.compartments.len() > 2000 {
+        if major(&b.protocol_version) != major(PROTOCOL_VERSION)
+            || b.compartments.len() > crate::domain::MAX_COMPARTMENTS as usize
+        {
             let resp = BootResponse {
                 status: "Rejected".into(),
                 server_time: crate::db::ts_string(crate::db::now()),
@@ -406,7 +420,11 @@ impl LockerActor {
         self.db_op(
             move |c, _| Ok(carriers::by_courier_code(c, &code)?),
             move |found, act, _| match found {
-                Some(c) => Ok(json!({"carrier": CarrierInfo::from(c)})),
+                Some(c) => {
+                    // The deposits that follow in this interaction are this carrier's.
+                    act.kiosk.identify(&c.id, act.deps.clock.now());
+                    Ok(json!({"carrier": CarrierInfo::from(c)}))
+                }
                 None => Err(act.wrong_code(key, "courier code")),
             },
         )
@@ -434,6 +452,16 @@ impl LockerActor {
     }
 
     fn start_deposit(&mut self, req: StartDeposit) -> ResponseActFuture<Self, Reply> {
+        if let Err(KioskRefusal::OtherCarrier { bound_carrier_id }) = self.kiosk.check_deposit(&req.carrier_id) {
+            return fail(DeviceError::Refused(
+                FrameError::new(
+                    ErrorCode::InvalidState,
+                    "this kiosk interaction is bound to the carrier of the courier code entered; \
+                     deposit for that carrier, or send EndInteraction first",
+                )
+                .with_details(json!({"bound_carrier_id": bound_carrier_id})),
+            ));
+        }
         let slots = self.slots.clone();
         let busy = self.busy();
         self.db_op(
@@ -547,6 +575,20 @@ impl LockerActor {
             return fail(refuse(ErrorCode::NotFound, format!("no compartment {number}")));
         }
         let outcome = |o: &str| Ok(json!(DoorEventResponse { outcome: o.to_string() }));
+        // What closing the door means depends on the sensor only while a parcel moves.
+        let moves_parcel = self.doors.get(&number).is_some_and(|d| d.parcel_id().is_some());
+        let occupied = match (ev.door, ev.occupied) {
+            (DoorChange::Closed, None) if moves_parcel => {
+                return fail(refuse(
+                    ErrorCode::ProtocolError,
+                    format!(
+                        "occupied is required on a closed DoorEvent while a deposit, pickup or collection \
+                         is in progress on compartment {number}"
+                    ),
+                ));
+            }
+            (_, occupied) => occupied.unwrap_or(false),
+        };
         match (self.doors.get_mut(&number), ev.door) {
             (Some(door), DoorChange::Opened) => {
                 *door.opened_mut() = true;
@@ -554,7 +596,7 @@ impl LockerActor {
             }
             (Some(DoorSession::Deposit { parcel_id, prior, .. }), DoorChange::Closed) => {
                 let (pid, prior) = (parcel_id.clone(), prior.clone());
-                if ev.occupied {
+                if occupied {
                     let key = self.deps.key.clone();
                     let s = self.deps.settings.clone();
                     self.db_op(
@@ -584,7 +626,7 @@ impl LockerActor {
                     _ => (TakenBy::Recipient, "picked_up", "pickup_abandoned"),
                 };
                 let pid = door.parcel_id().unwrap_or_default().to_string();
-                if ev.occupied {
+                if occupied {
                     self.db_op(
                         move |c, me| pickups::record(c, me, &pid, left_as, json!({"compartment": number})),
                         move |_, act, ctx| {

@@ -9,7 +9,7 @@ use actix_web_actors::ws;
 use super::locker::LockerActor;
 use super::messages::{Attach, Detach, DeviceAnswer, DeviceCall, ToDevice};
 use crate::protocol::messages::DeviceRequest;
-use crate::protocol::{ErrorCode, Frame, FrameError};
+use crate::protocol::{frame_limit, ErrorCode, Frame, FrameError};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -46,6 +46,22 @@ impl LockerSession {
 
     /// Deserialize, dispatch, serialize: a malformed frame gets an error frame, never a hang-up.
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if !frame_limit::within_limit(text) {
+            // As for a frame the WebSocket layer refuses: the stream cannot be trusted to be
+            // the device's protocol, so the connection ends (close 1002), not the server.
+            tracing::warn!(locker = %self.locker_id, bytes = text.len(), "oversize frame; closing");
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Protocol,
+                description: Some(format!(
+                    "frame of {} bytes exceeds {} bytes ({} for BootNotification)",
+                    text.len(),
+                    frame_limit::MAX_FRAME_BYTES,
+                    frame_limit::MAX_BOOT_FRAME_BYTES
+                )),
+            }));
+            ctx.stop();
+            return;
+        }
         let frame = match Frame::parse(text) {
             Ok(f) => f,
             Err(error_frame) => {

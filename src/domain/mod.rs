@@ -2,9 +2,15 @@
 
 pub mod allocation;
 pub mod inputs;
+pub mod kiosk;
 pub mod parcel;
 
 use serde::{Deserialize, Serialize};
+
+/// Most compartments one locker bank may have: the admin API refuses larger layouts, a boot
+/// reporting more is `Rejected`, and the boot frame limit (`protocol::MAX_BOOT_FRAME_BYTES`)
+/// is sized so that a locker of this size can boot.
+pub const MAX_COMPARTMENTS: i32 = 1000;
 
 /// Compartment size class. Ordered: a parcel fits any compartment of its size or larger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]

@@ -12,7 +12,7 @@ use crate::actors::messages::GetLocker;
 use crate::actors::session::LockerSession;
 use crate::db::lockers;
 use crate::error::AppError;
-use crate::protocol::MAX_FRAME_BYTES;
+use crate::protocol::MAX_BOOT_FRAME_BYTES;
 
 /// The credential from `Authorization: Bearer <credential>` or `Basic base64(<locker id>:<credential>)`.
 fn device_credential(req: &HttpRequest, locker_id: &str) -> Option<String> {
@@ -68,8 +68,10 @@ pub async fn connect(
         Duration::from_secs(s.device_heartbeat_secs),
         Duration::from_secs(s.device_timeout_secs),
     );
+    // The WebSocket layer refuses, from the frame header, anything beyond the largest frame of
+    // any kind (a boot); the session holds every other action to 16 KiB (protocol::frame_limit).
     ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(MAX_FRAME_BYTES)
+        .frame_size(MAX_BOOT_FRAME_BYTES)
         .protocols(&["lockerhub.v1"])
         .start()
         .map_err(|e| AppError::bad_request(format!("WebSocket handshake failed: {e}")))

@@ -31,8 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(open_compartment);
 }
 
-/// Most compartments one locker bank may have.
-pub const MAX_COMPARTMENTS: i32 = 1000;
+use crate::domain::MAX_COMPARTMENTS;
 
 /// A run of same-size compartments, e.g. `{"size": "S", "count": 10}`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

@@ -32,6 +32,9 @@ pub struct BootNotification {
 pub struct BootConfig {
     pub pickup_code_length: usize,
     pub deposit_timeout_secs: u64,
+    /// Silence after which a kiosk interaction bound by a courier code ends (1.0.1).
+    #[serde(default)]
+    pub kiosk_interaction_timeout_secs: u64,
 }
 
 /// A discrepancy found when reconciling the boot snapshot with the database.
@@ -112,7 +115,12 @@ pub enum DoorChange {
 pub struct DoorEvent {
     pub compartment: i32,
     pub door: DoorChange,
-    pub occupied: bool,
+    /// What the sensor reads once the door has closed. Optional on the wire, as the protocol
+    /// document has always shown it: meaningless for `opened`, and required for `closed` only
+    /// when a deposit, pickup or collection is in progress on the compartment (the locker
+    /// actor decides that, since only it knows the door sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occupied: Option<bool>,
 }
 
 /// What a door event completed, if anything.
@@ -167,6 +175,8 @@ pub enum DeviceRequest {
     IdentifyCourier {
         courier_code: String,
     },
+    /// The kiosk interaction is over: deposits are no longer bound to a courier's carrier.
+    EndInteraction,
     SearchDirectory {
         query: String,
     },
@@ -208,6 +218,7 @@ impl DeviceRequest {
             "BootNotification" => Self::BootNotification(payload(action, v)?),
             "Heartbeat" => Self::Heartbeat,
             "ListCarriers" => Self::ListCarriers,
+            "EndInteraction" => Self::EndInteraction,
             "IdentifyCourier" => Self::IdentifyCourier {
                 courier_code: payload::<CourierCode>(action, v)?.courier_code,
             },
@@ -238,6 +249,7 @@ impl DeviceRequest {
             Self::Heartbeat => "Heartbeat",
             Self::ListCarriers => "ListCarriers",
             Self::IdentifyCourier { .. } => "IdentifyCourier",
+            Self::EndInteraction => "EndInteraction",
             Self::SearchDirectory { .. } => "SearchDirectory",
             Self::StartDeposit(_) => "StartDeposit",
             Self::DoesNotFit(_) => "DoesNotFit",

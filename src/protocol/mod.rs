@@ -3,12 +3,11 @@
 //! Frames follow OCPP-J: a call, its result or its error, matched by message id.
 
 pub mod frame;
+pub mod frame_limit;
 pub mod messages;
 
 pub use frame::{ErrorCode, Frame, FrameError};
+pub use frame_limit::{MAX_BOOT_FRAME_BYTES, MAX_FRAME_BYTES};
 
 /// The protocol version this server speaks. A device with another major version is rejected.
 pub const PROTOCOL_VERSION: &str = "1.0";
-
-/// Largest text frame a device may send.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024;

@@ -4,6 +4,7 @@ mod carriers;
 mod cli;
 mod deadlines;
 mod device;
+mod device_corrections;
 mod helpers;
 mod lockers;
 mod notifications;
