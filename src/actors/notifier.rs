@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::carrier::backoff;
 use crate::config::Settings;
-use crate::db::notifications::{self, Context as MsgContext, Notification};
+use crate::db::notifications::{self, AttemptOutcome, Context as MsgContext, Notification};
 use crate::db::{now, Db};
 use crate::domain::inputs::Channel;
 use crate::notify::channels::{self, Email, Rendered, SendError};
@@ -34,10 +34,38 @@ pub struct NotificationActor {
 
 /// What one attempt ended in.
 enum Outcome {
-    Sent { channel: String, record: Value },
-    Retry { channel: String, error: String },
-    Switch { channel: String, error: String },
-    Dead(String),
+    Sent {
+        channel: String,
+        record: Value,
+    },
+    Retry {
+        channel: String,
+        error: String,
+    },
+    /// `from` failed for good; `channel` is tried next.
+    Switch {
+        from: String,
+        channel: String,
+        error: String,
+    },
+    /// Given up; `channel` is the one that failed, if one could be tried.
+    Dead {
+        channel: Option<String>,
+        error: String,
+    },
+}
+
+impl Outcome {
+    /// The attempt as the notification log records it: every attempt, with its channel and
+    /// error, whatever the outbox row says afterwards.
+    fn attempt(&self) -> (Option<&str>, AttemptOutcome, Option<&str>) {
+        match self {
+            Outcome::Sent { channel, .. } => (Some(channel), AttemptOutcome::Sent, None),
+            Outcome::Retry { channel, error } => (Some(channel), AttemptOutcome::TransientFailure, Some(error)),
+            Outcome::Switch { from, error, .. } => (Some(from), AttemptOutcome::PermanentFailure, Some(error)),
+            Outcome::Dead { channel, error } => (channel.as_deref(), AttemptOutcome::PermanentFailure, Some(error)),
+        }
+    }
 }
 
 impl NotificationActor {
@@ -118,7 +146,9 @@ impl NotificationActor {
             let (nid, attempts, max) = (n.id.clone(), n.attempts + 1, settings.notification_max_attempts);
             let base = Duration::from_millis(settings.notification_retry_base_ms);
             let saved = db
-                .run(move |c| {
+                .transaction(move |c| {
+                    let (channel, kind, error) = outcome.attempt();
+                    notifications::record_attempt(c, &nid, channel, kind, error)?;
                     match outcome {
                         Outcome::Sent { channel, record } => notifications::mark_sent(c, &nid, &channel, record)?,
                         Outcome::Retry { channel, error } if attempts < max => {
@@ -132,8 +162,10 @@ impl NotificationActor {
                             Some(next) => notifications::switch_channel(c, &nid, &next, &error)?,
                             None => notifications::mark_dead(c, &nid, &error)?,
                         },
-                        Outcome::Switch { channel, error } => notifications::switch_channel(c, &nid, &channel, &error)?,
-                        Outcome::Dead(error) => notifications::mark_dead(c, &nid, &error)?,
+                        Outcome::Switch { channel, error, .. } => {
+                            notifications::switch_channel(c, &nid, &channel, &error)?
+                        }
+                        Outcome::Dead { error, .. } => notifications::mark_dead(c, &nid, &error)?,
                     }
                     Ok(())
                 })
@@ -219,19 +251,32 @@ async fn attempt(
     http: &awc::Client,
 ) -> Outcome {
     let Some(r) = &mc.recipient else {
-        return Outcome::Dead("the parcel has no recipient".into());
+        return Outcome::Dead {
+            channel: None,
+            error: "the parcel has no recipient".into(),
+        };
     };
     let channels = preferred(mc);
     let channel = match n.channel.as_deref().and_then(Channel::parse) {
         Some(c) => c,
         None => match channels.first() {
             Some(c) => *c,
-            None => return Outcome::Dead("the recipient has no contact details".into()),
+            None => {
+                return Outcome::Dead {
+                    channel: None,
+                    error: "the recipient has no contact details".into(),
+                }
+            }
         },
     };
     let rendered = match render(n, mc, s, t) {
         Ok(m) => m,
-        Err(e) => return Outcome::Dead(format!("template: {e}")),
+        Err(e) => {
+            return Outcome::Dead {
+                channel: Some(channel.as_str().to_string()),
+                error: format!("template: {e}"),
+            }
+        }
     };
     let record = |via: &str| {
         let mut p: Value = serde_json::from_str(&n.payload).unwrap_or(json!({}));
@@ -281,8 +326,12 @@ async fn attempt(
                 Some(next) => Outcome::Switch {
                     channel: next.as_str().to_string(),
                     error: format!("{ch}: {e}"),
+                    from: ch,
                 },
-                None => Outcome::Dead(format!("{ch}: {e}")),
+                None => Outcome::Dead {
+                    error: format!("{ch}: {e}"),
+                    channel: Some(ch),
+                },
             }
         }
     }

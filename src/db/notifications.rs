@@ -4,7 +4,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::schema::{carriers, lockers, notification_outbox as n, parcels, recipients, sites};
+use super::schema::{
+    carriers, lockers, notification_attempts as a, notification_outbox as n, parcels, recipients, sites,
+};
 use super::{now, DbConn};
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
@@ -46,13 +48,17 @@ fn as_json<S: serde::Serializer>(s: &str, ser: S) -> Result<S::Ok, S::Error> {
 /// Replaces secrets in a payload: the code and QR token fields, and every place their values
 /// appear (such as the rendered message). What remains is safe to keep and show.
 pub fn redact(v: &mut Value) {
-    let secrets: Vec<String> = ["pickup_code", "qr_token"]
+    let secrets = secrets_of(v);
+    scrub(v, &secrets);
+}
+
+fn secrets_of(v: &Value) -> Vec<String> {
+    ["pickup_code", "qr_token"]
         .iter()
         .filter_map(|k| v.get(*k).and_then(Value::as_str))
         .filter(|s| !s.is_empty() && *s != "[redacted]")
         .map(str::to_string)
-        .collect();
-    scrub(v, &secrets);
+        .collect()
 }
 
 fn scrub(v: &mut Value, secrets: &[String]) {
@@ -221,12 +227,113 @@ pub fn supersede(conn: &mut DbConn, parcel_id: &str, kind: &str) -> QueryResult<
     Ok(ids.len())
 }
 
+/// One delivery attempt, as the notification log shows it.
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
+#[diesel(table_name = a)]
+pub struct Attempt {
+    #[serde(skip)]
+    pub notification_id: String,
+    /// The channel tried: `email`, `sms` or `push`; null when none could be (no recipient, no
+    /// contact details, a broken template).
+    pub channel: Option<String>,
+    /// `sent`; `transient_failure` (retried on the same channel); or `permanent_failure` (the
+    /// next channel in the recipient's preferences is tried, or the notification is dead).
+    pub outcome: String,
+    /// What the transport answered, for a failure.
+    pub error: Option<String>,
+    #[serde(serialize_with = "super::ts::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub attempted_at: NaiveDateTime,
+}
+
+/// How an attempt ended, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Sent,
+    TransientFailure,
+    PermanentFailure,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::TransientFailure => "transient_failure",
+            Self::PermanentFailure => "permanent_failure",
+        }
+    }
+}
+
+/// Appends an attempt to the notification's log; written with the outcome it led to.
+pub fn record_attempt(
+    conn: &mut DbConn,
+    id: &str,
+    channel: Option<&str>,
+    outcome: AttemptOutcome,
+    error: Option<&str>,
+) -> QueryResult<()> {
+    // A gateway may echo the message, code included, in its error: the log keeps no secrets.
+    let payload: String = n::table.find(id).select(n::payload).first(conn)?;
+    let secrets = secrets_of(&serde_json::from_str(&payload).unwrap_or(Value::Null));
+    let error = error.map(|e| {
+        let mut v = Value::String(e.to_string());
+        scrub(&mut v, &secrets);
+        v.as_str().unwrap_or_default().to_string()
+    });
+    diesel::insert_into(a::table)
+        .values((
+            a::id.eq(super::new_id()),
+            a::notification_id.eq(id),
+            a::channel.eq(channel.filter(|c| !c.is_empty())),
+            a::outcome.eq(outcome.as_str()),
+            a::error.eq(error),
+            a::attempted_at.eq(now()),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// A notification with every attempt to deliver it, oldest first.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct LogEntry {
+    #[serde(flatten)]
+    pub notification: Notification,
+    /// Every delivery attempt, on every channel, oldest first: an email that bounced before the
+    /// SMS fallback succeeded shows here with its error, although `channel` and `last_error`
+    /// describe only the latest attempt.
+    pub attempt_log: Vec<Attempt>,
+}
+
 pub fn of_parcel(conn: &mut DbConn, parcel_id: &str) -> QueryResult<Vec<Notification>> {
     n::table
         .filter(n::parcel_id.eq(parcel_id))
         .order(n::id.asc())
         .select(Notification::as_select())
         .load(conn)
+}
+
+/// The notification log of a parcel: its notifications, each with its attempts.
+pub fn log_of_parcel(conn: &mut DbConn, parcel_id: &str) -> QueryResult<Vec<LogEntry>> {
+    let list = of_parcel(conn, parcel_id)?;
+    let ids: Vec<&str> = list.iter().map(|x| x.id.as_str()).collect();
+    let mut attempts: Vec<Attempt> = a::table
+        .filter(a::notification_id.eq_any(&ids))
+        .order((a::attempted_at.asc(), a::id.asc()))
+        .select(Attempt::as_select())
+        .load(conn)?;
+    Ok(list
+        .into_iter()
+        .map(|notification| {
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut attempts)
+                .into_iter()
+                .partition(|x| x.notification_id == notification.id);
+            attempts = rest;
+            LogEntry {
+                notification,
+                attempt_log: mine,
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -190,6 +190,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    notification_attempts (id) {
+        id -> Text,
+        notification_id -> Text,
+        channel -> Nullable<Text>,
+        outcome -> Text,
+        error -> Nullable<Text>,
+        attempted_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     deadlines (id) {
         id -> Text,
         parcel_id -> Text,

@@ -3,7 +3,7 @@
 use actix_web::{get, post, web, HttpResponse};
 
 use crate::actors::messages::{GetLocker, ResendCode};
-use crate::db::notifications::{self, Notification};
+use crate::db::notifications;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
@@ -148,9 +148,16 @@ pub async fn resend_code(
     Ok(HttpResponse::Accepted().json(Resent { notification_id }))
 }
 
-/// Every notification of a parcel: kind, channel, status, attempts, last error. Codes are redacted.
+/// Every notification of a parcel: kind, channel, status, attempts, last error, and the log of
+/// every delivery attempt with its channel and error. Codes are redacted.
 #[utoipa::path(tag = "parcels", security(("admin" = [])),
-    responses((status = 200, body = [Notification]), (status = 404, body = crate::error::ErrorBody)))]
+    params(("id" = String, Path, description = "The parcel's id")),
+    responses(
+        (status = 200, description = "The parcel's notifications, oldest first, each with every delivery attempt",
+            body = [notifications::LogEntry]),
+        (status = 401, description = "Missing or wrong admin key", body = crate::error::ErrorBody),
+        (status = 404, description = "No such parcel", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many failed authentications from this client", body = crate::error::ErrorBody)))]
 #[get("/parcels/{id}/notifications")]
 pub async fn notifications_log(
     _: Admin,
@@ -162,7 +169,7 @@ pub async fn notifications_log(
         .db
         .run(move |c| {
             parcels::get(c, &id).map_err(|e| not_found(e, "parcel"))?;
-            Ok(notifications::of_parcel(c, &id)?)
+            Ok(notifications::log_of_parcel(c, &id)?)
         })
         .await?;
     Ok(HttpResponse::Ok().json(found))

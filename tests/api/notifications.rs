@@ -205,6 +205,25 @@ async fn failing_smtp_is_retried(app: TestApp) {
     let log = log_of(&app, &open.deposit_id, |v| v[0]["status"] == "sent").await;
     assert_eq!(log[0]["attempts"], 3, "two temporary failures, then sent");
     assert_eq!(log[0]["channel"], "email");
+    let tries: Vec<(&str, &str)> = log[0]["attempt_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["channel"].as_str().unwrap(), a["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        tries,
+        [
+            ("email", "transient_failure"),
+            ("email", "transient_failure"),
+            ("email", "sent")
+        ],
+        "{log}"
+    );
+    assert!(
+        log[0]["attempt_log"][0]["error"].as_str().unwrap().contains("451"),
+        "{log}"
+    );
     assert_eq!(app.smtp.mails.lock().unwrap().len(), 1, "sent once after the success");
 }
 
@@ -457,4 +476,67 @@ async fn templates_can_be_overridden_per_site() {
         mail.decoded()
     );
     let _ = w.locker;
+}
+
+db_test!(a_bounce_and_its_sms_fallback_both_show_in_the_log with |s| s.sms_url = Some("http://127.0.0.1:1/unused".into()));
+
+/// The notification log shows every attempt with its channel and error, not only the last one.
+async fn a_bounce_and_its_sms_fallback_both_show_in_the_log(app: TestApp) {
+    let sms = Receiver::start(0).await;
+    let mut settings = app.settings.clone();
+    settings.sms_url = Some(sms.url.clone());
+    let app = app.restart_with(settings).await;
+    let w = world(&app).await;
+    resident(
+        &app,
+        &w.site,
+        json!({"name": "Ann", "phone": "+15550102030", "email": "gone@example.org", "channels": ["email", "sms"]}),
+    )
+    .await;
+    app.smtp.fail_permanently.store(1, std::sync::atomic::Ordering::SeqCst);
+    let open = w
+        .sim
+        .deposit(
+            &w.carrier,
+            Identify::Phone("5550102030".into()),
+            Size::S,
+            Some("1Z999AA10000000001"),
+        )
+        .await
+        .unwrap();
+    sms.wait_for(1, Duration::from_secs(20)).await;
+    let log = log_of(&app, &open.deposit_id, |v| v[0]["status"] == "sent").await;
+    assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log[0]["channel"], "sms");
+    let tries = log[0]["attempt_log"].as_array().unwrap();
+    assert_eq!(tries.len(), 2, "{log}");
+    assert_eq!(tries[0]["channel"], "email");
+    assert_eq!(tries[0]["outcome"], "permanent_failure");
+    let bounce = tries[0]["error"].as_str().unwrap();
+    assert!(bounce.contains("550"), "the bounce says why: {bounce}");
+    assert_eq!(tries[1]["channel"], "sms");
+    assert_eq!(tries[1]["outcome"], "sent");
+    assert!(tries[1]["error"].is_null());
+    assert!(tries[0]["attempted_at"].as_str().unwrap() <= tries[1]["attempted_at"].as_str().unwrap());
+    // Codes stay out of the log.
+    let (_, raw) = app
+        .get(&format!("/api/v1/parcels/{}/notifications", open.deposit_id))
+        .await;
+    let code = log[0]["payload"]["pickup_code"].as_str().unwrap();
+    assert_eq!(code, "[redacted]", "{raw}");
+    // The log's body is in the OpenAPI document.
+    let (_, doc) = app.get("/api-docs/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["LogEntry"].to_string().contains("attempt_log"),
+        "{}",
+        schemas["LogEntry"]
+    );
+    for field in ["channel", "outcome", "error", "attempted_at"] {
+        assert!(
+            schemas["Attempt"]["properties"].get(field).is_some(),
+            "{}",
+            schemas["Attempt"]
+        );
+    }
 }
