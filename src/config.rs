@@ -402,6 +402,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment's own error
     fn numeric_looking_text_stays_text() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("LOCKERHUB_SMS_FROM", "+15550000000");

@@ -3,6 +3,7 @@
 pub mod allocation;
 pub mod inputs;
 pub mod parcel;
+pub mod partition;
 
 use serde::{Deserialize, Serialize};
 
