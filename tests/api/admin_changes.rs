@@ -136,7 +136,7 @@ async fn out_of_service_binds_the_next_deposit_on_a_busy_server(app: TestApp) {
     let ups = carrier(&app, "ups").await;
     let sim = device(&app, &b).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let app = Arc::new(app);
+    let app = std::rc::Rc::new(app);
     let mut load = Vec::new();
     for _ in 0..2 {
         let other = bank(&app, 4).await;
