@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::ServerKey;
@@ -243,8 +244,8 @@ impl Settings {
             None => fig = fig.merge(Toml::file("lockerhub.toml")),
         }
         fig = fig
-            .merge(Env::raw().only(&["DATABASE_URL"]))
-            .merge(Env::prefixed("LOCKERHUB_").ignore(&["CONFIG"]));
+            .merge(EnvSettings(Env::raw().only(&["DATABASE_URL"])))
+            .merge(EnvSettings(Env::prefixed("LOCKERHUB_").ignore(&["CONFIG"])));
         let settings: Settings = fig.extract().map_err(|e| format!("invalid configuration: {e}"))?;
         settings.validate()?;
         Ok(settings)
@@ -319,6 +320,56 @@ impl Settings {
     }
 }
 
+/// Settings whose values are text. Their environment variables are taken verbatim: figment
+/// would otherwise read `LOCKERHUB_SMS_FROM=+15550000000` as a number (and refuse to start),
+/// `0123` as 123 or `true` as a boolean. A test checks that this list names every text setting.
+const TEXT_SETTINGS: &[&str] = &[
+    "host",
+    "data_dir",
+    "database_url",
+    "log_level",
+    "log_format",
+    "secret_key",
+    "public_url",
+    "smtp_host",
+    "smtp_tls",
+    "smtp_username",
+    "smtp_password",
+    "mail_from",
+    "sms_url",
+    "sms_username",
+    "sms_password",
+    "sms_from",
+    "sms_format",
+    "push_url",
+    "push_token",
+    "templates_dir",
+];
+
+/// Environment variables as settings: text settings keep their value as written; every other
+/// setting is parsed as figment does (numbers, booleans, `[24, 4]` lists).
+struct EnvSettings(Env);
+
+impl Provider for EnvSettings {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, raw) in self.0.iter() {
+            let key = key.as_str().to_ascii_lowercase();
+            let value = if TEXT_SETTINGS.contains(&key.as_str()) {
+                Value::from(raw)
+            } else {
+                raw.parse().unwrap_or_else(|never| match never {})
+            };
+            dict.insert(key, value);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
 fn write_private(path: &Path, contents: &str) -> Result<(), String> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
@@ -338,6 +389,55 @@ fn write_private(path: &Path, contents: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every setting that is text (a string, or absent by default: all optional settings are
+    /// text) is read verbatim from the environment.
+    #[test]
+    fn text_settings_list_is_complete() {
+        let defaults = Serialized::defaults(Settings::default()).data().unwrap();
+        let dict = &defaults[&Profile::Default];
+        for (field, value) in dict {
+            let text = matches!(value, Value::String(..) | Value::Empty(..));
+            assert_eq!(
+                text,
+                TEXT_SETTINGS.contains(&field.as_str()),
+                "{field}: text setting or not"
+            );
+        }
+        for t in TEXT_SETTINGS {
+            assert!(dict.contains_key(*t), "{t} is a setting");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment's own error
+    fn numeric_looking_text_stays_text() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LOCKERHUB_SMS_FROM", "+15550000000");
+            jail.set_env("LOCKERHUB_SMTP_PASSWORD", "0123");
+            jail.set_env("LOCKERHUB_SMTP_USERNAME", "true");
+            jail.set_env("LOCKERHUB_SMS_PASSWORD", "1e5");
+            jail.set_env("LOCKERHUB_PUSH_TOKEN", "[1, 2]");
+            jail.set_env("LOCKERHUB_SECRET_KEY", "1".repeat(64));
+            jail.set_env("LOCKERHUB_PORT", "9090");
+            jail.set_env("LOCKERHUB_REMINDER_OFFSETS_HOURS", "[12, 2]");
+            jail.set_env("DATABASE_URL", "sqlite://1234");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.sms_from, "+15550000000");
+            assert_eq!(s.smtp_password.as_ref().map(Secret::expose), Some("0123"));
+            assert_eq!(s.smtp_username.as_deref(), Some("true"));
+            assert_eq!(s.sms_password.as_ref().map(Secret::expose), Some("1e5"));
+            assert_eq!(s.push_token.as_ref().map(Secret::expose), Some("[1, 2]"));
+            assert_eq!(s.secret_key.as_ref().map(Secret::expose), Some("1".repeat(64).as_str()));
+            assert_eq!(s.database_url.as_ref().map(Secret::expose), Some("sqlite://1234"));
+            assert_eq!(s.port, 9090, "numbers are still numbers");
+            assert_eq!(s.reminder_offsets_hours, vec![12, 2], "lists are still lists");
+            jail.set_env("LOCKERHUB_PORT", "eighty");
+            let err = Settings::load(None).unwrap_err();
+            assert!(err.contains("PORT") || err.contains("port"), "{err}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn secrets_do_not_print() {

@@ -21,6 +21,13 @@ pub enum AppError {
     NotFound(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A conflict whose body names what is in the way, in `details`.
+    #[error("{message}")]
+    ConflictWith {
+        code: &'static str,
+        message: String,
+        details: serde_json::Value,
+    },
     #[error("request body is larger than the {0}-byte limit")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -43,6 +50,11 @@ pub struct ErrorBody {
     pub error: String,
     /// Human-readable explanation.
     pub message: String,
+    /// What the refusal is about, for the errors that say more (e.g. `compartments_in_use`
+    /// lists the parcels in the way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 impl AppError {
@@ -75,7 +87,7 @@ impl AppError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
+            Self::BadRequest { code, .. } | Self::Conflict { code, .. } | Self::ConflictWith { code, .. } => code,
             Self::Validation(_) => "validation_failed",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
@@ -107,7 +119,7 @@ impl ResponseError for AppError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::ConflictWith { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -127,9 +139,14 @@ impl ResponseError for AppError {
         if let Self::Unauthorized(_) = self {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        let details = match self {
+            Self::ConflictWith { details, .. } => Some(details.clone()),
+            _ => None,
+        };
         resp.json(ErrorBody {
             error: self.code().into(),
             message: self.public_message(),
+            details,
         })
     }
 }

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::carrier::{CarrierActor, Kick, ReloadCarrier};
 use super::locker::LockerActor;
-use super::messages::{CarrierChanged, DisconnectLocker, GetLocker, KickCarriers, ReloadLocker, Shutdown};
+use super::messages::{CarrierChanged, GetLocker, KickCarriers, Shutdown};
 use super::notifier::NotificationActor;
 use super::timeouts::TimeoutActor;
 use crate::config::Settings;
@@ -150,16 +150,6 @@ impl Handler<GetLocker> for Hub {
     }
 }
 
-impl Handler<ReloadLocker> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReloadLocker, _: &mut Context<Self>) {
-        if let Some(addr) = self.lockers.get(&msg.locker_id) {
-            addr.do_send(super::locker::Reload);
-        }
-    }
-}
-
 impl Handler<CarrierChanged> for Hub {
     type Result = ();
 
@@ -199,16 +189,6 @@ impl Handler<Shutdown> for Hub {
         self.timeouts = None;
         for a in self.arbiters.drain(..) {
             a.stop();
-        }
-    }
-}
-
-impl Handler<DisconnectLocker> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: DisconnectLocker, _: &mut Context<Self>) {
-        if let Some(addr) = self.lockers.get(&msg.locker_id) {
-            addr.do_send(super::locker::Disconnect);
         }
     }
 }

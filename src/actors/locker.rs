@@ -23,6 +23,8 @@ use crate::error::{AppError, DeviceError};
 use crate::protocol::messages::*;
 use crate::protocol::{ErrorCode, Frame, FrameError, PROTOCOL_VERSION};
 
+mod admin;
+
 /// How many answered message ids each locker remembers for deduplication.
 const DEDUP_CAPACITY: usize = 512;
 
@@ -124,6 +126,8 @@ pub struct LockerActor {
     next_call: u64,
     /// The kiosk's current interaction: which carrier a courier code bound deposits to.
     kiosk: Kiosk,
+    /// What a device session must present to attach; kept across restarts of this actor.
+    auth: Option<admin::DeviceAuth>,
 }
 
 type Reply = Result<Value, DeviceError>;
@@ -145,15 +149,11 @@ impl Failure for AppError {
     }
 }
 
-/// Reloads the locker's identity and compartments: the database is the truth.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Reload;
-
 /// Loads the locker's identity and compartments. With `recover`, first cancels deposits left
 /// unfinished by a server stop (all but the parcels in `keep`).
-fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<(LockerCtx, Vec<Slot>), AppError> {
+fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<Loaded, AppError> {
     let l = lockers::get(c, id)?;
+    let auth = admin::DeviceAuth::of(&l);
     let me = LockerCtx {
         locker_id: l.id.clone(),
         locker_name: l.name,
@@ -171,8 +171,10 @@ fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<(
             tracing::warn!(locker = %id, cancelled = n, "cancelled deposits left unfinished by a restart");
         }
     }
-    Ok((me, lockers::slots(c, id)?))
+    Ok((me, lockers::slots(c, id)?, auth))
 }
+
+type Loaded = (LockerCtx, Vec<Slot>, admin::DeviceAuth);
 fn refuse(code: ErrorCode, msg: impl Into<String>) -> DeviceError {
     DeviceError::refuse(code, msg)
 }
@@ -200,6 +202,7 @@ impl LockerActor {
             recovered: false,
             next_call: 0,
             kiosk: Kiosk::default(),
+            auth: None,
         }
     }
 
@@ -217,19 +220,11 @@ impl LockerActor {
             async move { db.run(move |c| load(c, &id, recover.as_ref())).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok((me, slots)) => {
+                    Ok((me, slots, auth)) => {
                         act.recovered = true;
                         act.me = Some(me);
-                        act.slots = slots;
-                        let held: Vec<i32> = act
-                            .doors
-                            .iter()
-                            .filter(|(_, d)| d.parcel_id().is_some())
-                            .map(|(n, _)| *n)
-                            .collect();
-                        for n in held {
-                            act.set_slot(n, CompartmentStatus::Reserved);
-                        }
+                        act.auth = Some(auth);
+                        act.adopt_slots(slots);
                     }
                     Err(e) => {
                         // Stop and let the supervisor start us again from the database, after a pause.
@@ -852,18 +847,16 @@ impl Supervised for LockerActor {
     }
 }
 
-impl Handler<Reload> for LockerActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Reload, ctx: &mut Context<Self>) {
-        self.reload(ctx);
-    }
-}
-
 impl Handler<Attach> for LockerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
+        if !self.admits(&msg.credential_hash) {
+            // Authenticated just before a rotation or deactivation: never attached.
+            tracing::info!(locker = %self.id, session = msg.session_id, "session with a revoked credential closed");
+            msg.session.do_send(ToDevice::Revoked);
+            return;
+        }
         if let Some((old, session)) = self.session.take() {
             if old != msg.session_id {
                 session.do_send(ToDevice::Replaced);
@@ -1122,23 +1115,6 @@ impl Handler<ResendCode> for LockerActor {
             move |c, me| deposits::reissue_code(c, me, &key, len, &msg.parcel_id, &msg.actor),
             |id, _, _| Ok(id),
         ))
-    }
-}
-
-/// Admin → locker: the device's credential was revoked or the locker deactivated.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Disconnect;
-
-impl Handler<Disconnect> for LockerActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) {
-        if let Some((id, session)) = self.session.clone() {
-            session.do_send(ToDevice::Revoked);
-            // Detach records the disconnection, as for any session that ends.
-            <Self as Handler<Detach>>::handle(self, Detach { session_id: id }, ctx);
-        }
     }
 }
 

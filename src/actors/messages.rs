@@ -14,13 +14,6 @@ pub struct GetLocker {
     pub locker_id: String,
 }
 
-/// Hub: the locker's configuration changed (compartments, sections); reload it if running.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ReloadLocker {
-    pub locker_id: String,
-}
-
 /// Locker → session: something to write to the device, or close.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
@@ -38,6 +31,9 @@ pub enum ToDevice {
 pub struct Attach {
     pub session_id: u64,
     pub session: Recipient<ToDevice>,
+    /// Hash of the credential the session authenticated with: a session authenticated just
+    /// before a rotation (or a deactivation) is closed instead of attached.
+    pub credential_hash: String,
 }
 
 /// Session → locker: the device disconnected.
@@ -142,16 +138,62 @@ pub struct ResendCode {
     pub actor: String,
 }
 
-/// Hub: close the live session of a locker (credential rotated, locker deactivated).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DisconnectLocker {
-    pub locker_id: String,
-}
-
 /// Timeouts → locker: a pre-advice reservation's deadline came.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ExpireReservation {
     pub due: crate::db::deadlines::Due,
 }
+
+// Admin → locker: changes to what the locker actor holds in memory. Each is committed and
+// applied by the actor before the HTTP answer, so the next allocation sees it.
+
+/// Admin → locker: add compartments.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<crate::db::lockers::Compartment>, crate::error::AppError>")]
+pub struct AddCompartments {
+    pub compartments: Vec<crate::db::lockers::NewCompartment>,
+    /// The numbers count from the highest existing number (1 is the next one), as for a layout.
+    pub after_highest: bool,
+    /// The most compartments the locker may have afterwards.
+    pub max_total: usize,
+}
+
+/// Admin → locker: change a compartment's size or accessibility, or its service status.
+#[derive(Message)]
+#[rtype(result = "Result<crate::db::lockers::Compartment, crate::error::AppError>")]
+pub struct UpdateCompartment {
+    pub number: i32,
+    pub size: Option<crate::domain::Size>,
+    pub accessible: Option<bool>,
+    /// `false` takes it out of service; `true` returns it, clearing its fault.
+    pub in_service: Option<bool>,
+}
+
+/// Admin → locker: make these compartments the carrier's section (see domain::partition).
+#[derive(Message)]
+#[rtype(result = "Result<crate::db::lockers::Section, crate::error::AppError>")]
+pub struct PutSection {
+    pub carrier_id: String,
+    pub compartments: Vec<i32>,
+    pub exclusive: bool,
+}
+
+/// Admin → locker: dissolve the carrier's section; its compartments return to the shared pool.
+#[derive(Message)]
+#[rtype(result = "Result<(), crate::error::AppError>")]
+pub struct DeleteSection {
+    pub carrier_id: String,
+}
+
+/// Admin → locker: rename, move or (de)activate the locker. Deactivating closes its session.
+#[derive(Message)]
+#[rtype(result = "Result<crate::db::lockers::Locker, crate::error::AppError>")]
+pub struct UpdateLocker {
+    pub changes: crate::db::lockers::LockerChanges,
+}
+
+/// Admin → locker: issue a new device credential (answered once); the live session closes.
+#[derive(Message)]
+#[rtype(result = "Result<String, crate::error::AppError>")]
+pub struct RotateCredential;

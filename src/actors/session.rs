@@ -17,17 +17,26 @@ pub struct LockerSession {
     id: u64,
     locker_id: String,
     locker: Addr<LockerActor>,
+    /// Hash of the credential this session authenticated with.
+    credential_hash: String,
     last_heard: Instant,
     heartbeat: Duration,
     timeout: Duration,
 }
 
 impl LockerSession {
-    pub fn new(locker_id: String, locker: Addr<LockerActor>, heartbeat: Duration, timeout: Duration) -> Self {
+    pub fn new(
+        locker_id: String,
+        locker: Addr<LockerActor>,
+        credential_hash: String,
+        heartbeat: Duration,
+        timeout: Duration,
+    ) -> Self {
         Self {
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             locker_id,
             locker,
+            credential_hash,
             last_heard: Instant::now(),
             heartbeat,
             timeout,
@@ -124,6 +133,7 @@ impl Actor for LockerSession {
         self.locker.do_send(Attach {
             session_id: self.id,
             session: ctx.address().recipient(),
+            credential_hash: self.credential_hash.clone(),
         });
         ctx.run_interval(self.heartbeat, |act, ctx| {
             if act.last_heard.elapsed() > act.timeout {

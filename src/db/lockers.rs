@@ -401,3 +401,32 @@ pub fn slots(conn: &mut DbConn, locker_id: &str) -> QueryResult<Vec<Slot>> {
         })
         .collect())
 }
+
+/// The live parcels in this locker's compartments (reserved for, deposited or expired), for
+/// the partition rule.
+pub fn occupants(conn: &mut DbConn, locker_id: &str) -> QueryResult<Vec<crate::domain::partition::Occupant>> {
+    let rows: Vec<(String, String, String, String, i32)> = parcels::table
+        .inner_join(compartments::table.on(parcels::compartment_id.eq(compartments::id.nullable())))
+        .filter(compartments::locker_id.eq(locker_id))
+        .filter(parcels::state.eq_any(["reserved", "deposited", "expired"]))
+        .select((
+            parcels::id,
+            parcels::tracking_number,
+            parcels::carrier_id,
+            parcels::state,
+            compartments::number,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(parcel_id, tracking_number, carrier_id, state, compartment)| crate::domain::partition::Occupant {
+                parcel_id,
+                tracking_number,
+                carrier_id,
+                compartment,
+                state,
+            },
+        )
+        .collect())
+}

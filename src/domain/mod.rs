@@ -4,6 +4,7 @@ pub mod allocation;
 pub mod inputs;
 pub mod kiosk;
 pub mod parcel;
+pub mod partition;
 
 use serde::{Deserialize, Serialize};
 

@@ -47,6 +47,7 @@ pub async fn connect(
         return Err(reject(&state, ip, "missing device credential"));
     };
     let lid = locker_id.clone();
+    let credential_hash = crate::credentials::hash_token(&credential);
     let ok = state
         .db
         .run(move |c| Ok(lockers::authenticate_device(c, &lid, &credential)?.is_some()))
@@ -65,6 +66,7 @@ pub async fn connect(
     let session = LockerSession::new(
         locker_id,
         locker,
+        credential_hash,
         Duration::from_secs(s.device_heartbeat_secs),
         Duration::from_secs(s.device_timeout_secs),
     );

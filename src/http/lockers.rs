@@ -6,13 +6,14 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::sites::not_found;
 use super::{field, AppState};
-use crate::actors::messages::{DisconnectLocker, GetLocker, OpenOutcome, ReloadLocker, RemoteOpen};
-use crate::db::lockers::{self, Compartment, CompartmentChanges, Locker, LockerChanges, NewCompartment, Section};
+use crate::actors::locker::LockerActor;
+use crate::actors::messages::{self as msg, GetLocker, OpenOutcome, RemoteOpen};
+use crate::db::lockers::{self, Compartment, Locker, LockerChanges, NewCompartment, Section};
 use crate::db::page::Paged;
 use crate::db::pickups::{self, Fault};
-use crate::db::{carriers, sites, DbConn};
+use crate::db::{sites, DbConn};
 use crate::domain::inputs::Text;
-use crate::domain::{CompartmentStatus, Size};
+use crate::domain::Size;
 use crate::error::AppError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -105,6 +106,7 @@ pub struct UpdateCompartment {
 #[serde(deny_unknown_fields)]
 pub struct PutSection {
     /// Compartment numbers that form the carrier's section.
+    #[schema(max_items = 1000)]
     pub compartments: Vec<i32>,
     #[serde(default)]
     pub exclusive: bool,
@@ -203,8 +205,17 @@ pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>
     Ok(HttpResponse::Ok().json(locker))
 }
 
+/// Every status an admin change through the locker actor can answer besides success.
+/// 400: malformed body or path; 401: no or a wrong admin key; 413/415: body too large or not
+/// JSON; 429: too many failed authentications; 503: the database or the locker actor is
+/// unavailable (retry).
 #[utoipa::path(tag = "lockers", request_body = UpdateLocker, security(("admin" = [])),
-    responses((status = 200, body = Locker), (status = 404, body = crate::error::ErrorBody)))]
+    params(("id" = String, Path, description = "Locker id")),
+    responses((status = 200, body = Locker),
+              (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+              (status = 415, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 #[patch("/lockers/{id}")]
 pub async fn update(
     _: Admin,
@@ -213,26 +224,22 @@ pub async fn update(
     body: web::Json<UpdateLocker>,
 ) -> Result<HttpResponse, AppError> {
     let b = body.into_inner();
+    let location = b.location.map(|l| l.trim().to_string());
+    if location.as_ref().is_some_and(|l| l.chars().count() > 500) {
+        return Err(AppError::invalid("location must be at most 500 characters"));
+    }
     let changes = LockerChanges {
         name: b
             .name
             .map(|n| field(Text::parse("name", &n, 200)))
             .transpose()?
             .map(Text::into_inner),
-        location: b.location.map(|l| l.trim().to_string()),
+        location,
         active: b.active,
         updated_at: None,
     };
-    let id = id.into_inner();
-    let locker = state
-        .db
-        .run(move |c| lockers::update(c, &id, changes).map_err(|e| not_found(e, "locker")))
-        .await?;
-    if !locker.active {
-        state.hub.do_send(DisconnectLocker {
-            locker_id: locker.id.clone(),
-        });
-    }
+    // Through the actor: a deactivation closes the live session before the answer.
+    let locker = through_locker(&state, &id, msg::UpdateLocker { changes }).await?;
     Ok(HttpResponse::Ok().json(locker))
 }
 
@@ -241,22 +248,47 @@ pub struct RotatedCredential {
     pub device_credential: String,
 }
 
-/// Issues a new device credential; the old one stops working.
-#[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 200, body = RotatedCredential)))]
+/// Issues a new device credential; the old one stops working at once and the live session
+/// (if any) is closed with 1008.
+#[utoipa::path(tag = "lockers", security(("admin" = [])),
+    params(("id" = String, Path, description = "Locker id")),
+    responses((status = 200, body = RotatedCredential),
+              (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
 #[post("/lockers/{id}/credential")]
 pub async fn rotate_credential(
     _: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = id.into_inner();
-    let locker_id = id.clone();
-    let device_credential = state
-        .db
-        .run(move |c| lockers::rotate_credential(c, &id).map_err(|e| not_found(e, "locker")))
-        .await?;
-    state.hub.do_send(DisconnectLocker { locker_id });
+    let device_credential = through_locker(&state, &id, msg::RotateCredential).await?;
     Ok(HttpResponse::Ok().json(RotatedCredential { device_credential }))
+}
+
+/// Sends an admin change to the locker's actor (starting it if it is not running) and waits
+/// until the actor has committed it and applied it to its memory: the answer means the next
+/// allocation sees the change.
+async fn through_locker<M, R>(state: &AppState, locker_id: &str, change: M) -> Result<R, AppError>
+where
+    M: actix::Message<Result = Result<R, AppError>> + Send + 'static,
+    R: Send + 'static,
+    LockerActor: actix::Handler<M>,
+{
+    // A locker actor for an id that does not exist would only fail to load, again and again.
+    let lid = locker_id.to_string();
+    state.db.run(move |c| locker_exists(c, &lid).map(drop)).await?;
+    let locker = state
+        .hub
+        .send(GetLocker {
+            locker_id: locker_id.to_string(),
+        })
+        .await
+        .map_err(|e| AppError::Unavailable(format!("hub: {e}")))?;
+    locker
+        .send(change)
+        .await
+        .map_err(|e| AppError::Unavailable(format!("locker actor: {e}")))?
 }
 
 fn locker_exists(c: &mut DbConn, id: &str) -> Result<Locker, AppError> {
@@ -264,7 +296,14 @@ fn locker_exists(c: &mut DbConn, id: &str) -> Result<Locker, AppError> {
 }
 
 #[utoipa::path(tag = "lockers", request_body = AddCompartments, security(("admin" = [])),
-    responses((status = 201, body = [Compartment]), (status = 409, body = crate::error::ErrorBody)))]
+    params(("id" = String, Path, description = "Locker id")),
+    responses((status = 201, body = [Compartment]),
+              (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "`duplicate_compartment`: a number exists or is listed twice", body = crate::error::ErrorBody),
+              (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
 #[post("/lockers/{id}/compartments")]
 pub async fn add_compartments(
     _: Admin,
@@ -288,42 +327,26 @@ pub async fn add_compartments(
             });
         }
     }
-    let id = id.into_inner();
-    let locker_id = id.clone();
-    let created = state
-        .db
-        .transaction(move |c| {
-            locker_exists(c, &id)?;
-            let max = lockers::max_compartment_number(c, &id)?;
-            let existing = lockers::compartments_of(c, &id)?;
-            let new = if b.layout.is_empty() {
-                b.compartments
-                    .iter()
-                    .map(|s| NewCompartment {
-                        number: s.number,
-                        size: s.size,
-                        accessible: s.accessible,
-                    })
-                    .collect()
-            } else {
-                expand_layout(&b.layout, max)?
-            };
-            check_total(existing.len() as i32, new.len())?;
-            if let Some(dup) = new.iter().find(|n| existing.iter().any(|e| e.number == n.number)) {
-                return Err(AppError::Conflict {
-                    code: "duplicate_compartment",
-                    message: format!("compartment {} already exists at this locker", dup.number),
-                });
-            }
-            lockers::insert_compartments(c, &id, &new)?;
-            let numbers: Vec<i32> = new.iter().map(|n| n.number).collect();
-            Ok(lockers::compartments_of(c, &id)?
-                .into_iter()
-                .filter(|c| numbers.contains(&c.number))
-                .collect::<Vec<_>>())
-        })
-        .await?;
-    state.hub.do_send(ReloadLocker { locker_id });
+    let after_highest = b.compartments.is_empty();
+    let compartments = if after_highest {
+        expand_layout(&b.layout, 0)?
+    } else {
+        b.compartments
+            .iter()
+            .map(|s| NewCompartment {
+                number: s.number,
+                size: s.size,
+                accessible: s.accessible,
+            })
+            .collect()
+    };
+    check_total(0, compartments.len())?;
+    let change = msg::AddCompartments {
+        compartments,
+        after_highest,
+        max_total: MAX_COMPARTMENTS as usize,
+    };
+    let created = through_locker(&state, &id, change).await?;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -346,7 +369,12 @@ pub async fn list_compartments(
 }
 
 #[utoipa::path(tag = "lockers", request_body = UpdateCompartment, security(("admin" = [])),
-    responses((status = 200, body = Compartment), (status = 404, body = crate::error::ErrorBody)))]
+    params(("id" = String, Path, description = "Locker id"), ("number" = i32, Path, description = "Compartment number")),
+    responses((status = 200, body = Compartment),
+              (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+              (status = 415, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
 #[patch("/lockers/{id}/compartments/{number}")]
 pub async fn update_compartment(
     _: Admin,
@@ -356,35 +384,13 @@ pub async fn update_compartment(
 ) -> Result<HttpResponse, AppError> {
     let (id, number) = path.into_inner();
     let b = body.into_inner();
-    let locker_id = id.clone();
-    let updated = state
-        .db
-        .transaction(move |c| {
-            locker_exists(c, &id)?;
-            let current = lockers::compartment_by_number(c, &id, number).map_err(|e| not_found(e, "compartment"))?;
-            let mut changes = CompartmentChanges {
-                size: b.size.map(|s| s.as_str().to_string()),
-                accessible: b.accessible,
-                ..Default::default()
-            };
-            match b.in_service {
-                Some(false) => {
-                    changes.status = Some(CompartmentStatus::OutOfService.as_str().into());
-                    if current.fault.is_none() {
-                        changes.fault = Some(Some("taken out of service by an administrator".into()));
-                    }
-                }
-                Some(true) => {
-                    changes.status = Some(lockers::status_from_parcels(c, &current.id)?.as_str().into());
-                    changes.fault = Some(None);
-                    pickups::resolve_faults(c, &id, number)?;
-                }
-                None => {}
-            }
-            Ok(lockers::update_compartment(c, &id, number, changes)?)
-        })
-        .await?;
-    state.hub.do_send(ReloadLocker { locker_id });
+    let change = msg::UpdateCompartment {
+        number,
+        size: b.size,
+        accessible: b.accessible,
+        in_service: b.in_service,
+    };
+    let updated = through_locker(&state, &id, change).await?;
     Ok(HttpResponse::Ok().json(updated))
 }
 
@@ -406,9 +412,22 @@ pub async fn list_sections(
     Ok(HttpResponse::Ok().json(found))
 }
 
-/// Makes the listed compartments the carrier's dedicated section. Takes effect on the next allocation.
+/// Makes the listed compartments the carrier's dedicated section; compartments that were in it
+/// and are not listed return to the shared pool. Takes effect on the next allocation: the answer
+/// comes once the locker applies it. A compartment holding a live parcel of another carrier
+/// (reserved, deposited or expired) is never put into this carrier's section: the request is
+/// refused with 409 `compartments_in_use`, `details.parcels` naming the parcels in the way.
 #[utoipa::path(tag = "lockers", request_body = PutSection, security(("admin" = [])),
-    responses((status = 200, body = Section), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+    params(("id" = String, Path, description = "Locker id"), ("carrier_id" = String, Path, description = "Carrier id")),
+    responses((status = 200, body = Section),
+              (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+              (status = 404, description = "No such locker or carrier", body = crate::error::ErrorBody),
+              (status = 409, description = "`compartments_in_use`: `details.parcels` lists the parcels in the way",
+               body = crate::error::ErrorBody),
+              (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
+              (status = 422, description = "A listed compartment does not exist, or more than 1000 are listed",
+               body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 #[put("/lockers/{id}/sections/{carrier_id}")]
 pub async fn put_section(
     _: Admin,
@@ -418,29 +437,27 @@ pub async fn put_section(
 ) -> Result<HttpResponse, AppError> {
     let (id, carrier_id) = path.into_inner();
     let b = body.into_inner();
-    let locker_id = id.clone();
     if b.compartments.len() > MAX_COMPARTMENTS as usize {
         return Err(AppError::invalid("too many compartments"));
     }
-    let section = state
-        .db
-        .transaction(move |c| {
-            locker_exists(c, &id)?;
-            carriers::get(c, &carrier_id).map_err(|e| not_found(e, "carrier"))?;
-            let existing: Vec<i32> = lockers::compartments_of(c, &id)?.iter().map(|c| c.number).collect();
-            if let Some(missing) = b.compartments.iter().find(|n| !existing.contains(n)) {
-                return Err(AppError::invalid(format!(
-                    "compartment {missing} does not exist at this locker"
-                )));
-            }
-            Ok(lockers::put_section(c, &id, &carrier_id, b.exclusive, &b.compartments)?)
-        })
-        .await?;
-    state.hub.do_send(ReloadLocker { locker_id });
+    let change = msg::PutSection {
+        carrier_id,
+        compartments: b.compartments,
+        exclusive: b.exclusive,
+    };
+    let section = through_locker(&state, &id, change).await?;
     Ok(HttpResponse::Ok().json(section))
 }
 
-#[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+/// Dissolves the carrier's section. Never refused for parcels inside: its compartments return
+/// to the shared pool, and an occupied one keeps its parcel until it leaves.
+#[utoipa::path(tag = "lockers", security(("admin" = [])),
+    params(("id" = String, Path, description = "Locker id"), ("carrier_id" = String, Path, description = "Carrier id")),
+    responses((status = 204),
+              (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+              (status = 404, description = "No such locker, or the carrier has no section there",
+               body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 #[delete("/lockers/{id}/sections/{carrier_id}")]
 pub async fn delete_section(
     _: Admin,
@@ -448,15 +465,7 @@ pub async fn delete_section(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AppError> {
     let (id, carrier_id) = path.into_inner();
-    let locker_id = id.clone();
-    state
-        .db
-        .transaction(move |c| {
-            locker_exists(c, &id)?;
-            lockers::delete_section(c, &id, &carrier_id).map_err(|e| not_found(e, "section"))
-        })
-        .await?;
-    state.hub.do_send(ReloadLocker { locker_id });
+    through_locker(&state, &id, msg::DeleteSection { carrier_id }).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

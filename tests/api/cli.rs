@@ -94,3 +94,65 @@ fn bad_config_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Stops the server this test started when the test ends, even on a failed assertion.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET /healthz over a plain socket; the status line, if the server answered.
+fn healthz(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.lines().next().map(str::to_string)
+}
+
+/// A phone number, a numeric password and other text settings that look like numbers, lists or
+/// booleans are read as the text they are: the server starts and serves.
+#[test]
+fn numeric_looking_text_settings_start_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::helpers::free_port();
+    let child = lockerhub(dir.path())
+        .arg("serve")
+        .env("LOCKERHUB_PORT", port.to_string())
+        .env("LOCKERHUB_WORKERS", "1")
+        .env("LOCKERHUB_SMS_FROM", "+15550000000")
+        .env("LOCKERHUB_SMS_USERNAME", "12345")
+        .env("LOCKERHUB_SMS_PASSWORD", "0042")
+        .env("LOCKERHUB_SMTP_USERNAME", "true")
+        .env("LOCKERHUB_SMTP_PASSWORD", "123456")
+        .env("LOCKERHUB_PUSH_TOKEN", "1e9")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(line) = healthz(port) {
+            break line;
+        }
+        if let Ok(Some(exit)) = server.0.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = server.0.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("the server stopped ({exit}): {err}");
+        }
+        assert!(Instant::now() < deadline, "no /healthz answer within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.contains("200"), "{status}");
+}

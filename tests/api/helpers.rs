@@ -56,7 +56,8 @@ pub struct TestApp {
     /// The SMTP server this app sends mail to.
     pub smtp: crate::smtp::SmtpServer,
     handle: actix_web::dev::ServerHandle,
-    hub: actix::Addr<lockerhub::actors::hub::Hub>,
+    /// The application's actor hub, for tests that talk to an actor directly.
+    pub hub: actix::Addr<lockerhub::actors::hub::Hub>,
     _dir: tempfile::TempDir,
     pg: Option<PgDatabase>,
 }

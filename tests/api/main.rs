@@ -1,4 +1,5 @@
 mod admin_bad_input;
+mod admin_changes;
 mod carrier_api;
 mod carriers;
 mod cli;
