@@ -15,7 +15,7 @@ use super::messages::*;
 use crate::credentials::ServerKey;
 use crate::db::deposits::{self, LockerCtx, Prior};
 use crate::db::pickups::TakenBy;
-use crate::db::{carriers, lockers, pickups, recipients, DbConn};
+use crate::db::{carriers, device_calls, lockers, pickups, recipients, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::CompartmentStatus;
 use crate::error::{AppError, DeviceError};
@@ -84,18 +84,18 @@ impl DoorSession {
 #[derive(Default)]
 struct Dedup {
     order: VecDeque<String>,
-    answers: HashMap<String, (u64, String)>,
+    answers: HashMap<String, (String, String)>,
 }
 
 impl Dedup {
-    fn get(&self, id: &str, fingerprint: u64) -> Option<String> {
+    fn get(&self, id: &str, fingerprint: &str) -> Option<String> {
         self.answers
             .get(id)
-            .filter(|(f, _)| *f == fingerprint)
+            .filter(|(f, _)| f == fingerprint)
             .map(|(_, a)| a.clone())
     }
 
-    fn put(&mut self, id: String, fingerprint: u64, answer: String) {
+    fn put(&mut self, id: String, fingerprint: String, answer: String) {
         if self.answers.insert(id.clone(), (fingerprint, answer)).is_none() {
             self.order.push_back(id);
             if self.order.len() > DEDUP_CAPACITY {
@@ -105,6 +105,13 @@ impl Dedup {
             }
         }
     }
+}
+
+/// Which device call a transaction answers: stored with the change it commits.
+#[derive(Debug, Clone)]
+struct CallRecord {
+    msg_id: String,
+    fingerprint: String,
 }
 
 pub struct LockerActor {
@@ -120,6 +127,8 @@ pub struct LockerActor {
     pending: HashMap<String, (oneshot::Sender<Result<Value, FrameError>>, i32)>,
     /// Whether stale deposits from before a server restart were cleaned up.
     recovered: bool,
+    /// The device call being dispatched, if its answer is to be stored with its change.
+    recording: Option<CallRecord>,
     next_call: u64,
 }
 
@@ -170,6 +179,11 @@ fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<(
     }
     Ok((me, lockers::slots(c, id)?))
 }
+/// The answer to a `DoorEvent`, whatever its transaction returned.
+fn outcome<T>(o: &'static str) -> impl FnOnce(&T) -> Option<Value> {
+    move |_| Some(json!(DoorEventResponse { outcome: o.to_string() }))
+}
+
 fn refuse(code: ErrorCode, msg: impl Into<String>) -> DeviceError {
     DeviceError::refuse(code, msg)
 }
@@ -195,6 +209,7 @@ impl LockerActor {
             dedup: Dedup::default(),
             pending: HashMap::new(),
             recovered: false,
+            recording: None,
             next_call: 0,
         }
     }
@@ -297,6 +312,36 @@ impl LockerActor {
                         Err(e)
                     }
                 }),
+        )
+    }
+
+    /// [`Self::db_op`] for a device call that changes state: `answer` computes the result
+    /// payload from what the transaction did (`None`: no result, `then` refuses), and that
+    /// payload is stored for the call being dispatched in the same transaction, so the change
+    /// and the answer a retry gets are committed together.
+    fn db_change<T, W, A, M>(&mut self, work: W, answer: A, then: M) -> ResponseActFuture<Self, Reply>
+    where
+        T: Send + 'static,
+        W: FnOnce(&mut DbConn, &LockerCtx) -> Result<T, DeviceError> + Send + 'static,
+        A: FnOnce(&T) -> Option<Value> + Send + 'static,
+        M: FnOnce(T, &mut Self, &mut Context<Self>) -> Result<(), DeviceError> + 'static,
+    {
+        let record = self.recording.take();
+        let secs = i64::try_from(self.deps.settings.device_call_retention_secs).unwrap_or(i64::MAX / 1000);
+        let retention = chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::days(365));
+        self.db_op(
+            move |c, me| {
+                let t = work(c, me)?;
+                let payload = answer(&t);
+                if let (Some(r), Some(p)) = (&record, &payload) {
+                    device_calls::remember(c, &me.locker_id, &r.msg_id, &r.fingerprint, &p.to_string(), retention)?;
+                }
+                Ok((t, payload))
+            },
+            |(t, payload), act, ctx| {
+                then(t, act, ctx)?;
+                payload.ok_or_else(|| DeviceError::Failed(AppError::internal("a device call produced no answer")))
+            },
         )
     }
 
@@ -436,8 +481,15 @@ impl LockerActor {
     fn start_deposit(&mut self, req: StartDeposit) -> ResponseActFuture<Self, Reply> {
         let slots = self.slots.clone();
         let busy = self.busy();
-        self.db_op(
+        self.db_change(
             move |c, me| deposits::start(c, me, &req, &slots, &busy),
+            |started| {
+                Some(json!(DepositOpen {
+                    deposit_id: started.parcel_id.clone(),
+                    compartment: started.number,
+                    size: started.size
+                }))
+            },
             |started, act, ctx| {
                 if let Some(old) = started.released {
                     act.set_slot(old, CompartmentStatus::Free);
@@ -455,11 +507,7 @@ impl LockerActor {
                         timer,
                     },
                 );
-                Ok(json!(DepositOpen {
-                    deposit_id: started.parcel_id,
-                    compartment: started.number,
-                    size: started.size
-                }))
+                Ok(())
             },
         )
     }
@@ -487,7 +535,8 @@ impl LockerActor {
         let slots = self.slots.clone();
         let busy = self.busy();
         let pid = deposit_id.clone();
-        self.db_op(
+        let answer_id = deposit_id.clone();
+        self.db_change(
             move |c, me| {
                 let d = deposits::DepositInProgress {
                     parcel_id: pid,
@@ -497,7 +546,14 @@ impl LockerActor {
                 };
                 deposits::upsize(c, me, &d, &slots, &busy)
             },
-            move |(number, size), act, ctx| {
+            move |(number, size)| {
+                Some(json!(DepositOpen {
+                    deposit_id: answer_id,
+                    compartment: *number,
+                    size: *size
+                }))
+            },
+            move |(number, _), act, ctx| {
                 if let Some(mut session) = act.doors.remove(&current) {
                     // The door timer follows the deposit to its new compartment.
                     if let Some(timer) = session.timer_mut() {
@@ -508,11 +564,7 @@ impl LockerActor {
                 }
                 act.set_slot(current, CompartmentStatus::Free);
                 act.set_slot(number, CompartmentStatus::Reserved);
-                Ok(json!(DepositOpen {
-                    deposit_id,
-                    compartment: number,
-                    size
-                }))
+                Ok(())
             },
         )
     }
@@ -522,12 +574,13 @@ impl LockerActor {
             return fail(refuse(ErrorCode::NotFound, "no deposit in progress with this id"));
         };
         let prior = prior.clone();
-        self.db_op(
+        self.db_change(
             move |c, me| deposits::cancel(c, me, &deposit_id, number, &prior, "cancelled by the driver"),
+            |_| Some(json!({"status": "Cancelled"})),
             move |status, act, ctx| {
                 act.end_door(number, ctx);
                 act.set_slot(number, status);
-                Ok(json!({"status": "Cancelled"}))
+                Ok(())
             },
         )
     }
@@ -546,34 +599,35 @@ impl LockerActor {
         if !self.slots.iter().any(|s| s.number == number) {
             return fail(refuse(ErrorCode::NotFound, format!("no compartment {number}")));
         }
-        let outcome = |o: &str| Ok(json!(DoorEventResponse { outcome: o.to_string() }));
         match (self.doors.get_mut(&number), ev.door) {
             (Some(door), DoorChange::Opened) => {
                 *door.opened_mut() = true;
-                done(outcome("none").unwrap_or_default())
+                done(json!(DoorEventResponse { outcome: "none".into() }))
             }
             (Some(DoorSession::Deposit { parcel_id, prior, .. }), DoorChange::Closed) => {
                 let (pid, prior) = (parcel_id.clone(), prior.clone());
                 if ev.occupied {
                     let key = self.deps.key.clone();
                     let s = self.deps.settings.clone();
-                    self.db_op(
+                    self.db_change(
                         move |c, me| deposits::complete(c, me, &key, &s, &pid, number),
+                        outcome("deposited"),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
                             act.set_slot(number, CompartmentStatus::Occupied);
-                            outcome("deposited")
+                            Ok(())
                         },
                     )
                 } else {
-                    self.db_op(
+                    self.db_change(
                         move |c, me| {
                             deposits::cancel(c, me, &pid, number, &prior, "door closed on an empty compartment")
                         },
+                        outcome("deposit_cancelled"),
                         move |status, act, ctx| {
                             act.end_door(number, ctx);
                             act.set_slot(number, status);
-                            outcome("deposit_cancelled")
+                            Ok(())
                         },
                     )
                 }
@@ -585,20 +639,22 @@ impl LockerActor {
                 };
                 let pid = door.parcel_id().unwrap_or_default().to_string();
                 if ev.occupied {
-                    self.db_op(
+                    self.db_change(
                         move |c, me| pickups::record(c, me, &pid, left_as, json!({"compartment": number})),
+                        outcome(left_as),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
-                            outcome(left_as)
+                            Ok(())
                         },
                     )
                 } else {
-                    self.db_op(
+                    self.db_change(
                         move |c, me| pickups::taken_out(c, me, &pid, number, by),
+                        outcome(done_as),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
                             act.set_slot(number, CompartmentStatus::Free);
-                            outcome(done_as)
+                            Ok(())
                         },
                     )
                 }
@@ -607,7 +663,7 @@ impl LockerActor {
                 self.doors.remove(&number);
                 done(json!(DoorEventResponse { outcome: "none".into() }))
             }
-            (None, DoorChange::Opened) => self.db_op(
+            (None, DoorChange::Opened) => self.db_change(
                 move |c, me| {
                     pickups::fault(
                         c,
@@ -617,9 +673,10 @@ impl LockerActor {
                         "door opened without a command",
                     )
                 },
+                outcome("fault"),
                 move |_, act, _| {
                     act.set_slot(number, CompartmentStatus::OutOfService);
-                    outcome("fault")
+                    Ok(())
                 },
             ),
             (None, DoorChange::Closed) => done(json!(DoorEventResponse { outcome: "none".into() })),
@@ -657,7 +714,7 @@ impl LockerActor {
         }
         let server_key = self.deps.key.clone();
         let busy = self.busy();
-        self.db_op(
+        self.db_change(
             move |c, me| {
                 let Some((pid, number)) = find(c, me, &server_key)? else {
                     return Ok(None);
@@ -674,6 +731,14 @@ impl LockerActor {
                     }
                 }
                 Ok(Some((pid, number)))
+            },
+            |found| {
+                found.as_ref().map(|(parcel_id, number)| {
+                    json!(PickupOpen {
+                        compartment: *number,
+                        parcel_id: parcel_id.clone()
+                    })
+                })
             },
             move |found, act, ctx| {
                 let Some((parcel_id, number)) = found else {
@@ -694,10 +759,7 @@ impl LockerActor {
                     },
                 };
                 act.doors.insert(number, session);
-                Ok(json!(PickupOpen {
-                    compartment: number,
-                    parcel_id
-                }))
+                Ok(())
             },
         )
     }
@@ -709,11 +771,12 @@ impl LockerActor {
         }
         let kind: String = f.kind.chars().take(64).collect();
         let detail: String = f.detail.chars().take(500).collect();
-        self.db_op(
+        self.db_change(
             move |c, me| pickups::fault(c, me, Some(number), &kind, &detail),
+            |_| Some(json!({})),
             move |_, act, _| {
                 act.set_slot(number, CompartmentStatus::OutOfService);
-                Ok(json!({}))
+                Ok(())
             },
         )
     }
@@ -849,25 +912,94 @@ impl Handler<DeviceCall> for LockerActor {
     type Result = AtomicResponse<Self, String>;
 
     fn handle(&mut self, msg: DeviceCall, ctx: &mut Context<Self>) -> Self::Result {
-        let id = msg.msg_id;
-        let fingerprint = msg.fingerprint;
         // A boot always runs: it re-establishes the session's state.
         let is_boot = matches!(msg.request, DeviceRequest::BootNotification(_));
-        if let Some(answer) = self.dedup.get(&id, fingerprint).filter(|_| !is_boot) {
+        if let Some(answer) = self.dedup.get(&msg.msg_id, &msg.fingerprint).filter(|_| !is_boot) {
             return AtomicResponse::new(Box::pin(fut::ready(answer)));
         }
         if self.session.as_ref().is_none_or(|(s, _)| *s != msg.session_id) {
             let e = FrameError::new(ErrorCode::ProtocolError, "this session was replaced by a newer one");
+            let id = msg.msg_id;
             return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
         }
+        if !changes_state(&msg.request) {
+            return AtomicResponse::new(self.run_call(msg, false, ctx));
+        }
+        // Not in memory: the answer may have been committed by a server process that has
+        // since stopped. The mailbox waits for this lookup, so nothing runs in between.
+        let (db, locker_id, msg_id) = (self.deps.db.clone(), self.id.clone(), msg.msg_id.clone());
+        let lookup = async move { db.run(move |c| Ok(device_calls::find(c, &locker_id, &msg_id)?)).await };
+        AtomicResponse::new(Box::pin(lookup.into_actor(self).then(move |found, act, ctx| {
+            match found {
+                Ok(Some(stored)) if stored.fingerprint == msg.fingerprint => {
+                    let text = match serde_json::from_str(&stored.answer) {
+                        Ok(payload) => Frame::Result {
+                            id: msg.msg_id.clone(),
+                            payload,
+                        }
+                        .to_text(),
+                        Err(e) => Frame::Error {
+                            id: msg.msg_id.clone(),
+                            error: FrameError::new(ErrorCode::InternalError, format!("stored answer unreadable: {e}")),
+                        }
+                        .to_text(),
+                    };
+                    act.dedup.put(msg.msg_id, msg.fingerprint, text.clone());
+                    Box::pin(fut::ready(text)) as ResponseActFuture<Self, String>
+                }
+                // Whether this call already ran is unknown: it must not run (again) blindly.
+                Err(e) => {
+                    tracing::warn!(locker = %act.id, error = %e, "cannot read remembered device calls");
+                    let error = FrameError::new(ErrorCode::InternalError, "server unavailable; retry with the same id");
+                    Box::pin(fut::ready(Frame::Error { id: msg.msg_id, error }.to_text()))
+                }
+                // Never answered, or a reused id with another payload: it runs as a new call.
+                Ok(_) => act.run_call(msg, true, ctx),
+            }
+        })))
+    }
+}
+
+/// Calls whose result reports a change the server committed (a compartment reserved, a deposit
+/// completed, a door session begun, a fault recorded). Their answers are stored with the change
+/// so a retry after a server restart gets them; the others are read-only and simply run again.
+fn changes_state(req: &DeviceRequest) -> bool {
+    match req {
+        DeviceRequest::BootNotification(_)
+        | DeviceRequest::Heartbeat
+        | DeviceRequest::ListCarriers
+        | DeviceRequest::IdentifyCourier { .. }
+        | DeviceRequest::SearchDirectory { .. } => false,
+        DeviceRequest::StartDeposit(_)
+        | DeviceRequest::DoesNotFit(_)
+        | DeviceRequest::CancelDeposit(_)
+        | DeviceRequest::DoorEvent(_)
+        | DeviceRequest::Pickup(_)
+        | DeviceRequest::FaultNotification(_)
+        | DeviceRequest::CollectReturn { .. } => true,
+    }
+}
+
+impl LockerActor {
+    /// Runs a device call and turns its outcome into the frame to send; `persist` stores a
+    /// state-changing result in the transaction that commits the change (see `db_change`).
+    fn run_call(&mut self, msg: DeviceCall, persist: bool, ctx: &mut Context<Self>) -> ResponseActFuture<Self, String> {
+        let (id, fingerprint) = (msg.msg_id, msg.fingerprint);
+        let is_boot = matches!(msg.request, DeviceRequest::BootNotification(_));
         if !self.booted && !is_boot {
             // Not remembered: after booting, a retry with the same id must run.
             let e = FrameError::new(ErrorCode::ProtocolError, "send BootNotification first");
-            return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
+            return Box::pin(fut::ready(Frame::Error { id, error: e }.to_text()));
         }
         let action = msg.request.action();
+        self.recording = persist.then(|| CallRecord {
+            msg_id: id.clone(),
+            fingerprint: fingerprint.clone(),
+        });
         let work = self.dispatch(msg.request, ctx);
-        AtomicResponse::new(Box::pin(work.map(move |res, act, _| {
+        // Only a transaction started by this dispatch may record this call.
+        self.recording = None;
+        Box::pin(work.map(move |res, act, _| {
             let (frame, remember) = match res {
                 Ok(payload) => (
                     Frame::Result {
@@ -891,7 +1023,7 @@ impl Handler<DeviceCall> for LockerActor {
                 act.dedup.put(id, fingerprint, text.clone());
             }
             text
-        })))
+        }))
     }
 }
 

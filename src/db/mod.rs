@@ -7,6 +7,7 @@ pub mod admin_keys;
 pub mod carriers;
 pub mod deadlines;
 pub mod deposits;
+pub mod device_calls;
 pub mod inbound;
 pub mod lockers;
 pub mod notifications;

@@ -4,6 +4,7 @@ mod carriers;
 mod cli;
 mod deadlines;
 mod device;
+mod durability;
 mod helpers;
 mod lockers;
 mod notifications;
