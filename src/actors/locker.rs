@@ -15,8 +15,9 @@ use super::messages::*;
 use crate::credentials::ServerKey;
 use crate::db::deposits::{self, LockerCtx, Prior};
 use crate::db::pickups::TakenBy;
-use crate::db::{carriers, device_calls, lockers, pickups, recipients, DbConn};
+use crate::db::{carriers, device_calls, interrupted, lockers, pickups, recipients, DbConn};
 use crate::domain::allocation::Slot;
+use crate::domain::recovery::{self, Decision, Interrupted, Sensed};
 use crate::domain::CompartmentStatus;
 use crate::error::{AppError, DeviceError};
 use crate::protocol::messages::*;
@@ -129,6 +130,9 @@ pub struct LockerActor {
     recovered: bool,
     /// The device call being dispatched, if its answer is to be stored with its change.
     recording: Option<CallRecord>,
+    /// Door sessions rebuilt after a server restart, by compartment, that the device's next
+    /// boot decides; `true` once reported as `session_outcome_unknown`.
+    awaiting_boot: HashMap<i32, bool>,
     next_call: u64,
 }
 
@@ -156,9 +160,13 @@ impl Failure for AppError {
 #[rtype(result = "()")]
 pub struct Reload;
 
-/// Loads the locker's identity and compartments. With `recover`, first cancels deposits left
-/// unfinished by a server stop (all but the parcels in `keep`).
-fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<(LockerCtx, Vec<Slot>), AppError> {
+/// Loads the locker's identity and compartments. With `recover`, also finds the door sessions
+/// a server stop interrupted (all but the parcels in `keep`), to rebuild them.
+fn load(
+    c: &mut DbConn,
+    id: &str,
+    recover: Option<&HashSet<String>>,
+) -> Result<(LockerCtx, Vec<Slot>, Vec<interrupted::Found>), AppError> {
     let l = lockers::get(c, id)?;
     let me = LockerCtx {
         locker_id: l.id.clone(),
@@ -166,18 +174,14 @@ fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<(
         site_id: l.site_id,
         code_salt: l.code_salt,
     };
-    if let Some(keep) = recover {
-        let n = crate::db::write_transaction(c, |c| deposits::abandon_stale(c, &me, keep)).map_err(
-            |e: DeviceError| match e {
-                DeviceError::Failed(e) => e,
-                DeviceError::Refused(f) => AppError::internal(f.description),
-            },
-        )?;
-        if n > 0 {
-            tracing::warn!(locker = %id, cancelled = n, "cancelled deposits left unfinished by a restart");
-        }
+    let found = match recover {
+        Some(keep) => interrupted::load(c, &me, keep)?,
+        None => Vec::new(),
+    };
+    if !found.is_empty() {
+        tracing::warn!(locker = %id, sessions = found.len(), "door sessions interrupted by a restart; the device's boot decides them");
     }
-    Ok((me, lockers::slots(c, id)?))
+    Ok((me, lockers::slots(c, id)?, found))
 }
 /// The answer to a `DoorEvent`, whatever its transaction returned.
 fn outcome<T>(o: &'static str) -> impl FnOnce(&T) -> Option<Value> {
@@ -210,7 +214,95 @@ impl LockerActor {
             pending: HashMap::new(),
             recovered: false,
             recording: None,
+            awaiting_boot: HashMap::new(),
             next_call: 0,
+        }
+    }
+
+    /// Rebuilds a door session a server restart interrupted. It waits for the device's boot
+    /// (see `boot`); if none comes within the door timeout, the timer reports it.
+    fn rebuild(&mut self, f: interrupted::Found, ctx: &mut Context<Self>) {
+        let (number, pid) = (f.session.number, f.session.parcel_id.clone());
+        if self.doors.contains_key(&number) {
+            return;
+        }
+        let timer = self.door_timer(number, pid.clone(), ctx);
+        let session = match f.session.kind {
+            Interrupted::Deposit => DoorSession::Deposit {
+                parcel_id: pid,
+                carrier_id: f.carrier_id,
+                needs_accessible: f.needs_accessible,
+                prior: f.session.prior.unwrap_or(Prior::WalkUp),
+                opened: false,
+                timer,
+            },
+            Interrupted::Pickup => DoorSession::Pickup {
+                parcel_id: pid,
+                opened: false,
+                timer,
+            },
+            Interrupted::Collection => DoorSession::Collection {
+                parcel_id: pid,
+                opened: false,
+                timer,
+            },
+        };
+        self.doors.insert(number, session);
+        self.awaiting_boot.insert(number, f.reported);
+    }
+
+    /// The rebuilt sessions the next boot decides, as settling needs them.
+    fn awaiting_sessions(&self) -> Vec<interrupted::Session> {
+        self.awaiting_boot
+            .keys()
+            .filter_map(|n| self.doors.get(n).map(|d| (*n, d)))
+            .filter_map(|(number, d)| {
+                let (kind, prior) = match d {
+                    DoorSession::Deposit { prior, .. } => (Interrupted::Deposit, Some(prior.clone())),
+                    DoorSession::Pickup { .. } => (Interrupted::Pickup, None),
+                    DoorSession::Collection { .. } => (Interrupted::Collection, None),
+                    DoorSession::Remote { .. } => return None,
+                };
+                Some(interrupted::Session {
+                    parcel_id: d.parcel_id()?.to_string(),
+                    number,
+                    kind,
+                    prior,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies boot-time decisions to memory, after their transaction committed.
+    fn settled(&mut self, decided: Vec<(i32, Decision)>, ctx: &mut Context<Self>) {
+        for (number, decision) in decided {
+            match decision {
+                Decision::Unknown => continue,
+                Decision::Hold => {
+                    // The door is open: an ordinary session again, with a fresh timeout.
+                    self.awaiting_boot.remove(&number);
+                    let Some(pid) = self
+                        .doors
+                        .get(&number)
+                        .and_then(DoorSession::parcel_id)
+                        .map(str::to_string)
+                    else {
+                        continue;
+                    };
+                    let timer = self.door_timer(number, pid, ctx);
+                    if let Some(door) = self.doors.get_mut(&number) {
+                        *door.opened_mut() = true;
+                        if let Some(old) = door.timer_mut().map(|t| std::mem::replace(t, timer)) {
+                            ctx.cancel_future(old);
+                        }
+                    }
+                }
+                _ => {
+                    self.awaiting_boot.remove(&number);
+                    self.end_door(number, ctx);
+                }
+            }
+            tracing::info!(locker = %self.id, compartment = number, ?decision, "interrupted door session decided at boot");
         }
     }
 
@@ -228,10 +320,13 @@ impl LockerActor {
             async move { db.run(move |c| load(c, &id, recover.as_ref())).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok((me, slots)) => {
+                    Ok((me, slots, found)) => {
                         act.recovered = true;
                         act.me = Some(me);
                         act.slots = slots;
+                        for f in found {
+                            act.rebuild(f, ctx);
+                        }
                         let held: Vec<i32> = act
                             .doors
                             .iter()
@@ -373,6 +468,7 @@ impl LockerActor {
 
     fn boot(&mut self, b: BootNotification) -> ResponseActFuture<Self, Reply> {
         let settings = self.deps.settings.clone();
+        let settings_for_settle = settings.clone();
         let config = BootConfig {
             pickup_code_length: settings.pickup_code_length,
             deposit_timeout_secs: settings.deposit_timeout_secs,
@@ -390,15 +486,29 @@ impl LockerActor {
         }
         let busy = self.busy();
         let id = self.id.clone();
+        let waiting = self.awaiting_sessions();
+        let key = self.deps.key.clone();
         self.db_op(
             move |c, me| {
                 let fw: String = b.firmware_version.chars().take(64).collect();
                 let pv: String = b.protocol_version.chars().take(16).collect();
                 lockers::set_connection(c, &me.locker_id, true, Some((&fw, &pv)))?;
+                // Sessions a server restart interrupted: the snapshot says how they ended.
+                let mut decided = Vec::new();
+                for s in &waiting {
+                    let sensed = b.compartments.iter().find(|c| c.number == s.number).map(|c| Sensed {
+                        door_open: c.door == Door::Open,
+                        occupied: c.occupied,
+                    });
+                    let decision = recovery::decide(s.kind, sensed);
+                    interrupted::settle(c, me, &key, &settings_for_settle, s, decision)?;
+                    decided.push((s.number, decision));
+                }
                 let found = pickups::reconcile(c, me, &b.compartments, &busy)?;
-                Ok((found, lockers::slots(c, &id)?))
+                Ok((found, decided, lockers::slots(c, &id)?))
             },
-            move |(found, slots), act, _| {
+            move |(found, decided, slots), act, ctx| {
+                act.settled(decided, ctx);
                 act.slots = slots;
                 for n in act.doors.keys().copied().collect::<Vec<_>>() {
                     act.set_slot(n, CompartmentStatus::Reserved);
@@ -790,6 +900,15 @@ impl LockerActor {
             if !matches {
                 return;
             }
+            if let Some(reported) = act.awaiting_boot.get_mut(&number) {
+                // Interrupted by a restart and the device has not booted since: the parcel may
+                // be inside or not. Not cancelled: out of service for a person to check, and the
+                // session waits for the boot that decides it.
+                if !std::mem::replace(reported, true) {
+                    act.report_outcome_unknown(number, ctx);
+                }
+                return;
+            }
             let Some(door) = act.doors.remove(&number) else { return };
             let Some(me) = act.me.clone() else { return };
             let db = act.deps.db.clone();
@@ -830,6 +949,30 @@ impl LockerActor {
                 }
             }));
         })
+    }
+}
+
+impl LockerActor {
+    fn report_outcome_unknown(&mut self, number: i32, ctx: &mut Context<Self>) {
+        let Some(session) = self.awaiting_sessions().into_iter().find(|s| s.number == number) else {
+            return;
+        };
+        let Some(me) = self.me.clone() else { return };
+        self.set_slot(number, CompartmentStatus::OutOfService);
+        tracing::warn!(locker = %self.id, compartment = number, parcel = %session.parcel_id,
+            "interrupted door session not decided: the locker has not booted since the restart");
+        let db = self.deps.db.clone();
+        ctx.spawn(
+            async move {
+                let r = db
+                    .transaction_as(move |c| interrupted::outcome_unknown(c, &me, &session))
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = ?e, "could not record an interrupted session's unknown outcome");
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 

@@ -9,6 +9,7 @@ pub mod deadlines;
 pub mod deposits;
 pub mod device_calls;
 pub mod inbound;
+pub mod interrupted;
 pub mod lockers;
 pub mod notifications;
 pub mod outbox;
