@@ -65,6 +65,9 @@ pub struct Settings {
     pub device_call_timeout_secs: u64,
     /// A kiosk interaction bound by a courier code ends after this much silence (10–3600).
     pub kiosk_interaction_timeout_secs: u64,
+    /// How long the answer to a state-changing device call is kept in the database for a retry
+    /// after a server restart (at most `DEVICE_CALLS_PER_LOCKER` per locker).
+    pub device_call_retention_secs: u64,
     pub dwell_hours: u32,
     pub reservation_hours: u32,
     pub webhook_retry_base_ms: u64,
@@ -145,6 +148,7 @@ impl Default for Settings {
             deposit_timeout_secs: 300,
             device_call_timeout_secs: 30,
             kiosk_interaction_timeout_secs: 120,
+            device_call_retention_secs: 86_400,
             dwell_hours: 72,
             reservation_hours: 24,
             webhook_retry_base_ms: 5_000,
@@ -205,6 +209,8 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
                                                                     reported as outcome unknown, never replayed)
   kiosk_interaction_timeout_secs LOCKERHUB_KIOSK_INTERACTION_TIMEOUT_SECS 120 (10-3600; a courier code binds
                                                                     deposits to its carrier until this silence)
+  device_call_retention_secs  LOCKERHUB_DEVICE_CALL_RETENTION_SECS  86400 (answers kept for retries across a restart;
+                                                                    at most 512 per locker)
   dwell_hours                 LOCKERHUB_DWELL_HOURS                 72
   reservation_hours           LOCKERHUB_RESERVATION_HOURS           24
   webhook_retry_base_ms       LOCKERHUB_WEBHOOK_RETRY_BASE_MS       5000 (doubles per attempt, capped at 8 h, with jitter)
@@ -275,6 +281,9 @@ impl Settings {
         }
         if !(10..=3600).contains(&self.kiosk_interaction_timeout_secs) {
             return Err("kiosk_interaction_timeout_secs must be between 10 and 3600".into());
+        }
+        if self.device_call_retention_secs == 0 {
+            return Err("device_call_retention_secs must be positive".into());
         }
         if self.device_heartbeat_secs == 0 || self.device_timeout_secs <= self.device_heartbeat_secs {
             return Err("device_timeout_secs must be greater than device_heartbeat_secs > 0".into());

@@ -65,6 +65,18 @@ impl Hub {
         a
     }
 
+    fn ensure_locker(&mut self, locker_id: String) -> Addr<LockerActor> {
+        if let Some(addr) = self.lockers.get(&locker_id) {
+            return addr.clone();
+        }
+        let arbiter = self.next_arbiter();
+        let deps = self.deps.clone();
+        let id = locker_id.clone();
+        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| LockerActor::new(id, deps));
+        self.lockers.insert(locker_id, addr.clone());
+        addr
+    }
+
     fn ensure_carrier(&mut self, id: String) -> Addr<CarrierActor> {
         if let Some(a) = self.carriers.get(&id) {
             return a.clone();
@@ -123,6 +135,21 @@ impl Actor for Hub {
                 Err(e) => tracing::error!(error = %e, "cannot list carriers at start"),
             }),
         );
+        // Lockers whose door sessions a stop may have interrupted: their actors rebuild those
+        // sessions now, so one that never reconnects is reported rather than forgotten.
+        let db = self.deps.db.clone();
+        ctx.spawn(
+            async move { db.run(|c| Ok(crate::db::interrupted::lockers_to_check(c)?)).await }
+                .into_actor(self)
+                .map(|res, act, _| match res {
+                    Ok(ids) => {
+                        for id in ids {
+                            act.ensure_locker(id);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot list lockers at start"),
+                }),
+        );
     }
 }
 
@@ -138,15 +165,7 @@ impl Handler<GetLocker> for Hub {
     type Result = MessageResult<GetLocker>;
 
     fn handle(&mut self, msg: GetLocker, _: &mut Context<Self>) -> Self::Result {
-        if let Some(addr) = self.lockers.get(&msg.locker_id) {
-            return MessageResult(addr.clone());
-        }
-        let arbiter = self.next_arbiter();
-        let deps = self.deps.clone();
-        let id = msg.locker_id.clone();
-        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| LockerActor::new(id, deps));
-        self.lockers.insert(msg.locker_id, addr.clone());
-        MessageResult(addr)
+        MessageResult(self.ensure_locker(msg.locker_id))
     }
 }
 

@@ -15,9 +15,10 @@ use super::messages::*;
 use crate::credentials::ServerKey;
 use crate::db::deposits::{self, LockerCtx, Prior};
 use crate::db::pickups::TakenBy;
-use crate::db::{carriers, lockers, pickups, recipients, DbConn};
+use crate::db::{carriers, device_calls, interrupted, lockers, pickups, recipients, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::kiosk::{Kiosk, KioskRefusal};
+use crate::domain::recovery::{self, Decision, Interrupted, Sensed};
 use crate::domain::CompartmentStatus;
 use crate::error::{AppError, DeviceError};
 use crate::protocol::messages::*;
@@ -87,18 +88,18 @@ impl DoorSession {
 #[derive(Default)]
 struct Dedup {
     order: VecDeque<String>,
-    answers: HashMap<String, (u64, String)>,
+    answers: HashMap<String, (String, String)>,
 }
 
 impl Dedup {
-    fn get(&self, id: &str, fingerprint: u64) -> Option<String> {
+    fn get(&self, id: &str, fingerprint: &str) -> Option<String> {
         self.answers
             .get(id)
-            .filter(|(f, _)| *f == fingerprint)
+            .filter(|(f, _)| f == fingerprint)
             .map(|(_, a)| a.clone())
     }
 
-    fn put(&mut self, id: String, fingerprint: u64, answer: String) {
+    fn put(&mut self, id: String, fingerprint: String, answer: String) {
         if self.answers.insert(id.clone(), (fingerprint, answer)).is_none() {
             self.order.push_back(id);
             if self.order.len() > DEDUP_CAPACITY {
@@ -108,6 +109,13 @@ impl Dedup {
             }
         }
     }
+}
+
+/// Which device call a transaction answers: stored with the change it commits.
+#[derive(Debug, Clone)]
+struct CallRecord {
+    msg_id: String,
+    fingerprint: String,
 }
 
 pub struct LockerActor {
@@ -123,6 +131,11 @@ pub struct LockerActor {
     pending: HashMap<String, (oneshot::Sender<Result<Value, FrameError>>, i32)>,
     /// Whether stale deposits from before a server restart were cleaned up.
     recovered: bool,
+    /// The device call being dispatched, if its answer is to be stored with its change.
+    recording: Option<CallRecord>,
+    /// Door sessions rebuilt after a server restart, by compartment, that the device's next
+    /// boot decides; `true` once reported as `session_outcome_unknown`.
+    awaiting_boot: HashMap<i32, bool>,
     next_call: u64,
     /// The kiosk's current interaction: which carrier a courier code bound deposits to.
     kiosk: Kiosk,
@@ -149,8 +162,8 @@ impl Failure for AppError {
     }
 }
 
-/// Loads the locker's identity and compartments. With `recover`, first cancels deposits left
-/// unfinished by a server stop (all but the parcels in `keep`).
+/// Loads the locker's identity and compartments. With `recover`, also finds the door sessions
+/// a server stop interrupted (all but the parcels in `keep`), to rebuild them.
 fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<Loaded, AppError> {
     let l = lockers::get(c, id)?;
     let auth = admin::DeviceAuth::of(&l);
@@ -160,21 +173,23 @@ fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<L
         site_id: l.site_id,
         code_salt: l.code_salt,
     };
-    if let Some(keep) = recover {
-        let n = crate::db::write_transaction(c, |c| deposits::abandon_stale(c, &me, keep)).map_err(
-            |e: DeviceError| match e {
-                DeviceError::Failed(e) => e,
-                DeviceError::Refused(f) => AppError::internal(f.description),
-            },
-        )?;
-        if n > 0 {
-            tracing::warn!(locker = %id, cancelled = n, "cancelled deposits left unfinished by a restart");
-        }
+    let found = match recover {
+        Some(keep) => interrupted::load(c, &me, keep)?,
+        None => Vec::new(),
+    };
+    if !found.is_empty() {
+        tracing::warn!(locker = %id, sessions = found.len(), "door sessions interrupted by a restart; the device's boot decides them");
     }
-    Ok((me, lockers::slots(c, id)?, auth))
+    Ok((me, lockers::slots(c, id)?, auth, found))
 }
 
-type Loaded = (LockerCtx, Vec<Slot>, admin::DeviceAuth);
+type Loaded = (LockerCtx, Vec<Slot>, admin::DeviceAuth, Vec<interrupted::Found>);
+
+/// The answer to a `DoorEvent`, whatever its transaction returned.
+fn outcome<T>(o: &'static str) -> impl FnOnce(&T) -> Option<Value> {
+    move |_| Some(json!(DoorEventResponse { outcome: o.to_string() }))
+}
+
 fn refuse(code: ErrorCode, msg: impl Into<String>) -> DeviceError {
     DeviceError::refuse(code, msg)
 }
@@ -200,9 +215,98 @@ impl LockerActor {
             dedup: Dedup::default(),
             pending: HashMap::new(),
             recovered: false,
+            recording: None,
+            awaiting_boot: HashMap::new(),
             next_call: 0,
             kiosk: Kiosk::default(),
             auth: None,
+        }
+    }
+
+    /// Rebuilds a door session a server restart interrupted. It waits for the device's boot
+    /// (see `boot`); if none comes within the door timeout, the timer reports it.
+    fn rebuild(&mut self, f: interrupted::Found, ctx: &mut Context<Self>) {
+        let (number, pid) = (f.session.number, f.session.parcel_id.clone());
+        if self.doors.contains_key(&number) {
+            return;
+        }
+        let timer = self.door_timer(number, pid.clone(), ctx);
+        let session = match f.session.kind {
+            Interrupted::Deposit => DoorSession::Deposit {
+                parcel_id: pid,
+                carrier_id: f.carrier_id,
+                needs_accessible: f.needs_accessible,
+                prior: f.session.prior.unwrap_or(Prior::WalkUp),
+                opened: false,
+                timer,
+            },
+            Interrupted::Pickup => DoorSession::Pickup {
+                parcel_id: pid,
+                opened: false,
+                timer,
+            },
+            Interrupted::Collection => DoorSession::Collection {
+                parcel_id: pid,
+                opened: false,
+                timer,
+            },
+        };
+        self.doors.insert(number, session);
+        self.awaiting_boot.insert(number, f.reported);
+    }
+
+    /// The rebuilt sessions the next boot decides, as settling needs them.
+    fn awaiting_sessions(&self) -> Vec<interrupted::Session> {
+        self.awaiting_boot
+            .keys()
+            .filter_map(|n| self.doors.get(n).map(|d| (*n, d)))
+            .filter_map(|(number, d)| {
+                let (kind, prior) = match d {
+                    DoorSession::Deposit { prior, .. } => (Interrupted::Deposit, Some(prior.clone())),
+                    DoorSession::Pickup { .. } => (Interrupted::Pickup, None),
+                    DoorSession::Collection { .. } => (Interrupted::Collection, None),
+                    DoorSession::Remote { .. } => return None,
+                };
+                Some(interrupted::Session {
+                    parcel_id: d.parcel_id()?.to_string(),
+                    number,
+                    kind,
+                    prior,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies boot-time decisions to memory, after their transaction committed.
+    fn settled(&mut self, decided: Vec<(i32, Decision)>, ctx: &mut Context<Self>) {
+        for (number, decision) in decided {
+            match decision {
+                Decision::Unknown => continue,
+                Decision::Hold => {
+                    // The door is open: an ordinary session again, with a fresh timeout.
+                    self.awaiting_boot.remove(&number);
+                    let Some(pid) = self
+                        .doors
+                        .get(&number)
+                        .and_then(DoorSession::parcel_id)
+                        .map(str::to_string)
+                    else {
+                        continue;
+                    };
+                    let timer = self.door_timer(number, pid, ctx);
+                    if let Some(door) = self.doors.get_mut(&number) {
+                        *door.opened_mut() = true;
+                        if let Some(old) = door.timer_mut().map(|t| std::mem::replace(t, timer)) {
+                            ctx.cancel_future(old);
+                        }
+                    }
+                }
+                _ => {
+                    self.awaiting_boot.remove(&number);
+                    self.end_door(number, ctx);
+                }
+            }
+            tracing::info!(locker = %self.id, compartment = number, ?decision, "interrupted door session decided at boot");
         }
     }
 
@@ -220,11 +324,23 @@ impl LockerActor {
             async move { db.run(move |c| load(c, &id, recover.as_ref())).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok((me, slots, auth)) => {
+                    Ok((me, slots, auth, found)) => {
                         act.recovered = true;
                         act.me = Some(me);
                         act.auth = Some(auth);
                         act.adopt_slots(slots);
+                        for f in found {
+                            act.rebuild(f, ctx);
+                        }
+                        let held: Vec<i32> = act
+                            .doors
+                            .iter()
+                            .filter(|(_, d)| d.parcel_id().is_some())
+                            .map(|(n, _)| *n)
+                            .collect();
+                        for n in held {
+                            act.set_slot(n, CompartmentStatus::Reserved);
+                        }
                     }
                     Err(e) => {
                         // Stop and let the supervisor start us again from the database, after a pause.
@@ -299,6 +415,36 @@ impl LockerActor {
         )
     }
 
+    /// [`Self::db_op`] for a device call that changes state: `answer` computes the result
+    /// payload from what the transaction did (`None`: no result, `then` refuses), and that
+    /// payload is stored for the call being dispatched in the same transaction, so the change
+    /// and the answer a retry gets are committed together.
+    fn db_change<T, W, A, M>(&mut self, work: W, answer: A, then: M) -> ResponseActFuture<Self, Reply>
+    where
+        T: Send + 'static,
+        W: FnOnce(&mut DbConn, &LockerCtx) -> Result<T, DeviceError> + Send + 'static,
+        A: FnOnce(&T) -> Option<Value> + Send + 'static,
+        M: FnOnce(T, &mut Self, &mut Context<Self>) -> Result<(), DeviceError> + 'static,
+    {
+        let record = self.recording.take();
+        let secs = i64::try_from(self.deps.settings.device_call_retention_secs).unwrap_or(i64::MAX / 1000);
+        let retention = chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::days(365));
+        self.db_op(
+            move |c, me| {
+                let t = work(c, me)?;
+                let payload = answer(&t);
+                if let (Some(r), Some(p)) = (&record, &payload) {
+                    device_calls::remember(c, &me.locker_id, &r.msg_id, &r.fingerprint, &p.to_string(), retention)?;
+                }
+                Ok((t, payload))
+            },
+            |(t, payload), act, ctx| {
+                then(t, act, ctx)?;
+                payload.ok_or_else(|| DeviceError::Failed(AppError::internal("a device call produced no answer")))
+            },
+        )
+    }
+
     fn dispatch(&mut self, req: DeviceRequest, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Reply> {
         if !self.booted && !matches!(req, DeviceRequest::BootNotification(_)) {
             return fail(refuse(ErrorCode::ProtocolError, "send BootNotification first"));
@@ -334,6 +480,7 @@ impl LockerActor {
 
     fn boot(&mut self, b: BootNotification) -> ResponseActFuture<Self, Reply> {
         let settings = self.deps.settings.clone();
+        let settings_for_settle = settings.clone();
         let config = BootConfig {
             pickup_code_length: settings.pickup_code_length,
             deposit_timeout_secs: settings.deposit_timeout_secs,
@@ -354,15 +501,29 @@ impl LockerActor {
         }
         let busy = self.busy();
         let id = self.id.clone();
+        let waiting = self.awaiting_sessions();
+        let key = self.deps.key.clone();
         self.db_op(
             move |c, me| {
                 let fw: String = b.firmware_version.chars().take(64).collect();
                 let pv: String = b.protocol_version.chars().take(16).collect();
                 lockers::set_connection(c, &me.locker_id, true, Some((&fw, &pv)))?;
+                // Sessions a server restart interrupted: the snapshot says how they ended.
+                let mut decided = Vec::new();
+                for s in &waiting {
+                    let sensed = b.compartments.iter().find(|c| c.number == s.number).map(|c| Sensed {
+                        door_open: c.door == Door::Open,
+                        occupied: c.occupied,
+                    });
+                    let decision = recovery::decide(s.kind, sensed);
+                    interrupted::settle(c, me, &key, &settings_for_settle, s, decision)?;
+                    decided.push((s.number, decision));
+                }
                 let found = pickups::reconcile(c, me, &b.compartments, &busy)?;
-                Ok((found, lockers::slots(c, &id)?))
+                Ok((found, decided, lockers::slots(c, &id)?))
             },
-            move |(found, slots), act, _| {
+            move |(found, decided, slots), act, ctx| {
+                act.settled(decided, ctx);
                 act.slots = slots;
                 for n in act.doors.keys().copied().collect::<Vec<_>>() {
                     act.set_slot(n, CompartmentStatus::Reserved);
@@ -459,8 +620,15 @@ impl LockerActor {
         }
         let slots = self.slots.clone();
         let busy = self.busy();
-        self.db_op(
+        self.db_change(
             move |c, me| deposits::start(c, me, &req, &slots, &busy),
+            |started| {
+                Some(json!(DepositOpen {
+                    deposit_id: started.parcel_id.clone(),
+                    compartment: started.number,
+                    size: started.size
+                }))
+            },
             |started, act, ctx| {
                 if let Some(old) = started.released {
                     act.set_slot(old, CompartmentStatus::Free);
@@ -478,11 +646,7 @@ impl LockerActor {
                         timer,
                     },
                 );
-                Ok(json!(DepositOpen {
-                    deposit_id: started.parcel_id,
-                    compartment: started.number,
-                    size: started.size
-                }))
+                Ok(())
             },
         )
     }
@@ -510,7 +674,8 @@ impl LockerActor {
         let slots = self.slots.clone();
         let busy = self.busy();
         let pid = deposit_id.clone();
-        self.db_op(
+        let answer_id = deposit_id.clone();
+        self.db_change(
             move |c, me| {
                 let d = deposits::DepositInProgress {
                     parcel_id: pid,
@@ -520,7 +685,14 @@ impl LockerActor {
                 };
                 deposits::upsize(c, me, &d, &slots, &busy)
             },
-            move |(number, size), act, ctx| {
+            move |(number, size)| {
+                Some(json!(DepositOpen {
+                    deposit_id: answer_id,
+                    compartment: *number,
+                    size: *size
+                }))
+            },
+            move |(number, _), act, ctx| {
                 if let Some(mut session) = act.doors.remove(&current) {
                     // The door timer follows the deposit to its new compartment.
                     if let Some(timer) = session.timer_mut() {
@@ -531,11 +703,7 @@ impl LockerActor {
                 }
                 act.set_slot(current, CompartmentStatus::Free);
                 act.set_slot(number, CompartmentStatus::Reserved);
-                Ok(json!(DepositOpen {
-                    deposit_id,
-                    compartment: number,
-                    size
-                }))
+                Ok(())
             },
         )
     }
@@ -545,12 +713,13 @@ impl LockerActor {
             return fail(refuse(ErrorCode::NotFound, "no deposit in progress with this id"));
         };
         let prior = prior.clone();
-        self.db_op(
+        self.db_change(
             move |c, me| deposits::cancel(c, me, &deposit_id, number, &prior, "cancelled by the driver"),
+            |_| Some(json!({"status": "Cancelled"})),
             move |status, act, ctx| {
                 act.end_door(number, ctx);
                 act.set_slot(number, status);
-                Ok(json!({"status": "Cancelled"}))
+                Ok(())
             },
         )
     }
@@ -569,7 +738,6 @@ impl LockerActor {
         if !self.slots.iter().any(|s| s.number == number) {
             return fail(refuse(ErrorCode::NotFound, format!("no compartment {number}")));
         }
-        let outcome = |o: &str| Ok(json!(DoorEventResponse { outcome: o.to_string() }));
         // What closing the door means depends on the sensor only while a parcel moves.
         let moves_parcel = self.doors.get(&number).is_some_and(|d| d.parcel_id().is_some());
         let occupied = match (ev.door, ev.occupied) {
@@ -587,30 +755,32 @@ impl LockerActor {
         match (self.doors.get_mut(&number), ev.door) {
             (Some(door), DoorChange::Opened) => {
                 *door.opened_mut() = true;
-                done(outcome("none").unwrap_or_default())
+                done(json!(DoorEventResponse { outcome: "none".into() }))
             }
             (Some(DoorSession::Deposit { parcel_id, prior, .. }), DoorChange::Closed) => {
                 let (pid, prior) = (parcel_id.clone(), prior.clone());
                 if occupied {
                     let key = self.deps.key.clone();
                     let s = self.deps.settings.clone();
-                    self.db_op(
+                    self.db_change(
                         move |c, me| deposits::complete(c, me, &key, &s, &pid, number),
+                        outcome("deposited"),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
                             act.set_slot(number, CompartmentStatus::Occupied);
-                            outcome("deposited")
+                            Ok(())
                         },
                     )
                 } else {
-                    self.db_op(
+                    self.db_change(
                         move |c, me| {
                             deposits::cancel(c, me, &pid, number, &prior, "door closed on an empty compartment")
                         },
+                        outcome("deposit_cancelled"),
                         move |status, act, ctx| {
                             act.end_door(number, ctx);
                             act.set_slot(number, status);
-                            outcome("deposit_cancelled")
+                            Ok(())
                         },
                     )
                 }
@@ -622,20 +792,22 @@ impl LockerActor {
                 };
                 let pid = door.parcel_id().unwrap_or_default().to_string();
                 if occupied {
-                    self.db_op(
+                    self.db_change(
                         move |c, me| pickups::record(c, me, &pid, left_as, json!({"compartment": number})),
+                        outcome(left_as),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
-                            outcome(left_as)
+                            Ok(())
                         },
                     )
                 } else {
-                    self.db_op(
+                    self.db_change(
                         move |c, me| pickups::taken_out(c, me, &pid, number, by),
+                        outcome(done_as),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
                             act.set_slot(number, CompartmentStatus::Free);
-                            outcome(done_as)
+                            Ok(())
                         },
                     )
                 }
@@ -644,7 +816,7 @@ impl LockerActor {
                 self.doors.remove(&number);
                 done(json!(DoorEventResponse { outcome: "none".into() }))
             }
-            (None, DoorChange::Opened) => self.db_op(
+            (None, DoorChange::Opened) => self.db_change(
                 move |c, me| {
                     pickups::fault(
                         c,
@@ -654,9 +826,10 @@ impl LockerActor {
                         "door opened without a command",
                     )
                 },
+                outcome("fault"),
                 move |_, act, _| {
                     act.set_slot(number, CompartmentStatus::OutOfService);
-                    outcome("fault")
+                    Ok(())
                 },
             ),
             (None, DoorChange::Closed) => done(json!(DoorEventResponse { outcome: "none".into() })),
@@ -694,7 +867,7 @@ impl LockerActor {
         }
         let server_key = self.deps.key.clone();
         let busy = self.busy();
-        self.db_op(
+        self.db_change(
             move |c, me| {
                 let Some((pid, number)) = find(c, me, &server_key)? else {
                     return Ok(None);
@@ -711,6 +884,14 @@ impl LockerActor {
                     }
                 }
                 Ok(Some((pid, number)))
+            },
+            |found| {
+                found.as_ref().map(|(parcel_id, number)| {
+                    json!(PickupOpen {
+                        compartment: *number,
+                        parcel_id: parcel_id.clone()
+                    })
+                })
             },
             move |found, act, ctx| {
                 let Some((parcel_id, number)) = found else {
@@ -731,10 +912,7 @@ impl LockerActor {
                     },
                 };
                 act.doors.insert(number, session);
-                Ok(json!(PickupOpen {
-                    compartment: number,
-                    parcel_id
-                }))
+                Ok(())
             },
         )
     }
@@ -746,11 +924,12 @@ impl LockerActor {
         }
         let kind: String = f.kind.chars().take(64).collect();
         let detail: String = f.detail.chars().take(500).collect();
-        self.db_op(
+        self.db_change(
             move |c, me| pickups::fault(c, me, Some(number), &kind, &detail),
+            |_| Some(json!({})),
             move |_, act, _| {
                 act.set_slot(number, CompartmentStatus::OutOfService);
-                Ok(json!({}))
+                Ok(())
             },
         )
     }
@@ -762,6 +941,15 @@ impl LockerActor {
         ctx.run_later(after, move |act, ctx| {
             let matches = act.doors.get(&number).and_then(DoorSession::parcel_id) == Some(parcel_id.as_str());
             if !matches {
+                return;
+            }
+            if let Some(reported) = act.awaiting_boot.get_mut(&number) {
+                // Interrupted by a restart and the device has not booted since: the parcel may
+                // be inside or not. Not cancelled: out of service for a person to check, and the
+                // session waits for the boot that decides it.
+                if !std::mem::replace(reported, true) {
+                    act.report_outcome_unknown(number, ctx);
+                }
                 return;
             }
             let Some(door) = act.doors.remove(&number) else { return };
@@ -804,6 +992,30 @@ impl LockerActor {
                 }
             }));
         })
+    }
+}
+
+impl LockerActor {
+    fn report_outcome_unknown(&mut self, number: i32, ctx: &mut Context<Self>) {
+        let Some(session) = self.awaiting_sessions().into_iter().find(|s| s.number == number) else {
+            return;
+        };
+        let Some(me) = self.me.clone() else { return };
+        self.set_slot(number, CompartmentStatus::OutOfService);
+        tracing::warn!(locker = %self.id, compartment = number, parcel = %session.parcel_id,
+            "interrupted door session not decided: the locker has not booted since the restart");
+        let db = self.deps.db.clone();
+        ctx.spawn(
+            async move {
+                let r = db
+                    .transaction_as(move |c| interrupted::outcome_unknown(c, &me, &session))
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = ?e, "could not record an interrupted session's unknown outcome");
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -884,25 +1096,94 @@ impl Handler<DeviceCall> for LockerActor {
     type Result = AtomicResponse<Self, String>;
 
     fn handle(&mut self, msg: DeviceCall, ctx: &mut Context<Self>) -> Self::Result {
-        let id = msg.msg_id;
-        let fingerprint = msg.fingerprint;
         // A boot always runs: it re-establishes the session's state.
         let is_boot = matches!(msg.request, DeviceRequest::BootNotification(_));
-        if let Some(answer) = self.dedup.get(&id, fingerprint).filter(|_| !is_boot) {
+        if let Some(answer) = self.dedup.get(&msg.msg_id, &msg.fingerprint).filter(|_| !is_boot) {
             return AtomicResponse::new(Box::pin(fut::ready(answer)));
         }
         if self.session.as_ref().is_none_or(|(s, _)| *s != msg.session_id) {
             let e = FrameError::new(ErrorCode::ProtocolError, "this session was replaced by a newer one");
+            let id = msg.msg_id;
             return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
         }
+        if !changes_state(&msg.request) {
+            return AtomicResponse::new(self.run_call(msg, false, ctx));
+        }
+        // Not in memory: the answer may have been committed by a server process that has
+        // since stopped. The mailbox waits for this lookup, so nothing runs in between.
+        let (db, locker_id, msg_id) = (self.deps.db.clone(), self.id.clone(), msg.msg_id.clone());
+        let lookup = async move { db.run(move |c| Ok(device_calls::find(c, &locker_id, &msg_id)?)).await };
+        AtomicResponse::new(Box::pin(lookup.into_actor(self).then(move |found, act, ctx| {
+            match found {
+                Ok(Some(stored)) if stored.fingerprint == msg.fingerprint => {
+                    let text = match serde_json::from_str(&stored.answer) {
+                        Ok(payload) => Frame::Result {
+                            id: msg.msg_id.clone(),
+                            payload,
+                        }
+                        .to_text(),
+                        Err(e) => Frame::Error {
+                            id: msg.msg_id.clone(),
+                            error: FrameError::new(ErrorCode::InternalError, format!("stored answer unreadable: {e}")),
+                        }
+                        .to_text(),
+                    };
+                    act.dedup.put(msg.msg_id, msg.fingerprint, text.clone());
+                    Box::pin(fut::ready(text)) as ResponseActFuture<Self, String>
+                }
+                // Whether this call already ran is unknown: it must not run (again) blindly.
+                Err(e) => {
+                    tracing::warn!(locker = %act.id, error = %e, "cannot read remembered device calls");
+                    let error = FrameError::new(ErrorCode::InternalError, "server unavailable; retry with the same id");
+                    Box::pin(fut::ready(Frame::Error { id: msg.msg_id, error }.to_text()))
+                }
+                // Never answered, or a reused id with another payload: it runs as a new call.
+                Ok(_) => act.run_call(msg, true, ctx),
+            }
+        })))
+    }
+}
+
+/// Calls whose result reports a change the server committed (a compartment reserved, a deposit
+/// completed, a door session begun, a fault recorded). Their answers are stored with the change
+/// so a retry after a server restart gets them; the others are read-only and simply run again.
+fn changes_state(req: &DeviceRequest) -> bool {
+    match req {
+        DeviceRequest::BootNotification(_)
+        | DeviceRequest::Heartbeat
+        | DeviceRequest::ListCarriers
+        | DeviceRequest::IdentifyCourier { .. }
+        | DeviceRequest::SearchDirectory { .. } => false,
+        DeviceRequest::StartDeposit(_)
+        | DeviceRequest::DoesNotFit(_)
+        | DeviceRequest::CancelDeposit(_)
+        | DeviceRequest::DoorEvent(_)
+        | DeviceRequest::Pickup(_)
+        | DeviceRequest::FaultNotification(_)
+        | DeviceRequest::CollectReturn { .. } => true,
+    }
+}
+
+impl LockerActor {
+    /// Runs a device call and turns its outcome into the frame to send; `persist` stores a
+    /// state-changing result in the transaction that commits the change (see `db_change`).
+    fn run_call(&mut self, msg: DeviceCall, persist: bool, ctx: &mut Context<Self>) -> ResponseActFuture<Self, String> {
+        let (id, fingerprint) = (msg.msg_id, msg.fingerprint);
+        let is_boot = matches!(msg.request, DeviceRequest::BootNotification(_));
         if !self.booted && !is_boot {
             // Not remembered: after booting, a retry with the same id must run.
             let e = FrameError::new(ErrorCode::ProtocolError, "send BootNotification first");
-            return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
+            return Box::pin(fut::ready(Frame::Error { id, error: e }.to_text()));
         }
         let action = msg.request.action();
+        self.recording = persist.then(|| CallRecord {
+            msg_id: id.clone(),
+            fingerprint: fingerprint.clone(),
+        });
         let work = self.dispatch(msg.request, ctx);
-        AtomicResponse::new(Box::pin(work.map(move |res, act, _| {
+        // Only a transaction started by this dispatch may record this call.
+        self.recording = None;
+        Box::pin(work.map(move |res, act, _| {
             let (frame, remember) = match res {
                 Ok(payload) => (
                     Frame::Result {
@@ -926,7 +1207,7 @@ impl Handler<DeviceCall> for LockerActor {
                 act.dedup.put(id, fingerprint, text.clone());
             }
             text
-        })))
+        }))
     }
 }
 

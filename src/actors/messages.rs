@@ -51,7 +51,7 @@ pub struct DeviceCall {
     pub msg_id: String,
     /// Hash of the action and payload: a retry has the same id and fingerprint; a device that
     /// reuses an id for a different call (after a reboot, say) does not get a stale answer.
-    pub fingerprint: u64,
+    pub fingerprint: String,
     pub request: DeviceRequest,
 }
 

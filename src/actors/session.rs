@@ -116,13 +116,16 @@ impl LockerSession {
     }
 }
 
-/// Identifies a call's content, so a retry can be told from a reused id.
-fn fingerprint(action: &str, payload: &serde_json::Value) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    action.hash(&mut h);
-    payload.to_string().hash(&mut h);
-    h.finish()
+/// Identifies a call's content, so a retry can be told from a reused id: SHA-256 (hex) of the
+/// action and the payload as parsed JSON (object keys sorted, so key order and whitespace do
+/// not matter). Stable across server versions, as it is stored with the answer it guards.
+fn fingerprint(action: &str, payload: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(action.as_bytes());
+    h.update(b"\n");
+    h.update(payload.to_string().as_bytes());
+    hex::encode(h.finalize())
 }
 
 impl Actor for LockerSession {

@@ -429,6 +429,20 @@ pub fn complete(
     parcel_id: &str,
     number: i32,
 ) -> Result<(), DeviceError> {
+    complete_because(conn, ctx, key, settings, parcel_id, number, None)
+}
+
+/// [`complete`], with a reason recorded in the `deposited` event (for example
+/// `at_reconnection`: decided from the boot snapshot after a server restart).
+pub fn complete_because(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    settings: &crate::config::Settings,
+    parcel_id: &str,
+    number: i32,
+    reason: Option<&str>,
+) -> Result<(), DeviceError> {
     let code_len = settings.pickup_code_length;
     let parcel = parcel_rows::get(conn, parcel_id)?;
     let carrier = carriers::get(conn, &parcel.carrier_id)?;
@@ -459,13 +473,17 @@ pub fn complete(
         ))
         .execute(conn)?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Occupied)?;
+    let mut detail = json!({"compartment": number, "pickup_deadline": super::ts_string(deadline)});
+    if let Some(r) = reason {
+        detail["reason"] = json!(r);
+    }
     parcel_rows::record_event(
         conn,
         parcel_id,
         "deposited",
         Some((ParcelState::Reserved, ParcelState::Deposited)),
         &ctx.actor(),
-        json!({"compartment": number, "pickup_deadline": super::ts_string(deadline)}),
+        detail,
     )?;
     outbox::enqueue_webhook(
         conn,
@@ -560,48 +578,6 @@ pub fn reissue_code(
                "reissued": true}),
     )?;
     Ok(id)
-}
-
-/// Cancels deposits that were in progress when the server stopped: their door sessions lived
-/// in memory, so nothing would ever finish them and their compartments would stay reserved.
-/// `skip` holds the parcels whose deposit is still tracked. Returns how many were cancelled.
-pub fn abandon_stale(conn: &mut DbConn, ctx: &LockerCtx, skip: &HashSet<String>) -> Result<usize, DeviceError> {
-    use super::schema::parcel_events as ev;
-    let reserved: Vec<(String, Option<String>)> = parcels::table
-        .filter(parcels::locker_id.eq(&ctx.locker_id))
-        .filter(parcels::state.eq(ParcelState::Reserved.as_str()))
-        .select((parcels::id, parcels::compartment_id))
-        .load(conn)?;
-    let mut n = 0;
-    for (id, comp) in reserved {
-        let (Some(comp), false) = (comp, skip.contains(&id)) else {
-            continue;
-        };
-        let kinds: Vec<String> = ev::table
-            .filter(ev::parcel_id.eq(&id))
-            .order(ev::id.desc())
-            .select(ev::kind)
-            .load(conn)?;
-        if !matches!(kinds.first().map(String::as_str), Some("deposit_started" | "upsized")) {
-            continue; // a pre-advice reservation, which is meant to last
-        }
-        let prior = if kinds.iter().any(|k| k == "pre_advised") {
-            Prior::PreAdvised { compartment: None }
-        } else {
-            Prior::WalkUp
-        };
-        let number = number_of(conn, &comp)?;
-        cancel(
-            conn,
-            ctx,
-            &id,
-            number,
-            &prior,
-            "the server restarted during the deposit",
-        )?;
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// A numeric code no live parcel at this locker has. The check and the write happen in the

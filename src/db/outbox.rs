@@ -134,12 +134,23 @@ pub struct Attempt {
 }
 
 /// Pending deliveries for a carrier that are due now, oldest first, skipping `exclude`.
+///
+/// A parcel's webhooks go out in the order of its events: a delivery waits while an earlier
+/// one of the same parcel (a smaller, time-ordered id) is still pending, that is until it is
+/// delivered or dead-lettered. Otherwise a retried `delivered_to_locker` could arrive after
+/// the `picked_up` that followed it. Deliveries without a parcel are not ordered.
 pub fn due_webhooks(conn: &mut DbConn, carrier_id: &str, exclude: &[String], limit: i64) -> QueryResult<Vec<Delivery>> {
+    let earlier = diesel::alias!(webhook_outbox as earlier);
+    let earlier_pending = earlier
+        .filter(earlier.field(webhook_outbox::parcel_id).eq(webhook_outbox::parcel_id))
+        .filter(earlier.field(webhook_outbox::status).eq("pending"))
+        .filter(earlier.field(webhook_outbox::id).lt(webhook_outbox::id));
     webhook_outbox::table
         .filter(webhook_outbox::carrier_id.eq(carrier_id))
         .filter(webhook_outbox::status.eq("pending"))
         .filter(webhook_outbox::next_attempt_at.le(now()))
         .filter(webhook_outbox::id.ne_all(exclude))
+        .filter(diesel::dsl::not(diesel::dsl::exists(earlier_pending)))
         .order((webhook_outbox::next_attempt_at.asc(), webhook_outbox::id.asc()))
         .limit(limit)
         .select(Delivery::as_select())

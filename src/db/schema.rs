@@ -234,6 +234,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    device_calls (locker_id, msg_id) {
+        locker_id -> Text,
+        msg_id -> Text,
+        fingerprint -> Text,
+        answer -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(lockers -> sites (site_id));
 diesel::joinable!(sections -> lockers (locker_id));
 diesel::joinable!(sections -> carriers (carrier_id));
@@ -263,4 +273,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     deadlines,
     inbound_events,
     faults,
+    device_calls,
 );

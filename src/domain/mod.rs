@@ -5,6 +5,7 @@ pub mod inputs;
 pub mod kiosk;
 pub mod parcel;
 pub mod partition;
+pub mod recovery;
 
 use serde::{Deserialize, Serialize};
 

@@ -6,6 +6,7 @@ mod cli;
 mod deadlines;
 mod device;
 mod device_corrections;
+mod durability;
 mod helpers;
 mod lockers;
 mod notifications;

@@ -1,0 +1,1 @@
+DROP INDEX webhook_outbox_parcel_pending;

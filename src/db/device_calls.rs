@@ -1,0 +1,82 @@
+//! Answers to state-changing device calls, kept with the change they report.
+//!
+//! The locker actor writes a row in the same transaction as the change (a deposit completed, a
+//! compartment reserved, …), so after a server restart a retry with the same message id gets
+//! the answer that matches what was committed. Rows are small, pruned by age and capped per
+//! locker, a few at a time on each write, so no sweep is needed.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::device_calls;
+use super::{now, DbConn};
+
+/// Most answers kept per locker; the oldest go first. Matches the in-memory window.
+pub const DEVICE_CALLS_PER_LOCKER: i64 = 512;
+
+/// Most rows one write prunes: pruning stays cheap even after a long quiet spell.
+const PRUNE_BATCH: i64 = 64;
+
+/// A remembered answer: the call's fingerprint and the result payload (JSON text).
+#[derive(Debug, Clone, Queryable)]
+pub struct StoredCall {
+    pub fingerprint: String,
+    pub answer: String,
+}
+
+pub fn find(conn: &mut DbConn, locker_id: &str, msg_id: &str) -> QueryResult<Option<StoredCall>> {
+    device_calls::table
+        .find((locker_id, msg_id))
+        .select((device_calls::fingerprint, device_calls::answer))
+        .first(conn)
+        .optional()
+}
+
+/// Stores the answer to a call (replacing an older answer under the same id, as a reused id
+/// runs as a new call), then prunes this locker's oldest rows beyond the age or count bound.
+pub fn remember(
+    conn: &mut DbConn,
+    locker_id: &str,
+    msg_id: &str,
+    fingerprint: &str,
+    answer: &str,
+    retention: chrono::Duration,
+) -> QueryResult<()> {
+    diesel::delete(device_calls::table.find((locker_id, msg_id))).execute(conn)?;
+    let t = now();
+    diesel::insert_into(device_calls::table)
+        .values((
+            device_calls::locker_id.eq(locker_id),
+            device_calls::msg_id.eq(msg_id),
+            device_calls::fingerprint.eq(fingerprint),
+            device_calls::answer.eq(answer),
+            device_calls::created_at.eq(t),
+        ))
+        .execute(conn)?;
+    prune(conn, locker_id, t - retention)
+}
+
+fn prune(conn: &mut DbConn, locker_id: &str, older_than: NaiveDateTime) -> QueryResult<()> {
+    let mine = || device_calls::table.filter(device_calls::locker_id.eq(locker_id.to_string()));
+    // Past the count bound: the newest row beyond DEVICE_CALLS_PER_LOCKER, and all older ones.
+    let beyond_cap: Option<NaiveDateTime> = mine()
+        .order(device_calls::created_at.desc())
+        .offset(DEVICE_CALLS_PER_LOCKER)
+        .select(device_calls::created_at)
+        .first(conn)
+        .optional()?;
+    let cutoff = device_calls::created_at.lt(older_than);
+    let stale_rows = match beyond_cap {
+        Some(cap) => mine().filter(cutoff.or(device_calls::created_at.le(cap))).into_boxed(),
+        None => mine().filter(cutoff).into_boxed(),
+    };
+    let stale: Vec<String> = stale_rows
+        .order(device_calls::created_at.asc())
+        .limit(PRUNE_BATCH)
+        .select(device_calls::msg_id)
+        .load(conn)?;
+    if !stale.is_empty() {
+        diesel::delete(mine().filter(device_calls::msg_id.eq_any(stale))).execute(conn)?;
+    }
+    Ok(())
+}

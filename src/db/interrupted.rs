@@ -1,0 +1,208 @@
+//! Door sessions a server restart interrupted: found in the database when a locker's state is
+//! first loaded, and settled at the device's boot by the rule in `domain::recovery`.
+
+use std::collections::HashSet;
+
+use diesel::prelude::*;
+use serde_json::json;
+
+use super::deposits::{self, LockerCtx, Prior};
+use super::pickups::{self, TakenBy};
+use super::schema::{compartments, parcel_events, parcels};
+use super::{parcels as parcel_rows, recipients, DbConn};
+use crate::credentials::ServerKey;
+use crate::domain::parcel::ParcelState;
+use crate::domain::recovery::{Decision, Interrupted};
+use crate::error::DeviceError;
+
+/// Parcel event recorded when a locker did not come back in time to settle a session.
+pub const OUTCOME_UNKNOWN: &str = "session_outcome_unknown";
+
+/// What settling an interrupted session needs.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub parcel_id: String,
+    pub number: i32,
+    pub kind: Interrupted,
+    /// For a deposit: where the parcel stood before it, so a cancel can put it back.
+    pub prior: Option<Prior>,
+}
+
+/// An interrupted session as found in the database.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub session: Session,
+    pub carrier_id: String,
+    pub needs_accessible: bool,
+    /// Already marked `session_outcome_unknown` (by an earlier server process).
+    pub reported: bool,
+}
+
+/// Lockers that may have an interrupted door session (a live parcel in a compartment): the
+/// hub starts their actors at startup, so a locker that never reconnects is still noticed.
+pub fn lockers_to_check(conn: &mut DbConn) -> QueryResult<Vec<String>> {
+    let live = [
+        ParcelState::Reserved.as_str(),
+        ParcelState::Deposited.as_str(),
+        ParcelState::Expired.as_str(),
+    ];
+    let ids: Vec<Option<String>> = parcels::table
+        .filter(parcels::state.eq_any(live))
+        .filter(parcels::compartment_id.is_not_null())
+        .select(parcels::locker_id)
+        .distinct()
+        .load(conn)?;
+    Ok(ids.into_iter().flatten().collect())
+}
+
+/// Door sessions in progress at this locker according to the database: parcels whose latest
+/// event (ignoring `session_outcome_unknown`) opened a door that no later event closed.
+/// `skip` holds the parcels whose session this process still tracks.
+pub fn load(conn: &mut DbConn, ctx: &LockerCtx, skip: &HashSet<String>) -> QueryResult<Vec<Found>> {
+    let live = [
+        ParcelState::Reserved.as_str(),
+        ParcelState::Deposited.as_str(),
+        ParcelState::Expired.as_str(),
+    ];
+    let rows: Vec<(String, String, String, Option<String>, Option<String>)> = parcels::table
+        .filter(parcels::locker_id.eq(&ctx.locker_id))
+        .filter(parcels::state.eq_any(live))
+        .select((
+            parcels::id,
+            parcels::carrier_id,
+            parcels::state,
+            parcels::compartment_id,
+            parcels::recipient_id,
+        ))
+        .load(conn)?;
+    // Every event of these parcels in one query, newest first: a handful per parcel.
+    let ids: Vec<&String> = rows.iter().map(|r| &r.0).collect();
+    let events: Vec<(String, String)> = parcel_events::table
+        .filter(parcel_events::parcel_id.eq_any(ids))
+        .order(parcel_events::id.desc())
+        .select((parcel_events::parcel_id, parcel_events::kind))
+        .load(conn)?;
+    let mut found = Vec::new();
+    for (id, carrier_id, state, comp, recipient) in rows {
+        let Some(comp) = comp.filter(|_| !skip.contains(&id)) else {
+            continue;
+        };
+        let kinds: Vec<&String> = events.iter().filter(|(p, _)| *p == id).map(|(_, k)| k).collect();
+        let reported = kinds.first().is_some_and(|k| *k == OUTCOME_UNKNOWN);
+        let latest = kinds.iter().find(|k| **k != OUTCOME_UNKNOWN).map(|k| k.as_str());
+        let reserved = state == ParcelState::Reserved.as_str();
+        let kind = match latest {
+            Some("deposit_started" | "upsized") if reserved => Interrupted::Deposit,
+            Some("pickup_opened") if !reserved => Interrupted::Pickup,
+            Some("collection_opened") if !reserved => Interrupted::Collection,
+            // A pre-advice reservation (meant to last), or a session that ended.
+            _ => continue,
+        };
+        let prior = (kind == Interrupted::Deposit).then(|| {
+            if kinds.iter().any(|k| *k == "pre_advised") {
+                Prior::PreAdvised { compartment: None }
+            } else {
+                Prior::WalkUp
+            }
+        });
+        let needs_accessible = match &recipient {
+            Some(r) => recipients::get(conn, r)?.needs_accessible,
+            None => false,
+        };
+        let number = compartments::table
+            .find(&comp)
+            .select(compartments::number)
+            .first(conn)?;
+        found.push(Found {
+            session: Session {
+                parcel_id: id,
+                number,
+                kind,
+                prior,
+            },
+            carrier_id,
+            needs_accessible,
+            reported,
+        });
+    }
+    Ok(found)
+}
+
+/// Carries out a boot-time decision in the caller's transaction. `Hold` and `Unknown` change
+/// nothing here: the session goes on.
+pub fn settle(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    settings: &crate::config::Settings,
+    s: &Session,
+    decision: Decision,
+) -> Result<(), DeviceError> {
+    let (pid, number) = (s.parcel_id.as_str(), s.number);
+    let by = match s.kind {
+        Interrupted::Collection => TakenBy::Carrier,
+        _ => TakenBy::Recipient,
+    };
+    match decision {
+        Decision::CompleteDeposit => {
+            deposits::complete_because(conn, ctx, key, settings, pid, number, Some("at_reconnection"))
+        }
+        Decision::CancelDeposit => {
+            let prior = s.prior.clone().unwrap_or(Prior::WalkUp);
+            deposits::cancel(
+                conn,
+                ctx,
+                pid,
+                number,
+                &prior,
+                "the door was found closed on an empty compartment after a server restart",
+            )
+            .map(drop)
+        }
+        Decision::TakenOut => pickups::taken_out(conn, ctx, pid, number, by),
+        Decision::LeftInside => {
+            let kind = match by {
+                TakenBy::Carrier => "collection_abandoned",
+                TakenBy::Recipient => "pickup_abandoned",
+            };
+            pickups::record(
+                conn,
+                ctx,
+                pid,
+                kind,
+                json!({"compartment": number, "reason": "at_reconnection"}),
+            )
+        }
+        Decision::Hold | Decision::Unknown => Ok(()),
+    }
+}
+
+/// The locker did not boot in time to settle an interrupted session: whether the parcel is
+/// inside is unknown. The compartment goes out of service with a fault for a person to check,
+/// and the parcel's log says why; the session itself stays open until the device boots.
+pub fn outcome_unknown(conn: &mut DbConn, ctx: &LockerCtx, s: &Session) -> Result<(), DeviceError> {
+    let what = match s.kind {
+        Interrupted::Deposit => "deposit",
+        Interrupted::Pickup => "pickup",
+        Interrupted::Collection => "collection",
+    };
+    pickups::fault(
+        conn,
+        ctx,
+        Some(s.number),
+        OUTCOME_UNKNOWN,
+        &format!(
+            "a {what} was in progress when the server restarted, and the locker has not reported since; check whether parcel {} is inside",
+            s.parcel_id
+        ),
+    )?;
+    parcel_rows::record_event(
+        conn,
+        &s.parcel_id,
+        OUTCOME_UNKNOWN,
+        None,
+        &ctx.actor(),
+        json!({"compartment": s.number, "session": what}),
+    )?;
+    Ok(())
+}
