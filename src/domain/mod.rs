@@ -3,6 +3,7 @@
 pub mod allocation;
 pub mod inputs;
 pub mod parcel;
+pub mod remote_open;
 
 use serde::{Deserialize, Serialize};
 
