@@ -189,11 +189,11 @@ pub fn check_decision(
     approver_holder: &str,
     approving: bool,
 ) -> Result<(), DecisionRefused> {
+    if outcome == Outcome::Expired || (outcome == Outcome::PendingApproval && expires_at.is_some_and(|t| t <= now)) {
+        return Err(DecisionRefused::Expired);
+    }
     if outcome != Outcome::PendingApproval {
         return Err(DecisionRefused::NotPending);
-    }
-    if expires_at.is_some_and(|t| t <= now) {
-        return Err(DecisionRefused::Expired);
     }
     if approving && Holder::same_person(requester_holder, approver_holder) {
         return Err(DecisionRefused::SameHolder);
@@ -244,6 +244,10 @@ mod tests {
         );
         assert_eq!(
             check_decision(Outcome::PendingApproval, Some(t(900)), t(900), "Ann", "Bob", true),
+            Err(DecisionRefused::Expired)
+        );
+        assert_eq!(
+            check_decision(Outcome::Expired, Some(t(900)), t(1000), "Ann", "Bob", true),
             Err(DecisionRefused::Expired)
         );
         assert_eq!(

@@ -92,6 +92,8 @@ pub async fn require_admin(
                 actix_web::http::Method::GET | actix_web::http::Method::HEAD
             );
             if !reads && !key.role.may_write() {
+                tracing::warn!(admin_key = %key.id, holder = %key.holder, method = %req.method(),
+                    path = %req.path(), "write refused to a viewer key");
                 return Err(AppError::Denied {
                     code: "read_only_key",
                     message: "this admin key has the viewer role and may only read".into(),
