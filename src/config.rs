@@ -99,6 +99,18 @@ pub struct Settings {
     /// Reminders go out this many hours before the pickup deadline.
     pub reminder_offsets_hours: Vec<u32>,
     pub deadline_scan_ms: u64,
+    /// Remote opens one admin key may make at once, then one more per period.
+    pub remote_open_per_key_burst: u32,
+    pub remote_open_per_key_period_secs: u64,
+    /// Remote opens one locker may get at once, then one more per period.
+    pub remote_open_per_locker_burst: u32,
+    pub remote_open_per_locker_period_secs: u64,
+    /// Opens of one locker within the window that need nobody else; each further one waits
+    /// for a second person's approval (0: every remote open needs approval).
+    pub remote_open_window_max: u32,
+    pub remote_open_window_secs: u64,
+    /// How long a remote open waits for approval before it expires.
+    pub remote_open_approval_ttl_secs: u64,
 }
 
 /// How to secure the SMTP connection.
@@ -176,6 +188,13 @@ impl Default for Settings {
             hour_ms: 3_600_000,
             reminder_offsets_hours: vec![24, 4],
             deadline_scan_ms: 1_000,
+            remote_open_per_key_burst: 10,
+            remote_open_per_key_period_secs: 360,
+            remote_open_per_locker_burst: 5,
+            remote_open_per_locker_period_secs: 12,
+            remote_open_window_max: 3,
+            remote_open_window_secs: 600,
+            remote_open_approval_ttl_secs: 900,
         }
     }
 }
@@ -235,6 +254,15 @@ Deadlines:
   reminder_offsets_hours      LOCKERHUB_REMINDER_OFFSETS_HOURS      [24, 4] (hours before the deadline)
   deadline_scan_ms            LOCKERHUB_DEADLINE_SCAN_MS            1000
   hour_ms                     LOCKERHUB_HOUR_MS                     3600000 (the clock's hour; for tests)
+Remote opens (see docs/security.md):
+  remote_open_per_key_burst   LOCKERHUB_REMOTE_OPEN_PER_KEY_BURST   10 per admin key, then 429
+  remote_open_per_key_period_secs LOCKERHUB_REMOTE_OPEN_PER_KEY_PERIOD_SECS 360 (one more per period)
+  remote_open_per_locker_burst LOCKERHUB_REMOTE_OPEN_PER_LOCKER_BURST 5 per locker, then 429
+  remote_open_per_locker_period_secs LOCKERHUB_REMOTE_OPEN_PER_LOCKER_PERIOD_SECS 12 (one more per period)
+  remote_open_window_max      LOCKERHUB_REMOTE_OPEN_WINDOW_MAX      3 opens of one locker per window; further
+                                                                    ones wait for a second person's approval
+  remote_open_window_secs     LOCKERHUB_REMOTE_OPEN_WINDOW_SECS     600
+  remote_open_approval_ttl_secs LOCKERHUB_REMOTE_OPEN_APPROVAL_TTL_SECS 900 (then the request expires)
 The config file is --config PATH, or LOCKERHUB_CONFIG, or ./lockerhub.toml if present.";
 
 impl Settings {
@@ -285,6 +313,15 @@ impl Settings {
         if self.device_call_retention_secs == 0 {
             return Err("device_call_retention_secs must be positive".into());
         }
+        if self.remote_open_per_key_burst == 0
+            || self.remote_open_per_key_period_secs == 0
+            || self.remote_open_per_locker_burst == 0
+            || self.remote_open_per_locker_period_secs == 0
+            || self.remote_open_window_secs == 0
+            || self.remote_open_approval_ttl_secs == 0
+        {
+            return Err("remote_open_* bursts, periods, window and approval TTL must be positive".into());
+        }
         if self.device_heartbeat_secs == 0 || self.device_timeout_secs <= self.device_heartbeat_secs {
             return Err("device_timeout_secs must be greater than device_heartbeat_secs > 0".into());
         }
@@ -303,6 +340,16 @@ impl Settings {
     /// everything in it (`AppState::clock`); use that one to read the time.
     pub fn clock(&self) -> crate::clock::Clock {
         crate::clock::Clock::new(Duration::from_millis(self.hour_ms))
+    }
+
+    /// The remote-open rate limits these settings describe.
+    pub fn remote_open_quota(&self) -> crate::ratelimit::RemoteOpenQuota {
+        crate::ratelimit::RemoteOpenQuota {
+            per_key_burst: self.remote_open_per_key_burst,
+            per_key_period: Duration::from_secs(self.remote_open_per_key_period_secs),
+            per_locker_burst: self.remote_open_per_locker_burst,
+            per_locker_period: Duration::from_secs(self.remote_open_per_locker_period_secs),
+        }
     }
 
     pub fn db_connect_timeout(&self) -> Duration {

@@ -24,9 +24,16 @@ enum Command {
     Migrate,
     /// Create an admin API key and print it once.
     CreateAdminKey {
-        /// A label for the key, e.g. who holds it.
+        /// A label for the key.
         #[arg(long, default_value = "admin")]
         name: String,
+        /// The named person who holds the key (default: the name). A remote open beyond the
+        /// window needs approval by a key held by someone else.
+        #[arg(long)]
+        holder: Option<String>,
+        /// admin (everything, including admin keys), operator (everything else) or viewer (read only).
+        #[arg(long, default_value = "admin", value_parser = ["admin", "operator", "viewer"])]
+        role: String,
     },
 }
 
@@ -43,7 +50,9 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings),
         Command::Migrate => migrate(&settings),
-        Command::CreateAdminKey { name } => create_admin_key(&settings, &name),
+        Command::CreateAdminKey { name, holder, role } => {
+            create_admin_key(&settings, &name, holder.as_deref().unwrap_or(&name), &role)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,12 +79,20 @@ fn migrate(settings: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-fn create_admin_key(settings: &Settings, name: &str) -> Result<(), String> {
+fn create_admin_key(settings: &Settings, name: &str, holder: &str, role: &str) -> Result<(), String> {
+    use lockerhub::domain::remote_open::{Holder, Role};
+    let holder = Holder::parse(holder)?;
+    let role = Role::parse(role).ok_or_else(|| format!("unknown role {role:?}: use admin, operator or viewer"))?;
     let url = settings.database_url()?;
     let pool = lockerhub::db::connect(&url, 1, settings.db_connect_timeout())?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
-    let (id, key) = lockerhub::db::admin_keys::create(&mut conn, name).map_err(|e| e.to_string())?;
-    eprintln!("Created admin key {id} ({name}). It is shown only once; store it now:");
+    let (id, key) =
+        lockerhub::db::admin_keys::create_with(&mut conn, name, &holder, role, None).map_err(|e| e.to_string())?;
+    eprintln!(
+        "Created admin key {id} ({name}, held by {}, role {}). It is shown only once; store it now:",
+        holder.as_str(),
+        role.as_str()
+    );
     println!("{key}");
     Ok(())
 }

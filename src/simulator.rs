@@ -61,6 +61,20 @@ pub struct Behaviour {
     pub answer_open_commands: bool,
     /// Socket read buffer; small for large fleets.
     pub read_buffer: usize,
+    /// What the person at a remotely opened door does.
+    pub remote_open: RemoteOpenHands,
+}
+
+/// What happens at a compartment the server opened remotely, after the door opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RemoteOpenHands {
+    /// The door is closed again with whatever was inside still inside.
+    #[default]
+    CloseUntouched,
+    /// The parcel is taken out, then the door is closed.
+    TakeParcelOut,
+    /// The door is left open; the test closes it with [`SimLocker::close_remote_door`].
+    LeaveOpen,
 }
 
 impl Default for Behaviour {
@@ -68,6 +82,7 @@ impl Default for Behaviour {
         Self {
             answer_open_commands: true,
             read_buffer: 4 * 1024,
+            remote_open: RemoteOpenHands::default(),
         }
     }
 }
@@ -268,8 +283,14 @@ impl SimLocker {
         ));
         if exists {
             let me = self.clone();
+            let hands = self.behaviour.remote_open;
             tokio::spawn(async move {
                 let _ = me.door(number, DoorChange::Opened).await;
+                match hands {
+                    RemoteOpenHands::CloseUntouched => {}
+                    RemoteOpenHands::TakeParcelOut => me.set_occupied(number, false),
+                    RemoteOpenHands::LeaveOpen => return,
+                }
                 let _ = me.door(number, DoorChange::Closed).await;
             });
         }
@@ -379,6 +400,32 @@ impl SimLocker {
             )
             .await?;
         Ok(v.get("outcome").and_then(Value::as_str).unwrap_or_default().to_string())
+    }
+
+    /// Closes a door the server opened remotely (see [`RemoteOpenHands::LeaveOpen`]), taking
+    /// the parcel out first or not. Waits (bounded) for the door to have opened. Returns the
+    /// closing `DoorEvent`'s outcome.
+    pub async fn close_remote_door(&self, number: i32, take_parcel_out: bool) -> Result<String, SimError> {
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            let open = self
+                .compartments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&number)
+                .is_some_and(|c| c.door_open);
+            if open {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(SimError::Timeout(CALL_TIMEOUT));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if take_parcel_out {
+            self.set_occupied(number, false);
+        }
+        self.door(number, DoorChange::Closed).await
     }
 
     fn set_occupied(&self, number: i32, occupied: bool) {

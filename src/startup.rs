@@ -41,7 +41,9 @@ impl Application {
         let listener = listen(&settings.host, settings.port)
             .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.host, settings.port))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let limits = Arc::new(RateLimits::new(settings.auth_failures_per_minute));
+        let limits = Arc::new(
+            RateLimits::new(settings.auth_failures_per_minute).with_remote_opens(settings.remote_open_quota()),
+        );
         let clock = settings.clock();
         let settings = Arc::new(settings);
         let pickup_guesses = Arc::new(Lockout::new(

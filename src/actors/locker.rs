@@ -15,10 +15,12 @@ use super::messages::*;
 use crate::credentials::ServerKey;
 use crate::db::deposits::{self, LockerCtx, Prior};
 use crate::db::pickups::TakenBy;
+use crate::db::remote_opens::{self, RemoteOpenRecord};
 use crate::db::{carriers, device_calls, interrupted, lockers, pickups, recipients, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::kiosk::{Kiosk, KioskRefusal};
 use crate::domain::recovery::{self, Decision, Interrupted, Sensed};
+use crate::domain::remote_open::Outcome;
 use crate::domain::CompartmentStatus;
 use crate::error::{AppError, DeviceError};
 use crate::protocol::messages::*;
@@ -53,7 +55,15 @@ enum DoorSession {
     },
     Remote {
         opened: bool,
+        open: RemoteDoor,
     },
+}
+
+/// What a remote open was for: its audit record, and the parcel that was inside.
+#[derive(Debug, Clone)]
+struct RemoteDoor {
+    open_id: String,
+    parcel_id: Option<String>,
 }
 
 impl DoorSession {
@@ -79,7 +89,7 @@ impl DoorSession {
             Self::Deposit { opened, .. }
             | Self::Pickup { opened, .. }
             | Self::Collection { opened, .. }
-            | Self::Remote { opened } => opened,
+            | Self::Remote { opened, .. } => opened,
         }
     }
 }
@@ -128,7 +138,7 @@ pub struct LockerActor {
     doors: HashMap<i32, DoorSession>,
     dedup: Dedup,
     /// Server calls awaiting the device's answer: the reply channel and the compartment opened.
-    pending: HashMap<String, (oneshot::Sender<Result<Value, FrameError>>, i32)>,
+    pending: HashMap<String, (oneshot::Sender<Result<Value, FrameError>>, i32, RemoteDoor)>,
     /// Whether stale deposits from before a server restart were cleaned up.
     recovered: bool,
     /// The device call being dispatched, if its answer is to be stored with its change.
@@ -812,6 +822,33 @@ impl LockerActor {
                     )
                 }
             }
+            (
+                Some(DoorSession::Remote {
+                    open:
+                        RemoteDoor {
+                            open_id,
+                            parcel_id: Some(pid),
+                        },
+                    ..
+                }),
+                DoorChange::Closed,
+            ) => {
+                // A parcel was inside when the door was opened remotely: what the door sensor
+                // says now decides whether it was taken out.
+                let (pid, open_id) = (pid.clone(), open_id.clone());
+                let now = self.deps.clock.now();
+                self.db_change(
+                    move |c, me| Ok(remote_opens::door_closed(c, me, &pid, &open_id, number, occupied, now)?),
+                    outcome("none"),
+                    move |removed, act, ctx| {
+                        act.end_door(number, ctx);
+                        if removed {
+                            act.set_slot(number, CompartmentStatus::Free);
+                        }
+                        Ok(())
+                    },
+                )
+            }
             (Some(DoorSession::Remote { .. }), DoorChange::Closed) => {
                 self.doors.remove(&number);
                 done(json!(DoorEventResponse { outcome: "none".into() }))
@@ -959,7 +996,7 @@ impl LockerActor {
                 DoorSession::Deposit { opened, prior, .. } => (opened, Some(prior)),
                 DoorSession::Pickup { opened, .. }
                 | DoorSession::Collection { opened, .. }
-                | DoorSession::Remote { opened } => (opened, None),
+                | DoorSession::Remote { opened, .. } => (opened, None),
             };
             let pid = parcel_id.clone();
             let work = async move {
@@ -1153,6 +1190,7 @@ fn changes_state(req: &DeviceRequest) -> bool {
         | DeviceRequest::Heartbeat
         | DeviceRequest::ListCarriers
         | DeviceRequest::IdentifyCourier { .. }
+        | DeviceRequest::EndInteraction
         | DeviceRequest::SearchDirectory { .. } => false,
         DeviceRequest::StartDeposit(_)
         | DeviceRequest::DoesNotFit(_)
@@ -1215,7 +1253,7 @@ impl Handler<DeviceAnswer> for LockerActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeviceAnswer, _: &mut Context<Self>) {
-        if let Some((tx, number)) = self.pending.remove(&msg.msg_id) {
+        if let Some((tx, number, open)) = self.pending.remove(&msg.msg_id) {
             // Register the open door now: its DoorEvent may be the very next message.
             if msg
                 .answer
@@ -1224,7 +1262,7 @@ impl Handler<DeviceAnswer> for LockerActor {
             {
                 self.doors
                     .entry(number)
-                    .or_insert(DoorSession::Remote { opened: false });
+                    .or_insert(DoorSession::Remote { opened: false, open });
             }
             let _ = tx.send(msg.answer);
         }
@@ -1236,19 +1274,73 @@ impl Handler<RemoteOpen> for LockerActor {
 
     fn handle(&mut self, msg: RemoteOpen, _: &mut Context<Self>) -> Self::Result {
         let number = msg.number;
-        if !self.slots.iter().any(|s| s.number == number) {
-            return Box::pin(fut::ready(OpenOutcome::NoSuchCompartment));
-        }
-        let Some((_, session)) = self.session.clone().filter(|_| self.booted) else {
-            return Box::pin(fut::ready(OpenOutcome::Offline));
+        let open = RemoteDoor {
+            open_id: msg.open_id.clone(),
+            parcel_id: msg.parcel_id.clone(),
         };
+        let asked = if !self.slots.iter().any(|s| s.number == number) {
+            Box::pin(fut::ready(OpenOutcome::NoSuchCompartment))
+        } else if let Some((_, session)) = self.session.clone().filter(|_| self.booted) {
+            self.ask_device_to_open(number, msg.reason, msg.actor, open, session)
+        } else {
+            Box::pin(fut::ready(OpenOutcome::Offline))
+        };
+        // The audit record gets the outcome before anyone hears it, in this actor's future so
+        // a caller that goes away cannot leave it `opening`.
+        let (db, clock, open_id) = (self.deps.db.clone(), self.deps.clock.clone(), msg.open_id);
+        Box::pin(asked.then(move |outcome, act, _| {
+            let (status, detail) = match &outcome {
+                OpenOutcome::Opened => (Outcome::Opened, String::new()),
+                OpenOutcome::Failed(why) => (Outcome::Failed, format!("the locker could not open it: {why}")),
+                OpenOutcome::Offline => (Outcome::Failed, "the locker is not connected".to_string()),
+                OpenOutcome::NoSuchCompartment => (Outcome::Refused, "no such compartment".to_string()),
+                OpenOutcome::Unknown => (
+                    Outcome::Unknown,
+                    "the locker did not confirm in time; the door may have opened".to_string(),
+                ),
+            };
+            let id = open_id.clone();
+            async move {
+                let now = clock.now();
+                let r = db
+                    .transaction_as(move |c| -> Result<_, AppError> {
+                        Ok(remote_opens::finish(c, &id, status, &detail, now)?)
+                    })
+                    .await;
+                match r {
+                    Ok(rec) => tracing::info!(
+                        remote_open = %rec.id, admin_key = %rec.admin_key_id, holder = %rec.holder,
+                        locker = %rec.locker_id, compartment = rec.compartment, outcome = %rec.outcome,
+                        reason = %rec.reason, approved_by = ?rec.decided_by_holder, "remote open"
+                    ),
+                    Err(e) => {
+                        tracing::error!(remote_open = %open_id, error = %e, "could not record a remote open's outcome")
+                    }
+                }
+                outcome
+            }
+            .into_actor(act)
+        }))
+    }
+}
+
+impl LockerActor {
+    /// Sends `OpenCompartment` and waits (bounded) for the device's answer.
+    fn ask_device_to_open(
+        &mut self,
+        number: i32,
+        reason: String,
+        actor: String,
+        open: RemoteDoor,
+        session: Recipient<ToDevice>,
+    ) -> ResponseActFuture<Self, OpenOutcome> {
         self.next_call += 1;
         let call_id = format!("srv-{}", self.next_call);
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(call_id.clone(), (tx, number));
+        self.pending.insert(call_id.clone(), (tx, number, open.clone()));
         let payload = json!(OpenCompartment {
             compartment: number,
-            reason: msg.reason.clone()
+            reason
         });
         session.do_send(ToDevice::Text(
             Frame::Call {
@@ -1259,7 +1351,6 @@ impl Handler<RemoteOpen> for LockerActor {
             .to_text(),
         ));
         let timeout = Duration::from_secs(self.deps.settings.device_call_timeout_secs);
-        let actor = msg.actor;
         Box::pin(
             async move { tokio::time::timeout(timeout, rx).await }
                 .into_actor(self)
@@ -1276,7 +1367,9 @@ impl Handler<RemoteOpen> for LockerActor {
                     let detail = format!("remote open by {actor}: {outcome:?}");
                     match outcome {
                         OpenOutcome::Opened => {
-                            act.doors.entry(number).or_insert(DoorSession::Remote { opened: true });
+                            act.doors
+                                .entry(number)
+                                .or_insert(DoorSession::Remote { opened: true, open });
                         }
                         OpenOutcome::Unknown => {
                             act.set_slot(number, CompartmentStatus::OutOfService);
@@ -1303,6 +1396,28 @@ impl Handler<RemoteOpen> for LockerActor {
                     outcome
                 }),
         )
+    }
+}
+
+impl Handler<RequestRemoteOpen> for LockerActor {
+    type Result = AtomicResponse<Self, Result<RemoteOpenRecord, AppError>>;
+
+    /// Atomic: the window count and the new row are one decision per locker.
+    fn handle(&mut self, msg: RequestRemoteOpen, _: &mut Context<Self>) -> Self::Result {
+        let r = msg.request;
+        let exists = self.slots.iter().any(|s| s.number == r.compartment);
+        let s = &self.deps.settings;
+        let secs = |n: u64| chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1000));
+        let rule = remote_opens::WindowRule {
+            max: s.remote_open_window_max,
+            window: secs(s.remote_open_window_secs),
+            approval_ttl: secs(s.remote_open_approval_ttl_secs),
+        };
+        let now = self.deps.clock.now();
+        AtomicResponse::new(self.db_op(
+            move |c, _| Ok(remote_opens::request(c, &r, exists, rule, now)?),
+            |rec, _, _| Ok(rec),
+        ))
     }
 }
 

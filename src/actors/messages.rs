@@ -74,13 +74,27 @@ pub enum OpenOutcome {
     NoSuchCompartment,
 }
 
-/// HTTP → locker: open a compartment remotely (property manager).
+/// HTTP → locker: open a compartment remotely (property manager), for the audited request
+/// `open_id` that [`RequestRemoteOpen`] let through (or a second person approved). The
+/// outcome is written to that request before the answer.
 #[derive(Message)]
 #[rtype(result = "OpenOutcome")]
 pub struct RemoteOpen {
     pub number: i32,
     pub reason: String,
     pub actor: String,
+    pub open_id: String,
+    /// The parcel in the compartment when the open was asked for: the door events that
+    /// follow update it.
+    pub parcel_id: Option<String>,
+}
+
+/// HTTP → locker: record a remote open request and decide, one at a time per locker, whether
+/// it goes ahead (`opening`), waits for a second person (`pending_approval`) or is refused.
+#[derive(Message)]
+#[rtype(result = "Result<crate::db::remote_opens::RemoteOpenRecord, crate::error::AppError>")]
+pub struct RequestRemoteOpen {
+    pub request: crate::db::remote_opens::Request,
 }
 
 /// Carrier → locker: a pre-advice to reserve a compartment for. Answered and remembered

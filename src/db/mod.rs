@@ -17,6 +17,7 @@ pub mod page;
 pub mod parcels;
 pub mod pickups;
 pub mod recipients;
+pub mod remote_opens;
 pub mod schema;
 pub mod sites;
 pub mod ts;

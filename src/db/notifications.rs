@@ -15,7 +15,7 @@ pub struct Notification {
     pub id: String,
     pub parcel_id: String,
     pub recipient_id: Option<String>,
-    /// `deposited`, `reminder`, `expiring_soon` or `returned`.
+    /// `deposited`, `reminder`, `expiring_soon`, `returned` or `removed`.
     pub kind: String,
     /// The channel used (or being tried): `email`, `sms`, `push`, or `log`.
     pub channel: Option<String>,

@@ -8,6 +8,10 @@ diesel::table! {
         key_hash -> Text,
         created_at -> Timestamp,
         revoked_at -> Nullable<Timestamp>,
+        holder -> Text,
+        role -> Text,
+        created_by -> Nullable<Text>,
+        revoked_by -> Nullable<Text>,
     }
 }
 
@@ -244,6 +248,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    remote_opens (id) {
+        id -> Text,
+        admin_key_id -> Text,
+        holder -> Text,
+        locker_id -> Text,
+        compartment -> Integer,
+        parcel_id -> Nullable<Text>,
+        reason -> Text,
+        outcome -> Text,
+        detail -> Text,
+        requested_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        decided_by -> Nullable<Text>,
+        decided_by_holder -> Nullable<Text>,
+        decided_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(lockers -> sites (site_id));
 diesel::joinable!(sections -> lockers (locker_id));
 diesel::joinable!(sections -> carriers (carrier_id));
@@ -274,4 +298,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     inbound_events,
     faults,
     device_calls,
+    remote_opens,
 );

@@ -6,6 +6,7 @@ pub mod kiosk;
 pub mod parcel;
 pub mod partition;
 pub mod recovery;
+pub mod remote_open;
 
 use serde::{Deserialize, Serialize};
 

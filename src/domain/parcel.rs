@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// expected → reserved → deposited → picked_up, or deposited → expired → returned;
-/// expected and reserved can be cancelled.
+/// expected and reserved can be cancelled. A deposited or expired parcel that is taken out
+/// after a remote open (not by its recipient or carrier) is `removed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParcelState {
@@ -14,10 +15,11 @@ pub enum ParcelState {
     Expired,
     Returned,
     Cancelled,
+    Removed,
 }
 
 impl ParcelState {
-    pub const ALL: [ParcelState; 7] = [
+    pub const ALL: [ParcelState; 8] = [
         Self::Expected,
         Self::Reserved,
         Self::Deposited,
@@ -25,6 +27,7 @@ impl ParcelState {
         Self::Expired,
         Self::Returned,
         Self::Cancelled,
+        Self::Removed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl ParcelState {
             Self::Expired => "expired",
             Self::Returned => "returned",
             Self::Cancelled => "cancelled",
+            Self::Removed => "removed",
         }
     }
 
@@ -57,6 +61,8 @@ impl ParcelState {
                 | (Deposited, Expired)
                 | (Expired, PickedUp)
                 | (Expired, Returned)
+                | (Deposited, Removed)
+                | (Expired, Removed)
         )
     }
 
@@ -87,7 +93,7 @@ mod tests {
 
     #[test]
     fn terminal_states_stay_terminal() {
-        for from in [PickedUp, Returned, Cancelled] {
+        for from in [PickedUp, Returned, Cancelled, Removed] {
             for to in ParcelState::ALL {
                 assert!(!from.can_become(to), "{from:?} -> {to:?}");
             }

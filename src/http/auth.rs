@@ -9,17 +9,33 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use super::AppState;
 use crate::db::admin_keys;
+use crate::domain::remote_open::Role;
 use crate::error::AppError;
 
 /// An authenticated admin; its id is recorded as the actor of admin-made events.
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub key_id: String,
+    /// The named person holding the key.
+    pub holder: String,
+    pub role: Role,
 }
 
 impl Admin {
     pub fn actor(&self) -> String {
         format!("admin:{}", self.key_id)
+    }
+
+    /// Refuses (403 `admin_role_required`) unless this key may manage admin keys.
+    pub fn require_key_manager(&self) -> Result<(), AppError> {
+        if self.role.may_manage_keys() {
+            Ok(())
+        } else {
+            Err(AppError::Denied {
+                code: "admin_role_required",
+                message: "only a key with the admin role may manage admin keys".into(),
+            })
+        }
     }
 }
 
@@ -69,8 +85,26 @@ pub async fn require_admin(
     };
     let found = state.db.run(move |c| Ok(admin_keys::authenticate(c, &token)?)).await?;
     match found {
-        Some(key_id) => {
-            req.extensions_mut().insert(Admin { key_id });
+        Some(key) => {
+            // A viewer reads: anything but GET and HEAD is refused before the handler runs.
+            let reads = matches!(
+                *req.method(),
+                actix_web::http::Method::GET | actix_web::http::Method::HEAD
+            );
+            if !reads && !key.role.may_write() {
+                tracing::warn!(admin_key = %key.id, holder = %key.holder, method = %req.method(),
+                    path = %req.path(), "write refused to a viewer key");
+                return Err(AppError::Denied {
+                    code: "read_only_key",
+                    message: "this admin key has the viewer role and may only read".into(),
+                }
+                .into());
+            }
+            req.extensions_mut().insert(Admin {
+                key_id: key.id,
+                holder: key.holder,
+                role: key.role,
+            });
             next.call(req).await
         }
         None => Err(reject(&state, ip, "invalid admin key").into()),

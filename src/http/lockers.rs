@@ -7,7 +7,7 @@ use super::auth::Admin;
 use super::sites::not_found;
 use super::{field, AppState};
 use crate::actors::locker::LockerActor;
-use crate::actors::messages::{self as msg, GetLocker, OpenOutcome, RemoteOpen};
+use crate::actors::messages::{self as msg, GetLocker};
 use crate::db::lockers::{self, Compartment, Locker, LockerChanges, NewCompartment, Section};
 use crate::db::page::Paged;
 use crate::db::pickups::{self, Fault};
@@ -28,8 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(list_sections)
         .service(put_section)
         .service(delete_section)
-        .service(list_faults)
-        .service(open_compartment);
+        .service(list_faults);
 }
 
 use crate::domain::MAX_COMPARTMENTS;
@@ -495,62 +494,4 @@ pub async fn list_faults(
         })
         .await?;
     Ok(HttpResponse::Ok().json(found))
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OpenRequest {
-    /// Why it is opened; recorded with the outcome.
-    #[serde(default)]
-    pub reason: String,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct OpenResult {
-    pub status: String,
-}
-
-/// Opens a compartment remotely through the connected device. An open the device does not
-/// confirm in time answers 504 `outcome_unknown` and is recorded as a fault; it is never retried.
-#[utoipa::path(tag = "lockers", request_body = OpenRequest, security(("admin" = [])),
-    responses((status = 200, body = OpenResult), (status = 409, body = crate::error::ErrorBody),
-              (status = 504, body = crate::error::ErrorBody)))]
-#[post("/lockers/{id}/compartments/{number}/open")]
-pub async fn open_compartment(
-    admin: Admin,
-    state: web::Data<AppState>,
-    path: web::Path<(String, i32)>,
-    body: web::Json<OpenRequest>,
-) -> Result<HttpResponse, AppError> {
-    let (id, number) = path.into_inner();
-    let reason: String = body.into_inner().reason.chars().take(200).collect();
-    let lid = id.clone();
-    state.db.run(move |c| locker_exists(c, &lid).map(drop)).await?;
-    let locker = state
-        .hub
-        .send(GetLocker { locker_id: id })
-        .await
-        .map_err(|e| AppError::Unavailable(e.to_string()))?;
-    let outcome = locker
-        .send(RemoteOpen {
-            number,
-            reason,
-            actor: admin.actor(),
-        })
-        .await
-        .map_err(|e| AppError::Unavailable(e.to_string()))?;
-    match outcome {
-        OpenOutcome::Opened => Ok(HttpResponse::Ok().json(OpenResult { status: "opened".into() })),
-        OpenOutcome::Failed(why) => {
-            Err(AppError::Conflict { code: "open_failed", message: format!("the locker could not open it: {why}") })
-        }
-        OpenOutcome::Offline => {
-            Err(AppError::Conflict { code: "locker_offline", message: "the locker is not connected".into() })
-        }
-        OpenOutcome::NoSuchCompartment => Err(AppError::not_found(format!("compartment {number} not found"))),
-        OpenOutcome::Unknown => Err(AppError::OutcomeUnknown(
-            "the locker did not confirm in time; the door may or may not have opened, and the command will not be retried"
-                .into(),
-        )),
-    }
 }

@@ -1,5 +1,6 @@
 //! HTTP routes. Handlers stay thin: parse input, call the database layer or an actor, map the result.
 
+pub mod admin_keys;
 pub mod auth;
 pub mod carrier_api;
 pub mod carriers;
@@ -9,6 +10,7 @@ pub mod lockers;
 pub mod openapi;
 pub mod parcels;
 pub mod recipients;
+pub mod remote_opens;
 pub mod sites;
 
 use std::sync::Arc;
@@ -60,7 +62,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .configure(lockers::routes)
                 .configure(carriers::routes)
                 .configure(recipients::routes)
-                .configure(parcels::routes),
+                .configure(parcels::routes)
+                .configure(remote_opens::routes)
+                .configure(admin_keys::routes),
         );
 }
 

@@ -4,7 +4,7 @@ use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{carriers, health, lockers, parcels, recipients, sites};
+use super::{admin_keys, carriers, health, lockers, parcels, recipients, remote_opens, sites};
 
 struct AdminAuth;
 
@@ -66,7 +66,10 @@ impl Modify for AdminAuth {
         lockers::create, lockers::list, lockers::get_one, lockers::update, lockers::rotate_credential,
         lockers::add_compartments, lockers::list_compartments, lockers::update_compartment,
         lockers::list_sections, lockers::put_section, lockers::delete_section,
-        lockers::list_faults, lockers::open_compartment,
+        lockers::list_faults,
+        remote_opens::open_compartment, remote_opens::list_for_locker, remote_opens::get_one,
+        remote_opens::approve, remote_opens::reject, remote_opens::list_for_parcel,
+        admin_keys::create, admin_keys::list, admin_keys::get_one, admin_keys::revoke,
         carriers::create, carriers::list, carriers::get_one, carriers::update,
         carriers::deliveries, carriers::redeliver_one, carriers::redeliver_dead, carriers::rotate_secret,
         recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,

@@ -25,7 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ParcelQuery {
-    /// expected, reserved, deposited, picked_up, expired, returned or cancelled.
+    /// expected, reserved, deposited, picked_up, expired, returned, cancelled or removed.
     pub state: Option<String>,
     pub carrier_id: Option<String>,
     pub recipient_id: Option<String>,

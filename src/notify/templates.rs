@@ -24,6 +24,10 @@ fn builtin(kind: &str, part: &str) -> Option<&'static str> {
         ("returned", "text") => include_str!("../../templates/returned.text.txt"),
         ("returned", "html") => include_str!("../../templates/returned.html.txt"),
         ("returned", "sms") => include_str!("../../templates/returned.sms.txt"),
+        ("removed", "subject") => include_str!("../../templates/removed.subject.txt"),
+        ("removed", "text") => include_str!("../../templates/removed.text.txt"),
+        ("removed", "html") => include_str!("../../templates/removed.html.txt"),
+        ("removed", "sms") => include_str!("../../templates/removed.sms.txt"),
         _ => return None,
     })
 }
@@ -125,7 +129,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_every_part() {
-        for kind in ["deposited", "reminder", "expiring_soon", "returned"] {
+        for kind in ["deposited", "reminder", "expiring_soon", "returned", "removed"] {
             for part in ["subject", "text", "html", "sms"] {
                 assert!(builtin(kind, part).is_some(), "{kind}.{part}");
             }

@@ -156,3 +156,52 @@ fn numeric_looking_text_settings_start_the_server() {
     };
     assert!(status.contains("200"), "{status}");
 }
+
+#[test]
+fn admin_keys_get_a_holder_and_a_role() {
+    use diesel::prelude::*;
+    use lockerhub::db::schema::admin_keys as k;
+    let dir = tempfile::tempdir().unwrap();
+    let out = lockerhub(dir.path())
+        .args([
+            "create-admin-key",
+            "--name",
+            "night desk",
+            "--holder",
+            "Ann Lee",
+            "--role",
+            "viewer",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("held by Ann Lee, role viewer"));
+    let out = lockerhub(dir.path())
+        .args(["create-admin-key", "--name", "ops"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = lockerhub(dir.path())
+        .args(["create-admin-key", "--role", "root"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "unknown roles are refused");
+    let out = lockerhub(dir.path())
+        .args(["create-admin-key", "--holder", "  "])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a holder must name someone");
+    let mut c = diesel::SqliteConnection::establish(dir.path().join("data/lockerhub.db").to_str().unwrap()).unwrap();
+    let rows: Vec<(String, String, String)> = k::table
+        .order(k::id.asc())
+        .select((k::name, k::holder, k::role))
+        .load(&mut c)
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("night desk".into(), "Ann Lee".into(), "viewer".into()),
+            ("ops".into(), "ops".into(), "admin".into()),
+        ]
+    );
+}

@@ -700,8 +700,11 @@ async fn remote_open_and_unknown_outcome(app: TestApp) {
     assert_eq!(v["status"], "opened");
     assert_eq!(sim.server_calls.lock().unwrap()[0].0, "OpenCompartment");
     assert_error(
-        &app.post(&format!("/api/v1/lockers/{}/compartments/9/open", w.locker), json!({}))
-            .await,
+        &app.post(
+            &format!("/api/v1/lockers/{}/compartments/9/open", w.locker),
+            json!({"reason": "inspection"}),
+        )
+        .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );

@@ -13,5 +13,6 @@ mod notifications;
 mod operations;
 mod parcels;
 mod recipients;
+mod remote_open;
 mod sites;
 mod smtp;

@@ -1,0 +1,4 @@
+-- A parcel taken out of its compartment after a remote open is `removed`.
+ALTER TABLE parcels DROP CONSTRAINT parcels_state_check;
+ALTER TABLE parcels ADD CONSTRAINT parcels_state_check
+    CHECK (state IN ('expected', 'reserved', 'deposited', 'picked_up', 'expired', 'returned', 'cancelled', 'removed'));
