@@ -171,7 +171,9 @@ fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<L
     Ok((me, lockers::slots(c, id)?, auth))
 }
 
+/// What loading a locker gives its actor: identity, compartments and who may attach.
 type Loaded = (LockerCtx, Vec<Slot>, admin::DeviceAuth);
+
 fn refuse(code: ErrorCode, msg: impl Into<String>) -> DeviceError {
     DeviceError::refuse(code, msg)
 }
