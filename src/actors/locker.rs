@@ -193,6 +193,8 @@ fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<L
     Ok((me, lockers::slots(c, id)?, auth, found))
 }
 
+/// What loading a locker gives its actor: identity, compartments, who may attach, and the door
+/// sessions a restart interrupted.
 type Loaded = (LockerCtx, Vec<Slot>, admin::DeviceAuth, Vec<interrupted::Found>);
 
 /// The answer to a `DoorEvent`, whatever its transaction returned.
