@@ -18,6 +18,9 @@ use crate::error::DeviceError;
 /// Parcel event recorded when a locker did not come back in time to settle a session.
 pub const OUTCOME_UNKNOWN: &str = "session_outcome_unknown";
 
+/// Id, carrier, state, compartment id and recipient of a parcel that may have a session.
+type LiveParcel = (String, String, String, Option<String>, Option<String>);
+
 /// What settling an interrupted session needs.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -64,7 +67,7 @@ pub fn load(conn: &mut DbConn, ctx: &LockerCtx, skip: &HashSet<String>) -> Query
         ParcelState::Deposited.as_str(),
         ParcelState::Expired.as_str(),
     ];
-    let rows: Vec<(String, String, String, Option<String>, Option<String>)> = parcels::table
+    let rows: Vec<LiveParcel> = parcels::table
         .filter(parcels::locker_id.eq(&ctx.locker_id))
         .filter(parcels::state.eq_any(live))
         .select((
