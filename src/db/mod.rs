@@ -8,6 +8,7 @@ pub mod carriers;
 pub mod deadlines;
 pub mod deposits;
 pub mod inbound;
+pub mod lockouts;
 pub mod lockers;
 pub mod notifications;
 pub mod outbox;

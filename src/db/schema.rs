@@ -223,6 +223,28 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    code_guesses (locker_id, kind) {
+        locker_id -> Text,
+        kind -> Text,
+        allowance_at -> Timestamp,
+        level -> Integer,
+        locked_until -> Nullable<Timestamp>,
+        last_failure_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    lockouts (id) {
+        id -> Text,
+        locker_id -> Text,
+        kind -> Text,
+        level -> Integer,
+        started_at -> Timestamp,
+        locked_until -> Timestamp,
+    }
+}
+
 diesel::joinable!(lockers -> sites (site_id));
 diesel::joinable!(sections -> lockers (locker_id));
 diesel::joinable!(sections -> carriers (carrier_id));
@@ -252,4 +274,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     deadlines,
     inbound_events,
     faults,
+    code_guesses,
+    lockouts,
 );

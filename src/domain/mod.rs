@@ -2,7 +2,10 @@
 
 pub mod allocation;
 pub mod inputs;
+pub mod lockout;
 pub mod parcel;
+pub mod privacy;
+pub mod second_factor;
 
 use serde::{Deserialize, Serialize};
 
