@@ -152,7 +152,7 @@ impl Default for Settings {
             secret_key: None,
             pickup_code_length: 8,
             pickup_attempts: 5,
-            pickup_attempt_window_secs: 3600,
+            pickup_attempt_window_secs: 7200,
             pickup_lockout_secs: 900,
             pickup_lockout_max_secs: 86_400,
             pickup_second_factor: SecondFactor::Required,
@@ -212,7 +212,7 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
                                                                     <data_dir>/secret.key if unset
   pickup_code_length          LOCKERHUB_PICKUP_CODE_LENGTH          8
   pickup_attempts             LOCKERHUB_PICKUP_ATTEMPTS             5 wrong codes per window per locker
-  pickup_attempt_window_secs  LOCKERHUB_PICKUP_ATTEMPT_WINDOW_SECS  3600 (wrong codes refill one per window/attempts)
+  pickup_attempt_window_secs  LOCKERHUB_PICKUP_ATTEMPT_WINDOW_SECS  7200 (wrong codes refill one per window/attempts)
   pickup_lockout_secs         LOCKERHUB_PICKUP_LOCKOUT_SECS         900 (first lockout; each next one doubles)
   pickup_lockout_max_secs     LOCKERHUB_PICKUP_LOCKOUT_MAX_SECS     86400 (cap; this long without a wrong
                                                                     code forgives the escalation)

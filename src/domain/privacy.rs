@@ -1,4 +1,4 @@
-//! What the kiosk may show about residents (docs/security.md §7.1).
+//! What the kiosk may show about residents (docs/security.md §6.1).
 
 /// A name reduced to initials, `"Ann Marie Lee"` → `"A. M. L."`: enough for a driver holding the
 /// label to recognise the resident among a few matches, too little to learn who lives where.

@@ -4,7 +4,7 @@ use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{carriers, health, lockers, parcels, recipients, sites};
+use super::{carriers, health, lockers, lockouts, parcels, recipients, sites};
 
 struct AdminAuth;
 
@@ -67,6 +67,7 @@ impl Modify for AdminAuth {
         lockers::add_compartments, lockers::list_compartments, lockers::update_compartment,
         lockers::list_sections, lockers::put_section, lockers::delete_section,
         lockers::list_faults, lockers::open_compartment,
+        lockouts::list,
         carriers::create, carriers::list, carriers::get_one, carriers::update,
         carriers::deliveries, carriers::redeliver_one, carriers::redeliver_dead, carriers::rotate_secret,
         recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,

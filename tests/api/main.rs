@@ -4,6 +4,7 @@ mod carriers;
 mod cli;
 mod deadlines;
 mod device;
+mod guessing;
 mod helpers;
 mod lockers;
 mod notifications;
