@@ -75,8 +75,12 @@ impl GuessState {
     /// Counts one wrong code at `now` (the caller has checked that no lockout is running);
     /// returns the lockout it started, if any.
     pub fn fail(&mut self, policy: &Policy, now: NaiveDateTime) -> Option<Started> {
-        // A locker quiet for a whole maximum lockout forgives the escalation.
-        if now - self.last_failure_at >= policy.max {
+        // A locker quiet for a whole maximum lockout forgives the escalation; time spent locked
+        // out is not quiet, or a capped lockout would forgive itself.
+        let quiet_since = self
+            .locked_until
+            .map_or(self.last_failure_at, |u| u.max(self.last_failure_at));
+        if now - quiet_since >= policy.max {
             self.level = 0;
         }
         self.last_failure_at = now;
