@@ -59,6 +59,12 @@ pub struct Settings {
     pub pickup_attempts: u32,
     pub pickup_attempt_window_secs: u64,
     pub pickup_lockout_secs: u64,
+    /// Cap of the escalating lockout; also the quiet time that forgives the escalation.
+    pub pickup_lockout_max_secs: u64,
+    /// Whether a keypad pickup code needs the recipient's second factor (docs/security.md §3).
+    pub pickup_second_factor: SecondFactor,
+    /// `SearchDirectory` calls and phone lookups allowed per locker per hour.
+    pub directory_lookups_per_hour: u32,
     pub device_heartbeat_secs: u64,
     pub device_timeout_secs: u64,
     pub deposit_timeout_secs: u64,
@@ -113,6 +119,17 @@ pub struct Settings {
     pub remote_open_approval_ttl_secs: u64,
 }
 
+/// Whether keypad pickup codes need the recipient's second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecondFactor {
+    /// A code without the right factor never opens (the secure default).
+    Required,
+    /// A code sent without any factor is checked alone (for fleets still on 1.0 firmware); a
+    /// factor that is sent is still checked. See docs/security.md §3 for the odds this gives up.
+    Optional,
+}
+
 /// How to secure the SMTP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -153,8 +170,11 @@ impl Default for Settings {
             secret_key: None,
             pickup_code_length: 8,
             pickup_attempts: 5,
-            pickup_attempt_window_secs: 900,
+            pickup_attempt_window_secs: 7200,
             pickup_lockout_secs: 900,
+            pickup_lockout_max_secs: 86_400,
+            pickup_second_factor: SecondFactor::Required,
+            directory_lookups_per_hour: 30,
             device_heartbeat_secs: 20,
             device_timeout_secs: 60,
             deposit_timeout_secs: 300,
@@ -219,8 +239,12 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
                                                                     <data_dir>/secret.key if unset
   pickup_code_length          LOCKERHUB_PICKUP_CODE_LENGTH          8
   pickup_attempts             LOCKERHUB_PICKUP_ATTEMPTS             5 wrong codes per window per locker
-  pickup_attempt_window_secs  LOCKERHUB_PICKUP_ATTEMPT_WINDOW_SECS  900 (wrong codes refill one per window/attempts)
-  pickup_lockout_secs         LOCKERHUB_PICKUP_LOCKOUT_SECS         900
+  pickup_attempt_window_secs  LOCKERHUB_PICKUP_ATTEMPT_WINDOW_SECS  7200 (wrong codes refill one per window/attempts)
+  pickup_lockout_secs         LOCKERHUB_PICKUP_LOCKOUT_SECS         900 (first lockout; each next one doubles)
+  pickup_lockout_max_secs     LOCKERHUB_PICKUP_LOCKOUT_MAX_SECS     86400 (cap; this long without a wrong
+                                                                    code forgives the escalation)
+  pickup_second_factor        LOCKERHUB_PICKUP_SECOND_FACTOR        required (or optional, for 1.0 kiosks)
+  directory_lookups_per_hour  LOCKERHUB_DIRECTORY_LOOKUPS_PER_HOUR  30 per locker (SearchDirectory + phone)
   device_heartbeat_secs       LOCKERHUB_DEVICE_HEARTBEAT_SECS       20 (WebSocket ping interval)
   device_timeout_secs         LOCKERHUB_DEVICE_TIMEOUT_SECS         60 (silent devices are dropped)
   deposit_timeout_secs        LOCKERHUB_DEPOSIT_TIMEOUT_SECS        300 (an unfinished deposit is cancelled)
@@ -291,6 +315,12 @@ impl Settings {
         }
         if self.pickup_attempts == 0 || self.pickup_attempt_window_secs == 0 {
             return Err("pickup_attempts and pickup_attempt_window_secs must be positive".into());
+        }
+        if self.pickup_lockout_secs == 0 || self.pickup_lockout_max_secs < self.pickup_lockout_secs {
+            return Err("pickup_lockout_secs must be positive and at most pickup_lockout_max_secs".into());
+        }
+        if self.directory_lookups_per_hour == 0 {
+            return Err("directory_lookups_per_hour must be positive".into());
         }
         if self.auth_failures_per_minute == 0 {
             return Err("auth_failures_per_minute must be positive".into());

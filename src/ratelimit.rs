@@ -104,59 +104,32 @@ impl RemoteOpenLimits {
     }
 }
 
-/// A keyed "N failures per window, then a lockout" limiter (used for pickup-code guesses).
-pub struct Lockout<K: std::hash::Hash + Eq + Clone> {
-    limiter: DefaultKeyedRateLimiter<K>,
-    lockout: Duration,
-    locked_until: std::sync::Mutex<std::collections::HashMap<K, std::time::Instant>>,
+/// A keyed "N per hour" allowance (kiosk directory and phone lookups per locker). Held in
+/// memory: losing it at a restart only gives back at most one hour's allowance.
+pub struct HourlyLimit {
+    limiter: DefaultKeyedRateLimiter<String>,
 }
 
-impl<K: std::hash::Hash + Eq + Clone> Lockout<K> {
-    /// `attempts` failures are allowed per `window`; one more starts a `lockout`.
-    pub fn new(attempts: u32, window: Duration, lockout: Duration) -> Self {
-        let attempts = NonZeroU32::new(attempts.max(1)).expect("non-zero");
-        let period = window / attempts.get();
-        let quota = Quota::with_period(period.max(Duration::from_millis(1)))
+impl HourlyLimit {
+    pub fn new(per_hour: u32) -> Self {
+        let n = NonZeroU32::new(per_hour.max(1)).expect("non-zero");
+        let quota = Quota::with_period(Duration::from_secs(3600) / n.get())
             .expect("non-zero period")
-            .allow_burst(attempts);
+            .allow_burst(n);
         Self {
             limiter: RateLimiter::keyed(quota),
-            lockout,
-            locked_until: Default::default(),
         }
     }
 
-    /// Remaining lockout for `key`, if it is locked out now.
-    pub fn locked(&self, key: &K) -> Option<Duration> {
-        let mut map = self.locked_until.lock().unwrap_or_else(|e| e.into_inner());
-        let now = std::time::Instant::now();
-        match map.get(key) {
-            Some(until) if *until > now => Some(*until - now),
-            Some(_) => {
-                map.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Records a failure; returns the lockout if this failure started one.
-    pub fn fail(&self, key: &K) -> Option<Duration> {
-        if self.limiter.check_key(key).is_ok() {
-            return None;
-        }
-        let mut map = self.locked_until.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(key.clone(), std::time::Instant::now() + self.lockout);
-        Some(self.lockout)
+    /// Takes one from `key`'s allowance; the wait until the next one when none is left.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.limiter.check_key(&key.to_string()).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
+        })
     }
 
     pub fn prune(&self) {
         self.limiter.retain_recent();
-        let now = std::time::Instant::now();
-        self.locked_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, until| *until > now);
     }
 }
 
@@ -165,16 +138,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lockout_after_attempts() {
-        let l = Lockout::new(3, Duration::from_secs(60), Duration::from_millis(200));
-        assert_eq!(l.locked(&1), None);
-        assert_eq!(l.fail(&1), None);
-        assert_eq!(l.fail(&1), None);
-        assert_eq!(l.fail(&1), None);
-        assert!(l.fail(&1).is_some(), "the fourth failure locks out");
-        assert!(l.locked(&1).is_some());
-        assert_eq!(l.locked(&2), None, "other keys are unaffected");
-        std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(l.locked(&1), None, "lockout ends");
+    fn hourly_allowance_per_key() {
+        let l = HourlyLimit::new(2);
+        assert!(l.check("a").is_ok());
+        assert!(l.check("a").is_ok());
+        let wait = l.check("a").expect_err("third in the hour is refused");
+        assert!(wait > Duration::from_secs(1700), "{wait:?}");
+        assert!(l.check("b").is_ok(), "other keys are unaffected");
     }
 }

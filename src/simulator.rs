@@ -482,7 +482,17 @@ impl SimLocker {
 
     /// A whole pickup: present the code or QR token, open, take the parcel, close.
     pub async fn pickup(&self, by: Pickup) -> Result<PickupOpen, SimError> {
-        let v = self.call("Pickup", json!(by)).await?;
+        self.pickup_payload(json!(by)).await
+    }
+
+    /// A whole keypad pickup with the recipient's second factor (protocol 1.0.1).
+    pub async fn pickup_with_factor(&self, code: &str, second_factor: &str) -> Result<PickupOpen, SimError> {
+        self.pickup_payload(json!({"code": code, "second_factor": second_factor}))
+            .await
+    }
+
+    async fn pickup_payload(&self, payload: serde_json::Value) -> Result<PickupOpen, SimError> {
+        let v = self.call("Pickup", payload).await?;
         let open: PickupOpen = serde_json::from_value(v).map_err(|e| SimError::Unexpected(e.to_string()))?;
         self.door(open.compartment, DoorChange::Opened).await?;
         self.set_occupied(open.compartment, false);

@@ -15,7 +15,7 @@ use crate::actors::hub::{Hub, LockerDeps};
 use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::http::{self, AppState};
-use crate::ratelimit::{Lockout, RateLimits};
+use crate::ratelimit::{HourlyLimit, RateLimits};
 
 pub struct Application {
     port: u16,
@@ -46,17 +46,13 @@ impl Application {
         );
         let clock = settings.clock();
         let settings = Arc::new(settings);
-        let pickup_guesses = Arc::new(Lockout::new(
-            settings.pickup_attempts,
-            Duration::from_secs(settings.pickup_attempt_window_secs),
-            Duration::from_secs(settings.pickup_lockout_secs),
-        ));
+        let directory_lookups = Arc::new(HourlyLimit::new(settings.directory_lookups_per_hour));
         let deps = LockerDeps {
             db: db.clone(),
             key: key.clone(),
             settings: settings.clone(),
             clock: clock.clone(),
-            pickup_guesses: pickup_guesses.clone(),
+            directory_lookups: directory_lookups.clone(),
         };
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let hub = Hub::start_supervised(deps, threads);
@@ -68,7 +64,7 @@ impl Application {
             limits,
             hub,
         };
-        let server = run(listener, state.clone(), pickup_guesses)?;
+        let server = run(listener, state.clone(), directory_lookups)?;
         tracing::info!(port, "listening");
         Ok(Self { port, server, state })
     }
@@ -115,19 +111,19 @@ fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-fn run(listener: TcpListener, state: AppState, pickup_guesses: Arc<Lockout<String>>) -> Result<Server, String> {
+fn run(listener: TcpListener, state: AppState, directory_lookups: Arc<HourlyLimit>) -> Result<Server, String> {
     let workers = match state.settings.workers {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
     let limits = state.limits.clone();
-    let guesses = pickup_guesses;
+    let lookups = directory_lookups;
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             limits.prune();
-            guesses.prune();
+            lookups.prune();
         }
     });
     let server = HttpServer::new(move || {

@@ -35,6 +35,9 @@ fn lockerhub_env(cmd: &mut Command, port: u16, dir: &Path) {
         .env("LOCKERHUB_LOG_LEVEL", "warn")
         .env("LOCKERHUB_LOG_FORMAT", "pretty")
         .env("LOCKERHUB_AUTH_FAILURES_PER_MINUTE", "1000000")
+        // Walk-up deposits by phone are kiosk lookups: a fleet under load makes far more than
+        // the per-locker allowance meant for a stolen credential.
+        .env("LOCKERHUB_DIRECTORY_LOOKUPS_PER_HOUR", "1000000")
         .env("LOCKERHUB_OUTBOX_POLL_MS", "3600000")
         .env("LOCKERHUB_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
         .current_dir(dir);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockerhub::domain::Size;
-use lockerhub::protocol::messages::{DepositOpen, DoorChange, Identify, Pickup, PickupOpen, StartDeposit};
+use lockerhub::protocol::messages::{DepositOpen, DoorChange, Identify, PickupOpen, StartDeposit};
 use lockerhub::simulator::{SimError, SimLocker};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -240,7 +240,7 @@ impl Ctx {
             return;
         };
         let Some(sim) = state.sim.clone() else { return };
-        if self.pickup(&sim, &code, &open).await && self.target == Target::Lockerhub {
+        if self.pickup(&sim, &code, phone, &open).await && self.target == Target::Lockerhub {
             state.used = state.used.saturating_sub(1);
             self.ledger(&open.deposit_id, Fate::PickedUp);
         }
@@ -248,10 +248,13 @@ impl Ctx {
 
     /// The recipient at the kiosk: code, open, take the parcel, close. Records `pickup`
     /// (request to "open compartment N") and `take_parcel` (the two door events).
-    async fn pickup(&self, sim: &SimLocker, code: &str, open: &DepositOpen) -> bool {
+    async fn pickup(&self, sim: &SimLocker, code: &str, phone: &str, open: &DepositOpen) -> bool {
         let m = &self.metrics;
         let t = Instant::now();
-        let answer = sim.call("Pickup", json!(Pickup::Code(code.to_string()))).await;
+        // The recipient's second factor (protocol 1.0.1): the last 4 digits of their phone.
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        let factor = &digits[digits.len().saturating_sub(4)..];
+        let answer = sim.call("Pickup", json!({"code": code, "second_factor": factor})).await;
         let number = match (answer, self.target) {
             (Ok(v), Target::Lockerhub) => match serde_json::from_value::<PickupOpen>(v) {
                 Ok(p) if p.parcel_id == open.deposit_id && p.compartment == open.compartment => p.compartment,

@@ -13,7 +13,7 @@ use super::timeouts::TimeoutActor;
 use crate::config::Settings;
 use crate::credentials::ServerKey;
 use crate::db::Db;
-use crate::ratelimit::Lockout;
+use crate::ratelimit::HourlyLimit;
 
 /// Shared by every locker actor.
 #[derive(Clone)]
@@ -23,8 +23,8 @@ pub struct LockerDeps {
     pub settings: Arc<Settings>,
     /// The application's clock (tests move it forward).
     pub clock: crate::clock::Clock,
-    /// Wrong pickup codes, per locker.
-    pub pickup_guesses: Arc<Lockout<String>>,
+    /// Kiosk directory and phone lookups, per locker (wrong codes are counted in the database).
+    pub directory_lookups: Arc<HourlyLimit>,
 }
 
 pub struct Hub {

@@ -12,8 +12,10 @@ use tokio::sync::oneshot;
 
 use super::hub::LockerDeps;
 use super::messages::*;
+use crate::config::{SecondFactor, Settings};
 use crate::credentials::ServerKey;
 use crate::db::deposits::{self, LockerCtx, Prior};
+use crate::db::lockouts::{self, CodeKind};
 use crate::db::pickups::TakenBy;
 use crate::db::remote_opens::{self, RemoteOpenRecord};
 use crate::db::{carriers, device_calls, interrupted, lockers, pickups, recipients, DbConn};
@@ -21,12 +23,17 @@ use crate::domain::allocation::Slot;
 use crate::domain::kiosk::{Kiosk, KioskRefusal};
 use crate::domain::recovery::{self, Decision, Interrupted, Sensed};
 use crate::domain::remote_open::Outcome;
+use crate::domain::lockout::{Policy, Started};
+use crate::domain::second_factor;
 use crate::domain::CompartmentStatus;
 use crate::error::{AppError, DeviceError};
 use crate::protocol::messages::*;
 use crate::protocol::{ErrorCode, Frame, FrameError, PROTOCOL_VERSION};
 
 mod admin;
+
+/// At most this many residents answer one `SearchDirectory`.
+const DIRECTORY_RESULTS: i64 = 5;
 
 /// How many answered message ids each locker remembers for deduplication.
 const DEDUP_CAPACITY: usize = 512;
@@ -172,6 +179,34 @@ impl Failure for AppError {
     }
 }
 
+/// What checking a code found.
+enum Checked<T> {
+    Found(T),
+    /// A lockout is running: the code was not checked.
+    Locked(chrono::Duration),
+    /// No match; with the lockout this miss started.
+    Wrong(Option<(CodeKind, Started)>),
+}
+
+fn lockout_policy(s: &Settings) -> Policy {
+    let secs = |n: u64| chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1000).min(10 * 365 * 86_400));
+    Policy {
+        attempts: s.pickup_attempts,
+        window: secs(s.pickup_attempt_window_secs),
+        base: secs(s.pickup_lockout_secs),
+        max: secs(s.pickup_lockout_max_secs),
+    }
+}
+
+fn locked_out(left: chrono::Duration) -> DeviceError {
+    let secs = left.num_seconds().max(1) as u64;
+    refuse(
+        ErrorCode::LockedOut,
+        format!("too many wrong codes; try again in {secs} s"),
+    )
+    .with_retry(Duration::from_secs(secs))
+}
+
 /// Loads the locker's identity and compartments. With `recover`, also finds the door sessions
 /// a server stop interrupted (all but the parcels in `keep`), to rebuild them.
 fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<Loaded, AppError> {
@@ -200,6 +235,14 @@ type Loaded = (LockerCtx, Vec<Slot>, admin::DeviceAuth, Vec<interrupted::Found>)
 /// The answer to a `DoorEvent`, whatever its transaction returned.
 fn outcome<T>(o: &'static str) -> impl FnOnce(&T) -> Option<Value> {
     move |_| Some(json!(DoorEventResponse { outcome: o.to_string() }))
+}
+
+/// The answer to a code that opened a compartment.
+fn pickup_open(parcel_id: &str, compartment: i32) -> Value {
+    json!(PickupOpen {
+        compartment,
+        parcel_id: parcel_id.to_string()
+    })
 }
 
 fn refuse(code: ErrorCode, msg: impl Into<String>) -> DeviceError {
@@ -431,6 +474,12 @@ impl LockerActor {
     /// payload from what the transaction did (`None`: no result, `then` refuses), and that
     /// payload is stored for the call being dispatched in the same transaction, so the change
     /// and the answer a retry gets are committed together.
+    /// How long a stored device-call answer is kept (`device_call_retention_secs`).
+    fn call_retention(&self) -> chrono::Duration {
+        let secs = i64::try_from(self.deps.settings.device_call_retention_secs).unwrap_or(i64::MAX / 1000);
+        chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::days(365))
+    }
+
     fn db_change<T, W, A, M>(&mut self, work: W, answer: A, then: M) -> ResponseActFuture<Self, Reply>
     where
         T: Send + 'static,
@@ -439,8 +488,7 @@ impl LockerActor {
         M: FnOnce(T, &mut Self, &mut Context<Self>) -> Result<(), DeviceError> + 'static,
     {
         let record = self.recording.take();
-        let secs = i64::try_from(self.deps.settings.device_call_retention_secs).unwrap_or(i64::MAX / 1000);
-        let retention = chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::days(365));
+        let retention = self.call_retention();
         self.db_op(
             move |c, me| {
                 let t = work(c, me)?;
@@ -555,47 +603,40 @@ impl LockerActor {
         )
     }
 
-    /// Counts a wrong code against this locker; the error says whether a lockout began.
-    fn wrong_code(&self, key: String, what: &str) -> DeviceError {
-        match self.deps.pickup_guesses.fail(&key) {
-            Some(lock) => refuse(
-                ErrorCode::LockedOut,
-                format!("too many wrong codes; try again in {} s", lock.as_secs()),
+    fn identify_courier(&mut self, code: String) -> ResponseActFuture<Self, Reply> {
+        Box::pin(
+            self.check_code(
+                Some(CodeKind::Courier),
+                "courier code",
+                move |c, _, _| {
+                    if code.len() > 64 {
+                        return Ok(None);
+                    }
+                    Ok(carriers::by_courier_code(c, &code)?)
+                },
+                |_| None,
             )
-            .with_retry(lock),
-            None => refuse(ErrorCode::InvalidCode, format!("wrong {what}")),
-        }
+            .map(|res, act, _| {
+                res.map(|carrier| {
+                    // The deposits that follow in this interaction are this carrier's.
+                    act.kiosk.identify(&carrier.id, act.deps.clock.now());
+                    json!({"carrier": CarrierInfo::from(carrier)})
+                })
+            }),
+        )
     }
 
-    fn locked_out(&self, key: &String) -> Option<DeviceError> {
-        self.deps.pickup_guesses.locked(key).map(|left| {
+    /// Takes one kiosk lookup (directory search or phone match) from this locker's hourly
+    /// allowance: a stolen or spoofed device credential must not enumerate a building.
+    fn lookup_allowed(&self) -> Result<(), DeviceError> {
+        self.deps.directory_lookups.check(&self.id).map_err(|wait| {
+            tracing::warn!(locker = %self.id, "kiosk directory lookups over the hourly allowance");
             refuse(
                 ErrorCode::LockedOut,
-                format!("too many wrong codes; try again in {} s", left.as_secs().max(1)),
+                format!("too many directory lookups; try again in {} s", wait.as_secs().max(1)),
             )
-            .with_retry(left)
+            .with_retry(wait)
         })
-    }
-
-    fn identify_courier(&mut self, code: String) -> ResponseActFuture<Self, Reply> {
-        let key = format!("courier:{}", self.id);
-        if let Some(e) = self.locked_out(&key) {
-            return fail(e);
-        }
-        if code.len() > 64 {
-            return fail(self.wrong_code(key, "courier code"));
-        }
-        self.db_op(
-            move |c, _| Ok(carriers::by_courier_code(c, &code)?),
-            move |found, act, _| match found {
-                Some(c) => {
-                    // The deposits that follow in this interaction are this carrier's.
-                    act.kiosk.identify(&c.id, act.deps.clock.now());
-                    Ok(json!({"carrier": CarrierInfo::from(c)}))
-                }
-                None => Err(act.wrong_code(key, "courier code")),
-            },
-        )
     }
 
     fn search_directory(&mut self, query: String) -> ResponseActFuture<Self, Reply> {
@@ -603,14 +644,19 @@ impl LockerActor {
         if !(2..=50).contains(&q.chars().count()) {
             return fail(refuse(ErrorCode::ProtocolError, "query must be 2 to 50 characters"));
         }
+        if let Err(e) = self.lookup_allowed() {
+            return fail(e);
+        }
         self.db_op(
-            move |c, me| Ok(recipients::directory(c, &me.site_id, &q, 10)?),
+            move |c, me| Ok(recipients::directory(c, &me.site_id, &q, DIRECTORY_RESULTS)?),
             |found, _, _| {
+                // The least a driver needs to pick the resident on the label: a reference to
+                // deposit with, initials and the unit. Never a full name or a phone number.
                 let entries: Vec<RecipientEntry> = found
                     .into_iter()
                     .map(|r| RecipientEntry {
                         id: r.id,
-                        name: r.name,
+                        name: crate::domain::privacy::masked_name(&r.name),
                         unit: r.unit,
                     })
                     .collect();
@@ -629,6 +675,12 @@ impl LockerActor {
                 )
                 .with_details(json!({"bound_carrier_id": bound_carrier_id})),
             ));
+        }
+        // A phone match confirms that a number belongs to a resident: it counts as a lookup.
+        if matches!(req.identify, Identify::Phone(_)) {
+            if let Err(e) = self.lookup_allowed() {
+                return fail(e);
+            }
         }
         let slots = self.slots.clone();
         let busy = self.busy();
@@ -875,40 +927,144 @@ impl LockerActor {
         }
     }
 
-    fn pickup(&mut self, p: Pickup) -> ResponseActFuture<Self, Reply> {
-        let what = match p {
-            Pickup::Code(_) => "pickup code",
-            Pickup::QrToken(_) => "QR code",
-        };
-        self.open_by_code(TakenBy::Recipient, what, move |c, me, key| {
-            pickups::find(c, me, key, &p)
-        })
+    fn pickup(&mut self, p: PickupRequest) -> ResponseActFuture<Self, Reply> {
+        let PickupRequest { by, second_factor } = p;
+        match &by {
+            // A QR token is unguessable (256 bits): it is never locked out and never counted, so
+            // nobody's guessing at the keypad can keep a QR holder from their parcel.
+            Pickup::QrToken(_) => self.open_by_code(TakenBy::Recipient, "QR code", None, move |c, me, key| {
+                pickups::find(c, me, key, &by)
+            }),
+            Pickup::Code(_) => {
+                let required = self.deps.settings.pickup_second_factor == SecondFactor::Required;
+                if required && second_factor.is_none() {
+                    // Not checked and not counted: the code is neither confirmed nor denied.
+                    let e = FrameError::new(
+                        ErrorCode::InvalidCode,
+                        "enter the code together with the last 4 digits of your phone number \
+                         (or your unit if you gave no phone number)",
+                    );
+                    return fail(DeviceError::Refused(
+                        e.with_details(json!({"second_factor_required": true})),
+                    ));
+                }
+                self.open_by_code(
+                    TakenBy::Recipient,
+                    "pickup code",
+                    Some(CodeKind::Pickup),
+                    move |c, me, key| {
+                        let Some((pid, number)) = pickups::find(c, me, key, &by)? else {
+                            return Ok(None);
+                        };
+                        // A right code with a wrong (or, where optional, a wrong given) factor is
+                        // answered exactly like a wrong code, and counted like one.
+                        if second_factor.is_some() || required {
+                            let (phone, unit) = lockouts::factor_for_parcel(c, &pid)?.unwrap_or_default();
+                            if !second_factor::matches(phone.as_deref(), &unit, second_factor.as_deref()) {
+                                return Ok(None);
+                            }
+                        }
+                        Ok(Some((pid, number)))
+                    },
+                )
+            }
+        }
     }
 
     fn collect_return(&mut self, code: String) -> ResponseActFuture<Self, Reply> {
-        self.open_by_code(TakenBy::Carrier, "collection code", move |c, me, key| {
-            pickups::find_collection(c, me, key, &code)
-        })
+        self.open_by_code(
+            TakenBy::Carrier,
+            "collection code",
+            Some(CodeKind::Collect),
+            move |c, me, key| pickups::find_collection(c, me, key, &code),
+        )
+    }
+
+    /// Checks a code in one transaction. With a `kind`, the code is refused unchecked during a
+    /// lockout, and a miss is counted (and may start a lockout) in the same transaction, so the
+    /// count survives a restart. `find` may write: it runs only when no lockout is running.
+    ///
+    /// `answer` gives the device's answer to a found code when that answer reports a change: it
+    /// is stored with the change, like `db_change` does, for a retry after a restart.
+    fn check_code<T, F, A>(
+        &mut self,
+        kind: Option<CodeKind>,
+        what: &'static str,
+        find: F,
+        answer: A,
+    ) -> ResponseActFuture<Self, Result<T, DeviceError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &LockerCtx, &ServerKey) -> Result<Option<T>, DeviceError> + Send + 'static,
+        A: FnOnce(&T) -> Option<Value> + Send + 'static,
+    {
+        let record = self.recording.take();
+        let retention = self.call_retention();
+        let server_key = self.deps.key.clone();
+        let clock = self.deps.clock.clone();
+        let policy = lockout_policy(&self.deps.settings);
+        self.db_op(
+            move |c, me| {
+                let now = clock.now();
+                let mut counted = None;
+                if let Some(kind) = kind {
+                    let st = lockouts::state(c, &me.locker_id, kind, now)?;
+                    if let Some(left) = st.locked(now) {
+                        return Ok(Checked::Locked(left));
+                    }
+                    counted = Some((kind, st));
+                }
+                if let Some(found) = find(c, me, &server_key)? {
+                    if let (Some(r), Some(p)) = (&record, answer(&found)) {
+                        device_calls::remember(c, &me.locker_id, &r.msg_id, &r.fingerprint, &p.to_string(), retention)?;
+                    }
+                    return Ok(Checked::Found(found));
+                }
+                let Some((kind, mut st)) = counted else {
+                    return Ok(Checked::Wrong(None));
+                };
+                let started = st.fail(&policy, now);
+                lockouts::save(c, &me.locker_id, kind, &st, started.as_ref(), now)?;
+                Ok(Checked::Wrong(started.map(|s| (kind, s))))
+            },
+            move |checked, act, _| match checked {
+                Checked::Found(t) => Ok(t),
+                Checked::Locked(left) => Err(locked_out(left)),
+                Checked::Wrong(None) => Err(refuse(ErrorCode::InvalidCode, format!("wrong {what}"))),
+                Checked::Wrong(Some((kind, started))) => {
+                    // docs/security.md §3: lockouts show in the log (never the code) and in the admin API.
+                    tracing::warn!(
+                        locker = %act.id,
+                        kind = kind.as_str(),
+                        level = started.level,
+                        lockout_secs = started.length.num_seconds(),
+                        until = %crate::db::ts_string(started.until),
+                        "too many wrong codes: lockout started"
+                    );
+                    Err(locked_out(started.length))
+                }
+            },
+        )
     }
 
     /// Opens the compartment a code unlocks: a recipient's pickup code or QR token, or a
-    /// carrier's collection code. Wrong codes count toward that kind's lockout at this locker.
-    fn open_by_code<F>(&mut self, by: TakenBy, what: &'static str, find: F) -> ResponseActFuture<Self, Reply>
+    /// carrier's collection code. Wrong codes of a counted `kind` count toward its lockout.
+    fn open_by_code<F>(
+        &mut self,
+        by: TakenBy,
+        what: &'static str,
+        kind: Option<CodeKind>,
+        find: F,
+    ) -> ResponseActFuture<Self, Reply>
     where
         F: FnOnce(&mut DbConn, &LockerCtx, &ServerKey) -> Result<Option<(String, i32)>, DeviceError> + Send + 'static,
     {
-        let key = match by {
-            TakenBy::Recipient => self.id.clone(),
-            TakenBy::Carrier => format!("collect:{}", self.id),
-        };
-        if let Some(e) = self.locked_out(&key) {
-            return fail(e);
-        }
-        let server_key = self.deps.key.clone();
         let busy = self.busy();
-        self.db_change(
-            move |c, me| {
-                let Some((pid, number)) = find(c, me, &server_key)? else {
+        let checked = self.check_code(
+            kind,
+            what,
+            move |c, me, key| {
+                let Some((pid, number)) = find(c, me, key)? else {
                     return Ok(None);
                 };
                 if busy.contains(&number) {
@@ -924,36 +1080,27 @@ impl LockerActor {
                 }
                 Ok(Some((pid, number)))
             },
-            |found| {
-                found.as_ref().map(|(parcel_id, number)| {
-                    json!(PickupOpen {
-                        compartment: *number,
-                        parcel_id: parcel_id.clone()
-                    })
-                })
-            },
-            move |found, act, ctx| {
-                let Some((parcel_id, number)) = found else {
-                    return Err(act.wrong_code(key, what));
-                };
-                let timer = act.door_timer(number, parcel_id.clone(), ctx);
-                let (pid, opened) = (parcel_id.clone(), false);
-                let session = match by {
-                    TakenBy::Recipient => DoorSession::Pickup {
-                        parcel_id: pid,
-                        opened,
-                        timer,
-                    },
-                    TakenBy::Carrier => DoorSession::Collection {
-                        parcel_id: pid,
-                        opened,
-                        timer,
-                    },
-                };
-                act.doors.insert(number, session);
-                Ok(())
-            },
-        )
+            |(parcel_id, number)| Some(pickup_open(parcel_id, *number)),
+        );
+        Box::pin(checked.map(move |found, act, ctx| {
+            let (parcel_id, number) = found?;
+            let timer = act.door_timer(number, parcel_id.clone(), ctx);
+            let (pid, opened) = (parcel_id.clone(), false);
+            let session = match by {
+                TakenBy::Recipient => DoorSession::Pickup {
+                    parcel_id: pid,
+                    opened,
+                    timer,
+                },
+                TakenBy::Carrier => DoorSession::Collection {
+                    parcel_id: pid,
+                    opened,
+                    timer,
+                },
+            };
+            act.doors.insert(number, session);
+            Ok(pickup_open(&parcel_id, number))
+        }))
     }
 
     fn fault(&mut self, f: FaultNotification) -> ResponseActFuture<Self, Reply> {

@@ -135,6 +135,18 @@ pub fn pre_advise(
             needs_accessible: p.needs_accessible,
         },
     );
+    // A resident who needs an accessible compartment cannot use a plain one: rather than
+    // reserve one silently, the pre-advice is refused (and rolled back) with the reason, so the
+    // carrier can reroute or deliver in person. docs: README "Carriers", `no_accessible_compartment`.
+    if let Some(n) = chosen.filter(|_| p.needs_accessible) {
+        if !free.iter().any(|s| s.number == n && s.accessible) {
+            return Err(AppError::Conflict {
+                code: "no_accessible_compartment",
+                message: "the recipient needs an accessible compartment and none that fits is free at this locker"
+                    .into(),
+            });
+        }
+    }
     let Some(number) = chosen else {
         outbox::enqueue_webhook(
             conn,

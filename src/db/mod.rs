@@ -11,6 +11,7 @@ pub mod device_calls;
 pub mod inbound;
 pub mod interrupted;
 pub mod lockers;
+pub mod lockouts;
 pub mod notifications;
 pub mod outbox;
 pub mod page;

@@ -249,6 +249,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    code_guesses (locker_id, kind) {
+        locker_id -> Text,
+        kind -> Text,
+        allowance_at -> Timestamp,
+        level -> Integer,
+        locked_until -> Nullable<Timestamp>,
+        last_failure_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     remote_opens (id) {
         id -> Text,
         admin_key_id -> Text,
@@ -265,6 +276,17 @@ diesel::table! {
         decided_by_holder -> Nullable<Text>,
         decided_at -> Nullable<Timestamp>,
         updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    lockouts (id) {
+        id -> Text,
+        locker_id -> Text,
+        kind -> Text,
+        level -> Integer,
+        started_at -> Timestamp,
+        locked_until -> Timestamp,
     }
 }
 
@@ -299,4 +321,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     faults,
     device_calls,
     remote_opens,
+    code_guesses,
+    lockouts,
 );

@@ -3,10 +3,13 @@
 pub mod allocation;
 pub mod inputs;
 pub mod kiosk;
+pub mod lockout;
 pub mod parcel;
 pub mod partition;
+pub mod privacy;
 pub mod recovery;
 pub mod remote_open;
+pub mod second_factor;
 
 use serde::{Deserialize, Serialize};
 

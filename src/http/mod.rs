@@ -7,6 +7,7 @@ pub mod carriers;
 pub mod devices;
 pub mod health;
 pub mod lockers;
+pub mod lockouts;
 pub mod openapi;
 pub mod parcels;
 pub mod recipients;
@@ -60,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .wrap(actix_web::middleware::from_fn(auth::require_admin))
                 .configure(sites::routes)
                 .configure(lockers::routes)
+                .configure(lockouts::routes)
                 .configure(carriers::routes)
                 .configure(recipients::routes)
                 .configure(parcels::routes)

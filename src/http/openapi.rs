@@ -4,7 +4,7 @@ use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin_keys, carriers, health, lockers, parcels, recipients, remote_opens, sites};
+use super::{admin_keys, carriers, health, lockers, lockouts, parcels, recipients, remote_opens, sites};
 
 struct AdminAuth;
 
@@ -70,6 +70,7 @@ impl Modify for AdminAuth {
         remote_opens::open_compartment, remote_opens::list_for_locker, remote_opens::get_one,
         remote_opens::approve, remote_opens::reject, remote_opens::list_for_parcel,
         admin_keys::create, admin_keys::list, admin_keys::get_one, admin_keys::revoke,
+        lockouts::list,
         carriers::create, carriers::list, carriers::get_one, carriers::update,
         carriers::deliveries, carriers::redeliver_one, carriers::redeliver_dead, carriers::rotate_secret,
         recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,

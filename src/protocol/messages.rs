@@ -138,6 +138,42 @@ pub enum Pickup {
     QrToken(String),
 }
 
+/// A `Pickup` call: the code or token, and for a keypad code the recipient's second factor
+/// (protocol 1.0.1; a 1.0 device never sends it).
+#[derive(Debug, Clone)]
+pub struct PickupRequest {
+    pub by: Pickup,
+    pub second_factor: Option<String>,
+}
+
+/// The wire form of `Pickup`: exactly one of `code` or `qr_token`; `second_factor` only with `code`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PickupPayload {
+    code: Option<String>,
+    qr_token: Option<String>,
+    second_factor: Option<String>,
+}
+
+impl PickupRequest {
+    fn parse(v: Value) -> Result<Self, FrameError> {
+        let p: PickupPayload = payload("Pickup", v)?;
+        let bad = |m: &str| FrameError::new(ErrorCode::ProtocolError, format!("invalid Pickup payload: {m}"));
+        match (p.code, p.qr_token, p.second_factor) {
+            (Some(code), None, second_factor) => Ok(Self {
+                by: Pickup::Code(code),
+                second_factor,
+            }),
+            (None, Some(token), None) => Ok(Self {
+                by: Pickup::QrToken(token),
+                second_factor: None,
+            }),
+            (None, Some(_), Some(_)) => Err(bad("second_factor goes with code only")),
+            _ => Err(bad("give exactly one of code or qr_token")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PickupOpen {
     pub compartment: i32,
@@ -184,7 +220,7 @@ pub enum DeviceRequest {
     DoesNotFit(DepositRef),
     CancelDeposit(DepositRef),
     DoorEvent(DoorEvent),
-    Pickup(Pickup),
+    Pickup(PickupRequest),
     /// A carrier's driver collects an expired parcel for return, with a collection code.
     CollectReturn {
         collection_code: String,
@@ -229,7 +265,7 @@ impl DeviceRequest {
             "DoesNotFit" => Self::DoesNotFit(payload(action, v)?),
             "CancelDeposit" => Self::CancelDeposit(payload(action, v)?),
             "DoorEvent" => Self::DoorEvent(payload(action, v)?),
-            "Pickup" => Self::Pickup(payload(action, v)?),
+            "Pickup" => Self::Pickup(PickupRequest::parse(v)?),
             "FaultNotification" => Self::FaultNotification(payload(action, v)?),
             "CollectReturn" => Self::CollectReturn {
                 collection_code: payload::<CollectionCode>(action, v)?.collection_code,

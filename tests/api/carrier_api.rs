@@ -19,14 +19,14 @@ use crate::helpers::{assert_error, eventually, free_port, header, read, Receiver
 
 /// What a carrier's system holds: its API key and signing secret.
 #[derive(Clone)]
-struct Carrier {
-    id: String,
+pub(crate) struct Carrier {
+    pub(crate) id: String,
     api_key: String,
     secret: String,
     courier_code: String,
 }
 
-async fn carrier(app: &TestApp, code: &str, webhook_url: Option<&str>) -> Carrier {
+pub(crate) async fn carrier(app: &TestApp, code: &str, webhook_url: Option<&str>) -> Carrier {
     let (s, v) = app
         .post(
             "/api/v1/carriers",
@@ -79,7 +79,7 @@ async fn post_raw(
 }
 
 /// Sends a properly signed event.
-async fn event(app: &TestApp, c: &Carrier, id: &str, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn event(app: &TestApp, c: &Carrier, id: &str, body: Value) -> (StatusCode, Value) {
     let bytes = body.to_string().into_bytes();
     let ts = now();
     let sig = sign(&c.secret, id, ts, &bytes);

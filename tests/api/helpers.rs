@@ -97,6 +97,11 @@ pub fn base_settings(dir: &std::path::Path) -> Settings {
         smtp_tls: lockerhub::config::SmtpTls::None,
         webhook_retry_base_ms: 20,
         pickup_attempts: 3,
+        // Suites deposit by phone many times per locker; the lookup allowance has its own test.
+        directory_lookups_per_hour: 10_000,
+        // Suites written before the second factor pick up with the code alone; the second
+        // factor's own tests (guessing.rs) require it, as production does by default.
+        pickup_second_factor: lockerhub::config::SecondFactor::Optional,
         device_call_timeout_secs: 1,
         secret_key: Some(Secret::new("11".repeat(32))),
         ..Settings::default()

@@ -7,6 +7,7 @@ mod deadlines;
 mod device;
 mod device_corrections;
 mod durability;
+mod guessing;
 mod helpers;
 mod lockers;
 mod notifications;

@@ -1,0 +1,2 @@
+DROP TABLE lockouts;
+DROP TABLE code_guesses;
