@@ -430,6 +430,7 @@ const TEXT_SETTINGS: &[&str] = &[
     "push_url",
     "push_token",
     "templates_dir",
+    "pickup_second_factor",
 ];
 
 /// Environment variables as settings: text settings keep their value as written; every other
