@@ -118,6 +118,7 @@ fn run(listener: TcpListener, state: AppState, pickup_guesses: Arc<Lockout<Strin
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
+    let connections = crate::http::edge::ConnectionLimits::new(state.settings.max_unauthenticated_connections_per_ip);
     let limits = state.limits.clone();
     let guesses = pickup_guesses;
     actix_web::rt::spawn(async move {
@@ -145,10 +146,12 @@ fn run(listener: TcpListener, state: AppState, pickup_guesses: Arc<Lockout<Strin
                 }
             })
             .wrap(TracingLogger::default())
+            .wrap(actix_web::middleware::from_fn(http::edge::guard))
             .configure(|cfg| http::configure(cfg, &state))
             .default_service(web::to(http::not_found))
     })
     .workers(workers)
+    .on_connect(move |conn, ext| connections.on_connect(conn, ext))
     .shutdown_timeout(5)
     .listen(listener)
     .map_err(|e| format!("cannot start HTTP server: {e}"))?

@@ -70,6 +70,7 @@ pub async fn require_admin(
     let found = state.db.run(move |c| Ok(admin_keys::authenticate(c, &token)?)).await?;
     match found {
         Some(key_id) => {
+            super::edge::authenticated(req.request());
             req.extensions_mut().insert(Admin { key_id });
             next.call(req).await
         }
