@@ -186,3 +186,36 @@ fn links(api: &mut utoipa::openapi::OpenApi) {
         }
     }
 }
+
+/// Rules the derive macros cannot write, patched into the served JSON: the IANA zone names a
+/// `time_zone` must be one of, and that a preferred channel needs its contact detail.
+pub fn finish(doc: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let zones: Vec<Value> = chrono_tz::TZ_VARIANTS.iter().map(|z| json!(z.name())).collect();
+    for schema in schemas.values_mut() {
+        if let Some(tz) = schema.pointer_mut("/properties/time_zone") {
+            let mut names = zones.clone();
+            if tz["type"].as_array().is_some_and(|t| t.contains(&json!("null"))) {
+                names.push(Value::Null);
+            }
+            tz["enum"] = Value::Array(names);
+        }
+    }
+    if let Some(create) = schemas.get_mut("CreateRecipient") {
+        // Mirrors `channels_for`: each listed channel needs its detail, non-blank.
+        let needs = |channel: &str, field: &str, pattern: &str| {
+            json!({
+                "if": {"required": ["channels"], "properties": {"channels": {"type": "array", "contains": {"const": channel}}}},
+                "then": {"required": [field], "properties": {field: {"type": "string", "pattern": pattern}}}
+            })
+        };
+        create["allOf"] = json!([
+            needs("sms", "phone", "[0-9]"),
+            needs("email", "email", "@"),
+            needs("push", "push_target", "[^ \\t\\n\\r]"),
+        ]);
+    }
+}

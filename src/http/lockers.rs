@@ -4,6 +4,7 @@ use actix_web::{delete, get, patch, post, put, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
+use super::numbers::whole;
 use super::sites::not_found;
 use super::{field, AppState};
 use crate::actors::messages::{DisconnectLocker, GetLocker, OpenOutcome, ReloadLocker, RemoteOpen};
@@ -39,6 +40,8 @@ pub const MAX_COMPARTMENTS: i32 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct LayoutRow {
     pub size: Size,
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub count: i32,
     #[serde(default)]
     pub accessible: bool,
@@ -48,6 +51,8 @@ pub struct LayoutRow {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompartmentSpec {
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 9999)]
     pub number: i32,
     pub size: Size,
     #[serde(default)]
@@ -58,8 +63,14 @@ pub struct CompartmentSpec {
 #[serde(deny_unknown_fields)]
 pub struct CreateLocker {
     pub site_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub location: String,
     /// Compartments numbered from 1 in the order given.
     #[serde(default)]
@@ -77,7 +88,13 @@ pub struct CreatedLocker {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateLocker {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 500)]
     pub location: Option<String>,
     /// An inactive locker's device cannot connect.
     pub active: Option<bool>,
@@ -86,10 +103,13 @@ pub struct UpdateLocker {
 /// Either a layout (numbered after the highest existing number) or explicit compartments.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1, max_properties = 1)]
 pub struct AddCompartments {
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub layout: Vec<LayoutRow>,
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub compartments: Vec<CompartmentSpec>,
 }
 
@@ -106,6 +126,8 @@ pub struct UpdateCompartment {
 #[serde(deny_unknown_fields)]
 pub struct PutSection {
     /// Compartment numbers that form the carrier's section.
+    #[serde(deserialize_with = "whole")]
+    #[schema(max_items = 1000)]
     pub compartments: Vec<i32>,
     #[serde(default)]
     pub exclusive: bool,

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod edge;
 pub mod health;
 pub mod lockers;
+pub mod numbers;
 pub mod openapi;
 pub mod parcels;
 pub mod recipients;

@@ -84,7 +84,13 @@ pub struct ApiDoc;
 
 #[get("/api-docs/openapi.json")]
 pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        super::contract::finish(&mut doc);
+        doc
+    });
+    HttpResponse::Ok().json(doc)
 }
 
 /// The methods a documented path template allows, for the `Allow` header of a 405.

@@ -26,11 +26,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct ParcelQuery {
     /// expected, reserved, deposited, picked_up, expired, returned or cancelled.
+    #[param(value_type = Option<ParcelState>)]
     pub state: Option<String>,
     pub carrier_id: Option<String>,
     pub recipient_id: Option<String>,
     pub locker_id: Option<String>,
     pub site_id: Option<String>,
+    /// 4–64 letters, digits or dashes.
+    #[param(pattern = "^[ \\t\\n\\r]*[A-Za-z0-9-]{4,64}[ \\t\\n\\r]*$")]
     pub tracking_number: Option<String>,
     pub limit: Option<i64>,
     pub after: Option<String>,

@@ -27,12 +27,26 @@ pub const MAX_IMPORT_ROWS: usize = 10_000;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientInput {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 50)]
     pub unit: String,
+    /// 7–15 digits, optionally after `+`, with spaces, dashes, dots or parentheses; blank for none.
+    #[schema(pattern = "^[ \\t\\n\\r]*(\\+*[ ().-]*([0-9][ ().-]*){7,15})?[ \\t\\n\\r]*$")]
     pub phone: Option<String>,
+    /// An email address (printable ASCII); blank for none.
+    #[schema(
+        max_length = 254,
+        pattern = "^[ \\t\\n\\r]*([!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~])?[ \\t\\n\\r]*$"
+    )]
     pub email: Option<String>,
     /// Device token or endpoint for app push.
+    #[schema(max_length = 512)]
     pub push_target: Option<String>,
     /// Preferred channels, most preferred first. Defaults to every channel with contact details.
     pub channels: Option<Vec<Channel>>,
@@ -41,27 +55,76 @@ pub struct RecipientInput {
     pub needs_accessible: bool,
 }
 
+/// A recipient and its site. Written out flat, not as `site_id` + a flattened
+/// [`RecipientInput`]: the schema of that is an `allOf` whose parts each forbid the other's
+/// fields, which no body can satisfy.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRecipient {
     pub site_id: String,
-    #[serde(flatten)]
-    pub recipient: RecipientInput,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub name: String,
+    #[serde(default)]
+    #[schema(max_length = 50)]
+    pub unit: String,
+    /// 7–15 digits, optionally after `+`, with spaces, dashes, dots or parentheses; blank for none.
+    #[schema(pattern = "^[ \\t\\n\\r]*(\\+*[ ().-]*([0-9][ ().-]*){7,15})?[ \\t\\n\\r]*$")]
+    pub phone: Option<String>,
+    /// An email address (printable ASCII); blank for none.
+    #[schema(
+        max_length = 254,
+        pattern = "^[ \\t\\n\\r]*([!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~])?[ \\t\\n\\r]*$"
+    )]
+    pub email: Option<String>,
+    /// Device token or endpoint for app push.
+    #[schema(max_length = 512)]
+    pub push_target: Option<String>,
+    /// Preferred channels, most preferred first. Defaults to every channel with contact details.
+    pub channels: Option<Vec<Channel>>,
+    pub vacation_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub needs_accessible: bool,
+}
+
+impl CreateRecipient {
+    fn split(self) -> (String, RecipientInput) {
+        let r = RecipientInput {
+            name: self.name,
+            unit: self.unit,
+            phone: self.phone,
+            email: self.email,
+            push_target: self.push_target,
+            channels: self.channels,
+            vacation_until: self.vacation_until,
+            needs_accessible: self.needs_accessible,
+        };
+        (self.site_id, r)
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRecipient {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 50)]
     pub unit: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[ \\t\\n\\r]*(\\+*[ ().-]*([0-9][ ().-]*){7,15})?[ \\t\\n\\r]*$")]
     pub phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 254, pattern = "^[ \\t\\n\\r]*([!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~])?[ \\t\\n\\r]*$")]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 512)]
     pub push_target: Option<Option<String>>,
     pub channels: Option<Vec<Channel>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -75,6 +138,7 @@ pub struct UpdateRecipient {
 pub struct RecipientQuery {
     pub site_id: Option<String>,
     /// Substring of name or unit, case-insensitive.
+    #[param(max_length = 100)]
     pub q: Option<String>,
     pub limit: Option<i64>,
     pub after: Option<String>,
@@ -182,8 +246,8 @@ pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<CreateRecipient>,
 ) -> Result<HttpResponse, AppError> {
-    let b = body.into_inner();
-    let new = field(parse_recipient(&b.site_id, b.recipient))?;
+    let (site_id, input) = body.into_inner().split();
+    let new = field(parse_recipient(&site_id, input))?;
     let created = state
         .db
         .transaction(move |c| {
@@ -204,7 +268,7 @@ pub async fn list(
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
     let page = super::page(q.limit, q.after)?;
-    if q.q.as_ref().is_some_and(|s| s.len() > 100) {
+    if q.q.as_ref().is_some_and(|s| s.chars().count() > 100) {
         return Err(AppError::invalid("q must be at most 100 characters"));
     }
     let filter = RecipientFilter {
