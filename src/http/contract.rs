@@ -4,7 +4,6 @@
 //! added later, documents the statuses it really can answer; handler-specific statuses (409,
 //! 422 for a field's rule, 504) stay in each handler's annotation.
 
-use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
@@ -62,7 +61,6 @@ impl Modify for Contract {
                 edge(op, path);
             }
         }
-        links(api);
     }
 }
 
@@ -80,6 +78,7 @@ fn edge(op: &mut Operation, path: &str) {
         add(op, "408", "The body did not arrive within the request body timeout");
         add(op, "413", "The body is larger than the configured limit");
         add(op, "415", "Wrong Content-Type");
+        add(op, "422", "A field breaks a rule stated in its schema or description");
     }
     let params = op.parameters.get_or_insert_with(Vec::new);
     let mut paged = false;
@@ -128,69 +127,13 @@ fn edge(op: &mut Operation, path: &str) {
     }
 }
 
-/// Links from each create to what reads the created thing, so clients (and stateful
-/// testing) can follow a new id without guessing.
-fn links(api: &mut utoipa::openapi::OpenApi) {
-    let chains: &[(&str, &str, &str, &[(&str, &str)])] = &[
-        (
-            "/api/v1/sites",
-            "201",
-            "$response.body#/id",
-            &[("sites_get_one", "GetSite"), ("sites_update", "UpdateSite")],
-        ),
-        (
-            "/api/v1/lockers",
-            "201",
-            "$response.body#/locker/id",
-            &[
-                ("lockers_get_one", "GetLocker"),
-                ("lockers_update", "UpdateLocker"),
-                ("lockers_list_compartments", "ListCompartments"),
-                ("lockers_list_sections", "ListSections"),
-                ("lockers_list_faults", "ListFaults"),
-            ],
-        ),
-        (
-            "/api/v1/carriers",
-            "201",
-            "$response.body#/carrier/id",
-            &[
-                ("carriers_get_one", "GetCarrier"),
-                ("carriers_update", "UpdateCarrier"),
-                ("carriers_deliveries", "ListDeliveries"),
-            ],
-        ),
-        (
-            "/api/v1/recipients",
-            "201",
-            "$response.body#/id",
-            &[
-                ("recipients_get_one", "GetRecipient"),
-                ("recipients_update", "UpdateRecipient"),
-            ],
-        ),
-    ];
-    for (path, status, id, targets) in chains {
-        let Some(op) = api.paths.paths.get_mut(*path).and_then(|i| i.post.as_mut()) else {
-            continue;
-        };
-        let Some(RefOr::T(resp)) = op.responses.responses.get_mut(*status) else {
-            continue;
-        };
-        for (operation_id, name) in *targets {
-            let link = LinkBuilder::new()
-                .operation_id(*operation_id)
-                .parameter("id", *id)
-                .build();
-            resp.links.insert(name.to_string(), link.into());
-        }
-    }
-}
-
 /// Rules the derive macros cannot write, patched into the served JSON: the IANA zone names a
-/// `time_zone` must be one of, and that a preferred channel needs its contact detail.
+/// `time_zone` must be one of, that a preferred channel needs its contact detail, that
+/// compartments are added by layout or by number (one, not both), and the links from each
+/// create to what reads the created thing (so clients and stateful tests can follow a new id).
 pub fn finish(doc: &mut serde_json::Value) {
     use serde_json::{json, Value};
+    links(doc);
     let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else {
         return;
     };
@@ -203,6 +146,9 @@ pub fn finish(doc: &mut serde_json::Value) {
             }
             tz["enum"] = Value::Array(names);
         }
+    }
+    if let Some(add) = schemas.get_mut("AddCompartments") {
+        add["minProperties"] = json!(1);
     }
     if let Some(create) = schemas.get_mut("CreateRecipient") {
         // Mirrors `channels_for`: each listed channel needs its detail, non-blank.
@@ -217,5 +163,57 @@ pub fn finish(doc: &mut serde_json::Value) {
             needs("email", "email", "@"),
             needs("push", "push_target", "[^ \\t\\n\\r]"),
         ]);
+    }
+}
+
+fn links(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let chains: &[(&str, &str, &[(&str, &str)])] = &[
+        (
+            "/api/v1/sites",
+            "/id",
+            &[("sites_get_one", "GetSite"), ("sites_update", "UpdateSite")],
+        ),
+        (
+            "/api/v1/lockers",
+            "/locker/id",
+            &[
+                ("lockers_get_one", "GetLocker"),
+                ("lockers_update", "UpdateLocker"),
+                ("lockers_list_compartments", "ListCompartments"),
+                ("lockers_add_compartments", "AddCompartments"),
+                ("lockers_list_sections", "ListSections"),
+                ("lockers_list_faults", "ListFaults"),
+            ],
+        ),
+        (
+            "/api/v1/carriers",
+            "/carrier/id",
+            &[
+                ("carriers_get_one", "GetCarrier"),
+                ("carriers_update", "UpdateCarrier"),
+                ("carriers_deliveries", "ListDeliveries"),
+            ],
+        ),
+        (
+            "/api/v1/recipients",
+            "/id",
+            &[
+                ("recipients_get_one", "GetRecipient"),
+                ("recipients_update", "UpdateRecipient"),
+            ],
+        ),
+    ];
+    for (path, id, targets) in chains {
+        let pointer = format!("/paths/{}/post/responses/201", path.replace('/', "~1"));
+        let Some(created) = doc.pointer_mut(&pointer) else {
+            continue;
+        };
+        for (operation_id, name) in *targets {
+            created["links"][*name] = json!({
+                "operationId": operation_id,
+                "parameters": {"id": format!("$response.body#{id}")},
+            });
+        }
     }
 }

@@ -162,6 +162,15 @@ fn expand_layout(rows: &[LayoutRow], start: i32) -> Result<Vec<NewCompartment>, 
     Ok(out)
 }
 
+/// A locker's free-text location: trimmed, at most 500 characters (on create and update alike).
+fn location(raw: &str) -> Result<String, AppError> {
+    let location = raw.trim().to_string();
+    if location.chars().count() > 500 {
+        return Err(AppError::invalid("location must be at most 500 characters"));
+    }
+    Ok(location)
+}
+
 fn check_total(existing: i32, adding: usize) -> Result<(), AppError> {
     if existing as usize + adding > MAX_COMPARTMENTS as usize {
         return Err(AppError::invalid(format!(
@@ -172,7 +181,8 @@ fn check_total(existing: i32, adding: usize) -> Result<(), AppError> {
 }
 
 #[utoipa::path(tag = "lockers", request_body = CreateLocker, security(("admin" = [])),
-    responses((status = 201, body = CreatedLocker), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = CreatedLocker), (status = 404, description = "No such site", body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
 #[post("/lockers")]
 pub async fn create(
     _: Admin,
@@ -181,10 +191,7 @@ pub async fn create(
 ) -> Result<HttpResponse, AppError> {
     let b = body.into_inner();
     let name = field(Text::parse("name", &b.name, 200))?.into_inner();
-    let location = b.location.trim().to_string();
-    if location.chars().count() > 500 {
-        return Err(AppError::invalid("location must be at most 500 characters"));
-    }
+    let location = location(&b.location)?;
     let layout = expand_layout(&b.layout, 0)?;
     check_total(0, layout.len())?;
     let created = state
@@ -242,7 +249,7 @@ pub async fn update(
             .map(|n| field(Text::parse("name", &n, 200)))
             .transpose()?
             .map(Text::into_inner),
-        location: b.location.map(|l| l.trim().to_string()),
+        location: b.location.map(|l| location(&l)).transpose()?,
         active: b.active,
         updated_at: None,
     };
@@ -431,7 +438,9 @@ pub async fn list_sections(
 
 /// Makes the listed compartments the carrier's dedicated section. Takes effect on the next allocation.
 #[utoipa::path(tag = "lockers", request_body = PutSection, security(("admin" = [])),
-    responses((status = 200, body = Section), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Section), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "A listed compartment does not exist at this locker", body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
 #[put("/lockers/{id}/sections/{carrier_id}")]
 pub async fn put_section(
     _: Admin,
@@ -451,10 +460,12 @@ pub async fn put_section(
             locker_exists(c, &id)?;
             carriers::get(c, &carrier_id).map_err(|e| not_found(e, "carrier"))?;
             let existing: Vec<i32> = lockers::compartments_of(c, &id)?.iter().map(|c| c.number).collect();
+            // Which numbers exist is the locker's state, not a rule of the body: a conflict.
             if let Some(missing) = b.compartments.iter().find(|n| !existing.contains(n)) {
-                return Err(AppError::invalid(format!(
-                    "compartment {missing} does not exist at this locker"
-                )));
+                return Err(AppError::Conflict {
+                    code: "unknown_compartment",
+                    message: format!("compartment {missing} does not exist at this locker"),
+                });
             }
             Ok(lockers::put_section(c, &id, &carrier_id, b.exclusive, &b.compartments)?)
         })

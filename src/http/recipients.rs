@@ -203,13 +203,19 @@ fn channels_for(
     Ok(Channel::join(&chosen))
 }
 
+/// A unit: trimmed, at most 50 characters (on create, import and update alike).
+fn unit(raw: &str) -> Result<String, AppError> {
+    let unit = raw.trim().to_string();
+    if unit.chars().count() > 50 {
+        return Err(AppError::invalid("unit must be at most 50 characters"));
+    }
+    Ok(unit)
+}
+
 /// Parses one recipient for a site: the same rules for JSON and CSV.
 pub fn parse_recipient(site_id: &str, r: RecipientInput) -> Result<NewRecipient, String> {
     let name = Text::parse("name", &r.name, 200)?.into_inner();
-    let unit = r.unit.trim().to_string();
-    if unit.chars().count() > 50 {
-        return Err("unit must be at most 50 characters".into());
-    }
+    let unit = unit(&r.unit).map_err(|e| e.to_string())?;
     let phone = opt_phone(r.phone.as_deref())?;
     let email = opt_email(r.email.as_deref())?;
     let push_target = opt_push(r.push_target.as_deref())?;
@@ -239,7 +245,8 @@ fn phone_conflict(e: diesel::result::Error) -> AppError {
 }
 
 #[utoipa::path(tag = "recipients", request_body = CreateRecipient, security(("admin" = [])),
-    responses((status = 201, body = Recipient), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Recipient), (status = 404, description = "No such site", body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 #[post("/recipients")]
 pub async fn create(
     _: Admin,
@@ -291,7 +298,8 @@ pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>
 }
 
 #[utoipa::path(tag = "recipients", request_body = UpdateRecipient, security(("admin" = [])),
-    responses((status = 200, body = Recipient), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Recipient), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "Phone already used at this site, or a preferred channel lacks its contact detail", body = crate::error::ErrorBody)))]
 #[patch("/recipients/{id}")]
 pub async fn update(
     _: Admin,
@@ -319,7 +327,12 @@ pub async fn update(
             };
             let wanted = b.channels.clone().or_else(|| Some(Channel::split(&current.channels)));
             let channels = match b.channels {
-                Some(_) => field(channels_for(wanted, &phone, &email, &push))?,
+                // The contact details a channel needs may be the stored ones: a conflict with
+                // the recipient's state, where on create it is a rule of the body (422).
+                Some(_) => channels_for(wanted, &phone, &email, &push).map_err(|message| AppError::Conflict {
+                    code: "channel_without_contact",
+                    message,
+                })?,
                 // Contact details changed: keep the preferences that still have a contact.
                 None => {
                     let kept: Vec<Channel> = Channel::split(&current.channels)
@@ -339,7 +352,7 @@ pub async fn update(
                     .map(|n| field(Text::parse("name", &n, 200)))
                     .transpose()?
                     .map(Text::into_inner),
-                unit: b.unit.map(|u| u.trim().to_string()),
+                unit: b.unit.map(|u| unit(&u)).transpose()?,
                 phone: b.phone.map(|_| phone),
                 email: b.email.map(|_| email),
                 push_target: b.push_target.map(|_| push),
