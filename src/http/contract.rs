@@ -161,7 +161,11 @@ pub fn finish(doc: &mut serde_json::Value) {
         create["allOf"] = json!([
             needs("sms", "phone", "[0-9]"),
             needs("email", "email", "@"),
-            needs("push", "push_target", "[^ \\t\\n\\r]"),
+            needs(
+                "push",
+                "push_target",
+                "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+            ),
         ]);
     }
 }
@@ -204,6 +208,19 @@ fn links(doc: &mut serde_json::Value) {
             ],
         ),
     ];
+    // A search's first hit leads to the parcel's own operations.
+    if let Some(found) = doc.pointer_mut("/paths/~1api~1v1~1parcels/get/responses/200") {
+        for (operation_id, name) in [
+            ("parcels_get_one", "GetParcel"),
+            ("parcels_notifications_log", "ParcelNotifications"),
+            ("parcels_resend_code", "ResendCode"),
+        ] {
+            found["links"][name] = json!({
+                "operationId": operation_id,
+                "parameters": {"id": "$response.body#/items/0/id"},
+            });
+        }
+    }
     for (path, id, targets) in chains {
         let pointer = format!("/paths/{}/post/responses/201", path.replace('/', "~1"));
         let Some(created) = doc.pointer_mut(&pointer) else {
