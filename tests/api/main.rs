@@ -5,6 +5,7 @@ mod cli;
 mod deadlines;
 mod device;
 mod helpers;
+mod http_edge;
 mod lockers;
 mod notifications;
 mod operations;
