@@ -63,7 +63,10 @@ async fn slow_carrier_event_body_is_cut_off(app: TestApp) {
     assert!(text.starts_with("HTTP/1.1 408"), "answered 408, got {text:?}");
     assert!(text.contains("request_timeout"), "{text}");
     assert!(closed, "the connection is closed after the 408");
-    assert!(started.elapsed() >= Duration::from_millis(300), "not before the timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "not before the timeout"
+    );
 
     // The admin API gets the same timeout for a slow body behind a valid key.
     let head = format!(
@@ -105,9 +108,11 @@ async fn unauthenticated_connections_are_capped_per_address(app: TestApp) {
     assert!(closed, "a refused connection is closed");
 
     drop(slow.pop());
-    eventually(Duration::from_secs(10), "a connection is served after one closed", || async {
-        (status_of(&app, HEALTHZ).await == Some(200)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "a connection is served after one closed",
+        || async { (status_of(&app, HEALTHZ).await == Some(200)).then_some(()) },
+    )
     .await;
     drop(slow);
 
@@ -181,7 +186,10 @@ async fn the_openapi_document_is_the_contract(app: TestApp) {
             let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
                 || (status == StatusCode::NOT_FOUND
                     && answer["message"].as_str().is_some_and(|m| m.starts_with("no route")));
-            assert!(!unrouted, "{method} {path} is documented but not served: {status} {answer}");
+            assert!(
+                !unrouted,
+                "{method} {path} is documented but not served: {status} {answer}"
+            );
 
             let responses = op["responses"].as_object().unwrap();
             assert!(responses.contains_key("429"), "{method} {path} documents 429");
@@ -202,7 +210,10 @@ async fn the_openapi_document_is_the_contract(app: TestApp) {
                     assert_eq!(p["schema"]["maximum"], 200, "{method} {path}");
                 }
             }
-            assert!(responses.keys().all(|k| k != "default"), "no catch-all on {method} {path}");
+            assert!(
+                responses.keys().all(|k| k != "default"),
+                "no catch-all on {method} {path}"
+            );
         }
     }
     let schemas = &doc["components"]["schemas"];
@@ -227,7 +238,10 @@ async fn the_openapi_document_is_the_contract(app: TestApp) {
     let link = &doc["paths"]["/api/v1/sites"]["post"]["responses"]["201"]["links"]["GetSite"];
     assert_eq!(link["operationId"], "sites_get_one");
     assert_eq!(link["parameters"]["id"], "$response.body#/id");
-    assert!(doc["paths"]["/qr/{token}"]["get"].is_object(), "the QR image is where it is served");
+    assert!(
+        doc["paths"]["/qr/{token}"]["get"].is_object(),
+        "the QR image is where it is served"
+    );
 }
 
 db_test!(bodies_hold_to_the_documented_bounds);
@@ -264,7 +278,10 @@ async fn bodies_hold_to_the_documented_bounds(app: TestApp) {
     );
 
     let (s, locker) = app
-        .post("/api/v1/lockers", json!({"site_id": site_id, "name": "Lobby", "layout": [{"size": "S", "count": 2.0}]}))
+        .post(
+            "/api/v1/lockers",
+            json!({"site_id": site_id, "name": "Lobby", "layout": [{"size": "S", "count": 2.0}]}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{locker}");
     let locker_id = locker["locker"]["id"].as_str().unwrap();
@@ -280,7 +297,10 @@ async fn bodies_hold_to_the_documented_bounds(app: TestApp) {
     );
 
     let (s, r) = app
-        .post("/api/v1/recipients", json!({"site_id": site_id, "name": "Ann", "unit": "4B"}))
+        .post(
+            "/api/v1/recipients",
+            json!({"site_id": site_id, "name": "Ann", "unit": "4B"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     let rid = r["id"].as_str().unwrap();
@@ -307,5 +327,9 @@ async fn bodies_hold_to_the_documented_bounds(app: TestApp) {
     );
     let (s, page) = app.get("/api/v1/sites?limit=200").await;
     assert_eq!(s, StatusCode::OK, "{page}");
-    assert_error(&app.get("/api/v1/sites?limit=201").await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_error(
+        &app.get("/api/v1/sites?limit=201").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
 }
