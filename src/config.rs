@@ -54,6 +54,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub max_csv_bytes: usize,
     pub auth_failures_per_minute: u32,
+    /// A request body must have arrived this long after the request head, on every route.
+    pub request_body_timeout_ms: u64,
+    /// Connections one client address may hold open before they carry an authenticated request.
+    pub max_unauthenticated_connections_per_ip: usize,
     pub secret_key: Option<Secret>,
     pub pickup_code_length: usize,
     pub pickup_attempts: u32,
@@ -167,6 +171,8 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             max_csv_bytes: 2 * 1024 * 1024,
             auth_failures_per_minute: 30,
+            request_body_timeout_ms: 30_000,
+            max_unauthenticated_connections_per_ip: 128,
             secret_key: None,
             pickup_code_length: 8,
             pickup_attempts: 5,
@@ -235,6 +241,10 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
   max_body_bytes              LOCKERHUB_MAX_BODY_BYTES              65536
   max_csv_bytes               LOCKERHUB_MAX_CSV_BYTES               2097152
   auth_failures_per_minute    LOCKERHUB_AUTH_FAILURES_PER_MINUTE    30 per client IP, then 429
+  request_body_timeout_ms     LOCKERHUB_REQUEST_BODY_TIMEOUT_MS     30000 (then 408 and the connection closes)
+  max_unauthenticated_connections_per_ip
+                              LOCKERHUB_MAX_UNAUTHENTICATED_CONNECTIONS_PER_IP
+                                                                    128 (more are answered 429 and closed)
   secret_key                  LOCKERHUB_SECRET_KEY                  64 hex chars; generated into
                                                                     <data_dir>/secret.key if unset
   pickup_code_length          LOCKERHUB_PICKUP_CODE_LENGTH          8
@@ -333,6 +343,9 @@ impl Settings {
         }
         if self.hour_ms == 0 || self.deadline_scan_ms == 0 {
             return Err("hour_ms and deadline_scan_ms must be positive".into());
+        }
+        if self.request_body_timeout_ms == 0 || self.max_unauthenticated_connections_per_ip == 0 {
+            return Err("request_body_timeout_ms and max_unauthenticated_connections_per_ip must be positive".into());
         }
         if self.db_pool_size == 0 {
             return Err("db_pool_size must be positive".into());

@@ -22,6 +22,9 @@ pub enum AppError {
     Denied { code: &'static str, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// The path exists, the method does not (the response carries `Allow`).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     /// A conflict whose body names what is in the way, in `details`.
@@ -43,6 +46,9 @@ pub enum AppError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// The client did not send its request (body) in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     Unavailable(String),
     /// A device did not answer in time; what happened is unknown.
@@ -104,9 +110,11 @@ impl AppError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited(_) | Self::Throttled { .. } => "rate_limited",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::Unavailable(_) => "unavailable",
             Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Internal(_) => "internal",
@@ -135,6 +143,8 @@ impl ResponseError for AppError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited(_) | Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

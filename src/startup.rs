@@ -116,6 +116,7 @@ fn run(listener: TcpListener, state: AppState, directory_lookups: Arc<HourlyLimi
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
+    let connections = crate::http::edge::ConnectionLimits::new(state.settings.max_unauthenticated_connections_per_ip);
     let limits = state.limits.clone();
     let lookups = directory_lookups;
     actix_web::rt::spawn(async move {
@@ -143,10 +144,12 @@ fn run(listener: TcpListener, state: AppState, directory_lookups: Arc<HourlyLimi
                 }
             })
             .wrap(TracingLogger::default())
+            .wrap(actix_web::middleware::from_fn(http::edge::guard))
             .configure(|cfg| http::configure(cfg, &state))
             .default_service(web::to(http::not_found))
     })
     .workers(workers)
+    .on_connect(move |conn, ext| connections.on_connect(conn, ext))
     .shutdown_timeout(5)
     .listen(listener)
     .map_err(|e| format!("cannot start HTTP server: {e}"))?

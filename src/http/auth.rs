@@ -86,6 +86,7 @@ pub async fn require_admin(
     let found = state.db.run(move |c| Ok(admin_keys::authenticate(c, &token)?)).await?;
     match found {
         Some(key) => {
+            super::edge::authenticated(req.request());
             // A viewer reads: anything but GET and HEAD is refused before the handler runs.
             let reads = matches!(
                 *req.method(),

@@ -57,6 +57,7 @@ async fn authenticate(state: &AppState, req: &HttpRequest, body: &[u8]) -> Resul
         return Err(reject(state, ip, &format!("signature check failed: {e}")));
     }
     let id = id.unwrap_or_default().to_string();
+    super::edge::authenticated(req);
     Ok((carrier, id))
 }
 

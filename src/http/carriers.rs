@@ -4,6 +4,7 @@ use actix_web::{get, patch, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
+use super::numbers::{whole, whole_double_option};
 use super::sites::{not_found, parse_dwell};
 use super::{double_option, field, AppState};
 use crate::actors::messages::{CarrierChanged, KickCarriers};
@@ -27,28 +28,58 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCarrier {
-    /// Short unique code, e.g. `ups`.
+    /// Short unique code, e.g. `ups`: 2–32 letters, digits or dashes (stored lower-case).
+    #[schema(
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[A-Za-z0-9-]{2,32}[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub code: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub name: String,
+    /// An http(s) URL.
+    #[schema(
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[Hh][Tt][Tt][Pp][Ss]?://[a-z][a-z0-9]*(\\.[a-z][a-z0-9]*)*(:[0-9]{1,4})?(/[A-Za-z0-9._~-]*)*[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub webhook_url: Option<String>,
+    /// Dwell window in hours (1–720).
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 720)]
     pub dwell_hours: Option<i32>,
     /// Webhook deliveries per second (1–1000, default 10).
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub webhook_rate_per_sec: Option<i32>,
     /// Webhook deliveries in flight at once (1–64, default 4).
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 64)]
     pub webhook_concurrency: Option<i32>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCarrier {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub name: Option<String>,
+    /// An http(s) URL; `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[Hh][Tt][Tt][Pp][Ss]?://[a-z][a-z0-9]*(\\.[a-z][a-z0-9]*)*(:[0-9]{1,4})?(/[A-Za-z0-9._~-]*)*[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$")]
     pub webhook_url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i32>)]
+    /// 1–720 hours; `null` returns to the site's or the server's.
+    #[serde(default, deserialize_with = "whole_double_option")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 720)]
     pub dwell_hours: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub webhook_rate_per_sec: Option<i32>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 64)]
     pub webhook_concurrency: Option<i32>,
     pub active: Option<bool>,
 }
@@ -159,6 +190,7 @@ pub async fn update(
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// `pending`, `delivered` or `dead`.
+    #[param(pattern = "^(pending|delivered|dead)$")]
     pub status: Option<String>,
     pub limit: Option<i64>,
     pub after: Option<String>,

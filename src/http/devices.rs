@@ -55,6 +55,7 @@ pub async fn connect(
     if !ok {
         return Err(reject(&state, ip, "invalid locker id or device credential"));
     }
+    super::edge::authenticated(&req);
     let locker = state
         .hub
         .send(GetLocker {

@@ -4,6 +4,7 @@ use actix_web::{delete, get, patch, post, put, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
+use super::numbers::whole;
 use super::sites::not_found;
 use super::{field, AppState};
 use crate::actors::locker::LockerActor;
@@ -38,6 +39,8 @@ use crate::domain::MAX_COMPARTMENTS;
 #[serde(deny_unknown_fields)]
 pub struct LayoutRow {
     pub size: Size,
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub count: i32,
     #[serde(default)]
     pub accessible: bool,
@@ -47,6 +50,8 @@ pub struct LayoutRow {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompartmentSpec {
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 9999)]
     pub number: i32,
     pub size: Size,
     #[serde(default)]
@@ -57,8 +62,14 @@ pub struct CompartmentSpec {
 #[serde(deny_unknown_fields)]
 pub struct CreateLocker {
     pub site_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub location: String,
     /// Compartments numbered from 1 in the order given.
     #[serde(default)]
@@ -76,7 +87,13 @@ pub struct CreatedLocker {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateLocker {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 500)]
     pub location: Option<String>,
     /// An inactive locker's device cannot connect.
     pub active: Option<bool>,
@@ -85,10 +102,13 @@ pub struct UpdateLocker {
 /// Either a layout (numbered after the highest existing number) or explicit compartments.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1, max_properties = 1)]
 pub struct AddCompartments {
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub layout: Vec<LayoutRow>,
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub compartments: Vec<CompartmentSpec>,
 }
 
@@ -105,6 +125,7 @@ pub struct UpdateCompartment {
 #[serde(deny_unknown_fields)]
 pub struct PutSection {
     /// Compartment numbers that form the carrier's section.
+    #[serde(deserialize_with = "whole")]
     #[schema(max_items = 1000)]
     pub compartments: Vec<i32>,
     #[serde(default)]
@@ -140,6 +161,15 @@ fn expand_layout(rows: &[LayoutRow], start: i32) -> Result<Vec<NewCompartment>, 
     Ok(out)
 }
 
+/// A locker's free-text location: trimmed, at most 500 characters (on create and update alike).
+fn location(raw: &str) -> Result<String, AppError> {
+    let location = raw.trim().to_string();
+    if location.chars().count() > 500 {
+        return Err(AppError::invalid("location must be at most 500 characters"));
+    }
+    Ok(location)
+}
+
 fn check_total(existing: i32, adding: usize) -> Result<(), AppError> {
     if existing as usize + adding > MAX_COMPARTMENTS as usize {
         return Err(AppError::invalid(format!(
@@ -150,7 +180,8 @@ fn check_total(existing: i32, adding: usize) -> Result<(), AppError> {
 }
 
 #[utoipa::path(tag = "lockers", request_body = CreateLocker, security(("admin" = [])),
-    responses((status = 201, body = CreatedLocker), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = CreatedLocker), (status = 404, description = "No such site", body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
 #[post("/lockers")]
 pub async fn create(
     _: Admin,
@@ -159,10 +190,7 @@ pub async fn create(
 ) -> Result<HttpResponse, AppError> {
     let b = body.into_inner();
     let name = field(Text::parse("name", &b.name, 200))?.into_inner();
-    let location = b.location.trim().to_string();
-    if location.chars().count() > 500 {
-        return Err(AppError::invalid("location must be at most 500 characters"));
-    }
+    let location = location(&b.location)?;
     let layout = expand_layout(&b.layout, 0)?;
     check_total(0, layout.len())?;
     let created = state
@@ -223,17 +251,13 @@ pub async fn update(
     body: web::Json<UpdateLocker>,
 ) -> Result<HttpResponse, AppError> {
     let b = body.into_inner();
-    let location = b.location.map(|l| l.trim().to_string());
-    if location.as_ref().is_some_and(|l| l.chars().count() > 500) {
-        return Err(AppError::invalid("location must be at most 500 characters"));
-    }
     let changes = LockerChanges {
         name: b
             .name
             .map(|n| field(Text::parse("name", &n, 200)))
             .transpose()?
             .map(Text::into_inner),
-        location,
+        location: b.location.map(|l| location(&l)).transpose()?,
         active: b.active,
         updated_at: None,
     };
@@ -421,10 +445,10 @@ pub async fn list_sections(
     responses((status = 200, body = Section),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
               (status = 404, description = "No such locker or carrier", body = crate::error::ErrorBody),
-              (status = 409, description = "`compartments_in_use`: `details.parcels` lists the parcels in the way",
-               body = crate::error::ErrorBody),
+              (status = 409, description = "`compartments_in_use`: `details.parcels` lists the parcels in the way; \
+               `unknown_compartment`: a listed compartment does not exist at this locker", body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
-              (status = 422, description = "A listed compartment does not exist, or more than 1000 are listed",
+              (status = 422, description = "More than 1000 compartments are listed",
                body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 #[put("/lockers/{id}/sections/{carrier_id}")]

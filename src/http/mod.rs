@@ -4,10 +4,13 @@ pub mod admin_keys;
 pub mod auth;
 pub mod carrier_api;
 pub mod carriers;
+pub mod contract;
 pub mod devices;
+pub mod edge;
 pub mod health;
 pub mod lockers;
 pub mod lockouts;
+pub mod numbers;
 pub mod openapi;
 pub mod parcels;
 pub mod recipients;
@@ -70,7 +73,26 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         );
 }
 
+/// The fallback: a known path with another method is a 405 naming the allowed ones (RFC 9110);
+/// anything else is a 404.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    let allowed = req
+        .resource_map()
+        .match_pattern(req.path())
+        .and_then(|pattern| openapi::allowed_methods(&pattern));
+    if let Some(allow) = allowed {
+        let e = AppError::MethodNotAllowed(format!(
+            "{} is not allowed on {}; use {allow}",
+            req.method(),
+            req.path()
+        ));
+        let mut res = actix_web::ResponseError::error_response(&e);
+        res.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        return Ok(res);
+    }
     Err(AppError::not_found(format!(
         "no route for {} {}",
         req.method(),

@@ -4,6 +4,7 @@ use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::contract::Contract;
 use super::{admin_keys, carriers, health, lockers, lockouts, parcels, recipients, remote_opens, sites};
 
 struct AdminAuth;
@@ -16,7 +17,12 @@ impl Modify for Prefix {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         let paths = std::mem::take(&mut api.paths.paths);
         for (path, mut item) in paths {
-            let path = if path.starts_with("/healthz") || path.starts_with("/readyz") || path.starts_with("/api-docs") {
+            // Only the admin scope lives under /api/v1; probes, QR images and this document do not.
+            let path = if path.starts_with("/healthz")
+                || path.starts_with("/readyz")
+                || path.starts_with("/qr/")
+                || path.starts_with("/api-docs")
+            {
                 path
             } else {
                 format!("/api/v1{path}")
@@ -59,7 +65,7 @@ impl Modify for AdminAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "lockerhub", description = "One parcel-locker network for every carrier."),
-    modifiers(&AdminAuth, &Prefix),
+    modifiers(&AdminAuth, &Prefix, &Contract),
     paths(
         health::healthz, health::readyz,
         sites::create, sites::list, sites::get_one, sites::update,
@@ -82,5 +88,39 @@ pub struct ApiDoc;
 
 #[get("/api-docs/openapi.json")]
 pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        super::contract::finish(&mut doc);
+        doc
+    });
+    HttpResponse::Ok().json(doc)
+}
+
+/// The methods a documented path template allows, for the `Allow` header of a 405.
+pub fn allowed_methods(pattern: &str) -> Option<&'static str> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static METHODS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    let map = METHODS.get_or_init(|| {
+        let mut map: HashMap<String, String> = crate::http::contract::UNDOCUMENTED_ROUTES
+            .iter()
+            .map(|(p, m)| (p.to_string(), m.to_string()))
+            .collect();
+        for (path, item) in ApiDoc::openapi().paths.paths {
+            let methods: Vec<&str> = [
+                ("GET", item.get.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("DELETE", item.delete.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(m, on)| on.then_some(m))
+            .collect();
+            map.insert(path, methods.join(", "));
+        }
+        map
+    });
+    map.get(pattern).map(String::as_str)
 }

@@ -26,11 +26,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct ParcelQuery {
     /// expected, reserved, deposited, picked_up, expired, returned, cancelled or removed.
+    #[param(value_type = Option<ParcelState>)]
     pub state: Option<String>,
     pub carrier_id: Option<String>,
     pub recipient_id: Option<String>,
     pub locker_id: Option<String>,
     pub site_id: Option<String>,
+    /// 4–64 letters, digits or dashes.
+    #[param(
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[A-Za-z0-9-]{4,64}[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub tracking_number: Option<String>,
     pub limit: Option<i64>,
     pub after: Option<String>,

@@ -27,12 +27,28 @@ pub const MAX_IMPORT_ROWS: usize = 10_000;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientInput {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 50)]
     pub unit: String,
+    /// 7–15 digits, optionally after `+`, with spaces, dashes, dots or parentheses; blank for none.
+    #[schema(
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(\\+*[ ().-]*([0-9][ ().-]*){7,15})?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub phone: Option<String>,
+    /// An email address (printable ASCII); blank for none.
+    #[schema(
+        max_length = 254,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*([!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub email: Option<String>,
     /// Device token or endpoint for app push.
+    #[schema(max_length = 512)]
     pub push_target: Option<String>,
     /// Preferred channels, most preferred first. Defaults to every channel with contact details.
     pub channels: Option<Vec<Channel>>,
@@ -41,27 +57,78 @@ pub struct RecipientInput {
     pub needs_accessible: bool,
 }
 
+/// A recipient and its site. Written out flat, not as `site_id` + a flattened
+/// [`RecipientInput`]: the schema of that is an `allOf` whose parts each forbid the other's
+/// fields, which no body can satisfy.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRecipient {
     pub site_id: String,
-    #[serde(flatten)]
-    pub recipient: RecipientInput,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
+    pub name: String,
+    #[serde(default)]
+    #[schema(max_length = 50)]
+    pub unit: String,
+    /// 7–15 digits, optionally after `+`, with spaces, dashes, dots or parentheses; blank for none.
+    #[schema(
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(\\+*[ ().-]*([0-9][ ().-]*){7,15})?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
+    pub phone: Option<String>,
+    /// An email address (printable ASCII); blank for none.
+    #[schema(
+        max_length = 254,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*([!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
+    pub email: Option<String>,
+    /// Device token or endpoint for app push.
+    #[schema(max_length = 512)]
+    pub push_target: Option<String>,
+    /// Preferred channels, most preferred first. Defaults to every channel with contact details.
+    pub channels: Option<Vec<Channel>>,
+    pub vacation_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub needs_accessible: bool,
+}
+
+impl CreateRecipient {
+    fn split(self) -> (String, RecipientInput) {
+        let r = RecipientInput {
+            name: self.name,
+            unit: self.unit,
+            phone: self.phone,
+            email: self.email,
+            push_target: self.push_target,
+            channels: self.channels,
+            vacation_until: self.vacation_until,
+            needs_accessible: self.needs_accessible,
+        };
+        (self.site_id, r)
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRecipient {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 50)]
     pub unit: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*(\\+*[ ().-]*([0-9][ ().-]*){7,15})?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$")]
     pub phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 254, pattern = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*([!-?A-~]+@[!-\\-/-?A-~][!-?A-~]*\\.[!-?A-~]*[!-\\-/-?A-~])?[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$")]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 512)]
     pub push_target: Option<Option<String>>,
     pub channels: Option<Vec<Channel>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -75,6 +142,7 @@ pub struct UpdateRecipient {
 pub struct RecipientQuery {
     pub site_id: Option<String>,
     /// Substring of name or unit, case-insensitive.
+    #[param(max_length = 100)]
     pub q: Option<String>,
     pub limit: Option<i64>,
     pub after: Option<String>,
@@ -139,13 +207,19 @@ fn channels_for(
     Ok(Channel::join(&chosen))
 }
 
+/// A unit: trimmed, at most 50 characters (on create, import and update alike).
+fn unit(raw: &str) -> Result<String, AppError> {
+    let unit = raw.trim().to_string();
+    if unit.chars().count() > 50 {
+        return Err(AppError::invalid("unit must be at most 50 characters"));
+    }
+    Ok(unit)
+}
+
 /// Parses one recipient for a site: the same rules for JSON and CSV.
 pub fn parse_recipient(site_id: &str, r: RecipientInput) -> Result<NewRecipient, String> {
     let name = Text::parse("name", &r.name, 200)?.into_inner();
-    let unit = r.unit.trim().to_string();
-    if unit.chars().count() > 50 {
-        return Err("unit must be at most 50 characters".into());
-    }
+    let unit = unit(&r.unit).map_err(|e| e.to_string())?;
     let phone = opt_phone(r.phone.as_deref())?;
     let email = opt_email(r.email.as_deref())?;
     let push_target = opt_push(r.push_target.as_deref())?;
@@ -175,15 +249,16 @@ fn phone_conflict(e: diesel::result::Error) -> AppError {
 }
 
 #[utoipa::path(tag = "recipients", request_body = CreateRecipient, security(("admin" = [])),
-    responses((status = 201, body = Recipient), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Recipient), (status = 404, description = "No such site", body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 #[post("/recipients")]
 pub async fn create(
     _: Admin,
     state: web::Data<AppState>,
     body: web::Json<CreateRecipient>,
 ) -> Result<HttpResponse, AppError> {
-    let b = body.into_inner();
-    let new = field(parse_recipient(&b.site_id, b.recipient))?;
+    let (site_id, input) = body.into_inner().split();
+    let new = field(parse_recipient(&site_id, input))?;
     let created = state
         .db
         .transaction(move |c| {
@@ -204,7 +279,7 @@ pub async fn list(
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
     let page = super::page(q.limit, q.after)?;
-    if q.q.as_ref().is_some_and(|s| s.len() > 100) {
+    if q.q.as_ref().is_some_and(|s| s.chars().count() > 100) {
         return Err(AppError::invalid("q must be at most 100 characters"));
     }
     let filter = RecipientFilter {
@@ -227,7 +302,8 @@ pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>
 }
 
 #[utoipa::path(tag = "recipients", request_body = UpdateRecipient, security(("admin" = [])),
-    responses((status = 200, body = Recipient), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Recipient), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "Phone already used at this site, or a preferred channel lacks its contact detail", body = crate::error::ErrorBody)))]
 #[patch("/recipients/{id}")]
 pub async fn update(
     _: Admin,
@@ -255,7 +331,12 @@ pub async fn update(
             };
             let wanted = b.channels.clone().or_else(|| Some(Channel::split(&current.channels)));
             let channels = match b.channels {
-                Some(_) => field(channels_for(wanted, &phone, &email, &push))?,
+                // The contact details a channel needs may be the stored ones: a conflict with
+                // the recipient's state, where on create it is a rule of the body (422).
+                Some(_) => channels_for(wanted, &phone, &email, &push).map_err(|message| AppError::Conflict {
+                    code: "channel_without_contact",
+                    message,
+                })?,
                 // Contact details changed: keep the preferences that still have a contact.
                 None => {
                     let kept: Vec<Channel> = Channel::split(&current.channels)
@@ -275,7 +356,7 @@ pub async fn update(
                     .map(|n| field(Text::parse("name", &n, 200)))
                     .transpose()?
                     .map(Text::into_inner),
-                unit: b.unit.map(|u| u.trim().to_string()),
+                unit: b.unit.map(|u| unit(&u)).transpose()?,
                 phone: b.phone.map(|_| phone),
                 email: b.email.map(|_| email),
                 push_target: b.push_target.map(|_| push),

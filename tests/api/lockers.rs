@@ -238,10 +238,11 @@ async fn sections_partition(app: TestApp) {
     assert_eq!(secs.as_array().unwrap().len(), 1);
     assert_eq!(secs[0]["exclusive"], false);
 
+    // Which compartments exist is the locker's state: a conflict, not a malformed body.
     assert_error(
         &app.put(&path, json!({"compartments": [9]})).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
+        StatusCode::CONFLICT,
+        "unknown_compartment",
     );
     assert_error(
         &app.put(

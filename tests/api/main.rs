@@ -9,6 +9,7 @@ mod device_corrections;
 mod durability;
 mod guessing;
 mod helpers;
+mod http_edge;
 mod lockers;
 mod notifications;
 mod operations;

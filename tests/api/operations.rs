@@ -42,10 +42,11 @@ async fn probes_and_docs(app: TestApp) {
     }
 
     assert_error(&app.get("/no/such/route").await, StatusCode::NOT_FOUND, "not_found");
+    // A known path with another method is a 405 (tests/api/http_edge.rs has the details).
     assert_error(
         &app.call(Method::DELETE, "/api/v1/sites", None).await,
-        StatusCode::NOT_FOUND,
-        "not_found",
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
     );
 }
 

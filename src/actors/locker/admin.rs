@@ -197,9 +197,11 @@ impl Handler<PutSection> for LockerActor {
                 named(carriers::get(c, &msg.carrier_id), "carrier")?;
                 let existing: Vec<i32> = lockers::compartments_of(c, id)?.iter().map(|c| c.number).collect();
                 if let Some(missing) = msg.compartments.iter().find(|n| !existing.contains(n)) {
-                    return Err(AppError::invalid(format!(
-                        "compartment {missing} does not exist at this locker"
-                    )));
+                    // Which numbers exist is the locker's state, not a rule of the body: a conflict.
+                    return Err(AppError::Conflict {
+                        code: "unknown_compartment",
+                        message: format!("compartment {missing} does not exist at this locker"),
+                    });
                 }
                 let occupants = lockers::occupants(c, id)?;
                 let in_the_way = partition::in_the_way(&msg.carrier_id, &msg.compartments, &occupants);
