@@ -27,7 +27,7 @@ pub struct LockoutQuery {
 
 /// The lockouts a locker's wrong codes started (pickup, collection and courier codes), oldest
 /// first. A lockout record never holds the codes that were tried.
-#[utoipa::path(tag = "lockers", params(("id" = String, Path, description = "locker id"), LockoutQuery),
+#[utoipa::path(tag = "lockers", operation_id = "list_lockouts", params(("id" = String, Path, description = "locker id"), LockoutQuery),
     security(("admin" = [])),
     responses(
         (status = 200, body = Paged<Lockout>),

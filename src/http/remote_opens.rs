@@ -244,7 +244,7 @@ pub async fn list_for_locker(
 }
 
 /// One remote open of a locker.
-#[utoipa::path(tag = "lockers",
+#[utoipa::path(tag = "lockers", operation_id = "get_remote_open",
     params(("id" = String, Path, description = "Locker id"), ("open_id" = String, Path, description = "Remote open id")),
     security(("admin" = [])),
     responses((status = 200, body = RemoteOpenRecord),

@@ -234,13 +234,15 @@ async fn every_endpoint_refuses_bad_input(app: TestApp) {
 
 #[actix_web::test]
 async fn auth_failures_are_rate_limited_sqlite() {
-    auth_failures_are_rate_limited(TestApp::sqlite_with(|s| s.auth_failures_per_minute = 5).await).await
+    auth_failures_are_rate_limited(TestApp::sqlite_with(|s| s.auth_failures_per_minute = 5).await).await;
+    crate::helpers::stop_servers().await
 }
 
 #[actix_web::test]
 async fn auth_failures_are_rate_limited_postgres() {
     if let Some(app) = TestApp::postgres_with(|s| s.auth_failures_per_minute = 5).await {
-        auth_failures_are_rate_limited(app).await
+        auth_failures_are_rate_limited(app).await;
+        crate::helpers::stop_servers().await
     }
 }
 

@@ -623,13 +623,15 @@ async fn courier_code_identifies_the_carrier(app: TestApp) {
 /// Events still undelivered when the server stops are delivered after it restarts.
 #[actix_web::test]
 async fn pending_webhooks_survive_a_restart_sqlite() {
-    pending_webhooks_survive_a_restart(TestApp::sqlite().await).await
+    pending_webhooks_survive_a_restart(TestApp::sqlite().await).await;
+    crate::helpers::stop_servers().await
 }
 
 #[actix_web::test]
 async fn pending_webhooks_survive_a_restart_postgres() {
     if let Some(app) = TestApp::postgres().await {
-        pending_webhooks_survive_a_restart(app).await
+        pending_webhooks_survive_a_restart(app).await;
+        crate::helpers::stop_servers().await
     }
 }
 

