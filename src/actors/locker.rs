@@ -21,9 +21,9 @@ use crate::db::remote_opens::{self, RemoteOpenRecord};
 use crate::db::{carriers, device_calls, interrupted, lockers, pickups, recipients, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::kiosk::{Kiosk, KioskRefusal};
+use crate::domain::lockout::{Policy, Started};
 use crate::domain::recovery::{self, Decision, Interrupted, Sensed};
 use crate::domain::remote_open::Outcome;
-use crate::domain::lockout::{Policy, Started};
 use crate::domain::second_factor;
 use crate::domain::CompartmentStatus;
 use crate::error::{AppError, DeviceError};
@@ -65,6 +65,10 @@ enum DoorSession {
         open: RemoteDoor,
     },
 }
+
+/// A server call awaiting the device's answer: where the answer goes, the compartment opened,
+/// and the remote open it belongs to.
+type PendingCall = (oneshot::Sender<Result<Value, FrameError>>, i32, RemoteDoor);
 
 /// What a remote open was for: its audit record, and the parcel that was inside.
 #[derive(Debug, Clone)]
@@ -145,7 +149,7 @@ pub struct LockerActor {
     doors: HashMap<i32, DoorSession>,
     dedup: Dedup,
     /// Server calls awaiting the device's answer: the reply channel and the compartment opened.
-    pending: HashMap<String, (oneshot::Sender<Result<Value, FrameError>>, i32, RemoteDoor)>,
+    pending: HashMap<String, PendingCall>,
     /// Whether stale deposits from before a server restart were cleaned up.
     recovered: bool,
     /// The device call being dispatched, if its answer is to be stored with its change.

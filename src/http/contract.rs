@@ -170,9 +170,13 @@ pub fn finish(doc: &mut serde_json::Value) {
     }
 }
 
+/// A collection path, the JSON pointer of the id in what its POST answers, and the operations
+/// (operationId, link name) that take that id.
+type LinkChain<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 fn links(doc: &mut serde_json::Value) {
     use serde_json::json;
-    let chains: &[(&str, &str, &[(&str, &str)])] = &[
+    let chains: &[LinkChain] = &[
         (
             "/api/v1/sites",
             "/id",
