@@ -43,6 +43,11 @@ pub struct CarrierActor {
     client: Option<awc::Client>,
     limiter: Option<DefaultDirectRateLimiter>,
     in_flight: HashSet<String>,
+    /// Outbox reads under way. A read that started before a delivery's attempt was recorded
+    /// can still return that delivery as due: `settled` remembers deliveries finished while a
+    /// read was under way, so such a stale row is never sent twice.
+    fetching: usize,
+    settled: HashSet<String>,
     loading: bool,
 }
 
@@ -57,6 +62,8 @@ impl CarrierActor {
             client: None,
             limiter: None,
             in_flight: HashSet::new(),
+            fetching: 0,
+            settled: HashSet::new(),
             loading: false,
         }
     }
@@ -116,6 +123,7 @@ impl CarrierActor {
         // Claim the slots now so concurrent pumps do not over-fetch.
         let marker = format!("__fetch__{}", rand::thread_rng().gen::<u64>());
         self.in_flight.insert(marker.clone());
+        self.fetching += 1;
         ctx.spawn(
             async move {
                 db.run(move |c| Ok(outbox::due_webhooks(c, &id, &exclude, room as i64)?))
@@ -124,10 +132,11 @@ impl CarrierActor {
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.in_flight.remove(&marker);
+                act.fetching -= 1;
                 match res {
                     Ok(due) => {
                         for d in due {
-                            if act.in_flight.contains(&d.id) {
+                            if act.in_flight.contains(&d.id) || act.settled.contains(&d.id) {
                                 continue;
                             }
                             if act.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
@@ -138,6 +147,9 @@ impl CarrierActor {
                         }
                     }
                     Err(e) => tracing::warn!(carrier = %act.carrier_id, error = %e, "cannot read outbox"),
+                }
+                if act.fetching == 0 {
+                    act.settled.clear();
                 }
             }),
         );
@@ -208,6 +220,9 @@ impl CarrierActor {
         };
         ctx.spawn(work.into_actor(self).map(|id, act, ctx| {
             act.in_flight.remove(&id);
+            if act.fetching > 0 {
+                act.settled.insert(id);
+            }
             act.pump(ctx);
         }));
     }
@@ -218,6 +233,8 @@ impl Actor for CarrierActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.in_flight.clear();
+        self.fetching = 0;
+        self.settled.clear();
         self.reload(ctx);
         let every = Duration::from_millis(self.settings.outbox_poll_ms);
         ctx.run_interval(every, |act, ctx| act.pump(ctx));
