@@ -103,6 +103,9 @@ pub struct Settings {
     pub templates_dir: Option<PathBuf>,
     pub notification_max_attempts: i32,
     pub notification_retry_base_ms: u64,
+    /// Queue notifications without sending them (maintenance, load tests that read the codes
+    /// from the queue); they go out once the server runs without it.
+    pub notifications_paused: bool,
     /// Length of one "hour" for dwell windows, reminders and reservations. Real hours in
     /// production; tests shorten it to run deadlines in milliseconds.
     pub hour_ms: u64,
@@ -192,7 +195,7 @@ impl Default for Settings {
             webhook_retry_base_ms: 5_000,
             webhook_max_attempts: 15,
             webhook_timeout_secs: 10,
-            outbox_poll_ms: 1_000,
+            outbox_poll_ms: 30_000,
             secret_rotation_overlap_hours: 24,
             public_url: "http://127.0.0.1:8080".into(),
             smtp_host: None,
@@ -211,6 +214,7 @@ impl Default for Settings {
             templates_dir: None,
             notification_max_attempts: 10,
             notification_retry_base_ms: 5_000,
+            notifications_paused: false,
             hour_ms: 3_600_000,
             reminder_offsets_hours: vec![24, 4],
             deadline_scan_ms: 1_000,
@@ -269,7 +273,7 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
   webhook_retry_base_ms       LOCKERHUB_WEBHOOK_RETRY_BASE_MS       5000 (doubles per attempt, capped at 8 h, with jitter)
   webhook_max_attempts        LOCKERHUB_WEBHOOK_MAX_ATTEMPTS        15 (about a day), then dead-lettered
   webhook_timeout_secs        LOCKERHUB_WEBHOOK_TIMEOUT_SECS        10
-  outbox_poll_ms              LOCKERHUB_OUTBOX_POLL_MS              1000
+  outbox_poll_ms              LOCKERHUB_OUTBOX_POLL_MS              30000 (a safety net: commits wake the outbox actors)
   secret_rotation_overlap_hours LOCKERHUB_SECRET_ROTATION_OVERLAP_HOURS 24
 Notifications (a channel with nothing configured goes to the log transport: log + database):
   public_url                  LOCKERHUB_PUBLIC_URL                  http://127.0.0.1:8080 (QR links)
@@ -284,6 +288,7 @@ Notifications (a channel with nothing configured goes to the log transport: log 
   templates_dir               LOCKERHUB_TEMPLATES_DIR               unset: built-in templates
   notification_max_attempts   LOCKERHUB_NOTIFICATION_MAX_ATTEMPTS   10 per channel, then the next channel
   notification_retry_base_ms  LOCKERHUB_NOTIFICATION_RETRY_BASE_MS  5000
+  notifications_paused        LOCKERHUB_NOTIFICATIONS_PAUSED        false (true: queue, do not send)
 Deadlines:
   reminder_offsets_hours      LOCKERHUB_REMINDER_OFFSETS_HOURS      [24, 4] (hours before the deadline)
   deadline_scan_ms            LOCKERHUB_DEADLINE_SCAN_MS            1000

@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpMessage, HttpServer};
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::actors::hub::{Hub, LockerDeps};
+use crate::actors::messages::OutboxQueued;
 use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::http::{self, AppState};
@@ -56,6 +57,10 @@ impl Application {
         };
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let hub = Hub::start_supervised(deps, threads);
+        // Whatever queues a webhook or a notification wakes its actor after the commit; their
+        // scans (`outbox_poll_ms`) only pick up what a crash left behind.
+        let waker = hub.clone();
+        db.on_commit(Box::new(move |queued| waker.do_send(OutboxQueued(queued))));
         let state = AppState {
             db,
             settings,

@@ -38,7 +38,8 @@ fn lockerhub_env(cmd: &mut Command, port: u16, dir: &Path) {
         // Walk-up deposits by phone are kiosk lookups: a fleet under load makes far more than
         // the per-locker allowance meant for a stolen credential.
         .env("LOCKERHUB_DIRECTORY_LOOKUPS_PER_HOUR", "1000000")
-        .env("LOCKERHUB_OUTBOX_POLL_MS", "3600000")
+        // Codes are read from the notification queue (load-tests/README.md): keep them there.
+        .env("LOCKERHUB_NOTIFICATIONS_PAUSED", "true")
         .env("LOCKERHUB_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
         .current_dir(dir);
 }

@@ -1,7 +1,6 @@
 //! One actor per carrier: delivers its webhooks from the outbox, at least once, signed, with
 //! its own concurrency and rate limit so a slow carrier never delays another.
 
-use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,12 +9,19 @@ use actix::prelude::*;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 
+use super::outbox_slots::{OutboxSlots, WakeTimer};
+
 use crate::config::Settings;
 use crate::credentials::ServerKey;
 use crate::db::carriers::{self, Carrier};
 use crate::db::outbox::{self, AttemptOutcome, Delivery};
 use crate::db::{now, Db};
 use crate::signing;
+
+/// How long until `at` (zero if it has passed).
+pub(super) fn until(at: chrono::NaiveDateTime) -> Duration {
+    (at - now()).to_std().unwrap_or(Duration::ZERO)
+}
 
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(8 * 3600);
@@ -29,10 +35,7 @@ pub fn backoff(base: Duration, attempt: i32) -> Duration {
     exp.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
 }
 
-/// Look at the outbox now (something was just queued, or the carrier changed).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Kick;
+pub use super::messages::Kick;
 
 pub struct CarrierActor {
     carrier_id: String,
@@ -42,12 +45,9 @@ pub struct CarrierActor {
     carrier: Option<Carrier>,
     client: Option<awc::Client>,
     limiter: Option<DefaultDirectRateLimiter>,
-    in_flight: HashSet<String>,
-    /// Outbox reads under way. A read that started before a delivery's attempt was recorded
-    /// can still return that delivery as due: `settled` remembers deliveries finished while a
-    /// read was under way, so such a stale row is never sent twice.
-    fetching: usize,
-    settled: HashSet<String>,
+    slots: OutboxSlots,
+    /// The next pump: a retry coming due, the rate limit clearing.
+    timer: WakeTimer,
     loading: bool,
 }
 
@@ -61,9 +61,8 @@ impl CarrierActor {
             carrier: None,
             client: None,
             limiter: None,
-            in_flight: HashSet::new(),
-            fetching: 0,
-            settled: HashSet::new(),
+            slots: OutboxSlots::default(),
+            timer: WakeTimer::default(),
             loading: false,
         }
     }
@@ -114,45 +113,55 @@ impl CarrierActor {
         if !carrier.active || carrier.webhook_url.is_none() {
             return;
         }
-        let room = (carrier.webhook_concurrency.max(1) as usize).saturating_sub(self.in_flight.len());
-        if room == 0 {
+        let Some(read) = self.slots.begin_read(carrier.webhook_concurrency.max(1) as usize) else {
             return;
-        }
+        };
         let (db, id) = (self.db.clone(), self.carrier_id.clone());
-        let exclude: Vec<String> = self.in_flight.iter().cloned().collect();
-        // Claim the slots now so concurrent pumps do not over-fetch.
-        let marker = format!("__fetch__{}", rand::thread_rng().gen::<u64>());
-        self.in_flight.insert(marker.clone());
-        self.fetching += 1;
         ctx.spawn(
             async move {
-                db.run(move |c| Ok(outbox::due_webhooks(c, &id, &exclude, room as i64)?))
-                    .await
+                db.run(move |c| {
+                    let due = outbox::due_webhooks(c, &id, &read.exclude, read.room as i64)?;
+                    Ok((due, outbox::next_webhook_due(c, &id)?))
+                })
+                .await
             }
             .into_actor(self)
             .map(move |res, act, ctx| {
-                act.in_flight.remove(&marker);
-                act.fetching -= 1;
                 match res {
-                    Ok(due) => {
+                    Ok((due, next)) => {
+                        if let Some(at) = next {
+                            act.pump_in(until(at), ctx);
+                        }
                         for d in due {
-                            if act.in_flight.contains(&d.id) || act.settled.contains(&d.id) {
+                            if !act.slots.is_fresh(&d.id) {
                                 continue;
                             }
-                            if act.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
-                                break; // over the rate: the next poll continues
+                            if let Some(Err(not_until)) = act.limiter.as_ref().map(|l| l.check()) {
+                                // Over the rate: pump again when the limit lets the next one go.
+                                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                                    &governor::clock::DefaultClock::default(),
+                                ));
+                                act.pump_in(wait, ctx);
+                                break;
                             }
-                            act.in_flight.insert(d.id.clone());
+                            act.slots.claim(&d.id);
                             act.deliver(d, ctx);
                         }
                     }
                     Err(e) => tracing::warn!(carrier = %act.carrier_id, error = %e, "cannot read outbox"),
                 }
-                if act.fetching == 0 {
-                    act.settled.clear();
-                }
+                act.slots.end_read();
             }),
         );
+    }
+
+    /// Pumps after `wait` (a retry coming due, the rate limit clearing), unless an earlier
+    /// pump is already scheduled.
+    fn pump_in(&mut self, wait: Duration, ctx: &mut Context<Self>) {
+        self.timer.wake_in(wait, ctx, |act: &mut Self, ctx| {
+            act.timer.clear();
+            act.pump(ctx);
+        });
     }
 
     fn deliver(&mut self, d: Delivery, ctx: &mut Context<Self>) {
@@ -189,11 +198,12 @@ impl CarrierActor {
                 ),
                 Err(e) => (None, Some(e.to_string())),
             };
+            let wait = backoff(base, attempt);
             let outcome = match (&error, attempt >= max) {
                 (None, _) => AttemptOutcome::Delivered,
                 (Some(_), true) => AttemptOutcome::Dead,
                 (Some(_), false) => AttemptOutcome::RetryAt(
-                    now() + chrono::Duration::from_std(backoff(base, attempt)).unwrap_or(chrono::Duration::hours(8)),
+                    now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(8)),
                 ),
             };
             let ms = started.elapsed().as_millis() as u64;
@@ -218,11 +228,9 @@ impl CarrierActor {
             }
             id
         };
+        // The pump after an attempt also sets the timer for the next retry coming due.
         ctx.spawn(work.into_actor(self).map(|id, act, ctx| {
-            act.in_flight.remove(&id);
-            if act.fetching > 0 {
-                act.settled.insert(id);
-            }
+            act.slots.finish(&id);
             act.pump(ctx);
         }));
     }
@@ -232,9 +240,8 @@ impl Actor for CarrierActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.in_flight.clear();
-        self.fetching = 0;
-        self.settled.clear();
+        self.slots.clear();
+        self.timer.clear();
         self.reload(ctx);
         let every = Duration::from_millis(self.settings.outbox_poll_ms);
         ctx.run_interval(every, |act, ctx| act.pump(ctx));

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::carrier::{CarrierActor, Kick, ReloadCarrier};
 use super::locker::LockerActor;
-use super::messages::{CarrierChanged, GetLocker, KickCarriers, Shutdown};
+use super::messages::{CarrierChanged, GetLocker, KickCarriers, OutboxQueued, Shutdown};
 use super::notifier::NotificationActor;
 use super::timeouts::TimeoutActor;
 use crate::config::Settings;
@@ -107,7 +107,9 @@ impl Actor for Hub {
                 TimeoutActor::new(db, settings, hub)
             }));
         }
-        if self.notifier.is_none() {
+        if self.deps.settings.notifications_paused {
+            tracing::warn!("notifications are paused (notifications_paused): they are queued, not sent");
+        } else if self.notifier.is_none() {
             let arbiter = self.next_arbiter();
             let (db, settings) = (self.deps.db.clone(), self.deps.settings.clone());
             self.notifier = Some(Supervisor::start_in_arbiter(&arbiter, move |_| {
@@ -192,6 +194,21 @@ impl Handler<KickCarriers> for Hub {
                 }
             }
             None => self.carriers.values().for_each(|a| a.do_send(Kick)),
+        }
+    }
+}
+
+impl Handler<OutboxQueued> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: OutboxQueued, _: &mut Context<Self>) {
+        for id in msg.0.carriers {
+            self.ensure_carrier(id).do_send(Kick);
+        }
+        if msg.0.notifications {
+            if let Some(n) = &self.notifier {
+                n.do_send(Kick);
+            }
         }
     }
 }

@@ -138,6 +138,17 @@ pub struct KickCarriers {
     pub carrier_id: Option<String>,
 }
 
+/// An outbox actor (carrier or notification): look at the outbox now (something was just
+/// queued, or the carrier changed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kick;
+
+/// Hub: a unit of database work queued these webhooks and notifications; wake their actors.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OutboxQueued(pub crate::db::wake::Wakeups);
+
 /// Hub: stop all locker and carrier actors.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -5,5 +5,6 @@ pub mod hub;
 pub mod locker;
 pub mod messages;
 pub mod notifier;
+pub mod outbox_slots;
 pub mod session;
 pub mod timeouts;

@@ -4,7 +4,7 @@
 //! to the log transport (the log and the database), so a default install shows what would
 //! have been sent.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,9 @@ use actix::prelude::*;
 use chrono::TimeZone;
 use serde_json::{json, Value};
 
-use super::carrier::backoff;
+use super::carrier::{backoff, until};
+use super::messages::Kick;
+use super::outbox_slots::{OutboxSlots, WakeTimer};
 use crate::config::Settings;
 use crate::db::notifications::{self, AttemptOutcome, Context as MsgContext, Notification};
 use crate::db::{now, Db};
@@ -29,7 +31,9 @@ pub struct NotificationActor {
     templates: Templates,
     email: Option<Arc<Email>>,
     http: Option<awc::Client>,
-    in_flight: HashSet<String>,
+    slots: OutboxSlots,
+    /// The next pump: a retry coming due.
+    timer: WakeTimer,
 }
 
 /// What one attempt ended in.
@@ -89,36 +93,51 @@ impl NotificationActor {
             settings,
             email: email.map(Arc::new),
             http: None,
-            in_flight: HashSet::new(),
+            slots: OutboxSlots::default(),
+            timer: WakeTimer::default(),
         }
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        let room = CONCURRENCY.saturating_sub(self.in_flight.len());
-        if room == 0 {
+        let Some(read) = self.slots.begin_read(CONCURRENCY) else {
             return;
-        }
+        };
         let db = self.db.clone();
-        let exclude: Vec<String> = self.in_flight.iter().cloned().collect();
-        let marker = format!("__fetch__{}", rand::random::<u64>());
-        self.in_flight.insert(marker.clone());
         ctx.spawn(
-            async move { db.run(move |c| Ok(notifications::due(c, &exclude, room as i64)?)).await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.in_flight.remove(&marker);
-                    match res {
-                        Ok(due) => {
-                            for n in due {
-                                if act.in_flight.insert(n.id.clone()) {
-                                    act.process(n, ctx);
-                                }
+            async move {
+                db.run(move |c| {
+                    let due = notifications::due(c, &read.exclude, read.room as i64)?;
+                    Ok((due, notifications::next_due(c)?))
+                })
+                .await
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                match res {
+                    Ok((due, next)) => {
+                        if let Some(at) = next {
+                            act.pump_in(until(at), ctx);
+                        }
+                        for n in due {
+                            if act.slots.is_fresh(&n.id) {
+                                act.slots.claim(&n.id);
+                                act.process(n, ctx);
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot read notification outbox"),
                     }
-                }),
+                    Err(e) => tracing::warn!(error = %e, "cannot read notification outbox"),
+                }
+                act.slots.end_read();
+            }),
         );
+    }
+
+    /// Pumps after `wait` (a retry coming due), unless a pump is already scheduled.
+    fn pump_in(&mut self, wait: Duration, ctx: &mut Context<Self>) {
+        self.timer.wake_in(wait, ctx, |act: &mut Self, ctx| {
+            act.timer.clear();
+            act.pump(ctx);
+        });
     }
 
     fn process(&mut self, n: Notification, ctx: &mut Context<Self>) {
@@ -145,6 +164,7 @@ impl NotificationActor {
             };
             let (nid, attempts, max) = (n.id.clone(), n.attempts + 1, settings.notification_max_attempts);
             let base = Duration::from_millis(settings.notification_retry_base_ms);
+            let wait = backoff(base, attempts);
             let saved = db
                 .transaction(move |c| {
                     let (channel, kind, error) = outcome.attempt();
@@ -152,9 +172,7 @@ impl NotificationActor {
                     match outcome {
                         Outcome::Sent { channel, record } => notifications::mark_sent(c, &nid, &channel, record)?,
                         Outcome::Retry { channel, error } if attempts < max => {
-                            let at = now()
-                                + chrono::Duration::from_std(backoff(base, attempts))
-                                    .unwrap_or(chrono::Duration::hours(1));
+                            let at = now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
                             notifications::mark_retry(c, &nid, &channel, at, &error)?
                         }
                         // Out of attempts on this channel: treat it as a permanent failure.
@@ -174,8 +192,9 @@ impl NotificationActor {
                 tracing::error!(notification = %n.id, error = %e, "cannot record notification outcome");
             }
         };
+        // The pump after an attempt also sets the timer for the next retry coming due.
         ctx.spawn(work.into_actor(self).map(move |_, act, ctx| {
-            act.in_flight.remove(&id);
+            act.slots.finish(&id);
             act.pump(ctx);
         }));
     }
@@ -350,11 +369,21 @@ impl Actor for NotificationActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.in_flight.clear();
+        self.slots.clear();
+        self.timer.clear();
         self.pump(ctx);
         ctx.run_interval(Duration::from_millis(self.settings.outbox_poll_ms), |act, ctx| {
             act.pump(ctx)
         });
+    }
+}
+
+/// Something was queued: look at the outbox now rather than at the next scan.
+impl Handler<Kick> for NotificationActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
+        self.pump(ctx);
     }
 }
 

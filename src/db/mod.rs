@@ -22,7 +22,9 @@ pub mod remote_opens;
 pub mod schema;
 pub mod sites;
 pub mod ts;
+pub mod wake;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -209,16 +211,33 @@ pub fn run_migrations(conn: &mut DbConn) -> Result<usize, String> {
     applied.map_err(|e| format!("migration failed: {e}"))
 }
 
+/// Called with what a unit of work queued for the outbox actors, after the work is done.
+pub type CommitHook = Box<dyn Fn(wake::Wakeups) + Send + Sync>;
+
 /// Shared handle the HTTP layer and actors use to run blocking diesel work off the async threads.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     backend: Backend,
+    on_commit: Arc<OnceLock<CommitHook>>,
 }
 
 impl Db {
     pub fn new(pool: Pool, backend: Backend) -> Self {
-        Self { pool, backend }
+        Self {
+            pool,
+            backend,
+            on_commit: Arc::default(),
+        }
+    }
+
+    /// Sets, once, what to call after a unit of work that queued webhooks or notifications (the
+    /// hub, which wakes their actors). Work that failed after queueing calls it too: a
+    /// needless wake costs one read of the outbox, a missed one a scan interval.
+    pub fn on_commit(&self, hook: CommitHook) {
+        if self.on_commit.set(hook).is_err() {
+            tracing::warn!("database commit hook set twice; the first one stays");
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -246,12 +265,22 @@ impl Db {
         E: From<AppError> + Send + 'static,
     {
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(|e| E::from(AppError::Unavailable(e.to_string())))?;
-            f(&mut conn)
+        let (result, queued) = tokio::task::spawn_blocking(move || {
+            let _ = wake::take(); // nothing left over from other work on this thread
+            let result = pool
+                .get()
+                .map_err(|e| E::from(AppError::Unavailable(e.to_string())))
+                .and_then(|mut conn| f(&mut conn));
+            (result, wake::take())
         })
         .await
-        .map_err(|e| E::from(AppError::Internal(format!("database task failed: {e}"))))?
+        .map_err(|e| E::from(AppError::Internal(format!("database task failed: {e}"))))?;
+        if !queued.is_empty() {
+            if let Some(hook) = self.on_commit.get() {
+                hook(queued);
+            }
+        }
+        result
     }
 
     /// [`Db::transaction`] for callers with their own error type.

@@ -94,6 +94,16 @@ pub fn due(conn: &mut DbConn, exclude: &[String], limit: i64) -> QueryResult<Vec
         .load(conn)
 }
 
+/// When the earliest pending notification that is not due yet comes due (a retry): the
+/// notification actor sets a timer for it instead of waiting for the next scan.
+pub fn next_due(conn: &mut DbConn) -> QueryResult<Option<NaiveDateTime>> {
+    n::table
+        .filter(n::status.eq("pending"))
+        .filter(n::next_attempt_at.gt(now()))
+        .select(diesel::dsl::min(n::next_attempt_at))
+        .first(conn)
+}
+
 /// Everything a message needs besides its payload.
 #[derive(Debug, Clone)]
 pub struct Context {

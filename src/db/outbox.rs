@@ -34,6 +34,7 @@ pub fn enqueue_webhook(
             webhook_outbox::created_at.eq(t),
         ))
         .execute(conn)?;
+    super::wake::webhook_queued(carrier_id);
     Ok(id)
 }
 
@@ -58,6 +59,7 @@ pub fn enqueue_notification(
             notification_outbox::created_at.eq(t),
         ))
         .execute(conn)?;
+    super::wake::notification_queued();
     Ok(id)
 }
 
@@ -155,6 +157,17 @@ pub fn due_webhooks(conn: &mut DbConn, carrier_id: &str, exclude: &[String], lim
         .limit(limit)
         .select(Delivery::as_select())
         .load(conn)
+}
+
+/// When the carrier's earliest pending webhook that is not due yet comes due: its actor sets
+/// a timer for it instead of waiting for the next scan.
+pub fn next_webhook_due(conn: &mut DbConn, carrier_id: &str) -> QueryResult<Option<NaiveDateTime>> {
+    webhook_outbox::table
+        .filter(webhook_outbox::carrier_id.eq(carrier_id))
+        .filter(webhook_outbox::status.eq("pending"))
+        .filter(webhook_outbox::next_attempt_at.gt(now()))
+        .select(diesel::dsl::min(webhook_outbox::next_attempt_at))
+        .first(conn)
 }
 
 /// How a delivery attempt ended.
@@ -259,12 +272,16 @@ pub fn redeliver(conn: &mut DbConn, carrier_id: &str, id: Option<&str>) -> Query
         None => base.filter(webhook_outbox::status.eq("dead")),
     };
     let ids: Vec<String> = target.select(webhook_outbox::id).load(conn)?;
-    diesel::update(webhook_outbox::table.filter(webhook_outbox::id.eq_any(&ids)))
+    let queued = diesel::update(webhook_outbox::table.filter(webhook_outbox::id.eq_any(&ids)))
         .set((
             webhook_outbox::status.eq("pending"),
             webhook_outbox::attempts.eq(0),
             webhook_outbox::next_attempt_at.eq(now()),
             webhook_outbox::delivered_at.eq(None::<NaiveDateTime>),
         ))
-        .execute(conn)
+        .execute(conn)?;
+    if queued > 0 {
+        super::wake::webhook_queued(carrier_id);
+    }
+    Ok(queued)
 }

@@ -239,11 +239,10 @@ async fn auth_failures_are_rate_limited_sqlite() {
 }
 
 #[actix_web::test]
+#[cfg_attr(not(postgres_tests), ignore = "PostgreSQL: set TEST_DATABASE_URL to run")]
 async fn auth_failures_are_rate_limited_postgres() {
-    if let Some(app) = TestApp::postgres_with(|s| s.auth_failures_per_minute = 5).await {
-        auth_failures_are_rate_limited(app).await;
-        crate::helpers::stop_servers().await
-    }
+    auth_failures_are_rate_limited(TestApp::postgres_with(|s| s.auth_failures_per_minute = 5).await).await;
+    crate::helpers::stop_servers().await
 }
 
 async fn auth_failures_are_rate_limited(app: TestApp) {

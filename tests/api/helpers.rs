@@ -11,7 +11,8 @@ use lockerhub::startup::Application;
 use serde_json::Value;
 
 /// Defines `sqlite` and `postgres` tests for each named `async fn(TestApp)`. The PostgreSQL
-/// one runs when `TEST_DATABASE_URL` is set and is skipped (passes) otherwise. Each stops the
+/// one runs when `TEST_DATABASE_URL` is set (at build time: build.rs) and is reported as
+/// ignored otherwise, never as passed. Each stops the
 /// servers it started when it ends ([`stop_servers`]).
 #[macro_export]
 macro_rules! db_test {
@@ -23,11 +24,10 @@ macro_rules! db_test {
                 $crate::helpers::stop_servers().await
             }
             #[actix_web::test]
+            #[cfg_attr(not(postgres_tests), ignore = "PostgreSQL: set TEST_DATABASE_URL to run")]
             async fn postgres() {
-                if let Some(app) = $crate::helpers::TestApp::postgres_with($tweak).await {
-                    super::$name(app).await;
-                    $crate::helpers::stop_servers().await
-                }
+                super::$name($crate::helpers::TestApp::postgres_with($tweak).await).await;
+                $crate::helpers::stop_servers().await
             }
         }
     };
@@ -39,11 +39,10 @@ macro_rules! db_test {
                 $crate::helpers::stop_servers().await
             }
             #[actix_web::test]
+            #[cfg_attr(not(postgres_tests), ignore = "PostgreSQL: set TEST_DATABASE_URL to run")]
             async fn postgres() {
-                if let Some(app) = $crate::helpers::TestApp::postgres().await {
-                    super::$name(app).await;
-                    $crate::helpers::stop_servers().await
-                }
+                super::$name($crate::helpers::TestApp::postgres().await).await;
+                $crate::helpers::stop_servers().await
             }
         }
     )* };
@@ -119,7 +118,10 @@ pub fn base_settings(dir: &std::path::Path) -> Settings {
         db_pool_size: 4,
         // Suites send many deliberately wrong keys; the limit has its own test.
         auth_failures_per_minute: 10_000,
-        outbox_poll_ms: 50,
+        // The outbox scan is only a safety net for what a crash left behind: every suite runs
+        // with it an hour apart, so each webhook and notification a test sees was sent because
+        // its commit woke the actor (or a retry timer came due), never because a scan found it.
+        outbox_poll_ms: 3_600_000,
         notification_retry_base_ms: 20,
         // Every test app gets its own SMTP server (see TestApp::start); "test-smtp" means that one.
         smtp_host: Some("test-smtp".into()),
@@ -153,12 +155,15 @@ impl TestApp {
         Self::start(settings, dir, None).await
     }
 
-    pub async fn postgres() -> Option<TestApp> {
+    pub async fn postgres() -> TestApp {
         Self::postgres_with(|_| {}).await
     }
 
-    pub async fn postgres_with(tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
-        let admin_url = std::env::var("TEST_DATABASE_URL").ok()?;
+    /// A test app on a fresh PostgreSQL database. Only PostgreSQL tests call it, and they are
+    /// ignored unless `TEST_DATABASE_URL` was set when they were built.
+    pub async fn postgres_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let admin_url = std::env::var("TEST_DATABASE_URL")
+            .expect("TEST_DATABASE_URL: PostgreSQL tests run only when it is set (see build.rs)");
         let name = format!("lh_test_{}", uuid::Uuid::new_v4().simple());
         let mut c = diesel::PgConnection::establish(&admin_url).expect("TEST_DATABASE_URL must be reachable");
         c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
@@ -169,7 +174,7 @@ impl TestApp {
         let mut settings = base_settings(dir.path());
         settings.database_url = Some(Secret::new(url.to_string()));
         tweak(&mut settings);
-        Some(Self::start(settings, dir, Some(PgDatabase { admin_url, name })).await)
+        Self::start(settings, dir, Some(PgDatabase { admin_url, name })).await
     }
 
     async fn start(settings: Settings, dir: tempfile::TempDir, pg: Option<PgDatabase>) -> TestApp {

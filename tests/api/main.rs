@@ -13,6 +13,7 @@ mod http_edge;
 mod lockers;
 mod notifications;
 mod operations;
+mod outbox_wakeups;
 mod parcels;
 mod recipients;
 mod remote_open;

@@ -392,11 +392,10 @@ async fn pending_notifications_survive_a_restart_sqlite() {
 }
 
 #[actix_web::test]
+#[cfg_attr(not(postgres_tests), ignore = "PostgreSQL: set TEST_DATABASE_URL to run")]
 async fn pending_notifications_survive_a_restart_postgres() {
-    if let Some(app) = TestApp::postgres().await {
-        pending_notifications_survive_a_restart(app).await;
-        crate::helpers::stop_servers().await
-    }
+    pending_notifications_survive_a_restart(TestApp::postgres().await).await;
+    crate::helpers::stop_servers().await
 }
 
 async fn pending_notifications_survive_a_restart(app: TestApp) {

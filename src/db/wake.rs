@@ -1,0 +1,43 @@
+//! Who to wake after a unit of database work: the outbox functions note what they queued, and
+//! [`super::Db`] hands the note to its commit hook once the work is done, so the carrier and
+//! notification actors send at once instead of at their next scan (which stays, as a safety
+//! net for what a crash left behind).
+//!
+//! The note is thread-local: a unit of work runs start to end on one blocking thread.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+/// What a unit of work queued.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Wakeups {
+    /// Carriers with a webhook newly queued.
+    pub carriers: BTreeSet<String>,
+    /// Whether a notification was queued.
+    pub notifications: bool,
+}
+
+impl Wakeups {
+    pub fn is_empty(&self) -> bool {
+        self.carriers.is_empty() && !self.notifications
+    }
+}
+
+thread_local! {
+    static QUEUED: RefCell<Wakeups> = RefCell::new(Wakeups::default());
+}
+
+pub(super) fn webhook_queued(carrier_id: &str) {
+    QUEUED.with(|q| {
+        q.borrow_mut().carriers.insert(carrier_id.to_string());
+    });
+}
+
+pub(super) fn notification_queued() {
+    QUEUED.with(|q| q.borrow_mut().notifications = true);
+}
+
+/// Takes (and clears) what this thread queued since the last call.
+pub(super) fn take() -> Wakeups {
+    QUEUED.with(|q| std::mem::take(&mut *q.borrow_mut()))
+}
