@@ -198,12 +198,11 @@ impl CarrierActor {
                 ),
                 Err(e) => (None, Some(e.to_string())),
             };
-            let wait = backoff(base, attempt);
             let outcome = match (&error, attempt >= max) {
                 (None, _) => AttemptOutcome::Delivered,
                 (Some(_), true) => AttemptOutcome::Dead,
                 (Some(_), false) => AttemptOutcome::RetryAt(
-                    now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(8)),
+                    now() + chrono::Duration::from_std(backoff(base, attempt)).unwrap_or(chrono::Duration::hours(8)),
                 ),
             };
             let ms = started.elapsed().as_millis() as u64;

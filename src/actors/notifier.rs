@@ -164,7 +164,6 @@ impl NotificationActor {
             };
             let (nid, attempts, max) = (n.id.clone(), n.attempts + 1, settings.notification_max_attempts);
             let base = Duration::from_millis(settings.notification_retry_base_ms);
-            let wait = backoff(base, attempts);
             let saved = db
                 .transaction(move |c| {
                     let (channel, kind, error) = outcome.attempt();
@@ -172,7 +171,9 @@ impl NotificationActor {
                     match outcome {
                         Outcome::Sent { channel, record } => notifications::mark_sent(c, &nid, &channel, record)?,
                         Outcome::Retry { channel, error } if attempts < max => {
-                            let at = now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+                            let at = now()
+                                + chrono::Duration::from_std(backoff(base, attempts))
+                                    .unwrap_or(chrono::Duration::hours(1));
                             notifications::mark_retry(c, &nid, &channel, at, &error)?
                         }
                         // Out of attempts on this channel: treat it as a permanent failure.
