@@ -169,11 +169,33 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), ConnectError> {
-        conn.batch_execute("SELECT 1").map_err(|e| ConnectError(e.to_string()))
+        match conn {
+            // A server connection can die while idle; a SQLite file connection cannot.
+            DbConn::Pg(_) => conn.batch_execute("SELECT 1").map_err(|e| ConnectError(e.to_string())),
+            DbConn::Sqlite(_) => Ok(()),
+        }
     }
 
-    fn has_broken(&self, _conn: &mut DbConn) -> bool {
-        false
+    /// A connection given back inside a transaction (work that panicked half-way, or returned
+    /// without committing) is discarded, never lent out again: its next user would otherwise
+    /// run inside someone else's transaction, and on SQLite hold the write lock for everyone.
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        if std::thread::panicking() {
+            return true;
+        }
+        match conn {
+            // Every PostgreSQL transaction goes through diesel's transaction manager.
+            DbConn::Pg(pg) => {
+                use diesel::connection::{AnsiTransactionManager, TransactionManager};
+                !matches!(
+                    AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth(),
+                    Ok(None)
+                )
+            }
+            // SQLite transactions are begun by hand (`BEGIN IMMEDIATE`, see write_transaction):
+            // ask SQLite. A deferred BEGIN takes no lock; inside a transaction it fails.
+            DbConn::Sqlite(_) => conn.batch_execute("BEGIN; ROLLBACK").is_err(),
+        }
     }
 }
 

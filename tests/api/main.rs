@@ -15,6 +15,7 @@ mod notifications;
 mod operations;
 mod outbox_wakeups;
 mod parcels;
+mod pool;
 mod recipients;
 mod remote_open;
 mod sites;
