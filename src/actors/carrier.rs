@@ -10,12 +10,14 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 
 use super::outbox_slots::{OutboxSlots, WakeTimer};
+use super::retry_delay;
 
 use crate::config::Settings;
 use crate::credentials::ServerKey;
 use crate::db::carriers::{self, Carrier};
 use crate::db::outbox::{self, AttemptOutcome, Delivery};
 use crate::db::{now, Db};
+use crate::error::AppError;
 use crate::signing;
 
 /// How long until `at` (zero if it has passed).
@@ -87,12 +89,18 @@ impl CarrierActor {
         if self.loading {
             return;
         }
+        self.load(0, ctx);
+    }
+
+    /// Reads the carrier; a database error is retried with backoff (a carrier that no longer
+    /// exists is not).
+    fn load(&mut self, attempt: u32, ctx: &mut Context<Self>) {
         self.loading = true;
         let (db, id) = (self.db.clone(), self.carrier_id.clone());
         ctx.spawn(
             async move { db.run(move |c| Ok(carriers::get(c, &id)?)).await }
                 .into_actor(self)
-                .map(|res, act, ctx| {
+                .map(move |res, act, ctx| {
                     act.loading = false;
                     match res {
                         Ok(c) => {
@@ -101,7 +109,16 @@ impl CarrierActor {
                             act.carrier = Some(c);
                             act.pump(ctx);
                         }
-                        Err(e) => tracing::warn!(carrier = %act.carrier_id, error = %e, "cannot load carrier"),
+                        Err(e @ AppError::NotFound(_)) => {
+                            tracing::warn!(carrier = %act.carrier_id, error = %e, "cannot load carrier")
+                        }
+                        Err(e) => {
+                            let wait = retry_delay(attempt);
+                            tracing::warn!(carrier = %act.carrier_id, error = %e,
+                                retry_in_ms = wait.as_millis() as u64, "cannot load carrier");
+                            act.loading = true;
+                            ctx.run_later(wait, move |act, ctx| act.load(attempt + 1, ctx));
+                        }
                     }
                 }),
         );

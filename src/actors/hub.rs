@@ -9,6 +9,7 @@ use super::carrier::{CarrierActor, Kick, ReloadCarrier};
 use super::locker::LockerActor;
 use super::messages::{CarrierChanged, GetLocker, KickCarriers, OutboxQueued, Shutdown};
 use super::notifier::NotificationActor;
+use super::retry_delay;
 use super::timeouts::TimeoutActor;
 use crate::config::Settings;
 use crate::credentials::ServerKey;
@@ -60,6 +61,11 @@ impl Hub {
 
 impl Hub {
     fn next_arbiter(&mut self) -> ArbiterHandle {
+        // After `Shutdown` the threads are gone; a message that still arrives while the server
+        // stops gets an actor on the hub's own thread rather than a division by zero.
+        if self.arbiters.is_empty() {
+            return Arbiter::current();
+        }
         let a = self.arbiters[self.next % self.arbiters.len()].clone();
         self.next = self.next.wrapping_add(1);
         a
@@ -116,8 +122,18 @@ impl Actor for Hub {
                 NotificationActor::new(db, settings)
             }));
         }
+        self.start_carriers(0, ctx);
+        self.check_interrupted_lockers(0, ctx);
+    }
+}
+
+impl Hub {
+    /// Starts a delivery actor for every carrier. A database that cannot be read yet (still
+    /// starting, failing over) is tried again with backoff rather than leaving webhooks
+    /// undelivered until the next restart.
+    fn start_carriers(&mut self, attempt: u32, ctx: &mut Context<Self>) {
         let db = self.deps.db.clone();
-        ctx.wait(
+        ctx.spawn(
             async move {
                 db.run(|c| {
                     use diesel::prelude::*;
@@ -128,28 +144,39 @@ impl Actor for Hub {
                 .await
             }
             .into_actor(self)
-            .map(|res, act, _| match res {
+            .map(move |res, act, ctx| match res {
                 Ok(ids) => {
                     for id in ids {
                         act.ensure_carrier(id);
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot list carriers at start"),
+                Err(e) => {
+                    let wait = retry_delay(attempt);
+                    tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot list carriers at start");
+                    ctx.run_later(wait, move |act, ctx| act.start_carriers(attempt + 1, ctx));
+                }
             }),
         );
-        // Lockers whose door sessions a stop may have interrupted: their actors rebuild those
-        // sessions now, so one that never reconnects is reported rather than forgotten.
+    }
+
+    /// Lockers whose door sessions a stop may have interrupted: their actors rebuild those
+    /// sessions now, so one that never reconnects is reported rather than forgotten.
+    fn check_interrupted_lockers(&mut self, attempt: u32, ctx: &mut Context<Self>) {
         let db = self.deps.db.clone();
         ctx.spawn(
             async move { db.run(|c| Ok(crate::db::interrupted::lockers_to_check(c)?)).await }
                 .into_actor(self)
-                .map(|res, act, _| match res {
+                .map(move |res, act, ctx| match res {
                     Ok(ids) => {
                         for id in ids {
                             act.ensure_locker(id);
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot list lockers at start"),
+                    Err(e) => {
+                        let wait = retry_delay(attempt);
+                        tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot list lockers at start");
+                        ctx.run_later(wait, move |act, ctx| act.check_interrupted_lockers(attempt + 1, ctx));
+                    }
                 }),
         );
     }

@@ -674,6 +674,77 @@ async fn pending_webhooks_survive_a_restart(app: TestApp) {
     rx.stop().await;
 }
 
+/// The hub reads the carriers at start to resume their pending webhooks. A database it
+/// cannot read yet is tried again with backoff, instead of leaving them undelivered until the
+/// next restart. (SQLite only: renaming the table is the fault injected.)
+#[actix_web::test]
+async fn carriers_unreadable_at_start_are_retried() {
+    let app = TestApp::sqlite().await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let ups = carrier(&app, "ups", Some(&url)).await;
+    let w = world(&app, 0).await;
+    // A full locker: the pre-advice queues `parcel.reservation_failed`, and nobody listens yet.
+    let (s, _) = event(&app, &ups, "e1", pre_advice(&w, "1Z999AA10000000001")).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let path = app.settings.database_url().unwrap().target().to_string();
+    let raw = || diesel::SqliteConnection::establish(&path).expect("raw connection");
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    raw()
+        .batch_execute("PRAGMA foreign_keys = OFF; ALTER TABLE carriers RENAME TO carriers_away")
+        .unwrap();
+    let app = app.restart().await;
+    let read = app
+        .db
+        .run(|c| Ok(c.batch_execute("SELECT id FROM carriers LIMIT 1")?))
+        .await;
+    assert!(read.is_err(), "the carriers table is unreadable");
+    raw()
+        .batch_execute("PRAGMA foreign_keys = OFF; ALTER TABLE carriers_away RENAME TO carriers")
+        .unwrap();
+    let rx = Receiver::start_on(port, 0).await;
+    let got = rx.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the pending webhook went out once the carriers could be read"
+    );
+    let payload: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(payload["type"], "parcel.reservation_failed");
+    crate::helpers::stop_servers().await
+}
+
+/// Messages that reach the hub after `Shutdown` (a request racing the server's stop) are
+/// answered; none panics the process.
+#[actix_web::test]
+async fn messages_after_shutdown_do_not_panic() {
+    use lockerhub::actors::messages::{CarrierChanged, GetLocker, KickCarriers, Shutdown};
+    let app = TestApp::sqlite().await;
+    let ups = carrier(&app, "ups", None).await;
+    app.hub.send(Shutdown).await.expect("shutdown");
+    let locker = app
+        .hub
+        .send(GetLocker {
+            locker_id: "no-such-locker".into(),
+        })
+        .await;
+    assert!(locker.is_ok(), "the hub answers after Shutdown");
+    app.hub
+        .send(CarrierChanged {
+            carrier_id: ups.id.clone(),
+        })
+        .await
+        .expect("carrier changed after Shutdown");
+    app.hub
+        .send(KickCarriers { carrier_id: None })
+        .await
+        .expect("kick after Shutdown");
+    let (s, _) = app.get("/healthz").await;
+    assert_eq!(s, StatusCode::OK, "the process is still up");
+    crate::helpers::stop_servers().await
+}
+
 db_test!(a_slow_carrier_does_not_delay_another);
 
 async fn a_slow_carrier_does_not_delay_another(app: TestApp) {
