@@ -7,10 +7,10 @@ use actix::prelude::*;
 
 use super::carrier::{CarrierActor, Kick, ReloadCarrier};
 use super::locker::LockerActor;
-use super::messages::{CarrierChanged, GetLocker, KickCarriers, OutboxQueued, Shutdown};
+use super::messages::{CarrierChanged, FireDueDeadlines, GetLocker, KickCarriers, OutboxQueued, Shutdown};
 use super::notifier::NotificationActor;
 use super::retry_delay;
-use super::timeouts::TimeoutActor;
+use super::timeouts::{FireDue, TimeoutActor};
 use crate::config::Settings;
 use crate::credentials::ServerKey;
 use crate::db::Db;
@@ -109,8 +109,9 @@ impl Actor for Hub {
         if self.timeouts.is_none() {
             let arbiter = self.next_arbiter();
             let (db, settings, hub) = (self.deps.db.clone(), self.deps.settings.clone(), ctx.address());
+            let clock = self.deps.clock.clone();
             self.timeouts = Some(Supervisor::start_in_arbiter(&arbiter, move |_| {
-                TimeoutActor::new(db, settings, hub)
+                TimeoutActor::new(db, settings, clock, hub)
             }));
         }
         if self.deps.settings.notifications_paused {
@@ -237,6 +238,20 @@ impl Handler<OutboxQueued> for Hub {
                 n.do_send(Kick);
             }
         }
+    }
+}
+
+impl Handler<FireDueDeadlines> for Hub {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: FireDueDeadlines, _: &mut Context<Self>) -> Self::Result {
+        let timeouts = self.timeouts.clone();
+        Box::pin(async move {
+            match timeouts {
+                Some(t) => t.send(FireDue).await.unwrap_or(0),
+                None => 0,
+            }
+        })
     }
 }
 

@@ -149,6 +149,12 @@ pub struct Kick;
 #[rtype(result = "()")]
 pub struct OutboxQueued(pub crate::db::wake::Wakeups);
 
+/// Fires every deadline due by the application's clock, and answers with how many there were
+/// once they have fired (for tests that move the clock; the timers do this in production).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct FireDueDeadlines;
+
 /// Hub: stop all locker and carrier actors.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -11,9 +11,10 @@ use actix::prelude::*;
 
 use super::hub::Hub;
 use super::messages::{ExpireReservation, GetLocker};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::deadlines::{self, Due};
-use crate::db::{now, write_transaction, Db};
+use crate::db::{write_transaction, Db};
 
 /// Most deadlines scheduled by one scan; the next scan picks up the rest.
 const SCAN_LIMIT: i64 = 10_000;
@@ -21,15 +22,24 @@ const SCAN_LIMIT: i64 = 10_000;
 pub struct TimeoutActor {
     db: Db,
     settings: Arc<Settings>,
+    /// The application's clock: deadlines come due by it (tests move it forward).
+    clock: Clock,
     hub: Addr<Hub>,
     scheduled: HashMap<String, SpawnHandle>,
 }
 
+/// Fire every deadline due by the application's clock now, and answer once they have fired
+/// (tests move the clock forward, then send this instead of waiting for a timer).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct FireDue;
+
 impl TimeoutActor {
-    pub fn new(db: Db, settings: Arc<Settings>, hub: Addr<Hub>) -> Self {
+    pub fn new(db: Db, settings: Arc<Settings>, clock: Clock, hub: Addr<Hub>) -> Self {
         Self {
             db,
             settings,
+            clock,
             hub,
             scheduled: HashMap::new(),
         }
@@ -38,7 +48,7 @@ impl TimeoutActor {
     fn scan(&mut self, ctx: &mut Context<Self>) {
         let db = self.db.clone();
         let horizon = Duration::from_millis(self.settings.deadline_scan_ms * 2);
-        let until = now() + chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::seconds(2));
+        let until = self.clock.now() + chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::seconds(2));
         ctx.spawn(
             async move { db.run(move |c| Ok(deadlines::upcoming(c, until, SCAN_LIMIT)?)).await }
                 .into_actor(self)
@@ -48,7 +58,7 @@ impl TimeoutActor {
                             if act.scheduled.contains_key(&d.id) {
                                 continue;
                             }
-                            let wait = (d.due_at - now()).to_std().unwrap_or(Duration::ZERO);
+                            let wait = (d.due_at - act.clock.now()).to_std().unwrap_or(Duration::ZERO);
                             let id = d.id.clone();
                             let handle = ctx.run_later(wait, move |act, ctx| act.fire(d, ctx));
                             act.scheduled.insert(id, handle);
@@ -61,55 +71,68 @@ impl TimeoutActor {
 
     fn fire(&mut self, d: Due, ctx: &mut Context<Self>) {
         let id = d.id.clone();
-        if d.kind == "reservation_expiry" {
-            // The compartment is the locker actor's to release.
-            let Some(locker_id) = d.locker_id.clone() else {
-                self.scheduled.remove(&id);
-                return;
-            };
-            let hub = self.hub.clone();
-            ctx.spawn(
-                async move {
-                    if let Ok(locker) = hub.send(GetLocker { locker_id }).await {
-                        if let Err(e) = locker.send(ExpireReservation { due: d }).await {
-                            tracing::warn!(error = %e, "reservation expiry not delivered");
-                        }
-                    }
-                }
+        ctx.spawn(
+            fire(self.db.clone(), self.hub.clone(), d)
                 .into_actor(self)
                 .map(move |_, act, _| {
                     act.scheduled.remove(&id);
                 }),
-            );
-            return;
-        }
-        let db = self.db.clone();
-        ctx.spawn(
-            async move {
-                let kind = d.kind.clone();
-                let res = db
-                    .run(move |c| {
-                        write_transaction(c, |c| match d.kind.as_str() {
-                            "dwell_expiry" => deadlines::fire_dwell_expiry(c, &d),
-                            "reminder" | "expiring_soon" => deadlines::fire_reminder(c, &d),
-                            other => {
-                                tracing::warn!(kind = other, "unknown deadline kind; marking it fired");
-                                Ok(deadlines::claim(c, &d.id)?)
-                            }
-                        })
-                    })
-                    .await;
-                match res {
-                    Ok(fired) => tracing::debug!(kind, fired, "deadline"),
-                    // Not claimed: it is still pending and the next scan tries again.
-                    Err(e) => tracing::warn!(kind, error = %e, "deadline failed; will retry"),
-                }
-            }
-            .into_actor(self)
-            .map(move |_, act, _| {
-                act.scheduled.remove(&id);
-            }),
         );
+    }
+}
+
+/// Fires one deadline. Each kind claims its row when it fires, so a deadline that a timer and
+/// a `FireDue` both reach fires once.
+async fn fire(db: Db, hub: Addr<Hub>, d: Due) {
+    if d.kind == "reservation_expiry" {
+        // The compartment is the locker actor's to release.
+        let Some(locker_id) = d.locker_id.clone() else { return };
+        if let Ok(locker) = hub.send(GetLocker { locker_id }).await {
+            if let Err(e) = locker.send(ExpireReservation { due: d }).await {
+                tracing::warn!(error = %e, "reservation expiry not delivered");
+            }
+        }
+        return;
+    }
+    let kind = d.kind.clone();
+    let res = db
+        .run(move |c| {
+            write_transaction(c, |c| match d.kind.as_str() {
+                "dwell_expiry" => deadlines::fire_dwell_expiry(c, &d),
+                "reminder" | "expiring_soon" => deadlines::fire_reminder(c, &d),
+                other => {
+                    tracing::warn!(kind = other, "unknown deadline kind; marking it fired");
+                    Ok(deadlines::claim(c, &d.id)?)
+                }
+            })
+        })
+        .await;
+    match res {
+        Ok(fired) => tracing::debug!(kind, fired, "deadline"),
+        // Not claimed: it is still pending and the next scan tries again.
+        Err(e) => tracing::warn!(kind, error = %e, "deadline failed; will retry"),
+    }
+}
+
+impl Handler<FireDue> for TimeoutActor {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: FireDue, _: &mut Context<Self>) -> Self::Result {
+        let (db, hub, now) = (self.db.clone(), self.hub.clone(), self.clock.now());
+        Box::pin(async move {
+            let due = match db.run(move |c| Ok(deadlines::upcoming(c, now, SCAN_LIMIT)?)).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read due deadlines");
+                    return 0;
+                }
+            };
+            let n = due.len();
+            for d in due {
+                fire(db.clone(), hub.clone(), d).await;
+            }
+            n
+        })
     }
 }
 

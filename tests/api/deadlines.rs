@@ -1,4 +1,6 @@
-//! Deadlines with a shortened clock: one "hour" is 100 ms, so a 10-hour dwell window is 1 s.
+//! Deadlines: some tests move the application's clock and fire what is due (`by_hand`), the
+//! rest run a shortened clock (one "hour" is 100 ms, so a 10-hour dwell window is 1 s) where
+//! what they check is the timers themselves.
 
 use std::time::Duration;
 
@@ -17,6 +19,12 @@ fn fast(s: &mut lockerhub::config::Settings) {
     s.reminder_offsets_hours = vec![4, 2];
     s.reservation_hours = 5;
     s.deadline_scan_ms = 50;
+}
+
+/// Real hours, and no scan: deadlines fire only when the test moves the clock and asks
+/// (`TestApp::advance`), so each step's count is exact.
+fn by_hand(s: &mut lockerhub::config::Settings) {
+    s.deadline_scan_ms = 3_600_000;
 }
 
 struct World {
@@ -90,6 +98,22 @@ fn hook_types(rx: &Receiver) -> Vec<String> {
         .collect()
 }
 
+/// Webhook event types queued for the carrier, as the delivery log lists them: what was
+/// committed, whether or not it has reached the receiver yet.
+async fn queued_types(app: &TestApp, carrier: &str) -> Vec<String> {
+    let (_, log) = app
+        .get(&format!("/api/v1/carriers/{carrier}/deliveries?limit=200"))
+        .await;
+    log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event_type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
 async fn kinds(app: &TestApp, parcel: &str) -> Vec<String> {
     let (_, log) = app.get(&format!("/api/v1/parcels/{parcel}/notifications")).await;
     log.as_array()
@@ -99,7 +123,7 @@ async fn kinds(app: &TestApp, parcel: &str) -> Vec<String> {
         .collect()
 }
 
-db_test!(reminders_expiry_and_return with super::fast);
+db_test!(reminders_expiry_and_return with super::by_hand);
 
 async fn reminders_expiry_and_return(app: TestApp) {
     let w = world(&app, 2).await;
@@ -113,12 +137,15 @@ async fn reminders_expiry_and_return(app: TestApp) {
         )
         .await
         .unwrap();
-    assert_eq!(
-        wait_state(&app, &open.deposit_id, "expired", Duration::from_secs(10)).await,
-        "expired"
-    );
-    // Let any duplicate firing show itself before counting.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The default window: 72 hours, reminders 24 and 4 hours before its end.
+    assert_eq!(app.advance(47 * HOUR).await, 0, "nothing is due yet");
+    assert_eq!(app.advance(2 * HOUR).await, 1, "the first reminder");
+    assert_eq!(kinds(&app, &open.deposit_id).await, vec!["deposited", "reminder"]);
+    assert_eq!(app.advance(20 * HOUR).await, 1, "expiring soon");
+    assert_eq!(app.advance(4 * HOUR).await, 1, "the expiry");
+    assert_eq!(state_of(&app, &open.deposit_id).await, "expired");
+    // Every deadline fired once: a second pass finds nothing.
+    assert_eq!(app.advance(HOUR).await, 0);
     let mut k = kinds(&app, &open.deposit_id).await;
     k.sort();
     assert_eq!(
@@ -126,7 +153,7 @@ async fn reminders_expiry_and_return(app: TestApp) {
         vec!["deposited", "expiring_soon", "reminder", "returned"],
         "each fired once"
     );
-    let types = hook_types(&w.hooks);
+    let types = queued_types(&app, &w.carrier).await;
     assert_eq!(
         types.iter().filter(|t| *t == "parcel.return_requested").count(),
         1,
@@ -166,7 +193,7 @@ async fn a_missed_deadline_fires_at_start(app: TestApp) {
     );
 }
 
-db_test!(pickup_before_the_deadline_cancels_it with super::fast);
+db_test!(pickup_before_the_deadline_cancels_it with super::by_hand);
 
 async fn pickup_before_the_deadline_cancels_it(app: TestApp) {
     let w = world(&app, 1).await;
@@ -182,14 +209,18 @@ async fn pickup_before_the_deadline_cancels_it(app: TestApp) {
         .unwrap();
     let (code, _) = app.pickup_secrets(&open.deposit_id).await;
     w.sim.pickup(Pickup::Code(code)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Past the 72-hour dwell window and both reminders: nothing is left to fire.
+    assert_eq!(app.advance(73 * HOUR).await, 0, "the pickup cancelled every deadline");
     assert_eq!(state_of(&app, &open.deposit_id).await, "picked_up");
-    assert!(!hook_types(&w.hooks).iter().any(|t| t == "parcel.return_requested"));
+    assert!(!queued_types(&app, &w.carrier)
+        .await
+        .iter()
+        .any(|t| t == "parcel.return_requested"));
     let k = kinds(&app, &open.deposit_id).await;
     assert_eq!(k, vec!["deposited"], "no reminder after the pickup");
 }
 
-db_test!(many_parcels_with_one_deadline_all_fire with super::fast);
+db_test!(many_parcels_with_one_deadline_all_fire with super::by_hand);
 
 async fn many_parcels_with_one_deadline_all_fire(app: TestApp) {
     let w = world(&app, 20).await;
@@ -211,29 +242,27 @@ async fn many_parcels_with_one_deadline_all_fire(app: TestApp) {
     for r in futures_util::future::join_all(closes).await {
         assert_eq!(r.unwrap(), "deposited");
     }
+    // Their three deadlines each (two reminders, the expiry) come due together.
+    assert_eq!(app.advance(73 * HOUR).await, 60, "every deadline of every parcel");
     for (id, _) in &ids {
-        assert_eq!(
-            wait_state(&app, id, "expired", Duration::from_secs(10)).await,
-            "expired"
-        );
+        assert_eq!(state_of(&app, id).await, "expired");
     }
-    // 40 webhooks at the carrier's default 10 per second: wait, bounded.
-    let count = || {
-        hook_types(&w.hooks)
+    assert_eq!(app.advance(HOUR).await, 0, "none fires twice");
+    let returns = queued_types(&app, &w.carrier)
+        .await
+        .iter()
+        .filter(|t| *t == "parcel.return_requested")
+        .count();
+    assert_eq!(returns, 20, "every parcel's expiry queued its webhook, once");
+    // And all 20 reach the carrier (at its default 10 per second): bounded, truly async.
+    crate::helpers::eventually(Duration::from_secs(20), "20 return webhooks delivered", || async {
+        let n = hook_types(&w.hooks)
             .iter()
             .filter(|t| *t == "parcel.return_requested")
-            .count()
-    };
-    let mut returns = 0;
-    for _ in 0..300 {
-        returns = count();
-        if returns >= 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!((returns, count()), (20, 20), "every parcel's expiry fired, once");
+            .count();
+        (n >= 20).then_some(())
+    })
+    .await;
 }
 
 db_test!(reservations_expire_and_release_the_compartment with super::fast);

@@ -253,6 +253,18 @@ impl TestApp {
         self.restart().await
     }
 
+    /// Moves the application's clock forward by `by`, then fires every deadline that is due
+    /// by it and returns once they have fired (how many there were). Tests call this instead
+    /// of sleeping until a timer would fire.
+    #[allow(dead_code)] // not every suite moves time
+    pub async fn advance(&self, by: Duration) -> usize {
+        self.clock.advance(by);
+        self.hub
+            .send(lockerhub::actors::messages::FireDueDeadlines)
+            .await
+            .expect("the hub answers")
+    }
+
     /// Drops this test's PostgreSQL database under the running server (an outage).
     pub fn drop_database_now(&self) {
         let pg = self.pg.as_ref().expect("a PostgreSQL test app");
