@@ -396,9 +396,9 @@ async fn failing_receiver_gets_exactly_one_success(app: TestApp) {
     assert_eq!(got.len(), 4, "three failures, then the success");
     let ids: std::collections::HashSet<&str> = got.iter().map(|(h, _)| header(h, "webhook-id")).collect();
     assert_eq!(ids.len(), 1, "every attempt carries the same event id");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(rx.got.lock().unwrap().len(), 4, "nothing more after the success");
     let log = delivered_log(&app, &ups.id, 1).await;
+    // Recorded as delivered: no further attempt can start, so the count is final.
+    assert_eq!(rx.got.lock().unwrap().len(), 4, "nothing more after the success");
     let d = &log["items"][0];
     assert_eq!(d["status"], "delivered");
     assert_eq!(d["attempts"], 4);
@@ -649,8 +649,17 @@ async fn pending_webhooks_survive_a_restart(app: TestApp) {
         .await;
         assert_eq!(s, StatusCode::ACCEPTED);
     }
-    // Nobody listens yet: attempts fail.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nobody listens yet: each has failed an attempt before the restart.
+    eventually(Duration::from_secs(10), "a failed attempt for each webhook", || async {
+        let (_, log) = app.get(&format!("/api/v1/carriers/{}/deliveries", ups.id)).await;
+        let items = log["items"].as_array().unwrap().clone();
+        (items.len() == 3
+            && items
+                .iter()
+                .all(|d| d["status"] == "pending" && d["attempts"].as_i64() >= Some(1)))
+        .then_some(())
+    })
+    .await;
     let app = app.restart().await;
     let rx = Receiver::start_on(port, 0).await;
     let got = rx.wait_for(3, Duration::from_secs(20)).await;

@@ -421,10 +421,13 @@ async fn pending_notifications_survive_a_restart(app: TestApp) {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, log) = app
-        .get(&format!("/api/v1/parcels/{}/notifications", open.deposit_id))
-        .await;
+    // Nobody listens yet: the notification has failed an attempt and waits for a retry.
+    let path = format!("/api/v1/parcels/{}/notifications", open.deposit_id);
+    let log = crate::helpers::eventually(Duration::from_secs(10), "a failed attempt", || async {
+        let (_, log) = app.get(&path).await;
+        (log[0]["attempts"].as_i64() >= Some(1)).then_some(log)
+    })
+    .await;
     assert_eq!(log[0]["status"], "pending", "{log}");
     let app = app.restart().await;
     let smtp = SmtpServer::start_on(port).await;
