@@ -104,12 +104,10 @@ pub struct UpdateLocker {
 #[serde(deny_unknown_fields)]
 #[schema(min_properties = 1, max_properties = 1)]
 pub struct AddCompartments {
-    #[serde(default)]
     #[schema(min_items = 1)]
-    pub layout: Vec<LayoutRow>,
-    #[serde(default)]
+    pub layout: Option<Vec<LayoutRow>>,
     #[schema(min_items = 1)]
-    pub compartments: Vec<CompartmentSpec>,
+    pub compartments: Option<Vec<CompartmentSpec>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -334,12 +332,24 @@ pub async fn add_compartments(
     id: web::Path<String>,
     body: web::Json<AddCompartments>,
 ) -> Result<HttpResponse, AppError> {
-    let b = body.into_inner();
-    if b.layout.is_empty() == b.compartments.is_empty() {
-        return Err(AppError::invalid("give either layout or compartments"));
-    }
+    // Exactly one of the two, and not empty: what the schema says (one property, minItems 1).
+    let (layout, specs) = match body.into_inner() {
+        AddCompartments {
+            layout: Some(layout),
+            compartments: None,
+        } if !layout.is_empty() => (layout, Vec::new()),
+        AddCompartments {
+            layout: None,
+            compartments: Some(specs),
+        } if !specs.is_empty() => (Vec::new(), specs),
+        _ => {
+            return Err(AppError::invalid(
+                "give either a non-empty layout or non-empty compartments, not both",
+            ))
+        }
+    };
     let mut seen = std::collections::HashSet::new();
-    for spec in &b.compartments {
+    for spec in &specs {
         if !(1..=9999).contains(&spec.number) {
             return Err(AppError::invalid("compartment numbers must be between 1 and 9999"));
         }
@@ -350,11 +360,11 @@ pub async fn add_compartments(
             });
         }
     }
-    let after_highest = b.compartments.is_empty();
+    let after_highest = specs.is_empty();
     let compartments = if after_highest {
-        expand_layout(&b.layout, 0)?
+        expand_layout(&layout, 0)?
     } else {
-        b.compartments
+        specs
             .iter()
             .map(|s| NewCompartment {
                 number: s.number,
