@@ -228,16 +228,34 @@ pub async fn list_for_locker(
     id: web::Path<String>,
     q: web::Query<RemoteOpenQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let q = q.into_inner();
+    list(&state, q.into_inner(), Scope::Locker(id.into_inner())).await
+}
+
+/// Whose remote opens a list shows.
+enum Scope {
+    Locker(String),
+    Parcel(String),
+}
+
+/// One page of remote opens, after marking pending approvals whose time has passed `expired`.
+async fn list(state: &AppState, q: RemoteOpenQuery, scope: Scope) -> Result<HttpResponse, AppError> {
     let page = super::page(q.limit, q.after)?;
-    let id = id.into_inner();
     let now = state.clock.now();
     let found = state
         .db
         .run(move |c| {
-            lockers::get(c, &id).map_err(|e| not_found(e, "locker"))?;
+            let (locker, parcel) = match &scope {
+                Scope::Locker(id) => {
+                    lockers::get(c, id).map_err(|e| not_found(e, "locker"))?;
+                    (Some(id.as_str()), None)
+                }
+                Scope::Parcel(id) => {
+                    parcels::get(c, id).map_err(|e| not_found(e, "parcel"))?;
+                    (None, Some(id.as_str()))
+                }
+            };
             remote_opens::expire_due(c, now)?;
-            Ok(remote_opens::list(c, Some(&id), None, &page)?)
+            Ok(remote_opens::list(c, locker, parcel, &page)?)
         })
         .await?;
     Ok(HttpResponse::Ok().json(found))
@@ -358,17 +376,5 @@ pub async fn list_for_parcel(
     id: web::Path<String>,
     q: web::Query<RemoteOpenQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let q = q.into_inner();
-    let page = super::page(q.limit, q.after)?;
-    let id = id.into_inner();
-    let now = state.clock.now();
-    let found = state
-        .db
-        .run(move |c| {
-            parcels::get(c, &id).map_err(|e| not_found(e, "parcel"))?;
-            remote_opens::expire_due(c, now)?;
-            Ok(remote_opens::list(c, None, Some(&id), &page)?)
-        })
-        .await?;
-    Ok(HttpResponse::Ok().json(found))
+    list(&state, q.into_inner(), Scope::Parcel(id.into_inner())).await
 }
