@@ -310,7 +310,9 @@ async fn sms_and_push_reach_their_gateways(app: TestApp) {
 
 db_test!(permanent_failure_falls_back_to_the_next_channel with |s| s.sms_url = Some("http://127.0.0.1:1/unused".into()));
 
-async fn permanent_failure_falls_back_to_the_next_channel(app: TestApp) {
+/// A deposit for a resident whose mailbox refuses mail for good (550) and who also takes SMS,
+/// sent to a real receiver. Returns the restarted app, its world, the SMS receiver and the parcel.
+async fn deposit_for_a_bounced_mailbox(app: TestApp) -> (TestApp, World, Receiver, String) {
     let sms = Receiver::start(0).await;
     let mut settings = app.settings.clone();
     settings.sms_url = Some(sms.url.clone());
@@ -333,10 +335,13 @@ async fn permanent_failure_falls_back_to_the_next_channel(app: TestApp) {
         )
         .await
         .unwrap();
+    (app, w, sms, open.deposit_id)
+}
+
+async fn permanent_failure_falls_back_to_the_next_channel(app: TestApp) {
+    let (app, _w, sms, parcel) = deposit_for_a_bounced_mailbox(app).await;
     let got = sms.wait_for(1, Duration::from_secs(20)).await;
-    let (_, log) = app
-        .get(&format!("/api/v1/parcels/{}/notifications", open.deposit_id))
-        .await;
+    let (_, log) = app.get(&format!("/api/v1/parcels/{}/notifications", parcel)).await;
     assert_eq!(
         got.len(),
         1,
@@ -346,7 +351,7 @@ async fn permanent_failure_falls_back_to_the_next_channel(app: TestApp) {
         app.smtp.port,
         app.settings.smtp_port
     );
-    let log = log_of(&app, &open.deposit_id, |v| v[0]["status"] == "sent").await;
+    let log = log_of(&app, &parcel, |v| v[0]["status"] == "sent").await;
     assert_eq!(log[0]["channel"], "sms");
     assert!(log[0]["last_error"].is_null());
     assert!(app.smtp.mails.lock().unwrap().is_empty());
@@ -486,30 +491,9 @@ db_test!(a_bounce_and_its_sms_fallback_both_show_in_the_log with |s| s.sms_url =
 
 /// The notification log shows every attempt with its channel and error, not only the last one.
 async fn a_bounce_and_its_sms_fallback_both_show_in_the_log(app: TestApp) {
-    let sms = Receiver::start(0).await;
-    let mut settings = app.settings.clone();
-    settings.sms_url = Some(sms.url.clone());
-    let app = app.restart_with(settings).await;
-    let w = world(&app).await;
-    resident(
-        &app,
-        &w.site,
-        json!({"name": "Ann", "phone": "+15550102030", "email": "gone@example.org", "channels": ["email", "sms"]}),
-    )
-    .await;
-    app.smtp.fail_permanently.store(1, std::sync::atomic::Ordering::SeqCst);
-    let open = w
-        .sim
-        .deposit(
-            &w.carrier,
-            Identify::Phone("5550102030".into()),
-            Size::S,
-            Some("1Z999AA10000000001"),
-        )
-        .await
-        .unwrap();
+    let (app, _w, sms, parcel) = deposit_for_a_bounced_mailbox(app).await;
     sms.wait_for(1, Duration::from_secs(20)).await;
-    let log = log_of(&app, &open.deposit_id, |v| v[0]["status"] == "sent").await;
+    let log = log_of(&app, &parcel, |v| v[0]["status"] == "sent").await;
     assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
     assert_eq!(log[0]["channel"], "sms");
     let tries = log[0]["attempt_log"].as_array().unwrap();
@@ -523,9 +507,7 @@ async fn a_bounce_and_its_sms_fallback_both_show_in_the_log(app: TestApp) {
     assert!(tries[1]["error"].is_null());
     assert!(tries[0]["attempted_at"].as_str().unwrap() <= tries[1]["attempted_at"].as_str().unwrap());
     // Codes stay out of the log.
-    let (_, raw) = app
-        .get(&format!("/api/v1/parcels/{}/notifications", open.deposit_id))
-        .await;
+    let (_, raw) = app.get(&format!("/api/v1/parcels/{}/notifications", parcel)).await;
     let code = log[0]["payload"]["pickup_code"].as_str().unwrap();
     assert_eq!(code, "[redacted]", "{raw}");
     // The log's body is in the OpenAPI document.
