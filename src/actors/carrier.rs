@@ -37,7 +37,7 @@ pub fn backoff(base: Duration, attempt: i32) -> Duration {
     exp.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
 }
 
-pub use super::messages::Kick;
+use super::messages::Kick;
 
 pub struct CarrierActor {
     carrier_id: String,

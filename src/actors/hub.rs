@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::carrier::{CarrierActor, Kick, ReloadCarrier};
+use super::carrier::{CarrierActor, ReloadCarrier};
 use super::locker::LockerActor;
-use super::messages::{CarrierChanged, FireDueDeadlines, GetLocker, KickCarriers, OutboxQueued, Shutdown};
+use super::messages::{CarrierChanged, FireDueDeadlines, GetLocker, Kick, KickCarriers, OutboxQueued, Shutdown};
 use super::notifier::NotificationActor;
 use super::retry_delay;
 use super::timeouts::{FireDue, TimeoutActor};

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::sites::not_found;
-use super::{field, AppState};
+use super::{field, AppState, PageParams};
 use crate::db::admin_keys::{self, AdminKey};
 use crate::db::page::Paged;
 use crate::domain::remote_open::{Holder, Role};
@@ -33,16 +33,6 @@ pub struct CreatedAdminKey {
     pub key: AdminKey,
     /// The secret, shown only now: send it as `Authorization: Bearer <secret>`.
     pub secret: String,
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct KeyQuery {
-    /// Items per page, 1–200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<i64>,
-    /// Cursor: the `next` value of the previous page.
-    pub after: Option<String>,
 }
 
 /// Creates an admin key for a named holder with a role. Only an `admin` key may.
@@ -86,7 +76,7 @@ pub async fn create(
 }
 
 /// Every admin key, revoked ones included, oldest first. Only an `admin` key may list them.
-#[utoipa::path(tag = "admin_keys", params(KeyQuery), security(("admin" = [])),
+#[utoipa::path(tag = "admin_keys", params(PageParams), security(("admin" = [])),
     responses(
         (status = 200, body = Paged<AdminKey>),
         (status = 400, description = "Malformed query", body = ErrorBody),
@@ -94,7 +84,11 @@ pub async fn create(
         (status = 403, description = "Not an admin-role key (`admin_role_required`)", body = ErrorBody),
         (status = 422, description = "`limit` outside 1–200 or a bad `after` cursor", body = ErrorBody)))]
 #[get("/admin-keys")]
-pub async fn list(admin: Admin, state: web::Data<AppState>, q: web::Query<KeyQuery>) -> Result<HttpResponse, AppError> {
+pub async fn list(
+    admin: Admin,
+    state: web::Data<AppState>,
+    q: web::Query<PageParams>,
+) -> Result<HttpResponse, AppError> {
     admin.require_key_manager()?;
     let q = q.into_inner();
     let page = super::page(q.limit, q.after)?;

@@ -147,6 +147,17 @@ where
     Option::<T>::deserialize(de).map(Some)
 }
 
+/// The query of a list endpoint that takes nothing but a page.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// Cursor: the `next` value of the previous page.
+    pub after: Option<String>,
+}
+
 /// The validated page of a list endpoint's `limit` and `after` query parameters.
 pub fn page(limit: Option<i64>, after: Option<String>) -> Result<crate::db::page::Page, AppError> {
     field(crate::db::page::PageQuery { limit, after }.parse())

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::sites::not_found;
-use super::AppState;
+use super::{AppState, PageParams};
 use crate::actors::locker::LockerActor;
 use crate::actors::messages::{GetLocker, OpenOutcome, RemoteOpen, RequestRemoteOpen};
 use crate::db::page::Paged;
@@ -43,16 +43,6 @@ pub struct OpenResult {
     pub status: String,
     /// The audit record of this attempt.
     pub remote_open: RemoteOpenRecord,
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteOpenQuery {
-    /// Items per page, 1–200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<i64>,
-    /// Cursor: the `next` value of the previous page.
-    pub after: Option<String>,
 }
 
 /// Logs one attempt: every remote open leaves a line, whatever its outcome.
@@ -214,7 +204,7 @@ pub async fn open_compartment(
 
 /// Every remote open of a locker, successful or not, oldest first. Pending approvals whose
 /// time has passed show as `expired`.
-#[utoipa::path(tag = "lockers", params(("id" = String, Path, description = "Locker id"), RemoteOpenQuery),
+#[utoipa::path(tag = "lockers", params(("id" = String, Path, description = "Locker id"), PageParams),
     security(("admin" = [])),
     responses((status = 200, body = Paged<RemoteOpenRecord>),
         (status = 400, description = "Malformed query", body = ErrorBody),
@@ -226,7 +216,7 @@ pub async fn list_for_locker(
     _: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    q: web::Query<RemoteOpenQuery>,
+    q: web::Query<PageParams>,
 ) -> Result<HttpResponse, AppError> {
     list(&state, q.into_inner(), Scope::Locker(id.into_inner())).await
 }
@@ -238,7 +228,7 @@ enum Scope {
 }
 
 /// One page of remote opens, after marking pending approvals whose time has passed `expired`.
-async fn list(state: &AppState, q: RemoteOpenQuery, scope: Scope) -> Result<HttpResponse, AppError> {
+async fn list(state: &AppState, q: PageParams, scope: Scope) -> Result<HttpResponse, AppError> {
     let page = super::page(q.limit, q.after)?;
     let now = state.clock.now();
     let found = state
@@ -362,7 +352,7 @@ pub async fn reject(
 }
 
 /// Every remote open of the compartment a parcel was in while it was inside, oldest first.
-#[utoipa::path(tag = "parcels", params(("id" = String, Path, description = "Parcel id"), RemoteOpenQuery),
+#[utoipa::path(tag = "parcels", params(("id" = String, Path, description = "Parcel id"), PageParams),
     security(("admin" = [])),
     responses((status = 200, body = Paged<RemoteOpenRecord>),
         (status = 400, description = "Malformed query", body = ErrorBody),
@@ -374,7 +364,7 @@ pub async fn list_for_parcel(
     _: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    q: web::Query<RemoteOpenQuery>,
+    q: web::Query<PageParams>,
 ) -> Result<HttpResponse, AppError> {
     list(&state, q.into_inner(), Scope::Parcel(id.into_inner())).await
 }
