@@ -204,6 +204,60 @@ impl From<r2d2::Error> for AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+/// What an operation below the actors and handlers can end in besides success: a refusal by
+/// the domain's rules, or a failure of the server. Each edge maps it onto its own wire.
+#[derive(Debug)]
+pub enum OpError {
+    Refused(crate::domain::refusal::Refusal),
+    Failed(AppError),
+}
+
+impl From<crate::domain::refusal::Refusal> for OpError {
+    fn from(r: crate::domain::refusal::Refusal) -> Self {
+        Self::Refused(r)
+    }
+}
+
+impl From<AppError> for OpError {
+    fn from(e: AppError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<diesel::result::Error> for OpError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+impl From<crate::domain::refusal::Refusal> for AppError {
+    fn from(r: crate::domain::refusal::Refusal) -> Self {
+        use crate::domain::refusal::Refusal as R;
+        match &r {
+            R::NotFound(m) => AppError::NotFound(m.clone()),
+            R::InvalidInput(m) => AppError::Validation(m.clone()),
+            R::InvalidState(_) | R::NoCompartment(_) => AppError::Conflict {
+                code: r.code(),
+                message: r.message(),
+            },
+            R::InvalidTransition { .. } | R::StateChanged { .. } => AppError::ConflictWith {
+                code: r.code(),
+                message: r.message(),
+                details: r.details(),
+            },
+        }
+    }
+}
+
+impl From<OpError> for AppError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Refused(r) => r.into(),
+            OpError::Failed(e) => e,
+        }
+    }
+}
+
 /// What a locker operation can end in besides success: a refusal the device is told about
 /// (no compartment, wrong code…), or a server failure it may retry with the same message id.
 #[derive(Debug)]
@@ -227,6 +281,29 @@ impl DeviceError {
                     "server error; retry with the same message id",
                 )
             }
+        }
+    }
+}
+
+impl From<crate::domain::refusal::Refusal> for DeviceError {
+    fn from(r: crate::domain::refusal::Refusal) -> Self {
+        use crate::domain::refusal::Refusal as R;
+        use crate::protocol::ErrorCode;
+        let code = match &r {
+            R::NotFound(_) => ErrorCode::NotFound,
+            R::InvalidInput(_) => ErrorCode::ProtocolError,
+            R::NoCompartment(_) => ErrorCode::NoCompartment,
+            R::InvalidState(_) | R::InvalidTransition { .. } | R::StateChanged { .. } => ErrorCode::InvalidState,
+        };
+        Self::Refused(crate::protocol::FrameError::new(code, r.message()).with_details(r.details()))
+    }
+}
+
+impl From<OpError> for DeviceError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Refused(r) => r.into(),
+            OpError::Failed(e) => Self::Failed(e),
         }
     }
 }

@@ -71,7 +71,7 @@ fn serve(settings: Settings) -> Result<(), String> {
 }
 
 fn migrate(settings: &Settings) -> Result<(), String> {
-    let url = settings.database_url()?;
+    let url = lockerhub::db::DatabaseUrl::parse(&settings.database_location(), settings.db_connect_timeout())?;
     let pool = lockerhub::db::connect(&url, 1, settings.db_connect_timeout())?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
     let n = lockerhub::db::run_migrations(&mut conn)?;
@@ -83,7 +83,7 @@ fn create_admin_key(settings: &Settings, name: &str, holder: &str, role: &str) -
     use lockerhub::domain::remote_open::{Holder, Role};
     let holder = Holder::parse(holder)?;
     let role = Role::parse(role).ok_or_else(|| format!("unknown role {role:?}: use admin, operator or viewer"))?;
-    let url = settings.database_url()?;
+    let url = lockerhub::db::DatabaseUrl::parse(&settings.database_location(), settings.db_connect_timeout())?;
     let pool = lockerhub::db::connect(&url, 1, settings.db_connect_timeout())?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
     let (id, key) =

@@ -27,7 +27,7 @@ pub struct Application {
 impl Application {
     /// Connects to the database (migrating it), starts the actors and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, String> {
-        let url = settings.database_url()?;
+        let url = crate::db::DatabaseUrl::parse(&settings.database_location(), settings.db_connect_timeout())?;
         let key = settings.server_key()?;
         // Fail at start, not at the first notification, on bad transport settings.
         crate::notify::channels::Email::from_settings(&settings)?;

@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use serde_json::json;
 
 use super::deposits::{settle_status, LockerCtx};
+use super::parcels::{EventNote, ParcelChange};
 use super::schema::{compartments, deadlines, parcels};
 use super::{now, outbox, parcels as parcel_rows, DbConn};
 use crate::domain::parcel::ParcelState;
@@ -95,20 +96,20 @@ pub fn fire_dwell_expiry(conn: &mut DbConn, d: &Due) -> Result<bool, AppError> {
         return Ok(false);
     }
     let t = now();
-    diesel::update(parcels::table.find(&p.id))
-        .set((
-            parcels::state.eq(ParcelState::Expired.as_str()),
-            parcels::expired_at.eq(t),
-            parcels::updated_at.eq(t),
-        ))
-        .execute(conn)?;
-    parcel_rows::record_event(
+    parcel_rows::change_state(
         conn,
         &p.id,
-        "expired",
-        Some((ParcelState::Deposited, ParcelState::Expired)),
-        "system",
-        json!({}),
+        ParcelState::Deposited,
+        ParcelState::Expired,
+        ParcelChange {
+            expired_at: Some(t),
+            ..ParcelChange::default()
+        },
+        EventNote {
+            kind: "expired",
+            actor: "system",
+            detail: json!({}),
+        },
     )?;
     let number: Option<i32> = match &p.compartment_id {
         Some(c) => Some(compartments::table.find(c).select(compartments::number).first(conn)?),
@@ -145,21 +146,21 @@ pub fn expire_reservation(conn: &mut DbConn, ctx: &LockerCtx, d: &Due) -> Result
         .select(compartments::number)
         .first(conn)?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
-    diesel::update(parcels::table.find(&p.id))
-        .set((
-            parcels::state.eq(ParcelState::Expected.as_str()),
-            parcels::compartment_id.eq(None::<String>),
-            parcels::reserved_until.eq(None::<NaiveDateTime>),
-            parcels::updated_at.eq(now()),
-        ))
-        .execute(conn)?;
-    parcel_rows::record_event(
+    parcel_rows::change_state(
         conn,
         &p.id,
-        "reservation_expired",
-        Some((ParcelState::Reserved, ParcelState::Expected)),
-        "system",
-        json!({"compartment": number}),
+        ParcelState::Reserved,
+        ParcelState::Expected,
+        ParcelChange {
+            compartment_id: Some(None),
+            reserved_until: Some(None),
+            ..ParcelChange::default()
+        },
+        EventNote {
+            kind: "reservation_expired",
+            actor: "system",
+            detail: json!({"compartment": number}),
+        },
     )?;
     outbox::enqueue_webhook(
         conn,

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use diesel::prelude::*;
 use serde_json::json;
 
+use super::parcels::{EventNote, ParcelChange};
 use super::schema::{compartments, parcels};
 use super::{carriers, lockers, new_id, now, outbox, parcels as parcel_rows, recipients, sites, DbConn};
 use crate::credentials::{generate_numeric_code, generate_token, hash_token, ServerKey};
@@ -234,21 +235,29 @@ pub fn start(
     let comp = lockers::compartment_by_number(conn, &ctx.locker_id, number)?;
     let size = Size::parse(&comp.size).unwrap_or(req.size);
     let t = now();
-    let (parcel_id, from, prior) = match existing {
+    let (parcel_id, prior) = match existing {
         Some(p) => {
-            let from = p.state();
-            diesel::update(parcels::table.find(&p.id))
-                .set((
-                    parcels::state.eq(ParcelState::Reserved.as_str()),
-                    parcels::locker_id.eq(&ctx.locker_id),
-                    parcels::compartment_id.eq(&comp.id),
-                    parcels::size.eq(req.size.as_str()),
-                    parcels::updated_at.eq(t),
-                ))
-                .execute(conn)?;
+            let change = ParcelChange {
+                locker_id: Some(ctx.locker_id.clone()),
+                compartment_id: Some(Some(comp.id.clone())),
+                size: Some(req.size.as_str().into()),
+                ..ParcelChange::default()
+            };
+            let note = EventNote {
+                kind: "deposit_started",
+                actor: &ctx.actor(),
+                detail: json!({"compartment": number, "size": req.size.as_str()}),
+            };
+            match p.state() {
+                // Already reserved by its pre-advice: the deposit keeps the state and may move
+                // the parcel to a better-fitting compartment.
+                ParcelState::Reserved => {
+                    parcel_rows::update_in_state(conn, &p.id, ParcelState::Reserved, change, note)?
+                }
+                from => parcel_rows::change_state(conn, &p.id, from, ParcelState::Reserved, change, note)?,
+            }
             (
                 p.id,
-                Some(from),
                 Prior::PreAdvised {
                     compartment: reserved_here,
                 },
@@ -262,6 +271,7 @@ pub fn start(
                     &generate_token("")[..12].to_ascii_uppercase().replace(['-', '_'], "X")
                 )
             });
+            let created = ParcelState::create(ParcelState::Reserved)?;
             diesel::insert_into(parcels::table)
                 .values((
                     parcels::id.eq(&id),
@@ -272,7 +282,7 @@ pub fn start(
                     parcels::locker_id.eq(&ctx.locker_id),
                     parcels::compartment_id.eq(&comp.id),
                     parcels::size.eq(req.size.as_str()),
-                    parcels::state.eq(ParcelState::Reserved.as_str()),
+                    parcels::state.eq(created.to().as_str()),
                     parcels::created_at.eq(t),
                     parcels::updated_at.eq(t),
                 ))
@@ -284,17 +294,17 @@ pub fn start(
                     ),
                     other => DeviceError::Failed(other),
                 })?;
-            (id, None, Prior::WalkUp)
+            parcel_rows::record_event(
+                conn,
+                &id,
+                "deposit_started",
+                Some(created.as_event()),
+                &ctx.actor(),
+                json!({"compartment": number, "size": req.size.as_str()}),
+            )?;
+            (id, Prior::WalkUp)
         }
     };
-    parcel_rows::record_event(
-        conn,
-        &parcel_id,
-        "deposit_started",
-        Some((from.unwrap_or(ParcelState::Expected), ParcelState::Reserved)),
-        &ctx.actor(),
-        json!({"compartment": number, "size": req.size.as_str()}),
-    )?;
     Ok(Started {
         parcel_id,
         carrier_id: carrier.id,
@@ -387,34 +397,29 @@ pub fn cancel(
         Prior::PreAdvised { .. } => (ParcelState::Expected, CompartmentStatus::Free),
     };
     let t = now();
-    match to {
-        ParcelState::Cancelled => diesel::update(parcels::table.find(parcel_id))
-            .set((
-                parcels::state.eq(to.as_str()),
-                parcels::cancelled_at.eq(t),
-                parcels::updated_at.eq(t),
-            ))
-            .execute(conn)?,
-        ParcelState::Expected => diesel::update(parcels::table.find(parcel_id))
-            .set((
-                parcels::state.eq(to.as_str()),
-                parcels::compartment_id.eq(None::<String>),
-                parcels::updated_at.eq(t),
-            ))
-            .execute(conn)?,
-        _ => diesel::update(parcels::table.find(parcel_id))
-            .set((parcels::state.eq(to.as_str()), parcels::updated_at.eq(t)))
-            .execute(conn)?,
+    let change = match to {
+        ParcelState::Cancelled => ParcelChange {
+            cancelled_at: Some(t),
+            ..ParcelChange::default()
+        },
+        ParcelState::Expected => ParcelChange {
+            compartment_id: Some(None),
+            ..ParcelChange::default()
+        },
+        _ => ParcelChange::default(),
     };
+    let note = EventNote {
+        kind: "deposit_cancelled",
+        actor: &ctx.actor(),
+        detail: json!({"compartment": number, "reason": reason}),
+    };
+    if to == ParcelState::Reserved {
+        // Back to its pre-advice reservation: the state does not change.
+        parcel_rows::update_in_state(conn, parcel_id, ParcelState::Reserved, change, note)?;
+    } else {
+        parcel_rows::change_state(conn, parcel_id, ParcelState::Reserved, to, change, note)?;
+    }
     settle_status(conn, &ctx.locker_id, number, comp_status)?;
-    parcel_rows::record_event(
-        conn,
-        parcel_id,
-        "deposit_cancelled",
-        Some((ParcelState::Reserved, to)),
-        &ctx.actor(),
-        json!({"compartment": number, "reason": reason}),
-    )?;
     Ok(comp_status)
 }
 
@@ -462,29 +467,29 @@ pub fn complete_because(
         None => None,
     };
     let deadline = away_until.unwrap_or(t) + clock.hours(dwell);
-    diesel::update(parcels::table.find(parcel_id))
-        .set((
-            parcels::state.eq(ParcelState::Deposited.as_str()),
-            parcels::deposited_at.eq(t),
-            parcels::pickup_deadline.eq(deadline),
-            parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, &code)),
-            parcels::qr_token_hash.eq(hash_token(&qr_token)),
-            parcels::updated_at.eq(t),
-        ))
-        .execute(conn)?;
-    settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Occupied)?;
     let mut detail = json!({"compartment": number, "pickup_deadline": super::ts_string(deadline)});
     if let Some(r) = reason {
         detail["reason"] = json!(r);
     }
-    parcel_rows::record_event(
+    parcel_rows::change_state(
         conn,
         parcel_id,
-        "deposited",
-        Some((ParcelState::Reserved, ParcelState::Deposited)),
-        &ctx.actor(),
-        detail,
+        parcel.state(),
+        ParcelState::Deposited,
+        ParcelChange {
+            deposited_at: Some(t),
+            pickup_deadline: Some(deadline),
+            pickup_code_hash: Some(Some(key.code_hash(&ctx.code_salt, &code))),
+            qr_token_hash: Some(Some(hash_token(&qr_token))),
+            ..ParcelChange::default()
+        },
+        EventNote {
+            kind: "deposited",
+            actor: &ctx.actor(),
+            detail,
+        },
     )?;
+    settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Occupied)?;
     outbox::enqueue_webhook(
         conn,
         &carrier.id,

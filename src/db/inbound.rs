@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use serde_json::{json, Value};
 
 use super::deposits::{set_status, settle_status, LockerCtx};
+use super::parcels::{EventNote, ParcelChange};
 use super::schema::{compartments, inbound_events, lockers as lockers_t, parcels};
 use super::{new_id, now, outbox, parcels as parcel_rows, DbConn};
 use crate::credentials::{generate_numeric_code, ServerKey};
@@ -104,6 +105,7 @@ pub fn pre_advise(
     let id = new_id();
     let t = now();
     let actor = format!("carrier:{}", p.carrier_id);
+    let created = ParcelState::create(ParcelState::Expected)?;
     diesel::insert_into(parcels::table)
         .values((
             parcels::id.eq(&id),
@@ -113,7 +115,7 @@ pub fn pre_advise(
             parcels::recipient_id.eq(&p.recipient_id),
             parcels::locker_id.eq(&ctx.locker_id),
             parcels::size.eq(p.size.as_str()),
-            parcels::state.eq(ParcelState::Expected.as_str()),
+            parcels::state.eq(created.to().as_str()),
             parcels::created_at.eq(t),
             parcels::updated_at.eq(t),
         ))
@@ -171,20 +173,21 @@ pub fn pre_advise(
         .select(compartments::id)
         .first(conn)?;
     set_status(conn, &ctx.locker_id, number, CompartmentStatus::Reserved)?;
-    diesel::update(parcels::table.find(&id))
-        .set((
-            parcels::state.eq(ParcelState::Reserved.as_str()),
-            parcels::compartment_id.eq(&comp_id),
-            parcels::reserved_until.eq(p.reserve_until),
-        ))
-        .execute(conn)?;
-    parcel_rows::record_event(
+    parcel_rows::change_state(
         conn,
         &id,
-        "reserved",
-        Some((ParcelState::Expected, ParcelState::Reserved)),
-        &actor,
-        json!({"compartment": number, "until": super::ts_string(p.reserve_until)}),
+        ParcelState::Expected,
+        ParcelState::Reserved,
+        ParcelChange {
+            compartment_id: Some(Some(comp_id)),
+            reserved_until: Some(Some(p.reserve_until)),
+            ..ParcelChange::default()
+        },
+        EventNote {
+            kind: "reserved",
+            actor: &actor,
+            detail: json!({"compartment": number, "until": super::ts_string(p.reserve_until)}),
+        },
     )?;
     outbox::schedule_deadline(conn, &id, "reservation_expiry", p.reserve_until)?;
     Ok(PreAdviceOutcome {
@@ -215,21 +218,20 @@ pub fn cancel(conn: &mut DbConn, parcel_id: &str, actor: &str, reason: &str) -> 
         settle_status(conn, locker, number, CompartmentStatus::Free)?;
         freed = Some(number);
     }
-    let t = now();
-    diesel::update(parcels::table.find(parcel_id))
-        .set((
-            parcels::state.eq(ParcelState::Cancelled.as_str()),
-            parcels::cancelled_at.eq(t),
-            parcels::updated_at.eq(t),
-        ))
-        .execute(conn)?;
-    parcel_rows::record_event(
+    parcel_rows::change_state(
         conn,
         parcel_id,
-        "cancelled",
-        Some((from, ParcelState::Cancelled)),
-        actor,
-        json!({"reason": reason, "released_compartment": freed}),
+        from,
+        ParcelState::Cancelled,
+        ParcelChange {
+            cancelled_at: Some(now()),
+            ..ParcelChange::default()
+        },
+        EventNote {
+            kind: "cancelled",
+            actor,
+            detail: json!({"reason": reason, "released_compartment": freed}),
+        },
     )?;
     outbox::cancel_deadlines(conn, parcel_id, &[])?;
     Ok(freed)

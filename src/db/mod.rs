@@ -371,3 +371,24 @@ pub fn ts_string(t: chrono::NaiveDateTime) -> String {
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_is_the_default_scheme() {
+        let url = DatabaseUrl::parse("sqlite://data/lockerhub.db", Duration::from_secs(3)).unwrap();
+        assert_eq!(url.backend(), Backend::Sqlite);
+        assert_eq!(url.display(), "data/lockerhub.db");
+    }
+
+    #[test]
+    fn postgres_url_hides_password_and_gets_timeout() {
+        let url = DatabaseUrl::parse("postgres://u:hunter2@db.example:6432/lh", Duration::from_secs(3)).unwrap();
+        assert_eq!(url.display(), "postgres://db.example:6432/lh");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(url.target().contains("connect_timeout=3"));
+        assert!(DatabaseUrl::parse("mysql://x", Duration::from_secs(1)).is_err());
+    }
+}

@@ -7,7 +7,9 @@ use serde::Serialize;
 use super::page::{Page, Paged};
 use super::schema::{parcel_events, parcels};
 use super::{new_id, now, DbConn};
-use crate::domain::parcel::ParcelState;
+use crate::domain::parcel::{ParcelState, Transition};
+use crate::domain::refusal::Refusal;
+use crate::error::OpError;
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = parcels)]
@@ -61,6 +63,117 @@ impl Parcel {
     pub fn state(&self) -> ParcelState {
         ParcelState::parse(&self.state).unwrap_or(ParcelState::Cancelled)
     }
+}
+
+/// The columns a change of state sets besides the state itself. `None` leaves a column
+/// alone; `Some(None)` clears it.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = parcels)]
+pub struct ParcelChange {
+    pub locker_id: Option<String>,
+    pub compartment_id: Option<Option<String>>,
+    pub size: Option<String>,
+    pub pickup_code_hash: Option<Option<String>>,
+    pub qr_token_hash: Option<Option<String>>,
+    pub collection_code_hash: Option<Option<String>>,
+    pub reserved_until: Option<Option<NaiveDateTime>>,
+    pub deposited_at: Option<NaiveDateTime>,
+    pub pickup_deadline: Option<NaiveDateTime>,
+    pub picked_up_at: Option<NaiveDateTime>,
+    pub expired_at: Option<NaiveDateTime>,
+    pub returned_at: Option<NaiveDateTime>,
+    pub cancelled_at: Option<NaiveDateTime>,
+}
+
+/// What the event log says about a change: its kind, who made it, and detail.
+pub struct EventNote<'a> {
+    pub kind: &'a str,
+    pub actor: &'a str,
+    pub detail: serde_json::Value,
+}
+
+/// The only writer of an existing parcel's state. The transition comes from the domain's
+/// state machine (`ParcelState::transition`); the update applies only while the row is still
+/// in the transition's `from` state, so a change decided from a stale read is refused
+/// (`state_changed`) instead of overwriting whatever happened meanwhile. Records the event.
+pub fn apply(
+    conn: &mut DbConn,
+    parcel_id: &str,
+    transition: Transition,
+    change: ParcelChange,
+    note: EventNote<'_>,
+) -> Result<(), OpError> {
+    let Some(from) = transition.from() else {
+        return Err(OpError::Failed(crate::error::AppError::internal(
+            "a creation is inserted, not applied to an existing parcel",
+        )));
+    };
+    let n = diesel::update(
+        parcels::table
+            .filter(parcels::id.eq(parcel_id))
+            .filter(parcels::state.eq(from.as_str())),
+    )
+    .set((
+        parcels::state.eq(transition.to().as_str()),
+        parcels::updated_at.eq(now()),
+        change,
+    ))
+    .execute(conn)?;
+    if n != 1 {
+        return Err(OpError::Refused(Refusal::StateChanged { expected: from }));
+    }
+    record_event(
+        conn,
+        parcel_id,
+        note.kind,
+        Some(transition.as_event()),
+        note.actor,
+        note.detail,
+    )?;
+    Ok(())
+}
+
+/// Changes a parcel's columns without changing its state (a deposit into its own pre-advice
+/// reservation, a cancel back to it), only while it is still in `state`. Records the event.
+pub fn update_in_state(
+    conn: &mut DbConn,
+    parcel_id: &str,
+    state: ParcelState,
+    change: ParcelChange,
+    note: EventNote<'_>,
+) -> Result<(), OpError> {
+    let n = diesel::update(
+        parcels::table
+            .filter(parcels::id.eq(parcel_id))
+            .filter(parcels::state.eq(state.as_str())),
+    )
+    .set((parcels::updated_at.eq(now()), change))
+    .execute(conn)?;
+    if n != 1 {
+        return Err(OpError::Refused(Refusal::StateChanged { expected: state }));
+    }
+    record_event(
+        conn,
+        parcel_id,
+        note.kind,
+        Some((state, state)),
+        note.actor,
+        note.detail,
+    )?;
+    Ok(())
+}
+
+/// Asks the state machine for `from → to` and applies it: [`apply`] for the common case of
+/// a state read in this same transaction.
+pub fn change_state(
+    conn: &mut DbConn,
+    parcel_id: &str,
+    from: ParcelState,
+    to: ParcelState,
+    change: ParcelChange,
+    note: EventNote<'_>,
+) -> Result<(), OpError> {
+    apply(conn, parcel_id, from.transition(to)?, change, note)
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]

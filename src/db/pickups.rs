@@ -4,6 +4,7 @@ use diesel::prelude::*;
 use serde_json::json;
 
 use super::deposits::{settle_status, LockerCtx};
+use super::parcels::{EventNote, ParcelChange};
 use super::schema::{compartments, faults, lockers as lockers_t, parcels};
 use super::{lockers, new_id, now, outbox, parcels as parcel_rows, DbConn};
 use crate::credentials::{hash_token, ServerKey};
@@ -88,31 +89,22 @@ pub fn taken_out(
         TakenBy::Recipient => (ParcelState::PickedUp, "picked_up", "parcel.picked_up", "picked_up_at"),
         TakenBy::Carrier => (ParcelState::Returned, "returned", "parcel.returned", "returned_at"),
     };
-    let clear_codes = (
-        parcels::state.eq(to.as_str()),
-        parcels::pickup_code_hash.eq(None::<String>),
-        parcels::qr_token_hash.eq(None::<String>),
-        parcels::collection_code_hash.eq(None::<String>),
-        parcels::updated_at.eq(t),
-    );
-    let row = parcels::table.find(parcel_id);
-    match by {
-        TakenBy::Recipient => diesel::update(row)
-            .set((clear_codes, parcels::picked_up_at.eq(t)))
-            .execute(conn)?,
-        TakenBy::Carrier => diesel::update(row)
-            .set((clear_codes, parcels::returned_at.eq(t)))
-            .execute(conn)?,
+    // Taking the parcel out voids every code that could open its compartment.
+    let change = ParcelChange {
+        pickup_code_hash: Some(None),
+        qr_token_hash: Some(None),
+        collection_code_hash: Some(None),
+        picked_up_at: (by == TakenBy::Recipient).then_some(t),
+        returned_at: (by == TakenBy::Carrier).then_some(t),
+        ..ParcelChange::default()
     };
+    let note = EventNote {
+        kind: event,
+        actor: &ctx.actor(),
+        detail: json!({"compartment": number}),
+    };
+    parcel_rows::change_state(conn, parcel_id, from, to, change, note)?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
-    parcel_rows::record_event(
-        conn,
-        parcel_id,
-        event,
-        Some((from, to)),
-        &ctx.actor(),
-        json!({"compartment": number}),
-    )?;
     let mut data = json!({"parcel_id": parcel_id, "tracking_number": parcel.tracking_number,
                            "locker_id": ctx.locker_id, "compartment": number});
     data[at_field] = json!(super::ts_string(t));

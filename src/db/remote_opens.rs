@@ -6,12 +6,13 @@ use diesel::prelude::*;
 use serde_json::json;
 
 use super::deposits::{settle_status, LockerCtx};
+use super::parcels::{EventNote, ParcelChange};
 use super::schema::{compartments, parcels, remote_opens};
 use super::{new_id, outbox, parcels as parcel_rows, DbConn};
 use crate::domain::parcel::ParcelState;
 use crate::domain::remote_open::{check_decision, needs_approval, DecisionRefused, Outcome};
 use crate::domain::CompartmentStatus;
-use crate::error::AppError;
+use crate::error::{AppError, OpError};
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
 #[diesel(table_name = remote_opens)]
@@ -318,7 +319,7 @@ pub fn door_closed(
     number: i32,
     occupied: bool,
     now: NaiveDateTime,
-) -> QueryResult<bool> {
+) -> Result<bool, OpError> {
     let parcel = parcel_rows::get(conn, parcel_id)?;
     let from = parcel.state();
     let detail = json!({"compartment": number, "occupied": occupied, "remote_open_id": open_id});
@@ -326,24 +327,25 @@ pub fn door_closed(
         parcel_rows::record_event(conn, parcel_id, "remote_door_closed", None, &ctx.actor(), detail)?;
         return Ok(false);
     }
-    diesel::update(parcels::table.find(parcel_id))
-        .set((
-            parcels::state.eq(ParcelState::Removed.as_str()),
-            parcels::pickup_code_hash.eq(None::<String>),
-            parcels::qr_token_hash.eq(None::<String>),
-            parcels::collection_code_hash.eq(None::<String>),
-            parcels::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
-    parcel_rows::record_event(
+    // Taken out by whoever opened it: every code that could open the compartment is void.
+    parcel_rows::change_state(
         conn,
         parcel_id,
-        "remote_door_closed",
-        Some((from, ParcelState::Removed)),
-        &ctx.actor(),
-        detail,
+        from,
+        ParcelState::Removed,
+        ParcelChange {
+            pickup_code_hash: Some(None),
+            qr_token_hash: Some(None),
+            collection_code_hash: Some(None),
+            ..ParcelChange::default()
+        },
+        EventNote {
+            kind: "remote_door_closed",
+            actor: &ctx.actor(),
+            detail,
+        },
     )?;
+    settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
     outbox::enqueue_webhook(
         conn,
         &parcel.carrier_id,

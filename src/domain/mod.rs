@@ -8,6 +8,7 @@ pub mod parcel;
 pub mod partition;
 pub mod privacy;
 pub mod recovery;
+pub mod refusal;
 pub mod remote_open;
 pub mod second_factor;
 

@@ -696,7 +696,11 @@ async fn carriers_unreadable_at_start_are_retried() {
     // A full locker: the pre-advice queues `parcel.reservation_failed`, and nobody listens yet.
     let (s, _) = event(&app, &ups, "e1", pre_advice(&w, "1Z999AA10000000001")).await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let path = app.settings.database_url().unwrap().target().to_string();
+    let path = app
+        .settings
+        .database_location()
+        .trim_start_matches("sqlite://")
+        .to_string();
     let raw = || diesel::SqliteConnection::establish(&path).expect("raw connection");
     use diesel::connection::SimpleConnection;
     use diesel::Connection;
