@@ -10,8 +10,8 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::hub::LockerDeps;
 use super::messages::*;
+use super::LockerDeps;
 use crate::config::{SecondFactor, Settings};
 use crate::credentials::ServerKey;
 use crate::db::deposits::{self, LockerCtx, Prior};

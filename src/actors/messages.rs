@@ -3,13 +3,11 @@
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::locker::LockerActor;
 use crate::protocol::messages::DeviceRequest;
 use crate::protocol::FrameError;
 
-/// Hub: the locker actor for an id, started on demand.
-#[derive(Message)]
-#[rtype(result = "Addr<LockerActor>")]
+/// Hub: the locker actor for an id, started on demand. Answered with its address; that
+/// `Message` impl is in `hub.rs`, so this file names no actor.
 pub struct GetLocker {
     pub locker_id: String,
 }
@@ -149,11 +147,17 @@ pub struct Kick;
 #[rtype(result = "()")]
 pub struct OutboxQueued(pub crate::db::wake::Wakeups);
 
-/// Fires every deadline due by the application's clock, and answers with how many there were
-/// once they have fired (for tests that move the clock; the timers do this in production).
+/// Hub, then timeout actor: fire every deadline due by the application's clock, and answer
+/// with how many there were once they have fired (for tests that move the clock; the timers do
+/// this in production).
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct FireDueDeadlines;
+
+/// Hub → carrier actor: the carrier's settings changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadCarrier;
 
 /// Hub: stop all locker and carrier actors.
 #[derive(Message)]

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::hub::Hub;
-use super::messages::{ExpireReservation, GetLocker};
+use super::messages::{ExpireReservation, FireDueDeadlines, GetLocker};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::deadlines::{self, Due};
@@ -24,23 +23,18 @@ pub struct TimeoutActor {
     settings: Arc<Settings>,
     /// The application's clock: deadlines come due by it (tests move it forward).
     clock: Clock,
-    hub: Addr<Hub>,
+    /// The hub's registry of locker actors: a reservation's compartment is its locker's to release.
+    lockers: Recipient<GetLocker>,
     scheduled: HashMap<String, SpawnHandle>,
 }
 
-/// Fire every deadline due by the application's clock now, and answer once they have fired
-/// (tests move the clock forward, then send this instead of waiting for a timer).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct FireDue;
-
 impl TimeoutActor {
-    pub fn new(db: Db, settings: Arc<Settings>, clock: Clock, hub: Addr<Hub>) -> Self {
+    pub fn new(db: Db, settings: Arc<Settings>, clock: Clock, lockers: Recipient<GetLocker>) -> Self {
         Self {
             db,
             settings,
             clock,
-            hub,
+            lockers,
             scheduled: HashMap::new(),
         }
     }
@@ -72,7 +66,7 @@ impl TimeoutActor {
     fn fire(&mut self, d: Due, ctx: &mut Context<Self>) {
         let id = d.id.clone();
         ctx.spawn(
-            fire(self.db.clone(), self.hub.clone(), d)
+            fire(self.db.clone(), self.lockers.clone(), d)
                 .into_actor(self)
                 .map(move |_, act, _| {
                     act.scheduled.remove(&id);
@@ -82,12 +76,12 @@ impl TimeoutActor {
 }
 
 /// Fires one deadline. Each kind claims its row when it fires, so a deadline that a timer and
-/// a `FireDue` both reach fires once.
-async fn fire(db: Db, hub: Addr<Hub>, d: Due) {
+/// a `FireDueDeadlines` both reach fires once.
+async fn fire(db: Db, lockers: Recipient<GetLocker>, d: Due) {
     if d.kind == "reservation_expiry" {
         // The compartment is the locker actor's to release.
         let Some(locker_id) = d.locker_id.clone() else { return };
-        if let Ok(locker) = hub.send(GetLocker { locker_id }).await {
+        if let Ok(locker) = lockers.send(GetLocker { locker_id }).await {
             if let Err(e) = locker.send(ExpireReservation { due: d }).await {
                 tracing::warn!(error = %e, "reservation expiry not delivered");
             }
@@ -114,11 +108,11 @@ async fn fire(db: Db, hub: Addr<Hub>, d: Due) {
     }
 }
 
-impl Handler<FireDue> for TimeoutActor {
+impl Handler<FireDueDeadlines> for TimeoutActor {
     type Result = ResponseFuture<usize>;
 
-    fn handle(&mut self, _: FireDue, _: &mut Context<Self>) -> Self::Result {
-        let (db, hub, now) = (self.db.clone(), self.hub.clone(), self.clock.now());
+    fn handle(&mut self, _: FireDueDeadlines, _: &mut Context<Self>) -> Self::Result {
+        let (db, lockers, now) = (self.db.clone(), self.lockers.clone(), self.clock.now());
         Box::pin(async move {
             let due = match db.run(move |c| Ok(deadlines::upcoming(c, now, SCAN_LIMIT)?)).await {
                 Ok(due) => due,
@@ -129,7 +123,7 @@ impl Handler<FireDue> for TimeoutActor {
             };
             let n = due.len();
             for d in due {
-                fire(db.clone(), hub.clone(), d).await;
+                fire(db.clone(), lockers.clone(), d).await;
             }
             n
         })
