@@ -7,7 +7,8 @@ use actix::prelude::*;
 use super::carrier::CarrierActor;
 use super::locker::LockerActor;
 use super::messages::{
-    CarrierChanged, FireDueDeadlines, GetLocker, Kick, KickCarriers, OutboxQueued, ReloadCarrier, Shutdown,
+    CarrierChanged, DeadlinesQueued, FireDueDeadlines, GetLocker, Kick, KickCarriers, OutboxQueued, ReloadCarrier,
+    ScheduledDeadlines, Shutdown,
 };
 use super::notifier::NotificationActor;
 use super::retry::retry_delay;
@@ -232,6 +233,27 @@ impl Handler<OutboxQueued> for Hub {
                 n.do_send(Kick);
             }
         }
+        if !msg.0.deadlines.is_empty() {
+            if let Some(t) = &self.timeouts {
+                t.do_send(DeadlinesQueued {
+                    due_at: msg.0.deadlines,
+                });
+            }
+        }
+    }
+}
+
+impl Handler<ScheduledDeadlines> for Hub {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: ScheduledDeadlines, _: &mut Context<Self>) -> Self::Result {
+        let timeouts = self.timeouts.clone();
+        Box::pin(async move {
+            match timeouts {
+                Some(t) => t.send(ScheduledDeadlines).await.unwrap_or(0),
+                None => 0,
+            }
+        })
     }
 }
 

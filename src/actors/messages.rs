@@ -142,7 +142,8 @@ pub struct KickCarriers {
 #[rtype(result = "()")]
 pub struct Kick;
 
-/// Hub: a unit of database work queued these webhooks and notifications; wake their actors.
+/// Hub: a unit of database work queued these webhooks, notifications and deadlines; wake their
+/// actors.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct OutboxQueued(pub crate::db::wake::Wakeups);
@@ -158,6 +159,20 @@ pub struct FireDueDeadlines;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReloadCarrier;
+
+/// Hub → timeout actor: a commit scheduled deadlines falling due at these times. The ones within
+/// the actor's horizon are scheduled now rather than at the next scan.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeadlinesQueued {
+    pub due_at: std::collections::BTreeSet<chrono::NaiveDateTime>,
+}
+
+/// Hub, then timeout actor: how many deadlines have a timer waiting for them (for tests, which
+/// show that a commit's message, not the scan, scheduled one).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ScheduledDeadlines;
 
 /// Hub: stop all locker and carrier actors.
 #[derive(Message)]

@@ -1,7 +1,9 @@
 //! The TimeoutActor: every deadline (reservation expiry, reminders, dwell expiry) is a row in
-//! the database and, once it is near, a `run_later` message to this actor. A periodic scan
-//! schedules what falls due within the next two scan intervals, so memory stays bounded and
-//! a restart loses nothing: the first scan fires whatever came due while the server was down.
+//! the database and, once it is near, a `run_later` message to this actor. A commit that
+//! schedules a deadline tells this actor (`DeadlinesQueued`), which schedules it at once if it
+//! falls due within the horizon (two scan intervals). A periodic scan schedules whatever else
+//! comes within the horizon, so memory stays bounded and a restart loses nothing: the first
+//! scan fires whatever came due while the server was down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::messages::{ExpireReservation, FireDueDeadlines, GetLocker};
+use super::messages::{DeadlinesQueued, ExpireReservation, FireDueDeadlines, GetLocker, ScheduledDeadlines};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::deadlines::{self, Due};
@@ -39,10 +41,20 @@ impl TimeoutActor {
         }
     }
 
+    /// How far ahead deadlines get a timer: two scan intervals, so one scan can fail unnoticed.
+    fn horizon_end(&self) -> chrono::NaiveDateTime {
+        let horizon = Duration::from_millis(self.settings.deadline_scan_ms.saturating_mul(2));
+        self.clock.now() + chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::seconds(2))
+    }
+
     fn scan(&mut self, ctx: &mut Context<Self>) {
+        let until = self.horizon_end();
+        self.schedule_until(until, ctx);
+    }
+
+    /// Gives every pending deadline due by `until` a timer, unless it has one.
+    fn schedule_until(&mut self, until: chrono::NaiveDateTime, ctx: &mut Context<Self>) {
         let db = self.db.clone();
-        let horizon = Duration::from_millis(self.settings.deadline_scan_ms * 2);
-        let until = self.clock.now() + chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::seconds(2));
         ctx.spawn(
             async move { db.run(move |c| Ok(deadlines::upcoming(c, until, SCAN_LIMIT)?)).await }
                 .into_actor(self)
@@ -127,6 +139,27 @@ impl Handler<FireDueDeadlines> for TimeoutActor {
             }
             n
         })
+    }
+}
+
+impl Handler<DeadlinesQueued> for TimeoutActor {
+    type Result = ();
+
+    /// Reads the pending deadlines up to the latest one queued within the horizon (one read for
+    /// a commit that scheduled several); those beyond it wait for a scan to come near.
+    fn handle(&mut self, msg: DeadlinesQueued, ctx: &mut Context<Self>) {
+        let horizon_end = self.horizon_end();
+        if let Some(until) = msg.due_at.range(..=horizon_end).next_back() {
+            self.schedule_until(*until, ctx);
+        }
+    }
+}
+
+impl Handler<ScheduledDeadlines> for TimeoutActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: ScheduledDeadlines, _: &mut Context<Self>) -> usize {
+        self.scheduled.len()
     }
 }
 
