@@ -319,3 +319,33 @@ impl From<diesel::result::Error> for DeviceError {
         Self::Failed(e.into())
     }
 }
+
+/// Which errors mean the server failed (the locker actor restarts from the database) rather
+/// than refused.
+pub trait Failure {
+    fn is_server_failure(&self) -> bool;
+}
+
+impl Failure for DeviceError {
+    fn is_server_failure(&self) -> bool {
+        matches!(self, DeviceError::Failed(e) if e.is_server_failure())
+    }
+}
+
+impl Failure for AppError {
+    fn is_server_failure(&self) -> bool {
+        matches!(self, AppError::Internal(_) | AppError::Unavailable(_))
+    }
+}
+
+impl DeviceError {
+    /// Adds `retry_after_secs` to a refusal's details.
+    pub fn with_retry(self, after: std::time::Duration) -> Self {
+        match self {
+            DeviceError::Refused(e) => {
+                DeviceError::Refused(e.with_details(serde_json::json!({"retry_after_secs": after.as_secs().max(1)})))
+            }
+            other => other,
+        }
+    }
+}

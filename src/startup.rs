@@ -11,8 +11,9 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use tracing_actix_web::{RequestId, TracingLogger};
 
-use crate::actors::hub::{Hub, LockerDeps};
+use crate::actors::hub::Hub;
 use crate::actors::messages::OutboxQueued;
+use crate::actors::LockerDeps;
 use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::http::{self, AppState};

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng;
 
+use super::messages::{Kick, ReloadCarrier};
 use super::outbox_slots::{OutboxSlots, WakeTimer};
-use super::retry_delay;
+use super::retry::{backoff, retry_delay, until};
 
 use crate::config::Settings;
 use crate::credentials::ServerKey;
@@ -19,25 +19,6 @@ use crate::db::outbox::{self, AttemptOutcome, Delivery};
 use crate::db::{now, Db};
 use crate::error::AppError;
 use crate::signing;
-
-/// How long until `at` (zero if it has passed).
-pub(super) fn until(at: chrono::NaiveDateTime) -> Duration {
-    (at - now()).to_std().unwrap_or(Duration::ZERO)
-}
-
-/// Longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(8 * 3600);
-
-/// Wait before retry number `attempt` (1 = after the first failure): doubling from `base`,
-/// capped, with ±20 % jitter so a recovering receiver is not hit by a thundering herd.
-pub fn backoff(base: Duration, attempt: i32) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << (attempt - 1).clamp(0, 30) as u32)
-        .min(MAX_BACKOFF);
-    exp.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
-}
-
-use super::messages::Kick;
 
 pub struct CarrierActor {
     carrier_id: String,
@@ -279,36 +260,10 @@ impl Handler<Kick> for CarrierActor {
     }
 }
 
-/// The carrier's settings changed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ReloadCarrier;
-
 impl Handler<ReloadCarrier> for CarrierActor {
     type Result = ();
 
     fn handle(&mut self, _: ReloadCarrier, ctx: &mut Context<Self>) {
         self.reload(ctx);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        let base = Duration::from_secs(5);
-        for attempt in 1..=5 {
-            let d = backoff(base, attempt).as_secs_f64();
-            let nominal = 5.0 * f64::from(1u32 << (attempt - 1));
-            assert!(d >= nominal * 0.8 && d <= nominal * 1.2, "attempt {attempt}: {d}");
-        }
-        assert!(backoff(base, 40) <= MAX_BACKOFF.mul_f64(1.2));
-        // The default schedule (15 attempts from 5 s) spans most of a day before dead-lettering.
-        let total: f64 = (1..15)
-            .map(|a| base.saturating_mul(1 << (a - 1)).min(MAX_BACKOFF).as_secs_f64())
-            .sum();
-        assert!((15.0 * 3600.0..30.0 * 3600.0).contains(&total), "{total}");
     }
 }

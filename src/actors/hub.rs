@@ -1,32 +1,19 @@
 //! The hub: registry of locker actors, supervising each and routing messages to them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::carrier::{CarrierActor, ReloadCarrier};
+use super::carrier::CarrierActor;
 use super::locker::LockerActor;
-use super::messages::{CarrierChanged, FireDueDeadlines, GetLocker, Kick, KickCarriers, OutboxQueued, Shutdown};
+use super::messages::{
+    CarrierChanged, DeadlinesQueued, FireDueDeadlines, GetLocker, Kick, KickCarriers, OutboxQueued, ReloadCarrier,
+    ScheduledDeadlines, Shutdown,
+};
 use super::notifier::NotificationActor;
-use super::retry_delay;
-use super::timeouts::{FireDue, TimeoutActor};
-use crate::config::Settings;
-use crate::credentials::ServerKey;
-use crate::db::Db;
-use crate::ratelimit::HourlyLimit;
-
-/// Shared by every locker actor.
-#[derive(Clone)]
-pub struct LockerDeps {
-    pub db: Db,
-    pub key: ServerKey,
-    pub settings: Arc<Settings>,
-    /// The application's clock (tests move it forward).
-    pub clock: crate::clock::Clock,
-    /// Kiosk directory and phone lookups, per locker (wrong codes are counted in the database).
-    pub directory_lookups: Arc<HourlyLimit>,
-}
+use super::retry::retry_delay;
+use super::timeouts::TimeoutActor;
+use super::LockerDeps;
 
 pub struct Hub {
     deps: LockerDeps,
@@ -108,10 +95,11 @@ impl Actor for Hub {
     fn started(&mut self, ctx: &mut Context<Self>) {
         if self.timeouts.is_none() {
             let arbiter = self.next_arbiter();
-            let (db, settings, hub) = (self.deps.db.clone(), self.deps.settings.clone(), ctx.address());
+            let (db, settings) = (self.deps.db.clone(), self.deps.settings.clone());
+            let lockers = ctx.address().recipient::<GetLocker>();
             let clock = self.deps.clock.clone();
             self.timeouts = Some(Supervisor::start_in_arbiter(&arbiter, move |_| {
-                TimeoutActor::new(db, settings, clock, hub)
+                TimeoutActor::new(db, settings, clock, lockers)
             }));
         }
         if self.deps.settings.notifications_paused {
@@ -191,6 +179,13 @@ impl Supervised for Hub {
     }
 }
 
+/// The hub answers with the locker actor's address. Declared here rather than in
+/// `messages.rs`, which imports no actor: the hub, which starts the locker actors, already
+/// depends on them.
+impl Message for GetLocker {
+    type Result = Addr<LockerActor>;
+}
+
 impl Handler<GetLocker> for Hub {
     type Result = MessageResult<GetLocker>;
 
@@ -238,6 +233,27 @@ impl Handler<OutboxQueued> for Hub {
                 n.do_send(Kick);
             }
         }
+        if !msg.0.deadlines.is_empty() {
+            if let Some(t) = &self.timeouts {
+                t.do_send(DeadlinesQueued {
+                    due_at: msg.0.deadlines,
+                });
+            }
+        }
+    }
+}
+
+impl Handler<ScheduledDeadlines> for Hub {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: ScheduledDeadlines, _: &mut Context<Self>) -> Self::Result {
+        let timeouts = self.timeouts.clone();
+        Box::pin(async move {
+            match timeouts {
+                Some(t) => t.send(ScheduledDeadlines).await.unwrap_or(0),
+                None => 0,
+            }
+        })
     }
 }
 
@@ -248,7 +264,7 @@ impl Handler<FireDueDeadlines> for Hub {
         let timeouts = self.timeouts.clone();
         Box::pin(async move {
             match timeouts {
-                Some(t) => t.send(FireDue).await.unwrap_or(0),
+                Some(t) => t.send(FireDueDeadlines).await.unwrap_or(0),
                 None => 0,
             }
         })

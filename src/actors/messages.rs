@@ -3,13 +3,11 @@
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::locker::LockerActor;
 use crate::protocol::messages::DeviceRequest;
 use crate::protocol::FrameError;
 
-/// Hub: the locker actor for an id, started on demand.
-#[derive(Message)]
-#[rtype(result = "Addr<LockerActor>")]
+/// Hub: the locker actor for an id, started on demand. Answered with its address; that
+/// `Message` impl is in `hub.rs`, so this file names no actor.
 pub struct GetLocker {
     pub locker_id: String,
 }
@@ -144,16 +142,37 @@ pub struct KickCarriers {
 #[rtype(result = "()")]
 pub struct Kick;
 
-/// Hub: a unit of database work queued these webhooks and notifications; wake their actors.
+/// Hub: a unit of database work queued these webhooks, notifications and deadlines; wake their
+/// actors.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct OutboxQueued(pub crate::db::wake::Wakeups);
 
-/// Fires every deadline due by the application's clock, and answers with how many there were
-/// once they have fired (for tests that move the clock; the timers do this in production).
+/// Hub, then timeout actor: fire every deadline due by the application's clock, and answer
+/// with how many there were once they have fired (for tests that move the clock; the timers do
+/// this in production).
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct FireDueDeadlines;
+
+/// Hub → carrier actor: the carrier's settings changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadCarrier;
+
+/// Hub → timeout actor: a commit scheduled deadlines falling due at these times. The ones within
+/// the actor's horizon are scheduled now rather than at the next scan.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeadlinesQueued {
+    pub due_at: std::collections::BTreeSet<chrono::NaiveDateTime>,
+}
+
+/// Hub, then timeout actor: how many deadlines have a timer waiting for them (for tests, which
+/// show that a commit's message, not the scan, scheduled one).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ScheduledDeadlines;
 
 /// Hub: stop all locker and carrier actors.
 #[derive(Message)]

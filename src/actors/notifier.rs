@@ -12,9 +12,9 @@ use actix::prelude::*;
 use chrono::TimeZone;
 use serde_json::{json, Value};
 
-use super::carrier::{backoff, until};
 use super::messages::Kick;
 use super::outbox_slots::{OutboxSlots, WakeTimer};
+use super::retry::{backoff, until};
 use crate::config::Settings;
 use crate::db::notifications::{self, AttemptOutcome, Context as MsgContext, Notification};
 use crate::db::{now, Db};

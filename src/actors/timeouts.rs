@@ -1,7 +1,9 @@
 //! The TimeoutActor: every deadline (reservation expiry, reminders, dwell expiry) is a row in
-//! the database and, once it is near, a `run_later` message to this actor. A periodic scan
-//! schedules what falls due within the next two scan intervals, so memory stays bounded and
-//! a restart loses nothing: the first scan fires whatever came due while the server was down.
+//! the database and, once it is near, a `run_later` message to this actor. A commit that
+//! schedules a deadline tells this actor (`DeadlinesQueued`), which schedules it at once if it
+//! falls due within the horizon (two scan intervals). A periodic scan schedules whatever else
+//! comes within the horizon, so memory stays bounded and a restart loses nothing: the first
+//! scan fires whatever came due while the server was down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,8 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::hub::Hub;
-use super::messages::{ExpireReservation, GetLocker};
+use super::messages::{DeadlinesQueued, ExpireReservation, FireDueDeadlines, GetLocker, ScheduledDeadlines};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::deadlines::{self, Due};
@@ -24,31 +25,36 @@ pub struct TimeoutActor {
     settings: Arc<Settings>,
     /// The application's clock: deadlines come due by it (tests move it forward).
     clock: Clock,
-    hub: Addr<Hub>,
+    /// The hub's registry of locker actors: a reservation's compartment is its locker's to release.
+    lockers: Recipient<GetLocker>,
     scheduled: HashMap<String, SpawnHandle>,
 }
 
-/// Fire every deadline due by the application's clock now, and answer once they have fired
-/// (tests move the clock forward, then send this instead of waiting for a timer).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct FireDue;
-
 impl TimeoutActor {
-    pub fn new(db: Db, settings: Arc<Settings>, clock: Clock, hub: Addr<Hub>) -> Self {
+    pub fn new(db: Db, settings: Arc<Settings>, clock: Clock, lockers: Recipient<GetLocker>) -> Self {
         Self {
             db,
             settings,
             clock,
-            hub,
+            lockers,
             scheduled: HashMap::new(),
         }
     }
 
+    /// How far ahead deadlines get a timer: two scan intervals, so one scan can fail unnoticed.
+    fn horizon_end(&self) -> chrono::NaiveDateTime {
+        let horizon = Duration::from_millis(self.settings.deadline_scan_ms.saturating_mul(2));
+        self.clock.now() + chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::seconds(2))
+    }
+
     fn scan(&mut self, ctx: &mut Context<Self>) {
+        let until = self.horizon_end();
+        self.schedule_until(until, ctx);
+    }
+
+    /// Gives every pending deadline due by `until` a timer, unless it has one.
+    fn schedule_until(&mut self, until: chrono::NaiveDateTime, ctx: &mut Context<Self>) {
         let db = self.db.clone();
-        let horizon = Duration::from_millis(self.settings.deadline_scan_ms * 2);
-        let until = self.clock.now() + chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::seconds(2));
         ctx.spawn(
             async move { db.run(move |c| Ok(deadlines::upcoming(c, until, SCAN_LIMIT)?)).await }
                 .into_actor(self)
@@ -72,7 +78,7 @@ impl TimeoutActor {
     fn fire(&mut self, d: Due, ctx: &mut Context<Self>) {
         let id = d.id.clone();
         ctx.spawn(
-            fire(self.db.clone(), self.hub.clone(), d)
+            fire(self.db.clone(), self.lockers.clone(), d)
                 .into_actor(self)
                 .map(move |_, act, _| {
                     act.scheduled.remove(&id);
@@ -82,12 +88,12 @@ impl TimeoutActor {
 }
 
 /// Fires one deadline. Each kind claims its row when it fires, so a deadline that a timer and
-/// a `FireDue` both reach fires once.
-async fn fire(db: Db, hub: Addr<Hub>, d: Due) {
+/// a `FireDueDeadlines` both reach fires once.
+async fn fire(db: Db, lockers: Recipient<GetLocker>, d: Due) {
     if d.kind == "reservation_expiry" {
         // The compartment is the locker actor's to release.
         let Some(locker_id) = d.locker_id.clone() else { return };
-        if let Ok(locker) = hub.send(GetLocker { locker_id }).await {
+        if let Ok(locker) = lockers.send(GetLocker { locker_id }).await {
             if let Err(e) = locker.send(ExpireReservation { due: d }).await {
                 tracing::warn!(error = %e, "reservation expiry not delivered");
             }
@@ -114,11 +120,11 @@ async fn fire(db: Db, hub: Addr<Hub>, d: Due) {
     }
 }
 
-impl Handler<FireDue> for TimeoutActor {
+impl Handler<FireDueDeadlines> for TimeoutActor {
     type Result = ResponseFuture<usize>;
 
-    fn handle(&mut self, _: FireDue, _: &mut Context<Self>) -> Self::Result {
-        let (db, hub, now) = (self.db.clone(), self.hub.clone(), self.clock.now());
+    fn handle(&mut self, _: FireDueDeadlines, _: &mut Context<Self>) -> Self::Result {
+        let (db, lockers, now) = (self.db.clone(), self.lockers.clone(), self.clock.now());
         Box::pin(async move {
             let due = match db.run(move |c| Ok(deadlines::upcoming(c, now, SCAN_LIMIT)?)).await {
                 Ok(due) => due,
@@ -129,10 +135,31 @@ impl Handler<FireDue> for TimeoutActor {
             };
             let n = due.len();
             for d in due {
-                fire(db.clone(), hub.clone(), d).await;
+                fire(db.clone(), lockers.clone(), d).await;
             }
             n
         })
+    }
+}
+
+impl Handler<DeadlinesQueued> for TimeoutActor {
+    type Result = ();
+
+    /// Reads the pending deadlines up to the latest one queued within the horizon (one read for
+    /// a commit that scheduled several); those beyond it wait for a scan to come near.
+    fn handle(&mut self, msg: DeadlinesQueued, ctx: &mut Context<Self>) {
+        let horizon_end = self.horizon_end();
+        if let Some(until) = msg.due_at.range(..=horizon_end).next_back() {
+            self.schedule_until(*until, ctx);
+        }
+    }
+}
+
+impl Handler<ScheduledDeadlines> for TimeoutActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: ScheduledDeadlines, _: &mut Context<Self>) -> usize {
+        self.scheduled.len()
     }
 }
 

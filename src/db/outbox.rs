@@ -63,7 +63,8 @@ pub fn enqueue_notification(
     Ok(id)
 }
 
-/// Persists a deadline; the scheduler rebuilds its timers from these rows at start.
+/// Persists a deadline; the scheduler rebuilds its timers from these rows at start, and is told
+/// of this one after the commit (a near one is scheduled at once, not at the next scan).
 pub fn schedule_deadline(conn: &mut DbConn, parcel_id: &str, kind: &str, due_at: NaiveDateTime) -> QueryResult<()> {
     diesel::insert_into(deadlines::table)
         .values((
@@ -73,8 +74,9 @@ pub fn schedule_deadline(conn: &mut DbConn, parcel_id: &str, kind: &str, due_at:
             deadlines::due_at.eq(due_at),
             deadlines::created_at.eq(now()),
         ))
-        .execute(conn)
-        .map(drop)
+        .execute(conn)?;
+    super::wake::deadline_scheduled(due_at);
+    Ok(())
 }
 
 /// Cancels a parcel's pending deadlines (all kinds when `kinds` is empty).

@@ -1,12 +1,15 @@
-//! Who to wake after a unit of database work: the outbox functions note what they queued, and
-//! [`super::Db`] hands the note to its commit hook once the work is done, so the carrier and
-//! notification actors send at once instead of at their next scan (which stays, as a safety
-//! net for what a crash left behind).
+//! Who to wake after a unit of database work: the outbox functions note what they queued (and
+//! `schedule_deadline` when a deadline falls due), and [`super::Db`] hands the note to its
+//! commit hook once the work is done, so the carrier and notification actors send at once, and
+//! the timeout actor schedules a near deadline, instead of at their next scan (which stays, as
+//! a safety net for what a crash left behind).
 //!
 //! The note is thread-local: a unit of work runs start to end on one blocking thread.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+
+use chrono::NaiveDateTime;
 
 /// What a unit of work queued.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -15,11 +18,13 @@ pub struct Wakeups {
     pub carriers: BTreeSet<String>,
     /// Whether a notification was queued.
     pub notifications: bool,
+    /// When the deadlines scheduled fall due (the timeout actor schedules the near ones).
+    pub deadlines: BTreeSet<NaiveDateTime>,
 }
 
 impl Wakeups {
     pub fn is_empty(&self) -> bool {
-        self.carriers.is_empty() && !self.notifications
+        self.carriers.is_empty() && !self.notifications && self.deadlines.is_empty()
     }
 }
 
@@ -35,6 +40,12 @@ pub(super) fn webhook_queued(carrier_id: &str) {
 
 pub(super) fn notification_queued() {
     QUEUED.with(|q| q.borrow_mut().notifications = true);
+}
+
+pub(super) fn deadline_scheduled(due_at: NaiveDateTime) {
+    QUEUED.with(|q| {
+        q.borrow_mut().deadlines.insert(due_at);
+    });
 }
 
 /// Takes (and clears) what this thread queued since the last call.

@@ -574,3 +574,14 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
         .map(|(_, v)| v.as_str())
         .unwrap_or("")
 }
+
+impl TestApp {
+    /// How many deadlines have a timer waiting in the timeout actor right now.
+    #[allow(dead_code)] // not every suite looks at the timeout actor
+    pub async fn scheduled_deadlines(&self) -> usize {
+        self.hub
+            .send(lockerhub::actors::messages::ScheduledDeadlines)
+            .await
+            .expect("the hub answers")
+    }
+}

@@ -3,6 +3,7 @@ mod admin_changes;
 mod carrier_api;
 mod carriers;
 mod cli;
+mod deadline_wakeups;
 mod deadlines;
 mod device;
 mod device_corrections;

@@ -1,0 +1,139 @@
+//! What carriers, the admin API and the timeout actor ask of a locker outside a device call:
+//! pre-advice, cancelling a parcel, a collection code, a new pickup code, a reservation expiring.
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use super::LockerActor;
+use crate::actors::messages::*;
+use crate::db::deposits;
+use crate::domain::CompartmentStatus;
+use crate::error::AppError;
+
+impl Handler<PreAdviseParcel> for LockerActor {
+    type Result = AtomicResponse<Self, Result<crate::db::inbound::PreAdviceOutcome, AppError>>;
+
+    fn handle(&mut self, msg: PreAdviseParcel, _: &mut Context<Self>) -> Self::Result {
+        let slots = self.slots.clone();
+        let busy = self.busy();
+        let advice = msg.advice;
+        AtomicResponse::new(self.db_op(
+            move |c, me| {
+                let outcome = crate::db::inbound::pre_advise(c, me, &advice, &slots, &busy)?;
+                crate::db::inbound::remember(c, &advice.carrier_id, &advice.event_id, 202, &json!(outcome))?;
+                Ok(outcome)
+            },
+            |outcome, act, _| {
+                if let Some(n) = outcome.compartment {
+                    act.set_slot(n, CompartmentStatus::Reserved);
+                }
+                Ok(outcome)
+            },
+        ))
+    }
+}
+
+impl Handler<CancelParcel> for LockerActor {
+    type Result = AtomicResponse<Self, Result<Value, AppError>>;
+
+    fn handle(&mut self, msg: CancelParcel, _: &mut Context<Self>) -> Self::Result {
+        if self
+            .doors
+            .values()
+            .any(|d| d.parcel_id() == Some(msg.parcel_id.as_str()))
+        {
+            let e = AppError::Conflict {
+                code: "deposit_in_progress",
+                message: "a driver is depositing this parcel right now".into(),
+            };
+            return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+        }
+        AtomicResponse::new(self.db_op(
+            move |c, _| {
+                let actor = format!("carrier:{}", msg.carrier_id);
+                let freed = crate::db::inbound::cancel(c, &msg.parcel_id, &actor, &msg.reason)?;
+                let body = json!({"parcel_id": msg.parcel_id, "state": "cancelled", "released_compartment": freed});
+                crate::db::inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &body)?;
+                Ok((freed, body))
+            },
+            |(freed, body), act, _| {
+                if let Some(n) = freed {
+                    act.set_slot(n, CompartmentStatus::Free);
+                }
+                Ok(body)
+            },
+        ))
+    }
+}
+
+impl Handler<IssueCollectionCode> for LockerActor {
+    type Result = AtomicResponse<Self, Result<Value, AppError>>;
+
+    fn handle(&mut self, msg: IssueCollectionCode, _: &mut Context<Self>) -> Self::Result {
+        let key = self.deps.key.clone();
+        let len = self.deps.settings.pickup_code_length;
+        AtomicResponse::new(self.db_op(
+            move |c, me| {
+                let actor = format!("carrier:{}", msg.carrier_id);
+                let (code, number) =
+                    crate::db::inbound::issue_collection_code(c, me, &key, &msg.parcel_id, len, &actor)?;
+                let body = json!({"parcel_id": msg.parcel_id, "locker_id": me.locker_id, "compartment": number,
+                                  "collection_code": code});
+                // The code is the carrier's to keep: what is remembered for a replay omits it.
+                let remembered = json!({"parcel_id": msg.parcel_id, "locker_id": me.locker_id, "compartment": number,
+                                        "collection_code": null, "note": "already issued; request a new code with a new event id"});
+                crate::db::inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &remembered)?;
+                Ok(body)
+            },
+            |body, _, _| Ok(body),
+        ))
+    }
+}
+
+impl Handler<ResendCode> for LockerActor {
+    type Result = AtomicResponse<Self, Result<String, AppError>>;
+
+    fn handle(&mut self, msg: ResendCode, _: &mut Context<Self>) -> Self::Result {
+        let key = self.deps.key.clone();
+        let len = self.deps.settings.pickup_code_length;
+        AtomicResponse::new(self.db_op(
+            move |c, me| deposits::reissue_code(c, me, &key, len, &msg.parcel_id, &msg.actor),
+            |id, _, _| Ok(id),
+        ))
+    }
+}
+
+impl Handler<ExpireReservation> for LockerActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: ExpireReservation, _: &mut Context<Self>) -> Self::Result {
+        let due = msg.due;
+        // The driver is depositing it right now: the reservation has done its job.
+        let in_progress = self
+            .doors
+            .values()
+            .any(|d| d.parcel_id() == Some(due.parcel_id.as_str()));
+        AtomicResponse::new(Box::pin(
+            self.db_op(
+                move |c, me| -> Result<Option<i32>, AppError> {
+                    if in_progress {
+                        crate::db::deadlines::claim(c, &due.id)?;
+                        return Ok(None);
+                    }
+                    crate::db::deadlines::expire_reservation(c, me, &due)
+                },
+                |freed, act, _| {
+                    if let Some(n) = freed {
+                        act.set_slot(n, CompartmentStatus::Free);
+                    }
+                    Ok(())
+                },
+            )
+            .map(|res: Result<(), AppError>, _, _| {
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, "reservation expiry failed; it will be retried");
+                }
+            }),
+        ))
+    }
+}

@@ -1,0 +1,307 @@
+//! The device-call pipeline: dedup (memory, then the stored answers), one handler per action,
+//! and the answer frame; plus the calls that are neither deposits, doors nor codes (boot,
+//! heartbeat, carrier list, directory search, fault).
+
+use actix::prelude::*;
+use serde_json::json;
+
+use super::{done, fail, refuse, CallRecord, LockerActor, Reply};
+use crate::actors::messages::*;
+use crate::db::{carriers, device_calls, interrupted, lockers, pickups, recipients};
+use crate::domain::recovery::{self, Sensed};
+use crate::domain::CompartmentStatus;
+use crate::error::DeviceError;
+use crate::protocol::messages::*;
+use crate::protocol::{ErrorCode, Frame, FrameError, PROTOCOL_VERSION};
+
+/// At most this many residents answer one `SearchDirectory`.
+pub(super) const DIRECTORY_RESULTS: i64 = 5;
+
+impl Handler<DeviceCall> for LockerActor {
+    type Result = AtomicResponse<Self, String>;
+
+    fn handle(&mut self, msg: DeviceCall, ctx: &mut Context<Self>) -> Self::Result {
+        // A boot always runs: it re-establishes the session's state.
+        let is_boot = matches!(msg.request, DeviceRequest::BootNotification(_));
+        if let Some(answer) = self.dedup.get(&msg.msg_id, &msg.fingerprint).filter(|_| !is_boot) {
+            return AtomicResponse::new(Box::pin(fut::ready(answer)));
+        }
+        if self.session.as_ref().is_none_or(|(s, _)| *s != msg.session_id) {
+            let e = FrameError::new(ErrorCode::ProtocolError, "this session was replaced by a newer one");
+            let id = msg.msg_id;
+            return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
+        }
+        if !changes_state(&msg.request) {
+            return AtomicResponse::new(self.run_call(msg, false, ctx));
+        }
+        // Not in memory: the answer may have been committed by a server process that has
+        // since stopped. The mailbox waits for this lookup, so nothing runs in between.
+        let (db, locker_id, msg_id) = (self.deps.db.clone(), self.id.clone(), msg.msg_id.clone());
+        let lookup = async move { db.run(move |c| Ok(device_calls::find(c, &locker_id, &msg_id)?)).await };
+        AtomicResponse::new(Box::pin(lookup.into_actor(self).then(move |found, act, ctx| {
+            match found {
+                Ok(Some(stored)) if stored.fingerprint == msg.fingerprint => {
+                    let text = match serde_json::from_str(&stored.answer) {
+                        Ok(payload) => Frame::Result {
+                            id: msg.msg_id.clone(),
+                            payload,
+                        }
+                        .to_text(),
+                        Err(e) => Frame::Error {
+                            id: msg.msg_id.clone(),
+                            error: FrameError::new(ErrorCode::InternalError, format!("stored answer unreadable: {e}")),
+                        }
+                        .to_text(),
+                    };
+                    act.dedup.put(msg.msg_id, msg.fingerprint, text.clone());
+                    Box::pin(fut::ready(text)) as ResponseActFuture<Self, String>
+                }
+                // Whether this call already ran is unknown: it must not run (again) blindly.
+                Err(e) => {
+                    tracing::warn!(locker = %act.id, error = %e, "cannot read remembered device calls");
+                    let error = FrameError::new(ErrorCode::InternalError, "server unavailable; retry with the same id");
+                    Box::pin(fut::ready(Frame::Error { id: msg.msg_id, error }.to_text()))
+                }
+                // Never answered, or a reused id with another payload: it runs as a new call.
+                Ok(_) => act.run_call(msg, true, ctx),
+            }
+        })))
+    }
+}
+
+/// Calls whose result reports a change the server committed (a compartment reserved, a deposit
+/// completed, a door session begun, a fault recorded). Their answers are stored with the change
+/// so a retry after a server restart gets them; the others are read-only and simply run again.
+pub(super) fn changes_state(req: &DeviceRequest) -> bool {
+    match req {
+        DeviceRequest::BootNotification(_)
+        | DeviceRequest::Heartbeat
+        | DeviceRequest::ListCarriers
+        | DeviceRequest::IdentifyCourier { .. }
+        | DeviceRequest::EndInteraction
+        | DeviceRequest::SearchDirectory { .. } => false,
+        DeviceRequest::StartDeposit(_)
+        | DeviceRequest::DoesNotFit(_)
+        | DeviceRequest::CancelDeposit(_)
+        | DeviceRequest::DoorEvent(_)
+        | DeviceRequest::Pickup(_)
+        | DeviceRequest::FaultNotification(_)
+        | DeviceRequest::CollectReturn { .. } => true,
+    }
+}
+
+impl LockerActor {
+    /// Runs a device call and turns its outcome into the frame to send; `persist` stores a
+    /// state-changing result in the transaction that commits the change (see `db_change`).
+    pub(super) fn run_call(
+        &mut self,
+        msg: DeviceCall,
+        persist: bool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, String> {
+        let (id, fingerprint) = (msg.msg_id, msg.fingerprint);
+        let is_boot = matches!(msg.request, DeviceRequest::BootNotification(_));
+        if !self.booted && !is_boot {
+            // Not remembered: after booting, a retry with the same id must run.
+            let e = FrameError::new(ErrorCode::ProtocolError, "send BootNotification first");
+            return Box::pin(fut::ready(Frame::Error { id, error: e }.to_text()));
+        }
+        let action = msg.request.action();
+        self.recording = persist.then(|| CallRecord {
+            msg_id: id.clone(),
+            fingerprint: fingerprint.clone(),
+        });
+        let work = self.dispatch(msg.request, ctx);
+        // Only a transaction started by this dispatch may record this call.
+        self.recording = None;
+        Box::pin(work.map(move |res, act, _| {
+            let (frame, remember) = match res {
+                Ok(payload) => (
+                    Frame::Result {
+                        id: id.clone(),
+                        payload,
+                    },
+                    true,
+                ),
+                // Failures are not remembered: a retry with the same id runs again.
+                Err(e) => (
+                    Frame::Error {
+                        id: id.clone(),
+                        error: e.to_frame_error(),
+                    },
+                    matches!(e, DeviceError::Refused(_)),
+                ),
+            };
+            tracing::debug!(locker = %act.id, action, msg_id = %id, "device call answered");
+            let text = frame.to_text();
+            if remember && !is_boot {
+                act.dedup.put(id, fingerprint, text.clone());
+            }
+            text
+        }))
+    }
+
+    pub(super) fn dispatch(&mut self, req: DeviceRequest, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Reply> {
+        if !self.booted && !matches!(req, DeviceRequest::BootNotification(_)) {
+            return fail(refuse(ErrorCode::ProtocolError, "send BootNotification first"));
+        }
+        if !matches!(req, DeviceRequest::BootNotification(_) | DeviceRequest::Heartbeat) {
+            // Anything the kiosk does keeps its interaction alive; silence past the timeout
+            // (on the app clock) ends it before this call is judged.
+            let timeout = chrono::Duration::seconds(self.deps.settings.kiosk_interaction_timeout_secs as i64);
+            self.kiosk.activity(self.deps.clock.now(), timeout);
+        }
+        match req {
+            DeviceRequest::BootNotification(b) => self.boot(b),
+            DeviceRequest::Heartbeat => done(json!({"server_time": crate::db::ts_string(crate::db::now())})),
+            DeviceRequest::ListCarriers => self.db_op(
+                |c, _| Ok(carriers::active(c)?),
+                |list, _, _| {
+                    let list: Vec<CarrierInfo> = list.into_iter().map(CarrierInfo::from).collect();
+                    Ok(json!({"carriers": list}))
+                },
+            ),
+            DeviceRequest::IdentifyCourier { courier_code } => self.identify_courier(courier_code),
+            DeviceRequest::EndInteraction => done(json!({"ended": self.kiosk.end()})),
+            DeviceRequest::SearchDirectory { query } => self.search_directory(query),
+            DeviceRequest::StartDeposit(s) => self.start_deposit(s),
+            DeviceRequest::DoesNotFit(r) => self.does_not_fit(r.deposit_id),
+            DeviceRequest::CancelDeposit(r) => self.cancel_deposit(r.deposit_id, ctx),
+            DeviceRequest::DoorEvent(e) => self.door_event(e),
+            DeviceRequest::Pickup(p) => self.pickup(p),
+            DeviceRequest::FaultNotification(f) => self.fault(f),
+            DeviceRequest::CollectReturn { collection_code } => self.collect_return(collection_code),
+        }
+    }
+
+    pub(super) fn boot(&mut self, b: BootNotification) -> ResponseActFuture<Self, Reply> {
+        let settings = self.deps.settings.clone();
+        let settings_for_settle = settings.clone();
+        let config = BootConfig {
+            pickup_code_length: settings.pickup_code_length,
+            deposit_timeout_secs: settings.deposit_timeout_secs,
+            kiosk_interaction_timeout_secs: settings.kiosk_interaction_timeout_secs,
+        };
+        let major = |v: &str| v.split('.').next().unwrap_or_default().to_string();
+        if major(&b.protocol_version) != major(PROTOCOL_VERSION)
+            || b.compartments.len() > crate::domain::MAX_COMPARTMENTS as usize
+        {
+            let resp = BootResponse {
+                status: "Rejected".into(),
+                server_time: crate::db::ts_string(crate::db::now()),
+                heartbeat_interval: settings.device_heartbeat_secs,
+                config,
+                discrepancies: vec![],
+            };
+            return done(json!(resp));
+        }
+        let busy = self.busy();
+        let id = self.id.clone();
+        let waiting = self.awaiting_sessions();
+        let key = self.deps.key.clone();
+        self.db_op(
+            move |c, me| {
+                let fw: String = b.firmware_version.chars().take(64).collect();
+                let pv: String = b.protocol_version.chars().take(16).collect();
+                lockers::set_connection(c, &me.locker_id, true, Some((&fw, &pv)))?;
+                // Sessions a server restart interrupted: the snapshot says how they ended.
+                let mut decided = Vec::new();
+                for s in &waiting {
+                    let sensed = b.compartments.iter().find(|c| c.number == s.number).map(|c| Sensed {
+                        door_open: c.door == Door::Open,
+                        occupied: c.occupied,
+                    });
+                    let decision = recovery::decide(s.kind, sensed);
+                    interrupted::settle(c, me, &key, &settings_for_settle, s, decision)?;
+                    decided.push((s.number, decision));
+                }
+                let found = pickups::reconcile(c, me, &b.compartments, &busy)?;
+                Ok((found, decided, lockers::slots(c, &id)?))
+            },
+            move |(found, decided, slots), act, ctx| {
+                act.settled(decided, ctx);
+                act.slots = slots;
+                for n in act.doors.keys().copied().collect::<Vec<_>>() {
+                    act.set_slot(n, CompartmentStatus::Reserved);
+                }
+                act.booted = true;
+                if !found.is_empty() {
+                    tracing::warn!(locker = %act.id, discrepancies = found.len(), "boot snapshot differs from the database");
+                }
+                Ok(json!(BootResponse {
+                    status: "Accepted".into(),
+                    server_time: crate::db::ts_string(crate::db::now()),
+                    heartbeat_interval: settings.device_heartbeat_secs,
+                    config,
+                    discrepancies: found,
+                }))
+            },
+        )
+    }
+
+    /// Takes one kiosk lookup (directory search or phone match) from this locker's hourly
+    /// allowance: a stolen or spoofed device credential must not enumerate a building.
+    pub(super) fn lookup_allowed(&self) -> Result<(), DeviceError> {
+        self.deps.directory_lookups.check(&self.id).map_err(|wait| {
+            tracing::warn!(locker = %self.id, "kiosk directory lookups over the hourly allowance");
+            refuse(
+                ErrorCode::LockedOut,
+                format!("too many directory lookups; try again in {} s", wait.as_secs().max(1)),
+            )
+            .with_retry(wait)
+        })
+    }
+
+    pub(super) fn search_directory(&mut self, query: String) -> ResponseActFuture<Self, Reply> {
+        let q = query.trim().to_string();
+        if !(2..=50).contains(&q.chars().count()) {
+            return fail(refuse(ErrorCode::ProtocolError, "query must be 2 to 50 characters"));
+        }
+        if let Err(e) = self.lookup_allowed() {
+            return fail(e);
+        }
+        self.db_op(
+            move |c, me| Ok(recipients::directory(c, &me.site_id, &q, DIRECTORY_RESULTS)?),
+            |found, _, _| {
+                // The least a driver needs to pick the resident on the label: a reference to
+                // deposit with, initials and the unit. Never a full name or a phone number.
+                let entries: Vec<RecipientEntry> = found
+                    .into_iter()
+                    .map(|r| RecipientEntry {
+                        id: r.id,
+                        name: crate::domain::privacy::masked_name(&r.name),
+                        unit: r.unit,
+                    })
+                    .collect();
+                Ok(json!({"recipients": entries}))
+            },
+        )
+    }
+
+    pub(super) fn fault(&mut self, f: FaultNotification) -> ResponseActFuture<Self, Reply> {
+        let number = f.compartment;
+        if !self.slots.iter().any(|s| s.number == number) {
+            return fail(refuse(ErrorCode::NotFound, format!("no compartment {number}")));
+        }
+        let kind: String = f.kind.chars().take(64).collect();
+        let detail: String = f.detail.chars().take(500).collect();
+        self.db_change(
+            move |c, me| pickups::fault(c, me, Some(number), &kind, &detail),
+            |_| Some(json!({})),
+            move |_, act, _| {
+                act.set_slot(number, CompartmentStatus::OutOfService);
+                Ok(())
+            },
+        )
+    }
+}
+
+impl From<crate::db::carriers::Carrier> for CarrierInfo {
+    fn from(c: crate::db::carriers::Carrier) -> Self {
+        CarrierInfo {
+            id: c.id,
+            code: c.code,
+            name: c.name,
+        }
+    }
+}
