@@ -385,6 +385,16 @@ impl Settings {
         }
     }
 
+    /// The deposit rules this configuration sets, on the application's clock.
+    pub fn deposit_policy(&self, clock: crate::clock::Clock) -> crate::domain::deposit::DepositPolicy {
+        crate::domain::deposit::DepositPolicy {
+            pickup_code_length: self.pickup_code_length,
+            dwell_hours: i64::from(self.dwell_hours),
+            reminder_offsets_hours: self.reminder_offsets_hours.clone(),
+            clock,
+        }
+    }
+
     /// A new clock with this configuration's hour. A running application has one, shared by
     /// everything in it (`AppState::clock`); use that one to read the time.
     pub fn clock(&self) -> crate::clock::Clock {

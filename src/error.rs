@@ -258,94 +258,14 @@ impl From<OpError> for AppError {
     }
 }
 
-/// What a locker operation can end in besides success: a refusal the device is told about
-/// (no compartment, wrong code…), or a server failure it may retry with the same message id.
-#[derive(Debug)]
-pub enum DeviceError {
-    Refused(crate::protocol::FrameError),
-    Failed(AppError),
-}
-
-impl DeviceError {
-    pub fn refuse(code: crate::protocol::ErrorCode, message: impl Into<String>) -> Self {
-        Self::Refused(crate::protocol::FrameError::new(code, message))
-    }
-
-    pub fn to_frame_error(&self) -> crate::protocol::FrameError {
-        match self {
-            Self::Refused(e) => e.clone(),
-            Self::Failed(e) => {
-                tracing::error!(error = %e, "locker operation failed");
-                crate::protocol::FrameError::new(
-                    crate::protocol::ErrorCode::InternalError,
-                    "server error; retry with the same message id",
-                )
-            }
-        }
-    }
-}
-
-impl From<crate::domain::refusal::Refusal> for DeviceError {
-    fn from(r: crate::domain::refusal::Refusal) -> Self {
-        use crate::domain::refusal::Refusal as R;
-        use crate::protocol::ErrorCode;
-        let code = match &r {
-            R::NotFound(_) => ErrorCode::NotFound,
-            R::InvalidInput(_) => ErrorCode::ProtocolError,
-            R::NoCompartment(_) => ErrorCode::NoCompartment,
-            R::InvalidState(_) | R::InvalidTransition { .. } | R::StateChanged { .. } => ErrorCode::InvalidState,
-        };
-        Self::Refused(crate::protocol::FrameError::new(code, r.message()).with_details(r.details()))
-    }
-}
-
-impl From<OpError> for DeviceError {
-    fn from(e: OpError) -> Self {
-        match e {
-            OpError::Refused(r) => r.into(),
-            OpError::Failed(e) => Self::Failed(e),
-        }
-    }
-}
-
-impl From<AppError> for DeviceError {
-    fn from(e: AppError) -> Self {
-        Self::Failed(e)
-    }
-}
-
-impl From<diesel::result::Error> for DeviceError {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Failed(e.into())
-    }
-}
-
 /// Which errors mean the server failed (the locker actor restarts from the database) rather
 /// than refused.
 pub trait Failure {
     fn is_server_failure(&self) -> bool;
 }
 
-impl Failure for DeviceError {
-    fn is_server_failure(&self) -> bool {
-        matches!(self, DeviceError::Failed(e) if e.is_server_failure())
-    }
-}
-
 impl Failure for AppError {
     fn is_server_failure(&self) -> bool {
         matches!(self, AppError::Internal(_) | AppError::Unavailable(_))
-    }
-}
-
-impl DeviceError {
-    /// Adds `retry_after_secs` to a refusal's details.
-    pub fn with_retry(self, after: std::time::Duration) -> Self {
-        match self {
-            DeviceError::Refused(e) => {
-                DeviceError::Refused(e.with_details(serde_json::json!({"retry_after_secs": after.as_secs().max(1)})))
-            }
-            other => other,
-        }
     }
 }

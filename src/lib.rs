@@ -15,3 +15,7 @@ pub mod signing;
 pub mod simulator;
 pub mod startup;
 pub mod telemetry;
+pub mod workflows;
+
+#[cfg(test)]
+mod layering;

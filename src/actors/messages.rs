@@ -98,9 +98,9 @@ pub struct RequestRemoteOpen {
 /// Carrier → locker: a pre-advice to reserve a compartment for. Answered and remembered
 /// (for idempotency) in the same transaction.
 #[derive(Message)]
-#[rtype(result = "Result<crate::db::inbound::PreAdviceOutcome, crate::error::AppError>")]
+#[rtype(result = "Result<crate::workflows::carrier_events::PreAdviceOutcome, crate::error::AppError>")]
 pub struct PreAdviseParcel {
-    pub advice: crate::db::inbound::PreAdvice,
+    pub advice: crate::workflows::carrier_events::PreAdvice,
 }
 
 /// Carrier → locker: cancel or redirect a parcel not yet deposited, releasing its compartment.

@@ -104,8 +104,8 @@ async fn fire(db: Db, lockers: Recipient<GetLocker>, d: Due) {
     let res = db
         .run(move |c| {
             write_transaction(c, |c| match d.kind.as_str() {
-                "dwell_expiry" => deadlines::fire_dwell_expiry(c, &d),
-                "reminder" | "expiring_soon" => deadlines::fire_reminder(c, &d),
+                "dwell_expiry" => crate::workflows::expiry::fire_dwell_expiry(c, &d),
+                "reminder" | "expiring_soon" => crate::workflows::expiry::fire_reminder(c, &d),
                 other => {
                     tracing::warn!(kind = other, "unknown deadline kind; marking it fired");
                     Ok(deadlines::claim(c, &d.id)?)

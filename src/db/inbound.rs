@@ -1,20 +1,12 @@
 //! Carrier callbacks: idempotency by event id, and the transactions they cause.
 
-use std::collections::HashSet;
-
-use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::deposits::{set_status, settle_status, LockerCtx};
-use super::parcels::{EventNote, ParcelChange};
 use super::schema::{compartments, inbound_events, lockers as lockers_t, parcels};
-use super::{new_id, now, outbox, parcels as parcel_rows, DbConn};
-use crate::credentials::{generate_numeric_code, ServerKey};
-use crate::domain::allocation::{allocate, Request, Slot};
+use super::{now, parcels as parcel_rows, DbConn};
 use crate::domain::parcel::ParcelState;
 use crate::domain::{CompartmentStatus, Size};
-use crate::error::AppError;
 
 /// The stored answer to an event this carrier already sent.
 pub fn answered(conn: &mut DbConn, carrier_id: &str, event_id: &str) -> QueryResult<Option<(u16, Value)>> {
@@ -38,30 +30,6 @@ pub fn remember(conn: &mut DbConn, carrier_id: &str, event_id: &str, status: u16
         ))
         .execute(conn)
         .map(drop)
-}
-
-/// A pre-advice, parsed and resolved to a site, recipient and locker.
-#[derive(Debug, Clone)]
-pub struct PreAdvice {
-    pub event_id: String,
-    pub carrier_id: String,
-    pub tracking_number: String,
-    pub site_id: String,
-    pub recipient_id: String,
-    pub needs_accessible: bool,
-    pub size: Size,
-    pub reserve_until: NaiveDateTime,
-}
-
-/// What a pre-advice led to; also the body of the answer to the carrier.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PreAdviceOutcome {
-    pub parcel_id: String,
-    pub state: String,
-    pub locker_id: Option<String>,
-    pub compartment: Option<i32>,
-    #[serde(serialize_with = "super::ts::option::serialize")]
-    pub reserved_until: Option<NaiveDateTime>,
 }
 
 /// The locker at a site with the most free compartments that fit `size`.
@@ -91,196 +59,6 @@ pub fn best_locker(conn: &mut DbConn, site_id: &str, size: Size) -> QueryResult<
         .select(lockers_t::id)
         .first(conn)
         .optional()
-}
-
-/// Creates the expected parcel and, if a compartment fits, reserves it until `reserve_until`;
-/// otherwise queues `reservation_failed` so the carrier can reroute. Runs in the locker's actor.
-pub fn pre_advise(
-    conn: &mut DbConn,
-    ctx: &LockerCtx,
-    p: &PreAdvice,
-    slots: &[Slot],
-    busy: &HashSet<i32>,
-) -> Result<PreAdviceOutcome, AppError> {
-    let id = new_id();
-    let t = now();
-    let actor = format!("carrier:{}", p.carrier_id);
-    let created = ParcelState::create(ParcelState::Expected)?;
-    diesel::insert_into(parcels::table)
-        .values((
-            parcels::id.eq(&id),
-            parcels::carrier_id.eq(&p.carrier_id),
-            parcels::tracking_number.eq(&p.tracking_number),
-            parcels::site_id.eq(&p.site_id),
-            parcels::recipient_id.eq(&p.recipient_id),
-            parcels::locker_id.eq(&ctx.locker_id),
-            parcels::size.eq(p.size.as_str()),
-            parcels::state.eq(created.to().as_str()),
-            parcels::created_at.eq(t),
-            parcels::updated_at.eq(t),
-        ))
-        .execute(conn)
-        .map_err(|e| match AppError::from(e) {
-            AppError::Conflict { .. } => AppError::Conflict {
-                code: "already_pre_advised",
-                message: "this tracking number is already live at lockerhub".into(),
-            },
-            other => other,
-        })?;
-    parcel_rows::record_event(conn, &id, "pre_advised", None, &actor, json!({"event_id": p.event_id}))?;
-    let free: Vec<Slot> = slots.iter().filter(|s| !busy.contains(&s.number)).cloned().collect();
-    let chosen = allocate(
-        &free,
-        Request {
-            carrier_id: &p.carrier_id,
-            size: p.size,
-            needs_accessible: p.needs_accessible,
-        },
-    );
-    // A resident who needs an accessible compartment cannot use a plain one: rather than
-    // reserve one silently, the pre-advice is refused (and rolled back) with the reason, so the
-    // carrier can reroute or deliver in person. docs: README "Carriers", `no_accessible_compartment`.
-    if let Some(n) = chosen.filter(|_| p.needs_accessible) {
-        if !free.iter().any(|s| s.number == n && s.accessible) {
-            return Err(AppError::Conflict {
-                code: "no_accessible_compartment",
-                message: "the recipient needs an accessible compartment and none that fits is free at this locker"
-                    .into(),
-            });
-        }
-    }
-    let Some(number) = chosen else {
-        outbox::enqueue_webhook(
-            conn,
-            &p.carrier_id,
-            Some(&id),
-            "parcel.reservation_failed",
-            json!({"parcel_id": id, "tracking_number": p.tracking_number, "locker_id": ctx.locker_id,
-                   "reason": format!("no free compartment fits size {}", p.size.as_str())}),
-        )?;
-        return Ok(PreAdviceOutcome {
-            parcel_id: id,
-            state: ParcelState::Expected.as_str().into(),
-            locker_id: Some(ctx.locker_id.clone()),
-            compartment: None,
-            reserved_until: None,
-        });
-    };
-    let comp_id: String = compartments::table
-        .filter(compartments::locker_id.eq(&ctx.locker_id))
-        .filter(compartments::number.eq(number))
-        .filter(compartments::status.eq(CompartmentStatus::Free.as_str()))
-        .select(compartments::id)
-        .first(conn)?;
-    set_status(conn, &ctx.locker_id, number, CompartmentStatus::Reserved)?;
-    parcel_rows::change_state(
-        conn,
-        &id,
-        ParcelState::Expected,
-        ParcelState::Reserved,
-        ParcelChange {
-            compartment_id: Some(Some(comp_id)),
-            reserved_until: Some(Some(p.reserve_until)),
-            ..ParcelChange::default()
-        },
-        EventNote {
-            kind: "reserved",
-            actor: &actor,
-            detail: json!({"compartment": number, "until": super::ts_string(p.reserve_until)}),
-        },
-    )?;
-    outbox::schedule_deadline(conn, &id, "reservation_expiry", p.reserve_until)?;
-    Ok(PreAdviceOutcome {
-        parcel_id: id,
-        state: ParcelState::Reserved.as_str().into(),
-        locker_id: Some(ctx.locker_id.clone()),
-        compartment: Some(number),
-        reserved_until: Some(p.reserve_until),
-    })
-}
-
-/// Cancels a parcel that has not been deposited; returns the compartment it gave back.
-pub fn cancel(conn: &mut DbConn, parcel_id: &str, actor: &str, reason: &str) -> Result<Option<i32>, AppError> {
-    let p = parcel_rows::get(conn, parcel_id)?;
-    let from = p.state();
-    if !from.can_become(ParcelState::Cancelled) {
-        return Err(AppError::Conflict {
-            code: "invalid_state",
-            message: format!("a {} parcel cannot be cancelled", from.as_str()),
-        });
-    }
-    let mut freed = None;
-    if let (Some(comp), Some(locker)) = (&p.compartment_id, &p.locker_id) {
-        let number: i32 = compartments::table
-            .find(comp)
-            .select(compartments::number)
-            .first(conn)?;
-        settle_status(conn, locker, number, CompartmentStatus::Free)?;
-        freed = Some(number);
-    }
-    parcel_rows::change_state(
-        conn,
-        parcel_id,
-        from,
-        ParcelState::Cancelled,
-        ParcelChange {
-            cancelled_at: Some(now()),
-            ..ParcelChange::default()
-        },
-        EventNote {
-            kind: "cancelled",
-            actor,
-            detail: json!({"reason": reason, "released_compartment": freed}),
-        },
-    )?;
-    outbox::cancel_deadlines(conn, parcel_id, &[])?;
-    Ok(freed)
-}
-
-/// Issues a collection code for an expired parcel, unique among live codes at its locker.
-pub fn issue_collection_code(
-    conn: &mut DbConn,
-    ctx: &LockerCtx,
-    key: &ServerKey,
-    parcel_id: &str,
-    len: usize,
-    actor: &str,
-) -> Result<(String, i32), AppError> {
-    let p = parcel_rows::get(conn, parcel_id)?;
-    if p.state() != ParcelState::Expired {
-        return Err(AppError::Conflict {
-            code: "invalid_state",
-            message: format!(
-                "only an expired parcel can be collected for return; this one is {}",
-                p.state
-            ),
-        });
-    }
-    let comp = p
-        .compartment_id
-        .clone()
-        .ok_or_else(|| AppError::internal("expired parcel without compartment"))?;
-    let number: i32 = compartments::table
-        .find(comp)
-        .select(compartments::number)
-        .first(conn)?;
-    for _ in 0..20 {
-        let code = generate_numeric_code(len);
-        let hash = key.code_hash(&ctx.code_salt, &format!("collect:{code}"));
-        let taken: i64 = parcels::table
-            .filter(parcels::locker_id.eq(&ctx.locker_id))
-            .filter(parcels::collection_code_hash.eq(&hash))
-            .count()
-            .get_result(conn)?;
-        if taken == 0 {
-            diesel::update(parcels::table.find(parcel_id))
-                .set((parcels::collection_code_hash.eq(hash), parcels::updated_at.eq(now())))
-                .execute(conn)?;
-            parcel_rows::record_event(conn, parcel_id, "collection_code_issued", None, actor, json!({}))?;
-            return Ok((code, number));
-        }
-    }
-    Err(AppError::internal("could not find a free collection code"))
 }
 
 /// This carrier's most recent parcel with this tracking number, optionally in given states.

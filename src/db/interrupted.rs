@@ -4,16 +4,13 @@
 use std::collections::HashSet;
 
 use diesel::prelude::*;
-use serde_json::json;
 
-use super::deposits::{self, LockerCtx, Prior};
-use super::pickups::{self, TakenBy};
 use super::schema::{compartments, parcel_events, parcels};
-use super::{parcels as parcel_rows, recipients, DbConn};
-use crate::credentials::ServerKey;
+use super::{recipients, DbConn};
+use crate::db::lockers::LockerCtx;
+use crate::domain::deposit::Prior;
 use crate::domain::parcel::ParcelState;
-use crate::domain::recovery::{Decision, Interrupted};
-use crate::error::DeviceError;
+use crate::domain::recovery::Interrupted;
 
 /// Parcel event recorded when a locker did not come back in time to settle a session.
 pub const OUTCOME_UNKNOWN: &str = "session_outcome_unknown";
@@ -129,83 +126,4 @@ pub fn load(conn: &mut DbConn, ctx: &LockerCtx, skip: &HashSet<String>) -> Query
         });
     }
     Ok(found)
-}
-
-/// Carries out a boot-time decision in the caller's transaction. `Hold` and `Unknown` change
-/// nothing here: the session goes on.
-pub fn settle(
-    conn: &mut DbConn,
-    ctx: &LockerCtx,
-    key: &ServerKey,
-    settings: &crate::config::Settings,
-    s: &Session,
-    decision: Decision,
-) -> Result<(), DeviceError> {
-    let (pid, number) = (s.parcel_id.as_str(), s.number);
-    let by = match s.kind {
-        Interrupted::Collection => TakenBy::Carrier,
-        _ => TakenBy::Recipient,
-    };
-    match decision {
-        Decision::CompleteDeposit => {
-            deposits::complete_because(conn, ctx, key, settings, pid, number, Some("at_reconnection"))
-        }
-        Decision::CancelDeposit => {
-            let prior = s.prior.clone().unwrap_or(Prior::WalkUp);
-            deposits::cancel(
-                conn,
-                ctx,
-                pid,
-                number,
-                &prior,
-                "the door was found closed on an empty compartment after a server restart",
-            )
-            .map(drop)
-        }
-        Decision::TakenOut => pickups::taken_out(conn, ctx, pid, number, by),
-        Decision::LeftInside => {
-            let kind = match by {
-                TakenBy::Carrier => "collection_abandoned",
-                TakenBy::Recipient => "pickup_abandoned",
-            };
-            pickups::record(
-                conn,
-                ctx,
-                pid,
-                kind,
-                json!({"compartment": number, "reason": "at_reconnection"}),
-            )
-        }
-        Decision::Hold | Decision::Unknown => Ok(()),
-    }
-}
-
-/// The locker did not boot in time to settle an interrupted session: whether the parcel is
-/// inside is unknown. The compartment goes out of service with a fault for a person to check,
-/// and the parcel's log says why; the session itself stays open until the device boots.
-pub fn outcome_unknown(conn: &mut DbConn, ctx: &LockerCtx, s: &Session) -> Result<(), DeviceError> {
-    let what = match s.kind {
-        Interrupted::Deposit => "deposit",
-        Interrupted::Pickup => "pickup",
-        Interrupted::Collection => "collection",
-    };
-    pickups::fault(
-        conn,
-        ctx,
-        Some(s.number),
-        OUTCOME_UNKNOWN,
-        &format!(
-            "a {what} was in progress when the server restarted, and the locker has not reported since; check whether parcel {} is inside",
-            s.parcel_id
-        ),
-    )?;
-    parcel_rows::record_event(
-        conn,
-        &s.parcel_id,
-        OUTCOME_UNKNOWN,
-        None,
-        &ctx.actor(),
-        json!({"compartment": s.number, "session": what}),
-    )?;
-    Ok(())
 }

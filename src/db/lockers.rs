@@ -430,3 +430,18 @@ pub fn occupants(conn: &mut DbConn, locker_id: &str) -> QueryResult<Vec<crate::d
         )
         .collect())
 }
+
+/// What a locker actor knows about itself, passed into its transactions.
+#[derive(Debug, Clone)]
+pub struct LockerCtx {
+    pub locker_id: String,
+    pub locker_name: String,
+    pub site_id: String,
+    pub code_salt: String,
+}
+
+impl LockerCtx {
+    pub fn actor(&self) -> String {
+        format!("locker:{}", self.locker_id)
+    }
+}

@@ -5,9 +5,10 @@
 
 pub mod admin_keys;
 pub mod carriers;
+pub mod compartments;
 pub mod deadlines;
-pub mod deposits;
 pub mod device_calls;
+pub mod faults;
 pub mod inbound;
 pub mod interrupted;
 pub mod lockers;
@@ -16,7 +17,6 @@ pub mod notifications;
 pub mod outbox;
 pub mod page;
 pub mod parcels;
-pub mod pickups;
 pub mod recipients;
 pub mod remote_opens;
 pub mod schema;

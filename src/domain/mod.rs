@@ -1,6 +1,8 @@
 //! Domain rules as plain types and functions: no actix, no database.
 
 pub mod allocation;
+pub mod deposit;
+pub mod hardware;
 pub mod inputs;
 pub mod kiosk;
 pub mod lockout;

@@ -9,13 +9,14 @@ use super::auth::{bearer, client_ip, reject};
 use super::AppState;
 use crate::actors::messages::{CancelParcel, GetLocker, IssueCollectionCode, PreAdviseParcel};
 use crate::db::carriers::{self, Carrier};
-use crate::db::inbound::{self, PreAdvice};
+use crate::db::inbound;
 use crate::db::{lockers, now, parcels, recipients, sites};
 use crate::domain::inputs::{Email, Phone, TrackingNumber};
 use crate::domain::parcel::ParcelState;
 use crate::domain::Size;
 use crate::error::AppError;
 use crate::signing;
+use crate::workflows::carrier_events::PreAdvice;
 
 pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
     cfg.service(
@@ -207,7 +208,7 @@ async fn handle_event(
                         .db
                         .transaction(move |c| {
                             let actor = format!("carrier:{}", msg.carrier_id);
-                            inbound::cancel(c, &msg.parcel_id, &actor, &msg.reason)?;
+                            crate::workflows::carrier_events::cancel(c, &msg.parcel_id, &actor, &msg.reason)?;
                             let body =
                                 json!({"parcel_id": msg.parcel_id, "state": "cancelled", "released_compartment": null});
                             inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &body)?;

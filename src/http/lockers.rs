@@ -9,9 +9,9 @@ use super::sites::not_found;
 use super::{field, AppState};
 use crate::actors::locker::LockerActor;
 use crate::actors::messages::{self as msg, GetLocker};
+use crate::db::faults::Fault;
 use crate::db::lockers::{self, Compartment, Locker, LockerChanges, NewCompartment, Section};
 use crate::db::page::Paged;
-use crate::db::pickups::{self, Fault};
 use crate::db::{sites, DbConn};
 use crate::domain::inputs::Text;
 use crate::domain::Size;
@@ -524,7 +524,7 @@ pub async fn list_faults(
         .db
         .run(move |c| {
             locker_exists(c, &id)?;
-            Ok(pickups::faults_of(c, &id, &page)?)
+            Ok(crate::db::faults::faults_of(c, &id, &page)?)
         })
         .await?;
     Ok(HttpResponse::Ok().json(found))

@@ -4,22 +4,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::frame::{ErrorCode, FrameError};
+// The payloads that are domain concepts are defined there and carried on the wire as they are.
+pub use crate::domain::deposit::{Identify, StartDeposit};
+pub use crate::domain::hardware::{CompartmentSnapshot, Discrepancy, Door, Pickup};
 use crate::domain::Size;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Door {
-    Open,
-    Closed,
-}
-
-/// One compartment as the hardware senses it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompartmentSnapshot {
-    pub number: i32,
-    pub door: Door,
-    pub occupied: bool,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootNotification {
@@ -35,14 +23,6 @@ pub struct BootConfig {
     /// Silence after which a kiosk interaction bound by a courier code ends (1.0.1).
     #[serde(default)]
     pub kiosk_interaction_timeout_secs: u64,
-}
-
-/// A discrepancy found when reconciling the boot snapshot with the database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Discrepancy {
-    pub compartment: i32,
-    pub kind: String,
-    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,28 +47,6 @@ pub struct RecipientEntry {
     pub id: String,
     pub name: String,
     pub unit: String,
-}
-
-/// How the driver identified the recipient.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Identify {
-    /// A pre-advised parcel's barcode.
-    TrackingNumber(String),
-    /// The recipient's phone number.
-    Phone(String),
-    /// A recipient picked from the building directory.
-    RecipientId(String),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StartDeposit {
-    pub carrier_id: String,
-    pub identify: Identify,
-    pub size: Size,
-    /// The parcel's barcode, when the recipient was identified another way.
-    #[serde(default)]
-    pub tracking_number: Option<String>,
 }
 
 /// "Open compartment N" for a deposit.
@@ -129,13 +87,6 @@ pub struct DoorEventResponse {
     /// `none`, `deposited`, `deposit_cancelled`, `picked_up`, `pickup_abandoned`, `returned`,
     /// `collection_abandoned`, or `fault` (a door opened with nothing in progress).
     pub outcome: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pickup {
-    Code(String),
-    QrToken(String),
 }
 
 /// A `Pickup` call: the code or token, and for a keypad code the recipient's second factor

@@ -12,9 +12,9 @@ use super::LockerActor;
 use crate::actors::messages::{
     AddCompartments, DeleteSection, Detach, PutSection, RotateCredential, ToDevice, UpdateCompartment, UpdateLocker,
 };
-use crate::db::deposits::LockerCtx;
+use crate::db::lockers::LockerCtx;
 use crate::db::lockers::{self, CompartmentChanges, Locker, NewCompartment};
-use crate::db::{carriers, pickups, DbConn};
+use crate::db::{carriers, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::partition;
 use crate::domain::CompartmentStatus;
@@ -176,7 +176,7 @@ impl Handler<UpdateCompartment> for LockerActor {
                     Some(true) => {
                         changes.status = Some(lockers::status_from_parcels(c, &current.id)?.as_str().into());
                         changes.fault = Some(None);
-                        pickups::resolve_faults(c, id, number)?;
+                        crate::db::faults::resolve_faults(c, id, number)?;
                     }
                     None => {}
                 }

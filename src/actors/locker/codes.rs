@@ -10,15 +10,15 @@ use super::doors::DoorSession;
 use super::{fail, refuse, LockerActor, Reply};
 use crate::config::{SecondFactor, Settings};
 use crate::credentials::ServerKey;
-use crate::db::deposits::LockerCtx;
+use crate::db::lockers::LockerCtx;
 use crate::db::lockouts::{self, CodeKind};
-use crate::db::pickups::TakenBy;
-use crate::db::{carriers, device_calls, pickups, DbConn};
+use crate::db::{carriers, device_calls, DbConn};
 use crate::domain::lockout::{Policy, Started};
 use crate::domain::second_factor;
-use crate::error::DeviceError;
 use crate::protocol::messages::*;
+use crate::protocol::DeviceError;
 use crate::protocol::{ErrorCode, FrameError};
+use crate::workflows::pickups::TakenBy;
 
 /// What checking a code found.
 pub(super) enum Checked<T> {
@@ -86,7 +86,7 @@ impl LockerActor {
             // A QR token is unguessable (256 bits): it is never locked out and never counted, so
             // nobody's guessing at the keypad can keep a QR holder from their parcel.
             Pickup::QrToken(_) => self.open_by_code(TakenBy::Recipient, "QR code", None, move |c, me, key| {
-                pickups::find(c, me, key, &by)
+                Ok(crate::workflows::pickups::find(c, me, key, &by)?)
             }),
             Pickup::Code(_) => {
                 let required = self.deps.settings.pickup_second_factor == SecondFactor::Required;
@@ -106,7 +106,7 @@ impl LockerActor {
                     "pickup code",
                     Some(CodeKind::Pickup),
                     move |c, me, key| {
-                        let Some((pid, number)) = pickups::find(c, me, key, &by)? else {
+                        let Some((pid, number)) = crate::workflows::pickups::find(c, me, key, &by)? else {
                             return Ok(None);
                         };
                         // A right code with a wrong (or, where optional, a wrong given) factor is
@@ -129,7 +129,7 @@ impl LockerActor {
             TakenBy::Carrier,
             "collection code",
             Some(CodeKind::Collect),
-            move |c, me, key| pickups::find_collection(c, me, key, &code),
+            move |c, me, key| Ok(crate::workflows::pickups::find_collection(c, me, key, &code)?),
         )
     }
 
@@ -224,12 +224,20 @@ impl LockerActor {
                     return Err(refuse(ErrorCode::InvalidState, "this compartment is already open"));
                 }
                 match by {
-                    TakenBy::Recipient => {
-                        pickups::record(c, me, &pid, "pickup_opened", json!({"compartment": number, "by": what}))?
-                    }
-                    TakenBy::Carrier => {
-                        pickups::record(c, me, &pid, "collection_opened", json!({"compartment": number}))?
-                    }
+                    TakenBy::Recipient => crate::workflows::pickups::record(
+                        c,
+                        me,
+                        &pid,
+                        "pickup_opened",
+                        json!({"compartment": number, "by": what}),
+                    )?,
+                    TakenBy::Carrier => crate::workflows::pickups::record(
+                        c,
+                        me,
+                        &pid,
+                        "collection_opened",
+                        json!({"compartment": number}),
+                    )?,
                 }
                 Ok(Some((pid, number)))
             },

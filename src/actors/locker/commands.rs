@@ -6,12 +6,12 @@ use serde_json::{json, Value};
 
 use super::LockerActor;
 use crate::actors::messages::*;
-use crate::db::deposits;
 use crate::domain::CompartmentStatus;
 use crate::error::AppError;
+use crate::workflows::deposits;
 
 impl Handler<PreAdviseParcel> for LockerActor {
-    type Result = AtomicResponse<Self, Result<crate::db::inbound::PreAdviceOutcome, AppError>>;
+    type Result = AtomicResponse<Self, Result<crate::workflows::carrier_events::PreAdviceOutcome, AppError>>;
 
     fn handle(&mut self, msg: PreAdviseParcel, _: &mut Context<Self>) -> Self::Result {
         let slots = self.slots.clone();
@@ -19,7 +19,7 @@ impl Handler<PreAdviseParcel> for LockerActor {
         let advice = msg.advice;
         AtomicResponse::new(self.db_op(
             move |c, me| {
-                let outcome = crate::db::inbound::pre_advise(c, me, &advice, &slots, &busy)?;
+                let outcome = crate::workflows::carrier_events::pre_advise(c, me, &advice, &slots, &busy)?;
                 crate::db::inbound::remember(c, &advice.carrier_id, &advice.event_id, 202, &json!(outcome))?;
                 Ok(outcome)
             },
@@ -51,7 +51,7 @@ impl Handler<CancelParcel> for LockerActor {
         AtomicResponse::new(self.db_op(
             move |c, _| {
                 let actor = format!("carrier:{}", msg.carrier_id);
-                let freed = crate::db::inbound::cancel(c, &msg.parcel_id, &actor, &msg.reason)?;
+                let freed = crate::workflows::carrier_events::cancel(c, &msg.parcel_id, &actor, &msg.reason)?;
                 let body = json!({"parcel_id": msg.parcel_id, "state": "cancelled", "released_compartment": freed});
                 crate::db::inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &body)?;
                 Ok((freed, body))
@@ -76,7 +76,7 @@ impl Handler<IssueCollectionCode> for LockerActor {
             move |c, me| {
                 let actor = format!("carrier:{}", msg.carrier_id);
                 let (code, number) =
-                    crate::db::inbound::issue_collection_code(c, me, &key, &msg.parcel_id, len, &actor)?;
+                    crate::workflows::carrier_events::issue_collection_code(c, me, &key, &msg.parcel_id, len, &actor)?;
                 let body = json!({"parcel_id": msg.parcel_id, "locker_id": me.locker_id, "compartment": number,
                                   "collection_code": code});
                 // The code is the carrier's to keep: what is remembered for a replay omits it.
@@ -120,7 +120,7 @@ impl Handler<ExpireReservation> for LockerActor {
                         crate::db::deadlines::claim(c, &due.id)?;
                         return Ok(None);
                     }
-                    crate::db::deadlines::expire_reservation(c, me, &due)
+                    crate::workflows::expiry::expire_reservation(c, me, &due)
                 },
                 |freed, act, _| {
                     if let Some(n) = freed {

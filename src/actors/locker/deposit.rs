@@ -6,12 +6,12 @@ use serde_json::json;
 
 use super::doors::DoorSession;
 use super::{fail, refuse, LockerActor, Reply};
-use crate::db::deposits;
 use crate::domain::kiosk::KioskRefusal;
 use crate::domain::CompartmentStatus;
-use crate::error::DeviceError;
 use crate::protocol::messages::*;
+use crate::protocol::DeviceError;
 use crate::protocol::{ErrorCode, FrameError};
+use crate::workflows::deposits;
 
 impl LockerActor {
     pub(super) fn start_deposit(&mut self, req: StartDeposit) -> ResponseActFuture<Self, Reply> {

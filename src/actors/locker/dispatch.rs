@@ -7,11 +7,11 @@ use serde_json::json;
 
 use super::{done, fail, refuse, CallRecord, LockerActor, Reply};
 use crate::actors::messages::*;
-use crate::db::{carriers, device_calls, interrupted, lockers, pickups, recipients};
+use crate::db::{carriers, device_calls, lockers, recipients};
 use crate::domain::recovery::{self, Sensed};
 use crate::domain::CompartmentStatus;
-use crate::error::DeviceError;
 use crate::protocol::messages::*;
+use crate::protocol::DeviceError;
 use crate::protocol::{ErrorCode, Frame, FrameError, PROTOCOL_VERSION};
 
 /// At most this many residents answer one `SearchDirectory`.
@@ -176,7 +176,7 @@ impl LockerActor {
 
     pub(super) fn boot(&mut self, b: BootNotification) -> ResponseActFuture<Self, Reply> {
         let settings = self.deps.settings.clone();
-        let settings_for_settle = settings.clone();
+        let policy = settings.deposit_policy(self.deps.clock.clone());
         let config = BootConfig {
             pickup_code_length: settings.pickup_code_length,
             deposit_timeout_secs: settings.deposit_timeout_secs,
@@ -212,10 +212,10 @@ impl LockerActor {
                         occupied: c.occupied,
                     });
                     let decision = recovery::decide(s.kind, sensed);
-                    interrupted::settle(c, me, &key, &settings_for_settle, s, decision)?;
+                    crate::workflows::interrupted::settle(c, me, &key, &policy, s, decision)?;
                     decided.push((s.number, decision));
                 }
-                let found = pickups::reconcile(c, me, &b.compartments, &busy)?;
+                let found = crate::workflows::hardware::reconcile(c, me, &b.compartments, &busy)?;
                 Ok((found, decided, lockers::slots(c, &id)?))
             },
             move |(found, decided, slots), act, ctx| {
@@ -286,7 +286,7 @@ impl LockerActor {
         let kind: String = f.kind.chars().take(64).collect();
         let detail: String = f.detail.chars().take(500).collect();
         self.db_change(
-            move |c, me| pickups::fault(c, me, Some(number), &kind, &detail),
+            move |c, me| crate::workflows::hardware::fault(c, me, Some(number), &kind, &detail),
             |_| Some(json!({})),
             move |_, act, _| {
                 act.set_slot(number, CompartmentStatus::OutOfService);

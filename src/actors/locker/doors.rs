@@ -7,15 +7,15 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use super::{done, fail, refuse, LockerActor, Reply};
-use crate::db::deposits::{self, Prior};
-use crate::db::pickups::TakenBy;
-use crate::db::remote_opens;
-use crate::db::{interrupted, pickups};
+use crate::db::interrupted;
+use crate::domain::deposit::Prior;
 use crate::domain::recovery::{Decision, Interrupted};
 use crate::domain::CompartmentStatus;
-use crate::error::DeviceError;
 use crate::protocol::messages::*;
+use crate::protocol::DeviceError;
 use crate::protocol::ErrorCode;
+use crate::workflows::deposits;
+use crate::workflows::pickups::TakenBy;
 
 /// A door that is expected to open and close: what closing it will mean.
 #[derive(Debug)]
@@ -210,9 +210,9 @@ impl LockerActor {
                 let (pid, prior) = (parcel_id.clone(), prior.clone());
                 if occupied {
                     let key = self.deps.key.clone();
-                    let s = self.deps.settings.clone();
+                    let policy = self.deps.settings.deposit_policy(self.deps.clock.clone());
                     self.db_change(
-                        move |c, me| deposits::complete(c, me, &key, &s, &pid, number),
+                        move |c, me| deposits::complete(c, me, &key, &policy, &pid, number),
                         outcome("deposited"),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
@@ -242,7 +242,9 @@ impl LockerActor {
                 let pid = door.parcel_id().unwrap_or_default().to_string();
                 if occupied {
                     self.db_change(
-                        move |c, me| pickups::record(c, me, &pid, left_as, json!({"compartment": number})),
+                        move |c, me| {
+                            crate::workflows::pickups::record(c, me, &pid, left_as, json!({"compartment": number}))
+                        },
                         outcome(left_as),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
@@ -251,7 +253,7 @@ impl LockerActor {
                     )
                 } else {
                     self.db_change(
-                        move |c, me| pickups::taken_out(c, me, &pid, number, by),
+                        move |c, me| crate::workflows::pickups::taken_out(c, me, &pid, number, by),
                         outcome(done_as),
                         move |_, act, ctx| {
                             act.end_door(number, ctx);
@@ -277,7 +279,9 @@ impl LockerActor {
                 let (pid, open_id) = (pid.clone(), open_id.clone());
                 let now = self.deps.clock.now();
                 self.db_change(
-                    move |c, me| Ok(remote_opens::door_closed(c, me, &pid, &open_id, number, occupied, now)?),
+                    move |c, me| {
+                        crate::workflows::remote_open::door_closed(c, me, &pid, &open_id, number, occupied, now)
+                    },
                     outcome("none"),
                     move |removed, act, ctx| {
                         act.end_door(number, ctx);
@@ -294,7 +298,7 @@ impl LockerActor {
             }
             (None, DoorChange::Opened) => self.db_change(
                 move |c, me| {
-                    pickups::fault(
+                    crate::workflows::hardware::fault(
                         c,
                         me,
                         Some(number),
@@ -346,10 +350,16 @@ impl LockerActor {
                     if let Some(prior) = &deposit_prior {
                         status = deposits::cancel(c, &me, &pid, number, prior, "timed out")?;
                     } else {
-                        pickups::record(c, &me, &pid, "pickup_timed_out", json!({"compartment": number}))?;
+                        crate::workflows::pickups::record(
+                            c,
+                            &me,
+                            &pid,
+                            "pickup_timed_out",
+                            json!({"compartment": number}),
+                        )?;
                     }
                     if opened {
-                        pickups::fault(
+                        crate::workflows::hardware::fault(
                             c,
                             &me,
                             Some(number),
@@ -384,7 +394,7 @@ impl LockerActor {
         ctx.spawn(
             async move {
                 let r = db
-                    .transaction_as(move |c| interrupted::outcome_unknown(c, &me, &session))
+                    .transaction_as(move |c| crate::workflows::interrupted::outcome_unknown(c, &me, &session))
                     .await;
                 if let Err(e) = r {
                     tracing::error!(error = ?e, "could not record an interrupted session's unknown outcome");

@@ -15,12 +15,13 @@ use serde_json::Value;
 
 use crate::actors::messages::*;
 use crate::actors::LockerDeps;
-use crate::db::deposits::LockerCtx;
+use crate::db::lockers::LockerCtx;
 use crate::db::{device_calls, interrupted, lockers, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::kiosk::Kiosk;
 use crate::domain::CompartmentStatus;
-use crate::error::{AppError, DeviceError, Failure};
+use crate::error::{AppError, Failure};
+use crate::protocol::DeviceError;
 use crate::protocol::ErrorCode;
 
 mod admin;
@@ -243,10 +244,13 @@ impl LockerActor {
         chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::days(365))
     }
 
-    fn db_change<T, W, A, M>(&mut self, work: W, answer: A, then: M) -> ResponseActFuture<Self, Reply>
+    /// Runs `work` (a workflow, whose refusals become the device's error frame) in one
+    /// transaction with the stored answer, then `then` on the actor after the commit.
+    fn db_change<T, E, W, A, M>(&mut self, work: W, answer: A, then: M) -> ResponseActFuture<Self, Reply>
     where
         T: Send + 'static,
-        W: FnOnce(&mut DbConn, &LockerCtx) -> Result<T, DeviceError> + Send + 'static,
+        DeviceError: From<E>,
+        W: FnOnce(&mut DbConn, &LockerCtx) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) -> Option<Value> + Send + 'static,
         M: FnOnce(T, &mut Self, &mut Context<Self>) -> Result<(), DeviceError> + 'static,
     {

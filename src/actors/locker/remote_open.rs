@@ -10,7 +10,6 @@ use tokio::sync::oneshot;
 use super::doors::{DoorSession, RemoteDoor};
 use super::LockerActor;
 use crate::actors::messages::*;
-use crate::db::pickups;
 use crate::db::remote_opens::{self, RemoteOpenRecord};
 use crate::domain::remote_open::Outcome;
 use crate::domain::CompartmentStatus;
@@ -153,7 +152,13 @@ impl LockerActor {
                                     async move {
                                         let r = db
                                             .transaction_as(move |c| {
-                                                pickups::fault(c, &me, Some(number), "open_outcome_unknown", &detail)
+                                                crate::workflows::hardware::fault(
+                                                    c,
+                                                    &me,
+                                                    Some(number),
+                                                    "open_outcome_unknown",
+                                                    &detail,
+                                                )
                                             })
                                             .await;
                                         if let Err(e) = r {

@@ -6,42 +6,19 @@ use std::collections::HashSet;
 use diesel::prelude::*;
 use serde_json::json;
 
-use super::parcels::{EventNote, ParcelChange};
-use super::schema::{compartments, parcels};
-use super::{carriers, lockers, new_id, now, outbox, parcels as parcel_rows, recipients, sites, DbConn};
 use crate::credentials::{generate_numeric_code, generate_token, hash_token, ServerKey};
+use crate::db::compartments::{claim, compartment_id, number_of, settle_status};
+use crate::db::lockers::LockerCtx;
+use crate::db::parcels::{EventNote, ParcelChange};
+use crate::db::schema::parcels;
+use crate::db::{carriers, lockers, new_id, now, outbox, parcels as parcel_rows, recipients, sites, DbConn};
 use crate::domain::allocation::{allocate, Request, Slot};
+use crate::domain::deposit::{DepositPolicy, Identify, Prior, StartDeposit};
 use crate::domain::inputs::{Phone, TrackingNumber};
 use crate::domain::parcel::ParcelState;
+use crate::domain::refusal::Refusal;
 use crate::domain::{CompartmentStatus, Size};
-use crate::error::{AppError, DeviceError};
-use crate::protocol::messages::{Identify, StartDeposit};
-use crate::protocol::ErrorCode;
-
-/// What a locker actor knows about itself, passed into its transactions.
-#[derive(Debug, Clone)]
-pub struct LockerCtx {
-    pub locker_id: String,
-    pub locker_name: String,
-    pub site_id: String,
-    pub code_salt: String,
-}
-
-impl LockerCtx {
-    pub fn actor(&self) -> String {
-        format!("locker:{}", self.locker_id)
-    }
-}
-
-/// Where the parcel stood before the deposit began, so a cancel can put it back.
-#[derive(Debug, Clone)]
-pub enum Prior {
-    /// Created by this deposit (identified by phone or directory): a cancel cancels it.
-    WalkUp,
-    /// Pre-advised: a cancel returns it to `reserved` in `compartment` if it still holds it,
-    /// otherwise to `expected`.
-    PreAdvised { compartment: Option<i32> },
-}
+use crate::error::{AppError, OpError};
 
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -55,74 +32,6 @@ pub struct Started {
     pub prior: Prior,
 }
 
-fn refuse(code: ErrorCode, msg: impl Into<String>) -> DeviceError {
-    DeviceError::refuse(code, msg)
-}
-
-/// Marks a free compartment reserved, failing if the database disagrees with the actor's memory.
-fn claim(conn: &mut DbConn, locker_id: &str, number: i32, from: CompartmentStatus) -> Result<(), DeviceError> {
-    let n = diesel::update(
-        compartments::table
-            .filter(compartments::locker_id.eq(locker_id))
-            .filter(compartments::number.eq(number))
-            .filter(compartments::status.eq(from.as_str())),
-    )
-    .set((
-        compartments::status.eq(CompartmentStatus::Reserved.as_str()),
-        compartments::updated_at.eq(now()),
-    ))
-    .execute(conn)?;
-    if n != 1 {
-        return Err(DeviceError::Failed(AppError::internal(format!(
-            "compartment {number} was not {} in the database",
-            from.as_str()
-        ))));
-    }
-    Ok(())
-}
-
-/// Sets a compartment's status, except that an out-of-service compartment stays so: a fault
-/// reported during a deposit or pickup must survive its completion until a person checks it.
-pub fn settle_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
-    diesel::update(
-        compartments::table
-            .filter(compartments::locker_id.eq(locker_id))
-            .filter(compartments::number.eq(number))
-            .filter(compartments::status.ne(CompartmentStatus::OutOfService.as_str())),
-    )
-    .set((
-        compartments::status.eq(status.as_str()),
-        compartments::updated_at.eq(now()),
-    ))
-    .execute(conn)
-    .map(drop)
-}
-
-pub fn set_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
-    diesel::update(
-        compartments::table
-            .filter(compartments::locker_id.eq(locker_id))
-            .filter(compartments::number.eq(number)),
-    )
-    .set((
-        compartments::status.eq(status.as_str()),
-        compartments::updated_at.eq(now()),
-    ))
-    .execute(conn)
-    .map(drop)
-}
-
-fn compartment_id(conn: &mut DbConn, locker_id: &str, number: i32) -> QueryResult<String> {
-    lockers::compartment_by_number(conn, locker_id, number).map(|c| c.id)
-}
-
-fn number_of(conn: &mut DbConn, compartment_id: &str) -> QueryResult<i32> {
-    compartments::table
-        .find(compartment_id)
-        .select(compartments::number)
-        .first(conn)
-}
-
 /// Begins a deposit: identifies the parcel or recipient, picks the compartment, reserves it.
 pub fn start(
     conn: &mut DbConn,
@@ -130,22 +39,22 @@ pub fn start(
     req: &StartDeposit,
     slots: &[Slot],
     busy: &HashSet<i32>,
-) -> Result<Started, DeviceError> {
+) -> Result<Started, OpError> {
     let carrier = carriers::get(conn, &req.carrier_id)
         .optional()?
         .filter(|c| c.active)
-        .ok_or_else(|| refuse(ErrorCode::NotFound, "unknown carrier"))?;
+        .ok_or_else(|| Refusal::NotFound("unknown carrier".into()))?;
     let tracking = req
         .tracking_number
         .as_deref()
         .map(TrackingNumber::parse)
         .transpose()
-        .map_err(|e| refuse(ErrorCode::ProtocolError, e))?;
+        .map_err(|e| Refusal::InvalidInput(e.to_string()))?;
 
     // Find the parcel (pre-advised) or the recipient (walk-up).
     let (existing, recipient_id) = match &req.identify {
         Identify::TrackingNumber(raw) => {
-            let tn = TrackingNumber::parse(raw).map_err(|e| refuse(ErrorCode::ProtocolError, e))?;
+            let tn = TrackingNumber::parse(raw).map_err(|e| Refusal::InvalidInput(e.to_string()))?;
             let p = parcels::table
                 .filter(parcels::carrier_id.eq(&carrier.id))
                 .filter(parcels::tracking_number.eq(tn.as_str()))
@@ -154,32 +63,24 @@ pub fn start(
                 .first(conn)
                 .optional()?
                 .filter(|p| p.site_id == ctx.site_id)
-                .ok_or_else(|| {
-                    refuse(
-                        ErrorCode::NotFound,
-                        "no parcel is expected here with this tracking number",
-                    )
-                })?;
+                .ok_or_else(|| Refusal::NotFound("no parcel is expected here with this tracking number".into()))?;
             if p.locker_id.as_deref().is_some_and(|l| l != ctx.locker_id) && p.compartment_id.is_some() {
-                return Err(refuse(
-                    ErrorCode::InvalidState,
-                    "this parcel is reserved at another locker",
-                ));
+                return Err(Refusal::InvalidState("this parcel is reserved at another locker".into()).into());
             }
             let rid = p.recipient_id.clone();
             (Some(p), rid)
         }
         Identify::Phone(raw) => {
-            let phone = Phone::parse(raw).map_err(|e| refuse(ErrorCode::ProtocolError, e))?;
+            let phone = Phone::parse(raw).map_err(|e| Refusal::InvalidInput(e.to_string()))?;
             let r = recipients::by_phone(conn, &ctx.site_id, phone.as_str())?
-                .ok_or_else(|| refuse(ErrorCode::NotFound, "no resident with this phone number here"))?;
+                .ok_or_else(|| Refusal::NotFound("no resident with this phone number here".into()))?;
             (None, Some(r.id))
         }
         Identify::RecipientId(id) => {
             let r = recipients::get(conn, id)
                 .optional()?
                 .filter(|r| r.site_id == ctx.site_id && r.active)
-                .ok_or_else(|| refuse(ErrorCode::NotFound, "no such resident here"))?;
+                .ok_or_else(|| Refusal::NotFound("no such resident here".into()))?;
             (None, Some(r.id))
         }
     };
@@ -196,10 +97,7 @@ pub fn start(
         _ => None,
     };
     if reserved_here.is_some_and(|n| busy.contains(&n)) {
-        return Err(refuse(
-            ErrorCode::InvalidState,
-            "a deposit of this parcel is already in progress",
-        ));
+        return Err(Refusal::InvalidState("a deposit of this parcel is already in progress".into()).into());
     }
     let fits = |n: i32| {
         slots
@@ -219,12 +117,7 @@ pub fn start(
                     needs_accessible,
                 },
             )
-            .ok_or_else(|| {
-                refuse(
-                    ErrorCode::NoCompartment,
-                    format!("no free compartment fits size {}", req.size.as_str()),
-                )
-            })?;
+            .ok_or_else(|| Refusal::NoCompartment(format!("no free compartment fits size {}", req.size.as_str())))?;
             claim(conn, &ctx.locker_id, n, CompartmentStatus::Free)?;
             if let Some(old) = other {
                 settle_status(conn, &ctx.locker_id, old, CompartmentStatus::Free)?;
@@ -288,11 +181,10 @@ pub fn start(
                 ))
                 .execute(conn)
                 .map_err(|e| match AppError::from(e) {
-                    AppError::Conflict { .. } => refuse(
-                        ErrorCode::InvalidState,
-                        "this carrier already has a live parcel with this tracking number",
-                    ),
-                    other => DeviceError::Failed(other),
+                    AppError::Conflict { .. } => OpError::from(Refusal::InvalidState(
+                        "this carrier already has a live parcel with this tracking number".into(),
+                    )),
+                    other => OpError::Failed(other),
                 })?;
             parcel_rows::record_event(
                 conn,
@@ -333,7 +225,7 @@ pub fn upsize(
     d: &DepositInProgress,
     slots: &[Slot],
     busy: &HashSet<i32>,
-) -> Result<(i32, Size), DeviceError> {
+) -> Result<(i32, Size), OpError> {
     let (parcel_id, current) = (d.parcel_id.as_str(), d.number);
     let current_size = slots
         .iter()
@@ -342,7 +234,7 @@ pub fn upsize(
         .unwrap_or(Size::XL);
     let larger = current_size
         .larger()
-        .ok_or_else(|| refuse(ErrorCode::NoCompartment, "there is no larger size"))?;
+        .ok_or_else(|| Refusal::NoCompartment("there is no larger size".into()))?;
     let free: Vec<Slot> = slots.iter().filter(|s| !busy.contains(&s.number)).cloned().collect();
     let n = allocate(
         &free,
@@ -352,12 +244,7 @@ pub fn upsize(
             needs_accessible: d.needs_accessible,
         },
     )
-    .ok_or_else(|| {
-        refuse(
-            ErrorCode::NoCompartment,
-            format!("no free compartment of size {} or larger", larger.as_str()),
-        )
-    })?;
+    .ok_or_else(|| Refusal::NoCompartment(format!("no free compartment of size {} or larger", larger.as_str())))?;
     claim(conn, &ctx.locker_id, n, CompartmentStatus::Free)?;
     settle_status(conn, &ctx.locker_id, current, CompartmentStatus::Free)?;
     let comp_id = compartment_id(conn, &ctx.locker_id, n)?;
@@ -388,14 +275,8 @@ pub fn cancel(
     number: i32,
     prior: &Prior,
     reason: &str,
-) -> Result<CompartmentStatus, DeviceError> {
-    let (to, comp_status) = match prior {
-        Prior::WalkUp => (ParcelState::Cancelled, CompartmentStatus::Free),
-        Prior::PreAdvised { compartment: Some(n) } if *n == number => {
-            (ParcelState::Reserved, CompartmentStatus::Reserved)
-        }
-        Prior::PreAdvised { .. } => (ParcelState::Expected, CompartmentStatus::Free),
-    };
+) -> Result<CompartmentStatus, OpError> {
+    let (to, comp_status) = prior.cancelled_in(number);
     let t = now();
     let change = match to {
         ParcelState::Cancelled => ParcelChange {
@@ -430,11 +311,11 @@ pub fn complete(
     conn: &mut DbConn,
     ctx: &LockerCtx,
     key: &ServerKey,
-    settings: &crate::config::Settings,
+    policy: &DepositPolicy,
     parcel_id: &str,
     number: i32,
-) -> Result<(), DeviceError> {
-    complete_because(conn, ctx, key, settings, parcel_id, number, None)
+) -> Result<(), OpError> {
+    complete_because(conn, ctx, key, policy, parcel_id, number, None)
 }
 
 /// [`complete`], with a reason recorded in the `deposited` event (for example
@@ -443,31 +324,29 @@ pub fn complete_because(
     conn: &mut DbConn,
     ctx: &LockerCtx,
     key: &ServerKey,
-    settings: &crate::config::Settings,
+    policy: &DepositPolicy,
     parcel_id: &str,
     number: i32,
     reason: Option<&str>,
-) -> Result<(), DeviceError> {
-    let code_len = settings.pickup_code_length;
+) -> Result<(), OpError> {
+    let code_len = policy.pickup_code_length;
     let parcel = parcel_rows::get(conn, parcel_id)?;
     let carrier = carriers::get(conn, &parcel.carrier_id)?;
     let site = sites::get(conn, &ctx.site_id)?;
     let code = unique_code(conn, ctx, key, code_len)?;
     let qr_token = generate_token("lhq_");
     let t = now();
-    let clock = settings.clock();
-    let dwell = site
-        .dwell_hours
-        .or(carrier.dwell_hours)
-        .map(i64::from)
-        .unwrap_or(i64::from(settings.dwell_hours));
-    // A vacation hold starts the dwell window when the recipient is back.
     let away_until = match &parcel.recipient_id {
-        Some(r) => super::recipients::get(conn, r)?.vacation_until.filter(|v| *v > t),
+        Some(r) => crate::db::recipients::get(conn, r)?.vacation_until,
         None => None,
     };
-    let deadline = away_until.unwrap_or(t) + clock.hours(dwell);
-    let mut detail = json!({"compartment": number, "pickup_deadline": super::ts_string(deadline)});
+    let deadline = policy.deadline(
+        t,
+        site.dwell_hours.map(i64::from),
+        carrier.dwell_hours.map(i64::from),
+        away_until,
+    );
+    let mut detail = json!({"compartment": number, "pickup_deadline": crate::db::ts_string(deadline)});
     if let Some(r) = reason {
         detail["reason"] = json!(r);
     }
@@ -500,8 +379,8 @@ pub fn complete_because(
             "tracking_number": parcel.tracking_number,
             "locker_id": ctx.locker_id,
             "compartment": number,
-            "deposited_at": super::ts_string(t),
-            "pickup_deadline": super::ts_string(deadline),
+            "deposited_at": crate::db::ts_string(t),
+            "pickup_deadline": crate::db::ts_string(deadline),
         }),
     )?;
     outbox::enqueue_notification(
@@ -517,22 +396,13 @@ pub fn complete_because(
             "site_id": site.id,
             "carrier": carrier.name,
             "tracking_number": parcel.tracking_number,
-            "pickup_deadline": super::ts_string(deadline),
+            "pickup_deadline": crate::db::ts_string(deadline),
         }),
     )?;
     outbox::cancel_deadlines(conn, parcel_id, &["reservation_expiry"])?;
     outbox::schedule_deadline(conn, parcel_id, "dwell_expiry", deadline)?;
-    // Reminders before the deadline; the last one is the "expiring soon" notice.
-    let mut offsets = settings.reminder_offsets_hours.clone();
-    offsets.sort_unstable_by(|a, b| b.cmp(a));
-    offsets.dedup();
-    let last = offsets.last().copied();
-    for off in offsets {
-        let due = deadline - clock.hours(i64::from(off));
-        if due > t {
-            let kind = if Some(off) == last { "expiring_soon" } else { "reminder" };
-            outbox::schedule_deadline(conn, parcel_id, kind, due)?;
-        }
+    for r in policy.reminders(t, deadline) {
+        outbox::schedule_deadline(conn, parcel_id, r.kind, r.due)?;
     }
     Ok(())
 }
@@ -559,10 +429,7 @@ pub fn reissue_code(
             ),
         });
     }
-    let code = unique_code(conn, ctx, key, code_len).map_err(|e| match e {
-        DeviceError::Failed(e) => e,
-        DeviceError::Refused(f) => AppError::internal(f.description),
-    })?;
+    let code = unique_code(conn, ctx, key, code_len).map_err(AppError::from)?;
     let qr_token = generate_token("lhq_");
     diesel::update(parcels::table.find(parcel_id))
         .set((
@@ -572,8 +439,8 @@ pub fn reissue_code(
         ))
         .execute(conn)?;
     parcel_rows::record_event(conn, parcel_id, "code_reissued", None, actor, json!({}))?;
-    super::notifications::supersede(conn, parcel_id, "deposited")?;
-    let deadline = parcel.pickup_deadline.map(super::ts_string);
+    crate::db::notifications::supersede(conn, parcel_id, "deposited")?;
+    let deadline = parcel.pickup_deadline.map(crate::db::ts_string);
     let id = outbox::enqueue_notification(
         conn,
         parcel_id,
@@ -588,7 +455,7 @@ pub fn reissue_code(
 /// A numeric code no live parcel at this locker has. The check and the write happen in the
 /// locker's own actor, the only writer of its codes, so checking first is race-free; the
 /// unique index backs it up.
-fn unique_code(conn: &mut DbConn, ctx: &LockerCtx, key: &ServerKey, len: usize) -> Result<String, DeviceError> {
+fn unique_code(conn: &mut DbConn, ctx: &LockerCtx, key: &ServerKey, len: usize) -> Result<String, OpError> {
     for _ in 0..20 {
         let code = generate_numeric_code(len);
         let taken: i64 = parcels::table
@@ -600,7 +467,5 @@ fn unique_code(conn: &mut DbConn, ctx: &LockerCtx, key: &ServerKey, len: usize) 
             return Ok(code);
         }
     }
-    Err(DeviceError::Failed(AppError::internal(
-        "could not find a free pickup code",
-    )))
+    Err(OpError::Failed(AppError::internal("could not find a free pickup code")))
 }

@@ -1,0 +1,72 @@
+//! Compartment rows: the status writes every workflow shares.
+
+use diesel::prelude::*;
+
+use super::schema::compartments;
+use super::{lockers, now, DbConn};
+use crate::domain::CompartmentStatus;
+use crate::error::{AppError, OpError};
+
+/// Marks a free compartment reserved, failing if the database disagrees with the actor's memory.
+pub fn claim(conn: &mut DbConn, locker_id: &str, number: i32, from: CompartmentStatus) -> Result<(), OpError> {
+    let n = diesel::update(
+        compartments::table
+            .filter(compartments::locker_id.eq(locker_id))
+            .filter(compartments::number.eq(number))
+            .filter(compartments::status.eq(from.as_str())),
+    )
+    .set((
+        compartments::status.eq(CompartmentStatus::Reserved.as_str()),
+        compartments::updated_at.eq(now()),
+    ))
+    .execute(conn)?;
+    if n != 1 {
+        return Err(OpError::Failed(AppError::internal(format!(
+            "compartment {number} was not {} in the database",
+            from.as_str()
+        ))));
+    }
+    Ok(())
+}
+
+/// Sets a compartment's status, except that an out-of-service compartment stays so: a fault
+/// reported during a deposit or pickup must survive its completion until a person checks it.
+pub fn settle_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
+    diesel::update(
+        compartments::table
+            .filter(compartments::locker_id.eq(locker_id))
+            .filter(compartments::number.eq(number))
+            .filter(compartments::status.ne(CompartmentStatus::OutOfService.as_str())),
+    )
+    .set((
+        compartments::status.eq(status.as_str()),
+        compartments::updated_at.eq(now()),
+    ))
+    .execute(conn)
+    .map(drop)
+}
+
+pub fn set_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
+    diesel::update(
+        compartments::table
+            .filter(compartments::locker_id.eq(locker_id))
+            .filter(compartments::number.eq(number)),
+    )
+    .set((
+        compartments::status.eq(status.as_str()),
+        compartments::updated_at.eq(now()),
+    ))
+    .execute(conn)
+    .map(drop)
+}
+
+pub fn compartment_id(conn: &mut DbConn, locker_id: &str, number: i32) -> QueryResult<String> {
+    lockers::compartment_by_number(conn, locker_id, number).map(|c| c.id)
+}
+
+pub fn number_of(conn: &mut DbConn, compartment_id: &str) -> QueryResult<i32> {
+    compartments::table
+        .find(compartment_id)
+        .select(compartments::number)
+        .first(conn)
+}

@@ -1,0 +1,129 @@
+//! The pickup transactions, and the hardware-state ones (faults, boot reconciliation).
+
+use diesel::prelude::*;
+use serde_json::json;
+
+use crate::credentials::{hash_token, ServerKey};
+use crate::db::compartments::settle_status;
+use crate::db::lockers::LockerCtx;
+use crate::db::parcels::{EventNote, ParcelChange};
+use crate::db::schema::{compartments, parcels};
+use crate::db::{now, outbox, parcels as parcel_rows, DbConn};
+use crate::domain::hardware::{scanned_token, typed_code, Pickup};
+use crate::domain::parcel::ParcelState;
+use crate::domain::CompartmentStatus;
+use crate::error::OpError;
+
+/// The parcel a pickup code or QR token opens at this locker, with its compartment number.
+pub fn find(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    pickup: &Pickup,
+) -> Result<Option<(String, i32)>, OpError> {
+    let live = [ParcelState::Deposited.as_str(), ParcelState::Expired.as_str()];
+    let q = parcels::table
+        .filter(parcels::locker_id.eq(&ctx.locker_id))
+        .filter(parcels::state.eq_any(live))
+        .select((parcels::id, parcels::compartment_id))
+        .into_boxed();
+    let q = match pickup {
+        Pickup::Code(raw) => {
+            let Some(code) = typed_code(raw) else { return Ok(None) };
+            q.filter(parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, code)))
+        }
+        Pickup::QrToken(raw) => {
+            let Some(token) = scanned_token(raw) else {
+                return Ok(None);
+            };
+            q.filter(parcels::qr_token_hash.eq(hash_token(token)))
+        }
+    };
+    let Some((id, comp)) = q.first::<(String, Option<String>)>(conn).optional()? else {
+        return Ok(None);
+    };
+    let Some(comp) = comp else { return Ok(None) };
+    let number = compartments::table
+        .find(comp)
+        .select(compartments::number)
+        .first(conn)?;
+    Ok(Some((id, number)))
+}
+
+pub fn record(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    parcel_id: &str,
+    kind: &str,
+    detail: serde_json::Value,
+) -> Result<(), OpError> {
+    parcel_rows::record_event(conn, parcel_id, kind, None, &ctx.actor(), detail)?;
+    Ok(())
+}
+
+/// Who took the parcel out of the locker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakenBy {
+    /// The recipient: the parcel is picked up.
+    Recipient,
+    /// The carrier's driver, collecting an expired parcel: it is returned.
+    Carrier,
+}
+
+/// The door closed on an empty compartment: the parcel has left the locker (picked up or
+/// returned), its codes are void, the compartment is free, the carrier is told, and its
+/// remaining deadlines are cancelled.
+pub fn taken_out(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i32, by: TakenBy) -> Result<(), OpError> {
+    let parcel = parcel_rows::get(conn, parcel_id)?;
+    let from = parcel.state();
+    let t = now();
+    let (to, event, webhook, at_field) = match by {
+        TakenBy::Recipient => (ParcelState::PickedUp, "picked_up", "parcel.picked_up", "picked_up_at"),
+        TakenBy::Carrier => (ParcelState::Returned, "returned", "parcel.returned", "returned_at"),
+    };
+    // Taking the parcel out voids every code that could open its compartment.
+    let change = ParcelChange {
+        pickup_code_hash: Some(None),
+        qr_token_hash: Some(None),
+        collection_code_hash: Some(None),
+        picked_up_at: (by == TakenBy::Recipient).then_some(t),
+        returned_at: (by == TakenBy::Carrier).then_some(t),
+        ..ParcelChange::default()
+    };
+    let note = EventNote {
+        kind: event,
+        actor: &ctx.actor(),
+        detail: json!({"compartment": number}),
+    };
+    parcel_rows::change_state(conn, parcel_id, from, to, change, note)?;
+    settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
+    let mut data = json!({"parcel_id": parcel_id, "tracking_number": parcel.tracking_number,
+                           "locker_id": ctx.locker_id, "compartment": number});
+    data[at_field] = json!(crate::db::ts_string(t));
+    outbox::enqueue_webhook(conn, &parcel.carrier_id, Some(parcel_id), webhook, data)?;
+    outbox::cancel_deadlines(conn, parcel_id, &[])?;
+    Ok(())
+}
+
+/// The expired parcel a carrier collection code opens at this locker.
+pub fn find_collection(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    code: &str,
+) -> Result<Option<(String, i32)>, OpError> {
+    let Some(code) = typed_code(code) else { return Ok(None) };
+    let found: Option<(String, Option<String>)> = parcels::table
+        .filter(parcels::locker_id.eq(&ctx.locker_id))
+        .filter(parcels::state.eq(ParcelState::Expired.as_str()))
+        .filter(parcels::collection_code_hash.eq(key.code_hash(&ctx.code_salt, &format!("collect:{code}"))))
+        .select((parcels::id, parcels::compartment_id))
+        .first(conn)
+        .optional()?;
+    let Some((id, Some(comp))) = found else { return Ok(None) };
+    let number = compartments::table
+        .find(comp)
+        .select(compartments::number)
+        .first(conn)?;
+    Ok(Some((id, number)))
+}
