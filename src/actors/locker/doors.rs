@@ -328,17 +328,25 @@ impl LockerActor {
             + chrono::Duration::try_seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
                 .unwrap_or(chrono::Duration::days(365));
         let handle = ctx.run_later(Duration::from_secs(secs), move |act, ctx| {
-            act.door_timed_out(number, parcel_id, ctx)
+            if let Some(work) = act.door_timed_out(number, parcel_id, ctx) {
+                ctx.wait(work);
+            }
         });
         DoorTimer { handle, due_at }
     }
 
     /// A door session's time is up. If it is still the session for `parcel_id`, a deposit is
-    /// cancelled; a door left open is reported as a fault.
-    pub(super) fn door_timed_out(&mut self, number: i32, parcel_id: String, ctx: &mut Context<Self>) {
+    /// cancelled; a door left open is reported as a fault. Returns the transaction that does it,
+    /// for the caller to run before anything else reaches this actor.
+    pub(super) fn door_timed_out(
+        &mut self,
+        number: i32,
+        parcel_id: String,
+        ctx: &mut Context<Self>,
+    ) -> Option<ResponseActFuture<Self, ()>> {
         let matches = self.doors.get(&number).and_then(DoorSession::parcel_id) == Some(parcel_id.as_str());
         if !matches {
-            return;
+            return None;
         }
         if let Some(reported) = self.awaiting_boot.get_mut(&number) {
             // Interrupted by a restart and the device has not booted since: the parcel may
@@ -347,10 +355,12 @@ impl LockerActor {
             if !std::mem::replace(reported, true) {
                 self.report_outcome_unknown(number, ctx);
             }
-            return;
+            return None;
         }
-        let Some(door) = self.doors.remove(&number) else { return };
-        let Some(me) = self.me.clone() else { return };
+        let Some(door) = self.doors.remove(&number) else {
+            return None;
+        };
+        let Some(me) = self.me.clone() else { return None };
         let db = self.deps.db.clone();
         let (opened, deposit_prior) = match door {
             DoorSession::Deposit { opened, prior, .. } => (opened, Some(prior)),
@@ -381,13 +391,13 @@ impl LockerActor {
             })
             .await
         };
-        ctx.wait(work.into_actor(self).map(move |res, act, ctx| match res {
+        Some(Box::pin(work.into_actor(self).map(move |res, act, ctx| match res {
             Ok(status) => act.set_slot(number, status),
             Err(e) => {
                 tracing::error!(locker = %act.id, error = ?e, "door timeout handling failed; restarting");
                 ctx.stop();
             }
-        }));
+        })))
     }
 
     pub(super) fn report_outcome_unknown(&mut self, number: i32, ctx: &mut Context<Self>) {

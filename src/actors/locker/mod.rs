@@ -301,8 +301,8 @@ impl Handler<FireDueTimers> for LockerActor {
     type Result = AtomicResponse<Self, usize>;
 
     /// Fires the door sessions and server calls whose time is up by the application's clock,
-    /// and asks the session to check the device's silence. Atomic: the answer waits for the
-    /// door timeouts' transactions (queued on this actor before it).
+    /// and asks the session to check the device's silence. Atomic: nothing else reaches this
+    /// actor until the door timeouts' transactions are done.
     fn handle(&mut self, _: FireDueTimers, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.deps.clock.now();
         let doors: Vec<(i32, String, SpawnHandle)> = self
@@ -321,24 +321,29 @@ impl Handler<FireDueTimers> for LockerActor {
             .map(|(id, _)| id.clone())
             .collect();
         let fired = doors.len() + calls.len();
+        // The answer waits for the door timeouts' transactions, one after the other, so a test
+        // that moves the clock reads their outcome next.
+        let mut work: ResponseActFuture<Self, ()> = Box::pin(fut::ready(()));
         for (number, parcel_id, handle) in doors {
             ctx.cancel_future(handle);
-            self.door_timed_out(number, parcel_id, ctx);
+            if let Some(timed_out) = self.door_timed_out(number, parcel_id, ctx) {
+                work = Box::pin(work.then(move |_, _, _| timed_out));
+            }
         }
         // Dropping the reply channel ends the wait in `ask_device_to_open` as a timeout does.
         for id in calls {
             self.pending.remove(&id);
         }
         let session = self.session.as_ref().map(|(_, s)| s.clone());
-        AtomicResponse::new(Box::pin(
+        AtomicResponse::new(Box::pin(work.then(move |_, act, _| {
             async move {
                 if let Some(s) = session {
                     let _ = s.send(ToDevice::CheckSilence).await;
                 }
                 fired
             }
-            .into_actor(self),
-        ))
+            .into_actor(act)
+        })))
     }
 }
 
