@@ -357,10 +357,8 @@ impl LockerActor {
             }
             return None;
         }
-        let Some(door) = self.doors.remove(&number) else {
-            return None;
-        };
-        let Some(me) = self.me.clone() else { return None };
+        let door = self.doors.remove(&number)?;
+        let me = self.me.clone()?;
         let db = self.deps.db.clone();
         let (opened, deposit_prior) = match door {
             DoorSession::Deposit { opened, prior, .. } => (opened, Some(prior)),
