@@ -7,8 +7,8 @@ use actix::prelude::*;
 use super::carrier::CarrierActor;
 use super::locker::LockerActor;
 use super::messages::{
-    CarrierChanged, DeadlinesQueued, FireDueDeadlines, GetLocker, Kick, KickCarriers, OutboxQueued, ReloadCarrier,
-    ScheduledDeadlines, Shutdown,
+    CarrierChanged, DeadlinesQueued, FireDueDeadlines, FireDueTimers, GetLocker, Kick, KickCarriers, OutboxQueued,
+    ReloadCarrier, ScheduledDeadlines, Shutdown,
 };
 use super::notifier::NotificationActor;
 use super::retry::retry_delay;
@@ -240,6 +240,22 @@ impl Handler<OutboxQueued> for Hub {
                 });
             }
         }
+    }
+}
+
+impl Handler<FireDueTimers> for Hub {
+    type Result = ResponseFuture<usize>;
+
+    /// Asks every loaded locker actor, and answers once all have fired theirs.
+    fn handle(&mut self, _: FireDueTimers, _: &mut Context<Self>) -> Self::Result {
+        let lockers: Vec<_> = self.lockers.values().cloned().collect();
+        Box::pin(async move {
+            let mut fired = 0;
+            for l in lockers {
+                fired += l.send(FireDueTimers).await.unwrap_or(0);
+            }
+            fired
+        })
     }
 }
 

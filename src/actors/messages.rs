@@ -21,6 +21,9 @@ pub enum ToDevice {
     Replaced,
     /// The credential was revoked or the locker deactivated.
     Revoked,
+    /// Close if the device has been silent past its timeout by the application's clock (what
+    /// the session's own interval checks; sent with `FireDueTimers`).
+    CheckSilence,
 }
 
 /// Session → locker: the device connected.
@@ -173,6 +176,14 @@ pub struct DeadlinesQueued {
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct ScheduledDeadlines;
+
+/// Hub, then every loaded locker actor: fire the device-side timers due by the application's
+/// clock (door sessions, server calls awaiting the device, a silent session), and answer with
+/// how many there were once they have fired. Real timers do this in production; tests move
+/// the clock and send this instead of waiting.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct FireDueTimers;
 
 /// Hub: stop all locker and carrier actors.
 #[derive(Message)]

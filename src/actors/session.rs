@@ -1,13 +1,14 @@
 //! One actor per device WebSocket: framing, heartbeats, and forwarding to the locker actor.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web_actors::ws;
 
 use super::locker::LockerActor;
 use super::messages::{Attach, Detach, DeviceAnswer, DeviceCall, ToDevice};
+use crate::clock::Clock;
 use crate::protocol::messages::DeviceRequest;
 use crate::protocol::{frame_limit, ErrorCode, Frame, FrameError};
 
@@ -19,7 +20,12 @@ pub struct LockerSession {
     locker: Addr<LockerActor>,
     /// Hash of the credential this session authenticated with.
     credential_hash: String,
-    last_heard: Instant,
+    /// The application's clock: silence is measured on it, so tests move it instead of waiting.
+    clock: Clock,
+    /// When the oldest ping the device has not answered (nor sent anything since) went out.
+    /// Silence counts from a ping, not from the last frame, so moving the application's clock
+    /// does not make a device that answers its pings look silent.
+    unanswered_since: Option<chrono::NaiveDateTime>,
     heartbeat: Duration,
     timeout: Duration,
 }
@@ -37,10 +43,36 @@ impl LockerSession {
             locker_id,
             locker,
             credential_hash,
-            last_heard: Instant::now(),
+            clock: Clock::new(Duration::from_secs(3600)),
+            unanswered_since: None,
             heartbeat,
             timeout,
         }
+    }
+
+    fn ping(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.unanswered_since.get_or_insert_with(|| self.clock.now());
+        ctx.ping(b"");
+    }
+
+    /// Measures the device's silence on the application's clock (the wall clock otherwise).
+    pub fn on_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Stops the session if a ping has gone unanswered past the timeout; whether it did.
+    fn drop_if_silent(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        let Some(since) = self.unanswered_since else {
+            return false;
+        };
+        let silent = (self.clock.now() - since).to_std().unwrap_or(Duration::ZERO);
+        if silent <= self.timeout {
+            return false;
+        }
+        tracing::info!(locker = %self.locker_id, session = self.id, "device silent; dropping");
+        ctx.stop();
+        true
     }
 
     fn error(ctx: &mut ws::WebsocketContext<Self>, id: &str, code: ErrorCode, msg: &str) {
@@ -138,13 +170,11 @@ impl Actor for LockerSession {
             session: ctx.address().recipient(),
             credential_hash: self.credential_hash.clone(),
         });
+        self.ping(ctx);
         ctx.run_interval(self.heartbeat, |act, ctx| {
-            if act.last_heard.elapsed() > act.timeout {
-                tracing::info!(locker = %act.locker_id, session = act.id, "device silent; dropping");
-                ctx.stop();
-                return;
+            if !act.drop_if_silent(ctx) {
+                act.ping(ctx);
             }
-            ctx.ping(b"");
         });
     }
 
@@ -168,6 +198,9 @@ impl Handler<ToDevice> for LockerSession {
                 }));
                 ctx.stop();
             }
+            ToDevice::CheckSilence => {
+                self.drop_if_silent(ctx);
+            }
             ToDevice::Replaced => {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Other(4000),
@@ -181,7 +214,7 @@ impl Handler<ToDevice> for LockerSession {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for LockerSession {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
+        self.unanswered_since = None;
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),

@@ -70,7 +70,8 @@ pub async fn connect(
         credential_hash,
         Duration::from_secs(s.device_heartbeat_secs),
         Duration::from_secs(s.device_timeout_secs),
-    );
+    )
+    .on_clock(state.clock.clone());
     // The WebSocket layer refuses, from the frame header, anything beyond the largest frame of
     // any kind (a boot); the session holds every other action to 16 KiB (protocol::frame_limit).
     ws::WsResponseBuilder::new(session, &req, stream)

@@ -234,6 +234,7 @@ impl Handler<ToDevice> for Probe {
             ToDevice::Text(_) => "text",
             ToDevice::Replaced => "replaced",
             ToDevice::Revoked => "revoked",
+            ToDevice::CheckSilence => "check_silence",
         };
         self.0.lock().unwrap().push(what.into());
     }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::db_test;
-use crate::helpers::{assert_error, TestApp};
+use crate::helpers::{assert_error, eventually, TestApp};
 
 /// A site with one locker (layout given as size runs), one carrier and one resident.
 struct World {
@@ -58,6 +58,16 @@ async fn device(app: &TestApp, w: &World) -> SimLocker {
     sim
 }
 
+/// Waits (bounded) until the locker shows as disconnected: the session's end is recorded
+/// after the socket closes, asynchronously.
+async fn disconnected(app: &TestApp, locker: &str, what: &str) {
+    eventually(Duration::from_secs(5), what, || async {
+        let (_, l) = app.get(&format!("/api/v1/lockers/{locker}")).await;
+        (l["connected"] == false).then_some(())
+    })
+    .await;
+}
+
 async fn parcel(app: &TestApp, id: &str) -> Value {
     let (s, v) = app.get(&format!("/api/v1/parcels/{id}")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -80,8 +90,10 @@ db_test!(
     newer_session_replaces_older,
     device_auth_is_checked,
     faults_take_compartments_out_of_service,
-    remote_open_and_unknown_outcome,
 );
+
+// The call timeout is the app clock's: the test moves the clock rather than waiting for it.
+db_test!(remote_open_and_unknown_outcome with |s| s.device_call_timeout_secs = 3600);
 
 async fn deposit_by_phone_then_pickup_by_code(app: TestApp) {
     let w = world(&app, &[(Size::S, 2), (Size::M, 2)]).await;
@@ -610,16 +622,7 @@ async fn newer_session_replaces_older(app: TestApp) {
     let (_, l) = app.get(&format!("/api/v1/lockers/{}", w.locker)).await;
     assert_eq!(l["connected"], true);
     second.disconnect().await;
-    let mut connected = true;
-    for _ in 0..50 {
-        let (_, l) = app.get(&format!("/api/v1/lockers/{}", w.locker)).await;
-        connected = l["connected"].as_bool().unwrap();
-        if !connected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!connected, "disconnection is recorded");
+    disconnected(&app, &w.locker, "disconnection is recorded").await;
 }
 
 async fn device_auth_is_checked(app: TestApp) {
@@ -724,19 +727,33 @@ async fn remote_open_and_unknown_outcome(app: TestApp) {
     .await
     .unwrap();
     quiet.boot().await.unwrap();
-    let got = app.post(&path, json!({"reason": "inspection"})).await;
+    let asked = app.post(&path, json!({"reason": "inspection"}));
+    let timed_out = async {
+        eventually(Duration::from_secs(5), "the device gets the open call", || async {
+            (!quiet.server_calls.lock().unwrap().is_empty()).then_some(())
+        })
+        .await;
+        assert_eq!(app.advance(Duration::from_secs(3599)).await, 0, "not due yet");
+        assert_eq!(app.advance(Duration::from_secs(2)).await, 1, "the call timed out");
+    };
+    let (got, ()) = tokio::join!(asked, timed_out);
     assert_error(&got, StatusCode::GATEWAY_TIMEOUT, "outcome_unknown");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Never replayed: nothing is due any more, and the device got the one call.
+    assert_eq!(app.advance(Duration::from_secs(3601)).await, 0);
     assert_eq!(quiet.server_calls.lock().unwrap().len(), 1, "sent once, not replayed");
-    let (_, faults) = app.get(&format!("/api/v1/lockers/{}/faults", w.locker)).await;
-    assert!(faults["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|f| f["kind"] == "open_outcome_unknown"));
+    eventually(Duration::from_secs(5), "an open_outcome_unknown fault", || async {
+        let (_, faults) = app.get(&format!("/api/v1/lockers/{}/faults", w.locker)).await;
+        let found = faults["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "open_outcome_unknown");
+        found.then_some(())
+    })
+    .await;
 }
 
-db_test!(unfinished_deposits_time_out with |s| s.deposit_timeout_secs = 1);
+db_test!(unfinished_deposits_time_out);
 
 async fn unfinished_deposits_time_out(app: TestApp) {
     let w = world(&app, &[(Size::S, 2)]).await;
@@ -750,23 +767,12 @@ async fn unfinished_deposits_time_out(app: TestApp) {
         .await
         .unwrap();
     sim.door(open.compartment, DoorChange::Opened).await.unwrap();
-    let mut states = (String::new(), String::new());
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let a = parcel(&app, &quiet.deposit_id).await["state"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let b = parcel(&app, &open.deposit_id).await["state"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        states = (a, b);
-        if states.0 == "cancelled" && states.1 == "cancelled" {
-            break;
-        }
-    }
-    assert_eq!(states, ("cancelled".to_string(), "cancelled".to_string()));
+    let timeout = app.settings.deposit_timeout_secs;
+    assert_eq!(app.advance(Duration::from_secs(timeout - 1)).await, 0, "not yet");
+    assert_eq!(parcel(&app, &quiet.deposit_id).await["state"], "reserved");
+    assert_eq!(app.advance(Duration::from_secs(2)).await, 2, "both deposits timed out");
+    assert_eq!(parcel(&app, &quiet.deposit_id).await["state"], "cancelled");
+    assert_eq!(parcel(&app, &open.deposit_id).await["state"], "cancelled");
     let s = app.statuses(&w.locker).await;
     assert_eq!(
         s[&i64::from(quiet.compartment)],
@@ -811,20 +817,17 @@ async fn a_failure_restarts_the_locker_from_the_database(app: TestApp) {
         "the actor's memory disagreed with the database"
     );
     // The actor restarted from the database; the device retries with the same id.
-    let mut answer = None;
-    for _ in 0..50 {
+    let answer = eventually(Duration::from_secs(5), "the retry succeeds", || async {
         match sim.call_with_id("try-1", "StartDeposit", req.clone()).await {
-            Ok(v) => {
-                answer = Some(v);
-                break;
-            }
+            Ok(v) => Some(v),
             Err(e) if e.code() == Some(ErrorCode::ProtocolError) => {
                 sim.boot().await.unwrap();
+                None
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) => None,
         }
-    }
-    let answer = answer.expect("the retry succeeds");
+    })
+    .await;
     assert_eq!(answer["compartment"], 2);
     let s = app.statuses(&w.locker).await;
     assert_eq!((s[&1].as_str(), s[&2].as_str()), ("out_of_service", "reserved"));
@@ -867,16 +870,7 @@ async fn revoking_the_credential_closes_the_session(app: TestApp) {
         sim.wait_closed(Duration::from_secs(5)).await,
         "the old credential's session is closed"
     );
-    let mut connected = true;
-    for _ in 0..50 {
-        let (_, l) = app.get(&format!("/api/v1/lockers/{}", w.locker)).await;
-        connected = l["connected"].as_bool().unwrap();
-        if !connected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!connected, "the revoked session is recorded as disconnected");
+    disconnected(&app, &w.locker, "the revoked session is recorded as disconnected").await;
     let err = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
         .await
         .err()
@@ -955,7 +949,7 @@ async fn deposits_cut_short_by_a_restart_are_cancelled(app: TestApp) {
     assert_eq!(again.compartment, 1);
 }
 
-db_test!(upsized_deposits_still_time_out with |s| s.deposit_timeout_secs = 1);
+db_test!(upsized_deposits_still_time_out);
 
 async fn upsized_deposits_still_time_out(app: TestApp) {
     let w = world(&app, &[(Size::S, 1), (Size::M, 1)]).await;
@@ -969,25 +963,17 @@ async fn upsized_deposits_still_time_out(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(bigger["compartment"], 2);
-    let mut state = String::new();
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        state = parcel(&app, &open.deposit_id).await["state"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        if state == "cancelled" {
-            break;
-        }
-    }
-    assert_eq!(state, "cancelled");
+    let timeout = Duration::from_secs(app.settings.deposit_timeout_secs);
+    assert_eq!(
+        app.advance(timeout + Duration::from_secs(1)).await,
+        1,
+        "the moved deposit timed out"
+    );
+    assert_eq!(parcel(&app, &open.deposit_id).await["state"], "cancelled");
     assert!(app.statuses(&w.locker).await.values().all(|s| s == "free"));
 }
 
-db_test!(silent_devices_are_dropped with |s| {
-    s.device_heartbeat_secs = 1;
-    s.device_timeout_secs = 2;
-});
+db_test!(silent_devices_are_dropped);
 
 async fn silent_devices_are_dropped(app: TestApp) {
     use base64::Engine;
@@ -1001,29 +987,22 @@ async fn silent_devices_are_dropped(app: TestApp) {
         .insert("Authorization", format!("Basic {basic}").parse().unwrap());
     // Connected, then silent: this client never reads, so it never answers the server's pings.
     let (_silent, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let connected_is = |want: bool| {
-        let app = &app;
-        let id = w.locker.clone();
-        async move {
-            for _ in 0..100 {
-                let (_, l) = app.get(&format!("/api/v1/lockers/{id}")).await;
-                if l["connected"] == want {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            false
-        }
-    };
-    assert!(connected_is(true).await, "the connection is recorded");
-    let mut connected = true;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually(Duration::from_secs(5), "the connection is recorded", || async {
         let (_, l) = app.get(&format!("/api/v1/lockers/{}", w.locker)).await;
-        connected = l["connected"].as_bool().unwrap();
-        if !connected {
-            break;
-        }
-    }
-    assert!(!connected, "the silent peer was dropped after the timeout");
+        (l["connected"] == true).then_some(())
+    })
+    .await;
+    // A simulated device on another locker answers its pings: moving the clock leaves it be.
+    let (other, credential) = app.locker(&w.site, json!([{"size": "S", "count": 1}])).await;
+    let answering = SimLocker::connect(&app.ws_base(), &other, &credential, &[(1, Size::S)])
+        .await
+        .unwrap();
+    answering.boot().await.unwrap();
+    app.advance(Duration::from_secs(app.settings.device_timeout_secs + 1))
+        .await;
+    disconnected(&app, &w.locker, "the silent peer was dropped after the timeout").await;
+    assert!(
+        answering.call("Heartbeat", json!({})).await.is_ok(),
+        "a device that answers its pings stays connected"
+    );
 }

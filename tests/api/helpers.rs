@@ -254,15 +254,18 @@ impl TestApp {
     }
 
     /// Moves the application's clock forward by `by`, then fires every deadline that is due
-    /// by it and returns once they have fired (how many there were). Tests call this instead
+    /// by it, and every loaded locker's device-side timers (door sessions, server calls, silent
+    /// sessions), and returns once they have fired (how many there were). Tests call this instead
     /// of sleeping until a timer would fire.
     #[allow(dead_code)] // not every suite moves time
     pub async fn advance(&self, by: Duration) -> usize {
         self.clock.advance(by);
-        self.hub
+        let deadlines = self
+            .hub
             .send(lockerhub::actors::messages::FireDueDeadlines)
             .await
-            .expect("the hub answers")
+            .expect("the hub answers");
+        deadlines + self.fire_due_timers().await
     }
 
     /// Drops this test's PostgreSQL database under the running server (an outage).
@@ -576,6 +579,15 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 impl TestApp {
+    /// Fires the device-side timers due by the app clock in every loaded locker actor (door
+    /// sessions, server calls awaiting the device, silent sessions); how many fired.
+    pub async fn fire_due_timers(&self) -> usize {
+        self.hub
+            .send(lockerhub::actors::messages::FireDueTimers)
+            .await
+            .expect("the hub answers")
+    }
+
     /// How many deadlines have a timer waiting in the timeout actor right now.
     #[allow(dead_code)] // not every suite looks at the timeout actor
     pub async fn scheduled_deadlines(&self) -> usize {

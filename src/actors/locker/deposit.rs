@@ -109,7 +109,7 @@ impl LockerActor {
                 if let Some(mut session) = act.doors.remove(&current) {
                     // The door timer follows the deposit to its new compartment.
                     if let Some(timer) = session.timer_mut() {
-                        ctx.cancel_future(*timer);
+                        ctx.cancel_future(timer.handle);
                         *timer = act.door_timer(number, deposit_id.clone(), ctx);
                     }
                     act.doors.insert(number, session);

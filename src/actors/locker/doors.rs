@@ -26,23 +26,30 @@ pub(super) enum DoorSession {
         needs_accessible: bool,
         prior: Prior,
         opened: bool,
-        timer: SpawnHandle,
+        timer: DoorTimer,
     },
     Pickup {
         parcel_id: String,
         opened: bool,
-        timer: SpawnHandle,
+        timer: DoorTimer,
     },
     /// A carrier's driver taking an expired parcel back.
     Collection {
         parcel_id: String,
         opened: bool,
-        timer: SpawnHandle,
+        timer: DoorTimer,
     },
     Remote {
         opened: bool,
         open: RemoteDoor,
     },
+}
+
+/// A door session's timeout: the real timer, and when it falls due by the application's clock.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DoorTimer {
+    pub(super) handle: SpawnHandle,
+    pub(super) due_at: chrono::NaiveDateTime,
 }
 
 /// What a remote open was for: its audit record, and the parcel that was inside.
@@ -63,7 +70,7 @@ impl DoorSession {
         }
     }
 
-    pub(super) fn timer_mut(&mut self) -> Option<&mut SpawnHandle> {
+    pub(super) fn timer_mut(&mut self) -> Option<&mut DoorTimer> {
         match self {
             Self::Deposit { timer, .. } | Self::Pickup { timer, .. } | Self::Collection { timer, .. } => Some(timer),
             Self::Remote { .. } => None,
@@ -160,7 +167,7 @@ impl LockerActor {
                     if let Some(door) = self.doors.get_mut(&number) {
                         *door.opened_mut() = true;
                         if let Some(old) = door.timer_mut().map(|t| std::mem::replace(t, timer)) {
-                            ctx.cancel_future(old);
+                            ctx.cancel_future(old.handle);
                         }
                     }
                 }
@@ -177,7 +184,7 @@ impl LockerActor {
     pub(super) fn end_door(&mut self, number: i32, ctx: &mut Context<Self>) -> Option<DoorSession> {
         let mut door = self.doors.remove(&number)?;
         if let Some(timer) = door.timer_mut() {
-            ctx.cancel_future(*timer);
+            ctx.cancel_future(timer.handle);
         }
         Some(door)
     }
@@ -316,70 +323,89 @@ impl LockerActor {
         }
     }
 
-    /// A deposit or pickup must finish within the deposit timeout. If it does not, a deposit
-    /// is cancelled; a door left open is reported as a fault.
-    pub(super) fn door_timer(&self, number: i32, parcel_id: String, ctx: &mut Context<Self>) -> SpawnHandle {
-        let after = Duration::from_secs(self.deps.settings.deposit_timeout_secs);
-        ctx.run_later(after, move |act, ctx| {
-            let matches = act.doors.get(&number).and_then(DoorSession::parcel_id) == Some(parcel_id.as_str());
-            if !matches {
-                return;
+    /// A deposit or pickup must finish within the deposit timeout, by the application's clock.
+    /// A real timer fires it in production; `FireDueTimers` fires it once the clock has passed
+    /// `due_at` (tests move the clock instead of waiting).
+    pub(super) fn door_timer(&self, number: i32, parcel_id: String, ctx: &mut Context<Self>) -> DoorTimer {
+        let secs = self.deps.settings.deposit_timeout_secs;
+        let due_at = self.deps.clock.now()
+            + chrono::Duration::try_seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
+                .unwrap_or(chrono::Duration::days(365));
+        let handle = ctx.run_later(Duration::from_secs(secs), move |act, ctx| {
+            if let Some(work) = act.door_timed_out(number, parcel_id, ctx) {
+                ctx.wait(work);
             }
-            if let Some(reported) = act.awaiting_boot.get_mut(&number) {
-                // Interrupted by a restart and the device has not booted since: the parcel may
-                // be inside or not. Not cancelled: out of service for a person to check, and the
-                // session waits for the boot that decides it.
-                if !std::mem::replace(reported, true) {
-                    act.report_outcome_unknown(number, ctx);
-                }
-                return;
+        });
+        DoorTimer { handle, due_at }
+    }
+
+    /// A door session's time is up. If it is still the session for `parcel_id`, a deposit is
+    /// cancelled; a door left open is reported as a fault. Returns the transaction that does it,
+    /// for the caller to run before anything else reaches this actor.
+    pub(super) fn door_timed_out(
+        &mut self,
+        number: i32,
+        parcel_id: String,
+        ctx: &mut Context<Self>,
+    ) -> Option<ResponseActFuture<Self, ()>> {
+        let matches = self.doors.get(&number).and_then(DoorSession::parcel_id) == Some(parcel_id.as_str());
+        if !matches {
+            return None;
+        }
+        if let Some(reported) = self.awaiting_boot.get_mut(&number) {
+            // Interrupted by a restart and the device has not booted since: the parcel may
+            // be inside or not. Not cancelled: out of service for a person to check, and the
+            // session waits for the boot that decides it.
+            if !std::mem::replace(reported, true) {
+                self.report_outcome_unknown(number, ctx);
             }
-            let Some(door) = act.doors.remove(&number) else { return };
-            let Some(me) = act.me.clone() else { return };
-            let db = act.deps.db.clone();
-            let (opened, deposit_prior) = match door {
-                DoorSession::Deposit { opened, prior, .. } => (opened, Some(prior)),
-                DoorSession::Pickup { opened, .. }
-                | DoorSession::Collection { opened, .. }
-                | DoorSession::Remote { opened, .. } => (opened, None),
-            };
-            let pid = parcel_id.clone();
-            let work = async move {
-                db.transaction_as(move |c| -> Result<CompartmentStatus, DeviceError> {
-                    let mut status = CompartmentStatus::Occupied;
-                    if let Some(prior) = &deposit_prior {
-                        status = deposits::cancel(c, &me, &pid, number, prior, "timed out")?;
-                    } else {
-                        crate::workflows::pickups::record(
-                            c,
-                            &me,
-                            &pid,
-                            "pickup_timed_out",
-                            json!({"compartment": number}),
-                        )?;
-                    }
-                    if opened {
-                        crate::workflows::hardware::fault(
-                            c,
-                            &me,
-                            Some(number),
-                            "door_not_closed",
-                            "the door was not closed in time",
-                        )?;
-                        status = CompartmentStatus::OutOfService;
-                    }
-                    Ok(status)
-                })
-                .await
-            };
-            ctx.wait(work.into_actor(act).map(move |res, act, ctx| match res {
-                Ok(status) => act.set_slot(number, status),
-                Err(e) => {
-                    tracing::error!(locker = %act.id, error = ?e, "door timeout handling failed; restarting");
-                    ctx.stop();
+            return None;
+        }
+        let door = self.doors.remove(&number)?;
+        let me = self.me.clone()?;
+        let db = self.deps.db.clone();
+        let (opened, deposit_prior) = match door {
+            DoorSession::Deposit { opened, prior, .. } => (opened, Some(prior)),
+            DoorSession::Pickup { opened, .. }
+            | DoorSession::Collection { opened, .. }
+            | DoorSession::Remote { opened, .. } => (opened, None),
+        };
+        let pid = parcel_id.clone();
+        let work = async move {
+            db.transaction_as(move |c| -> Result<CompartmentStatus, DeviceError> {
+                let mut status = CompartmentStatus::Occupied;
+                if let Some(prior) = &deposit_prior {
+                    status = deposits::cancel(c, &me, &pid, number, prior, "timed out")?;
+                } else {
+                    crate::workflows::pickups::record(
+                        c,
+                        &me,
+                        &pid,
+                        "pickup_timed_out",
+                        json!({"compartment": number}),
+                    )?;
                 }
-            }));
-        })
+                if opened {
+                    crate::workflows::hardware::fault(
+                        c,
+                        &me,
+                        Some(number),
+                        "door_not_closed",
+                        "the door was not closed in time",
+                    )?;
+                    status = CompartmentStatus::OutOfService;
+                }
+                Ok(status)
+            })
+            .await
+        };
+        Some(Box::pin(work.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(status) => act.set_slot(number, status),
+            Err(e) => {
+                tracing::error!(locker = %act.id, error = ?e, "door timeout handling failed; restarting");
+                ctx.stop();
+            }
+        })))
     }
 
     pub(super) fn report_outcome_unknown(&mut self, number: i32, ctx: &mut Context<Self>) {

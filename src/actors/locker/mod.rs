@@ -301,6 +301,56 @@ impl Supervised for LockerActor {
     }
 }
 
+impl Handler<FireDueTimers> for LockerActor {
+    type Result = AtomicResponse<Self, usize>;
+
+    /// Fires the door sessions and server calls whose time is up by the application's clock,
+    /// and asks the session to check the device's silence. Atomic: nothing else reaches this
+    /// actor until the door timeouts' transactions are done.
+    fn handle(&mut self, _: FireDueTimers, ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.deps.clock.now();
+        let doors: Vec<(i32, String, SpawnHandle)> = self
+            .doors
+            .iter_mut()
+            .filter_map(|(n, d)| {
+                let pid = d.parcel_id()?.to_string();
+                let timer = d.timer_mut()?;
+                (timer.due_at <= now).then_some((*n, pid, timer.handle))
+            })
+            .collect();
+        let calls: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, _, _, due_at))| *due_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let fired = doors.len() + calls.len();
+        // The answer waits for the door timeouts' transactions, one after the other, so a test
+        // that moves the clock reads their outcome next.
+        let mut work: ResponseActFuture<Self, ()> = Box::pin(fut::ready(()));
+        for (number, parcel_id, handle) in doors {
+            ctx.cancel_future(handle);
+            if let Some(timed_out) = self.door_timed_out(number, parcel_id, ctx) {
+                work = Box::pin(work.then(move |_, _, _| timed_out));
+            }
+        }
+        // Dropping the reply channel ends the wait in `ask_device_to_open` as a timeout does.
+        for id in calls {
+            self.pending.remove(&id);
+        }
+        let session = self.session.as_ref().map(|(_, s)| s.clone());
+        AtomicResponse::new(Box::pin(work.then(move |_, act, _| {
+            async move {
+                if let Some(s) = session {
+                    let _ = s.send(ToDevice::CheckSilence).await;
+                }
+                fired
+            }
+            .into_actor(act)
+        })))
+    }
+}
+
 impl Handler<Attach> for LockerActor {
     type Result = ();
 

@@ -18,14 +18,20 @@ use crate::protocol::messages::*;
 use crate::protocol::{Frame, FrameError};
 
 /// A server call awaiting the device's answer: where the answer goes, the compartment opened,
-/// and the remote open it belongs to.
-pub(super) type PendingCall = (oneshot::Sender<Result<Value, FrameError>>, i32, RemoteDoor);
+/// the remote open it belongs to, and when it times out by the application's clock (dropping
+/// it, as `FireDueTimers` does then, ends the wait with an unknown outcome).
+pub(super) type PendingCall = (
+    oneshot::Sender<Result<Value, FrameError>>,
+    i32,
+    RemoteDoor,
+    chrono::NaiveDateTime,
+);
 
 impl Handler<DeviceAnswer> for LockerActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeviceAnswer, _: &mut Context<Self>) {
-        if let Some((tx, number, open)) = self.pending.remove(&msg.msg_id) {
+        if let Some((tx, number, open, _)) = self.pending.remove(&msg.msg_id) {
             // Register the open door now: its DoorEvent may be the very next message.
             if msg
                 .answer
@@ -109,7 +115,11 @@ impl LockerActor {
         self.next_call += 1;
         let call_id = format!("srv-{}", self.next_call);
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(call_id.clone(), (tx, number, open.clone()));
+        let secs = self.deps.settings.device_call_timeout_secs;
+        let due_at = self.deps.clock.now()
+            + chrono::Duration::try_seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
+                .unwrap_or(chrono::Duration::days(365));
+        self.pending.insert(call_id.clone(), (tx, number, open.clone(), due_at));
         let payload = json!(OpenCompartment {
             compartment: number,
             reason
@@ -122,7 +132,7 @@ impl LockerActor {
             }
             .to_text(),
         ));
-        let timeout = Duration::from_secs(self.deps.settings.device_call_timeout_secs);
+        let timeout = Duration::from_secs(secs);
         Box::pin(
             async move { tokio::time::timeout(timeout, rx).await }
                 .into_actor(self)
