@@ -146,11 +146,10 @@ impl TestApp {
 
     pub async fn sqlite_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
+        let db_file = dir.path().join("test.db");
+        std::fs::copy(crate::template::sqlite(), &db_file).expect("copy the SQLite template");
         let mut settings = base_settings(dir.path());
-        settings.database_url = Some(Secret::new(format!(
-            "sqlite://{}",
-            dir.path().join("test.db").display()
-        )));
+        settings.database_url = Some(Secret::new(format!("sqlite://{}", db_file.display())));
         tweak(&mut settings);
         Self::start(settings, dir, None).await
     }
@@ -159,14 +158,16 @@ impl TestApp {
         Self::postgres_with(|_| {}).await
     }
 
-    /// A test app on a fresh PostgreSQL database. Only PostgreSQL tests call it, and they are
-    /// ignored unless `TEST_DATABASE_URL` was set when they were built.
+    /// A test app on a fresh PostgreSQL database, copied from the migrated template. Only
+    /// PostgreSQL tests call it, and they are ignored unless `TEST_DATABASE_URL` was set when
+    /// they were built.
     pub async fn postgres_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let admin_url = std::env::var("TEST_DATABASE_URL")
             .expect("TEST_DATABASE_URL: PostgreSQL tests run only when it is set (see build.rs)");
         let name = format!("lh_test_{}", uuid::Uuid::new_v4().simple());
+        let template = crate::template::postgres(&admin_url);
         let mut c = diesel::PgConnection::establish(&admin_url).expect("TEST_DATABASE_URL must be reachable");
-        c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        c.batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
             .expect("create test database");
         let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
         url.set_path(&name);

@@ -20,3 +20,4 @@ mod recipients;
 mod remote_open;
 mod sites;
 mod smtp;
+mod template;
