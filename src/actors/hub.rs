@@ -7,7 +7,9 @@ use actix::prelude::*;
 
 use super::carrier::{CarrierActor, ReloadCarrier};
 use super::locker::LockerActor;
-use super::messages::{CarrierChanged, FireDueDeadlines, GetLocker, Kick, KickCarriers, OutboxQueued, Shutdown};
+use super::messages::{
+    CarrierChanged, FireDueDeadlines, GetLocker, Kick, KickCarriers, LoadedLockers, OutboxQueued, Shutdown,
+};
 use super::notifier::NotificationActor;
 use super::retry_delay;
 use super::timeouts::{FireDue, TimeoutActor};
@@ -196,6 +198,14 @@ impl Handler<GetLocker> for Hub {
 
     fn handle(&mut self, msg: GetLocker, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.ensure_locker(msg.locker_id))
+    }
+}
+
+impl Handler<LoadedLockers> for Hub {
+    type Result = MessageResult<LoadedLockers>;
+
+    fn handle(&mut self, _: LoadedLockers, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.lockers.iter().map(|(id, a)| (id.clone(), a.clone())).collect())
     }
 }
 

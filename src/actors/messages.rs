@@ -155,6 +155,17 @@ pub struct OutboxQueued(pub crate::db::wake::Wakeups);
 #[rtype(result = "usize")]
 pub struct FireDueDeadlines;
 
+/// Hub: the locker actors it has started, without starting any (for checks that compare an
+/// actor's memory with the database, such as the test harness's).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Addr<LockerActor>)>")]
+pub struct LoadedLockers;
+
+/// Locker: each compartment's number and status as this actor holds them in memory.
+#[derive(Message)]
+#[rtype(result = "Vec<(i32, crate::domain::CompartmentStatus)>")]
+pub struct MemorySlots;
+
 /// Hub: stop all locker and carrier actors.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -58,11 +58,13 @@ fn register_server(handle: actix_web::dev::ServerHandle, hub: Option<actix::Addr
     SERVERS.with(|s| s.borrow_mut().push((handle, hub)));
 }
 
-/// Stops every server this test started. Their workers are threads of their own that outlive
-/// the test's runtime: without this, each finished test leaves a server, its database pool and
-/// its blocking threads behind, and the suite slows down as it goes (measured: 200 leaked
-/// servers and 4,700 threads by the end of a full run).
+/// Runs the memory checks of the apps this test dropped (see `crate::invariants`), then stops
+/// every server this test started. Their workers are threads of their own that outlive the
+/// test's runtime: without this, each finished test leaves a server, its database pool and its
+/// blocking threads behind, and the suite slows down as it goes (measured: 200 leaked servers
+/// and 4,700 threads by the end of a full run).
 pub async fn stop_servers() {
+    let wrong = crate::invariants::memory_checks().await;
     let servers = SERVERS.with(|s| std::mem::take(&mut *s.borrow_mut()));
     for (handle, hub) in servers {
         match hub {
@@ -70,9 +72,17 @@ pub async fn stop_servers() {
             None => handle.stop(false).await,
         }
     }
+    assert!(
+        wrong.is_empty(),
+        "a locker actor's memory disagrees with the database when the test ended:\n  {}",
+        wrong.join("\n  ")
+    );
 }
 
 pub struct TestApp {
+    /// Checked when the app is dropped. It owns the test's directory and database, so that
+    /// they outlive the checks.
+    invariants: crate::invariants::Invariants,
     pub base: String,
     pub admin_key: String,
     pub db: Db,
@@ -86,12 +96,10 @@ pub struct TestApp {
     handle: actix_web::dev::ServerHandle,
     /// The application's actor hub, for tests that talk to an actor directly.
     pub hub: actix::Addr<lockerhub::actors::hub::Hub>,
-    _dir: tempfile::TempDir,
-    pg: Option<PgDatabase>,
 }
 
 /// A per-test PostgreSQL database, dropped with the test.
-struct PgDatabase {
+pub struct PgDatabase {
     admin_url: String,
     name: String,
 }
@@ -211,6 +219,7 @@ impl TestApp {
             .expect("admin key");
         let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
         TestApp {
+            invariants: crate::invariants::Invariants::new(db.clone(), hub.clone(), dir, pg),
             base: format!("http://127.0.0.1:{port}"),
             admin_key,
             db,
@@ -220,8 +229,6 @@ impl TestApp {
             smtp,
             handle,
             hub,
-            _dir: dir,
-            pg,
         }
     }
 
@@ -236,16 +243,25 @@ impl TestApp {
         Application::stop(self.handle.clone(), self.hub.clone()).await;
         actix_web::rt::time::sleep(pause).await;
         let TestApp {
+            mut invariants,
             settings,
-            _dir,
-            pg,
             admin_key,
             smtp,
             ..
         } = self;
-        let mut app = Self::start_with_smtp(settings, _dir, pg, Some(smtp)).await;
+        // The stopped app's actors are gone: the new app checks the same database.
+        let (dir, pg) = invariants.disarm();
+        let mut app = Self::start_with_smtp(settings, dir, pg, Some(smtp)).await;
         app.admin_key = admin_key;
+        app.invariants.skip = invariants.skip;
         app
+    }
+
+    /// Exempts this test from the checks made when the app is dropped (`crate::invariants`),
+    /// for a test that breaks them on purpose (say which and why in `reason`).
+    #[allow(dead_code)] // only the few tests that corrupt state on purpose
+    pub fn skip_invariants(&mut self, reason: &'static str) {
+        self.invariants.skip = Some(reason);
     }
 
     /// Like [`TestApp::restart`], with changed settings.
@@ -268,7 +284,7 @@ impl TestApp {
 
     /// Drops this test's PostgreSQL database under the running server (an outage).
     pub fn drop_database_now(&self) {
-        let pg = self.pg.as_ref().expect("a PostgreSQL test app");
+        let pg = self.invariants.pg.as_ref().expect("a PostgreSQL test app");
         let mut c = diesel::PgConnection::establish(&pg.admin_url).expect("admin connection");
         c.batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", pg.name))
             .expect("drop database");

@@ -10,6 +10,7 @@ mod durability;
 mod guessing;
 mod helpers;
 mod http_edge;
+mod invariants;
 mod lockers;
 mod notifications;
 mod operations;
