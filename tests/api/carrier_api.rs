@@ -425,20 +425,16 @@ async fn dead_letters_and_redelivery(app: TestApp) {
         "locker_id": w.locker, "recipient": {"phone": "5550102030"}, "size": "S"}}),
     )
     .await;
-    let mut status = String::new();
-    for _ in 0..100 {
+    let dead = crate::helpers::eventually(Duration::from_secs(10), "the delivery is dead-lettered", || async {
         let (_, log) = app
             .get(&format!("/api/v1/carriers/{}/deliveries?status=dead", ups.id))
             .await;
-        if let Some(d) = log["items"].as_array().unwrap().first() {
-            status = d["status"].as_str().unwrap().into();
-            assert_eq!(d["attempts"], 2);
-            assert!(d["last_error"].as_str().unwrap().contains("500"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, "dead");
+        log["items"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(dead["status"], "dead");
+    assert_eq!(dead["attempts"], 2);
+    assert!(dead["last_error"].as_str().unwrap().contains("500"));
     assert_eq!(rx.got.lock().unwrap().len(), 2);
     rx.fail_next.store(0, std::sync::atomic::Ordering::SeqCst);
     let (s, v) = app
@@ -465,11 +461,10 @@ async fn dead_letters_and_redelivery(app: TestApp) {
 }
 
 db_test!(return_collection_at_the_kiosk with |s| {
-    // A 100 ms "hour": the 72-hour dwell window closes in 7.2 s.
-    s.hour_ms = 100;
+    // Real hours and no scan: the test moves the clock past the 20-hour window itself.
     s.dwell_hours = 20;
     s.reminder_offsets_hours = vec![];
-    s.deadline_scan_ms = 50;
+    s.deadline_scan_ms = 3_600_000;
 });
 
 async fn return_collection_at_the_kiosk(app: TestApp) {
@@ -496,17 +491,11 @@ async fn return_collection_at_the_kiosk(app: TestApp) {
         StatusCode::NOT_FOUND,
         "not_found",
     );
-    // The dwell window (20 short hours) closes and the deadline actor expires the parcel.
-    let mut expired = false;
-    for _ in 0..200 {
-        let (_, p) = app.get(&format!("/api/v1/parcels/{}", open.deposit_id)).await;
-        if p["state"] == "expired" {
-            expired = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(expired);
+    // The dwell window (20 hours) closes and the deadline actor expires the parcel.
+    assert_eq!(app.advance(Duration::from_secs(19 * 3600)).await, 0, "not due yet");
+    assert_eq!(app.advance(Duration::from_secs(2 * 3600)).await, 1, "the expiry");
+    let (_, p) = app.get(&format!("/api/v1/parcels/{}", open.deposit_id)).await;
+    assert_eq!(p["state"], "expired");
     let (s, v) = event(&app, &ups, "r1", collect).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let code = v["collection_code"].as_str().unwrap().to_string();
@@ -758,7 +747,8 @@ db_test!(a_slow_carrier_does_not_delay_another);
 
 async fn a_slow_carrier_does_not_delay_another(app: TestApp) {
     let slow_rx = Receiver::start(0).await;
-    slow_rx.delay_ms.store(3_000, std::sync::atomic::Ordering::SeqCst);
+    // The slow receiver answers nothing until the test says so.
+    slow_rx.hold();
     let fast_rx = Receiver::start(0).await;
     let slow = carrier(&app, "slow", Some(&slow_rx.url)).await;
     let fast = carrier(&app, "fast", Some(&fast_rx.url)).await;
@@ -781,7 +771,7 @@ async fn a_slow_carrier_does_not_delay_another(app: TestApp) {
     let got = fast_rx.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
     // Causal, not timed: the fast carrier's webhook arrived while every delivery of the slow
-    // carrier was still waiting on its receiver.
+    // carrier was still waiting on its held receiver.
     let (_, slow_log) = app
         .get(&format!("/api/v1/carriers/{}/deliveries?status=delivered", slow.id))
         .await;
@@ -790,4 +780,20 @@ async fn a_slow_carrier_does_not_delay_another(app: TestApp) {
         0,
         "the slow carrier has delivered nothing yet"
     );
+    // Released, the slow carrier's backlog drains too.
+    slow_rx.release();
+    crate::helpers::eventually(
+        Duration::from_secs(20),
+        "the slow carrier's 8 webhooks delivered",
+        || async {
+            let (_, log) = app
+                .get(&format!(
+                    "/api/v1/carriers/{}/deliveries?status=delivered&limit=200",
+                    slow.id
+                ))
+                .await;
+            (log["items"].as_array().unwrap().len() >= 8).then_some(())
+        },
+    )
+    .await;
 }

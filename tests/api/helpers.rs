@@ -476,8 +476,9 @@ pub struct Receiver {
     pub got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     /// Requests still to answer with 500.
     pub fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Milliseconds to wait before answering each request (a slow receiver).
-    pub delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// While true, each request is recorded and then held unanswered (a slow receiver) until
+    /// the test releases it: [`Receiver::hold`], [`Receiver::release`].
+    held: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -492,8 +493,8 @@ impl Receiver {
         use std::sync::{Arc, Mutex};
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let fail = Arc::new(AtomicUsize::new(fail_next));
-        let delay = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (g, f, dl) = (got.clone(), fail.clone(), delay.clone());
+        let held = Arc::new(tokio::sync::watch::Sender::new(false));
+        let (g, f, dl) = (got.clone(), fail.clone(), held.clone());
         let server = HttpServer::new(move || {
             let (g, f, dl) = (g.clone(), f.clone(), dl.clone());
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
@@ -505,11 +506,8 @@ impl Receiver {
                         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
                         .collect();
                     g.lock().unwrap().push((headers, body.to_vec()));
-                    // Recorded first, answered late.
-                    let wait = dl.load(Ordering::SeqCst);
-                    if wait > 0 {
-                        actix_web::rt::time::sleep(Duration::from_millis(wait)).await;
-                    }
+                    // Recorded first, answered once released.
+                    let _ = dl.subscribe().wait_for(|held| !*held).await;
                     let failing = f
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok();
@@ -533,9 +531,21 @@ impl Receiver {
             url: format!("http://127.0.0.1:{port}/hooks"),
             got,
             fail_next: fail,
-            delay_ms: delay,
+            held,
             handle,
         }
+    }
+
+    /// From now on, requests are recorded but not answered until [`Receiver::release`].
+    #[allow(dead_code)] // only the slow-receiver tests
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Answers every held request, and the ones that follow at once.
+    #[allow(dead_code)] // only the slow-receiver tests
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     pub async fn stop(&self) {

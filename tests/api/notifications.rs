@@ -52,16 +52,19 @@ async fn resident(app: &TestApp, site: &str, body: Value) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
+/// The parcel's notification log, once `until` holds for it (bounded: the notification actor
+/// sends on its own).
 async fn log_of(app: &TestApp, parcel: &str, until: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..200 {
-        let (s, v) = app.get(&format!("/api/v1/parcels/{parcel}/notifications")).await;
-        assert_eq!(s, StatusCode::OK);
-        if until(&v) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("notification log never reached the expected state");
+    crate::helpers::eventually(
+        Duration::from_secs(10),
+        "the notification log reaches the expected state",
+        || async {
+            let (s, v) = app.get(&format!("/api/v1/parcels/{parcel}/notifications")).await;
+            assert_eq!(s, StatusCode::OK);
+            until(&v).then_some(v)
+        },
+    )
+    .await
 }
 
 db_test!(
@@ -152,20 +155,16 @@ async fn resend_issues_a_new_code_and_revokes_the_old(app: TestApp) {
         .post(&format!("/api/v1/parcels/{}/resend-code", open.deposit_id), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let mut new = old.clone();
-    for _ in 0..100 {
+    let new = crate::helpers::eventually(Duration::from_secs(5), "a second mail for the parcel", || async {
         let mails = app.smtp.mails.lock().unwrap().clone();
-        if let Some(m) = mails
+        mails
             .iter()
             .skip(1)
             .rev()
             .find(|m| m.decoded().contains("1Z999AA10000000001"))
-        {
-            new = secrets_in(m).0;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .map(|m| secrets_in(m).0)
+    })
+    .await;
     assert_ne!(new, old, "a new code was mailed");
     let e = w.sim.call("Pickup", json!({"code": old})).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidCode), "the old code is revoked");
