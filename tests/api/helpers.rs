@@ -552,23 +552,32 @@ impl Receiver {
         self.handle.stop(false).await;
     }
 
-    /// Waits until `n` requests have arrived (bounded), then returns them all.
+    /// Waits until `n` requests have arrived (bounded), then returns them all: fewer if they
+    /// never came, for the caller's assertion to show.
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let got = self.got.lock().unwrap().clone();
-            if got.len() >= n || std::time::Instant::now() > deadline {
-                return got;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
+        let got = || self.got.lock().unwrap().clone();
+        bounded(within, || async { Some(got()).filter(|g| g.len() >= n) })
+            .await
+            .unwrap_or_else(got)
     }
 }
 
 /// Waits until `check` yields a value, polling every 20 ms, for at most `within`; panics with
 /// `what` if it never does. For what is truly asynchronous (a webhook arriving, a socket
 /// closing): the deadline bounds a failure, it is never what a test waits for.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    bounded(within, check)
+        .await
+        .unwrap_or_else(|| panic!("not within {within:?}: {what}"))
+}
+
+/// [`eventually`] for callers that report a timeout themselves: `None` if `check` yielded
+/// nothing within `within`. The one polling loop of the test suite.
+pub async fn bounded<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -576,10 +585,10 @@ where
     let deadline = std::time::Instant::now() + within;
     loop {
         if let Some(v) = check().await {
-            return v;
+            return Some(v);
         }
         if std::time::Instant::now() > deadline {
-            panic!("not within {within:?}: {what}");
+            return None;
         }
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }

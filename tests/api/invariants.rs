@@ -118,17 +118,12 @@ pub async fn memory_checks() -> Vec<String> {
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
     let mut wrong = Vec::new();
     for Pending { hub, db, .. } in &pending {
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        loop {
-            let found = memory_disagrees(hub, db).await;
-            if found.is_empty() {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                wrong.extend(found);
-                break;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        let agreed = crate::helpers::bounded(Duration::from_secs(2), || async {
+            memory_disagrees(hub, db).await.is_empty().then_some(())
+        })
+        .await;
+        if agreed.is_none() {
+            wrong.extend(memory_disagrees(hub, db).await);
         }
     }
     // Only now may the databases go.

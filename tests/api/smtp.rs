@@ -145,23 +145,16 @@ impl SmtpServer {
 
     /// Waits (bounded) for a mail whose decoded text contains `needle`.
     pub async fn wait_for(&self, needle: &str, within: Duration) -> Option<Mail> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(m) = self
-                .mails
+        crate::helpers::bounded(within, || async {
+            self.mails
                 .lock()
                 .unwrap()
                 .iter()
                 .rev()
                 .find(|m| m.decoded().contains(needle))
-            {
-                return Some(m.clone());
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                .cloned()
+        })
+        .await
     }
 }
 
