@@ -90,13 +90,14 @@ impl Hub {
             return a.clone();
         }
         let arbiter = self.next_arbiter();
-        let (db, key, settings, cid) = (
+        let (db, key, settings, clock, cid) = (
             self.deps.db.clone(),
             self.deps.key.clone(),
             self.deps.settings.clone(),
+            self.deps.clock.clone(),
             id.clone(),
         );
-        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| CarrierActor::new(cid, db, key, settings));
+        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| CarrierActor::new(cid, db, key, settings, clock));
         self.carriers.insert(id, addr.clone());
         addr
     }
@@ -120,9 +121,13 @@ impl Actor for Hub {
             tracing::warn!("notifications are paused (notifications_paused): they are queued, not sent");
         } else if self.notifier.is_none() {
             let arbiter = self.next_arbiter();
-            let (db, settings) = (self.deps.db.clone(), self.deps.settings.clone());
+            let (db, settings, clock) = (
+                self.deps.db.clone(),
+                self.deps.settings.clone(),
+                self.deps.clock.clone(),
+            );
             self.notifier = Some(Supervisor::start_in_arbiter(&arbiter, move |_| {
-                NotificationActor::new(db, settings)
+                NotificationActor::new(db, settings, clock)
             }));
         }
         self.start_carriers(0, ctx);

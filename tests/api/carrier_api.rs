@@ -154,7 +154,6 @@ db_test!(
     bad_credentials_and_bodies_are_refused,
     carriers_cannot_see_each_others_parcels,
     cancel_releases_and_full_locker_fails_reservation,
-    failing_receiver_gets_exactly_one_success,
     secret_rotation_keeps_both_valid,
     courier_code_identifies_the_carrier,
 );
@@ -380,6 +379,29 @@ async fn cancel_releases_and_full_locker_fails_reservation(app: TestApp) {
     );
 }
 
+/// Webhook retries an app-clock hour apart: they go out when the test moves the clock past
+/// their backoff ([`retry_after`]), never on a real-time timer.
+const RETRY_BASE: Duration = Duration::from_secs(600);
+
+fn retry_by_hand(s: &mut lockerhub::config::Settings) {
+    s.webhook_retry_base_ms = RETRY_BASE.as_millis() as u64;
+}
+
+/// Waits until the carrier's only delivery has `n` attempts recorded (so its retry's due time
+/// is committed), then moves the app clock past that retry's longest backoff (the base,
+/// doubled per attempt, plus 20% jitter).
+async fn retry_after(app: &TestApp, carrier_id: &str, n: u32) {
+    let path = format!("/api/v1/carriers/{carrier_id}/deliveries");
+    eventually(Duration::from_secs(10), &format!("attempt {n} recorded"), || async {
+        let (_, log) = app.get(&path).await;
+        (log["items"][0]["attempts"] == n).then_some(())
+    })
+    .await;
+    app.advance_outboxes(RETRY_BASE.mul_f64(1.2) * 2u32.pow(n - 1)).await;
+}
+
+db_test!(failing_receiver_gets_exactly_one_success with super::retry_by_hand);
+
 async fn failing_receiver_gets_exactly_one_success(app: TestApp) {
     let rx = Receiver::start(3).await;
     let ups = carrier(&app, "ups", Some(&rx.url)).await;
@@ -392,6 +414,9 @@ async fn failing_receiver_gets_exactly_one_success(app: TestApp) {
         "locker_id": w.locker, "recipient": {"phone": "5550102030"}, "size": "XL"}}),
     )
     .await;
+    for n in 1..=3 {
+        retry_after(&app, &ups.id, n).await;
+    }
     let got = rx.wait_for(4, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 4, "three failures, then the success");
     let ids: std::collections::HashSet<&str> = got.iter().map(|(h, _)| header(h, "webhook-id")).collect();
@@ -411,7 +436,10 @@ async fn failing_receiver_gets_exactly_one_success(app: TestApp) {
     assert_eq!(codes, vec![500, 500, 500, 204]);
 }
 
-db_test!(dead_letters_and_redelivery with |s| s.webhook_max_attempts = 2);
+db_test!(dead_letters_and_redelivery with |s| {
+    super::retry_by_hand(s);
+    s.webhook_max_attempts = 2;
+});
 
 async fn dead_letters_and_redelivery(app: TestApp) {
     let rx = Receiver::start(100).await;
@@ -425,6 +453,7 @@ async fn dead_letters_and_redelivery(app: TestApp) {
         "locker_id": w.locker, "recipient": {"phone": "5550102030"}, "size": "S"}}),
     )
     .await;
+    retry_after(&app, &ups.id, 1).await;
     let dead = crate::helpers::eventually(Duration::from_secs(10), "the delivery is dead-lettered", || async {
         let (_, log) = app
             .get(&format!("/api/v1/carriers/{}/deliveries?status=dead", ups.id))

@@ -282,6 +282,24 @@ impl TestApp {
             .expect("the hub answers")
     }
 
+    /// Moves the application's clock forward by `by` and wakes the carrier and notification
+    /// actors, so a retry whose backoff has passed on the app's clock goes out now, not when
+    /// its real-time timer would fire.
+    #[allow(dead_code)] // not every suite retries
+    pub async fn advance_outboxes(&self, by: Duration) {
+        use lockerhub::actors::messages::{KickCarriers, OutboxQueued};
+        self.clock.advance(by);
+        self.hub
+            .send(KickCarriers { carrier_id: None })
+            .await
+            .expect("the hub answers");
+        let notifier = lockerhub::db::wake::Wakeups {
+            carriers: Default::default(),
+            notifications: true,
+        };
+        self.hub.send(OutboxQueued(notifier)).await.expect("the hub answers");
+    }
+
     /// Drops this test's PostgreSQL database under the running server (an outage).
     pub fn drop_database_now(&self) {
         let pg = self.invariants.pg.as_ref().expect("a PostgreSQL test app");
