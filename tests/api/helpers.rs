@@ -492,6 +492,9 @@ pub type Received = (Vec<(String, String)>, Vec<u8>);
 pub struct Receiver {
     pub url: String,
     pub got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    /// When each request in `got` arrived: tests measure latency from these.
+    #[allow(dead_code)] // only the latency report
+    pub arrivals: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
     /// Requests still to answer with 500.
     pub fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// While true, each request is recorded and then held unanswered (a slow receiver) until
@@ -512,18 +515,24 @@ impl Receiver {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let fail = Arc::new(AtomicUsize::new(fail_next));
         let held = Arc::new(tokio::sync::watch::Sender::new(false));
-        let (g, f, dl) = (got.clone(), fail.clone(), held.clone());
+        let arrivals: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+        let (g, f, dl, at) = (got.clone(), fail.clone(), held.clone(), arrivals.clone());
         let server = HttpServer::new(move || {
-            let (g, f, dl) = (g.clone(), f.clone(), dl.clone());
+            let (g, f, dl, at) = (g.clone(), f.clone(), dl.clone(), at.clone());
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let (g, f, dl) = (g.clone(), f.clone(), dl.clone());
+                let (g, f, dl, at) = (g.clone(), f.clone(), dl.clone(), at.clone());
                 async move {
                     let headers = req
                         .headers()
                         .iter()
                         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
                         .collect();
-                    g.lock().unwrap().push((headers, body.to_vec()));
+                    {
+                        // One lock order (got, then arrivals): the two lists stay aligned.
+                        let mut g = g.lock().unwrap();
+                        g.push((headers, body.to_vec()));
+                        at.lock().unwrap().push(std::time::Instant::now());
+                    }
                     // Recorded first, answered once released.
                     let _ = dl.subscribe().wait_for(|held| !*held).await;
                     let failing = f
@@ -548,6 +557,7 @@ impl Receiver {
         Receiver {
             url: format!("http://127.0.0.1:{port}/hooks"),
             got,
+            arrivals,
             fail_next: fail,
             held,
             handle,

@@ -14,6 +14,8 @@ pub struct Mail {
     pub from: String,
     pub to: Vec<String>,
     pub data: String,
+    /// When the server accepted it: tests measure latency from this, not by polling often.
+    pub received_at: std::time::Instant,
 }
 
 impl Mail {
@@ -126,6 +128,7 @@ impl SmtpServer {
                     w.write_all(b"451 4.3.0 try again later\r\n").await?;
                 } else {
                     self.mails.lock().unwrap().push(Mail {
+                        received_at: std::time::Instant::now(),
                         from: from.clone(),
                         to: to.clone(),
                         data,
