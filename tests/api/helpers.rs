@@ -234,14 +234,10 @@ impl TestApp {
 
     /// Stops this server as a crash would (no drain, every actor gone) and starts a new one on
     /// the same database and settings.
+    /// Time spent down is not slept through: a test that needs it moves the new app's clock
+    /// or writes the time that passed into the rows (deadlines.rs).
     pub async fn restart(self) -> TestApp {
-        self.restart_after(Duration::ZERO).await
-    }
-
-    /// Stops the server, stays down for `pause`, then starts again on the same database.
-    pub async fn restart_after(self, pause: Duration) -> TestApp {
         Application::stop(self.handle.clone(), self.hub.clone()).await;
-        actix_web::rt::time::sleep(pause).await;
         let TestApp {
             mut invariants,
             settings,
