@@ -12,6 +12,7 @@ use super::messages::{Kick, ReloadCarrier};
 use super::outbox_slots::{OutboxSlots, WakeTimer};
 use super::retry::{backoff, retry_delay, until};
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::credentials::ServerKey;
 use crate::db::carriers::{self, Carrier};
@@ -25,6 +26,8 @@ pub struct CarrierActor {
     db: Db,
     key: ServerKey,
     settings: Arc<Settings>,
+    /// Retries come due on the application's clock, which tests move instead of sleeping.
+    clock: Clock,
     carrier: Option<Carrier>,
     client: Option<awc::Client>,
     limiter: Option<DefaultDirectRateLimiter>,
@@ -35,12 +38,13 @@ pub struct CarrierActor {
 }
 
 impl CarrierActor {
-    pub fn new(carrier_id: String, db: Db, key: ServerKey, settings: Arc<Settings>) -> Self {
+    pub fn new(carrier_id: String, db: Db, key: ServerKey, settings: Arc<Settings>, clock: Clock) -> Self {
         Self {
             carrier_id,
             db,
             key,
             settings,
+            clock,
             carrier: None,
             client: None,
             limiter: None,
@@ -114,12 +118,12 @@ impl CarrierActor {
         let Some(read) = self.slots.begin_read(carrier.webhook_concurrency.max(1) as usize) else {
             return;
         };
-        let (db, id) = (self.db.clone(), self.carrier_id.clone());
+        let (db, id, at) = (self.db.clone(), self.carrier_id.clone(), self.clock.now());
         ctx.spawn(
             async move {
                 db.run(move |c| {
-                    let due = outbox::due_webhooks(c, &id, &read.exclude, read.room as i64)?;
-                    Ok((due, outbox::next_webhook_due(c, &id)?))
+                    let due = outbox::due_webhooks(c, &id, &read.exclude, read.room as i64, at)?;
+                    Ok((due, outbox::next_webhook_due(c, &id, at)?))
                 })
                 .await
             }
@@ -128,7 +132,7 @@ impl CarrierActor {
                 match res {
                     Ok((due, next)) => {
                         if let Some(at) = next {
-                            act.pump_in(until(at), ctx);
+                            act.pump_in(until(at, act.clock.now()), ctx);
                         }
                         for d in due {
                             if !act.slots.is_fresh(&d.id) {
@@ -187,6 +191,7 @@ impl CarrierActor {
         let db = self.db.clone();
         let id = d.id.clone();
         let carrier_id = self.carrier_id.clone();
+        let clock = self.clock.clone();
         let work = async move {
             let (code, error) = match send.await {
                 Ok(resp) if resp.status().is_success() => (Some(resp.status().as_u16()), None),
@@ -200,7 +205,8 @@ impl CarrierActor {
                 (None, _) => AttemptOutcome::Delivered,
                 (Some(_), true) => AttemptOutcome::Dead,
                 (Some(_), false) => AttemptOutcome::RetryAt(
-                    now() + chrono::Duration::from_std(backoff(base, attempt)).unwrap_or(chrono::Duration::hours(8)),
+                    clock.now()
+                        + chrono::Duration::from_std(backoff(base, attempt)).unwrap_or(chrono::Duration::hours(8)),
                 ),
             };
             let ms = started.elapsed().as_millis() as u64;

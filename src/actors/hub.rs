@@ -7,8 +7,8 @@ use actix::prelude::*;
 use super::carrier::CarrierActor;
 use super::locker::LockerActor;
 use super::messages::{
-    CarrierChanged, DeadlinesQueued, FireDueDeadlines, FireDueTimers, GetLocker, Kick, KickCarriers, OutboxQueued,
-    ReloadCarrier, ScheduledDeadlines, Shutdown,
+    CarrierChanged, DeadlinesQueued, FireDueDeadlines, FireDueTimers, GetLocker, Kick, KickCarriers, LoadedLockers,
+    OutboxQueued, ReloadCarrier, ScheduledDeadlines, Shutdown,
 };
 use super::notifier::NotificationActor;
 use super::retry::retry_delay;
@@ -75,13 +75,14 @@ impl Hub {
             return a.clone();
         }
         let arbiter = self.next_arbiter();
-        let (db, key, settings, cid) = (
+        let (db, key, settings, clock, cid) = (
             self.deps.db.clone(),
             self.deps.key.clone(),
             self.deps.settings.clone(),
+            self.deps.clock.clone(),
             id.clone(),
         );
-        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| CarrierActor::new(cid, db, key, settings));
+        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| CarrierActor::new(cid, db, key, settings, clock));
         self.carriers.insert(id, addr.clone());
         addr
     }
@@ -106,9 +107,13 @@ impl Actor for Hub {
             tracing::warn!("notifications are paused (notifications_paused): they are queued, not sent");
         } else if self.notifier.is_none() {
             let arbiter = self.next_arbiter();
-            let (db, settings) = (self.deps.db.clone(), self.deps.settings.clone());
+            let (db, settings, clock) = (
+                self.deps.db.clone(),
+                self.deps.settings.clone(),
+                self.deps.clock.clone(),
+            );
             self.notifier = Some(Supervisor::start_in_arbiter(&arbiter, move |_| {
-                NotificationActor::new(db, settings)
+                NotificationActor::new(db, settings, clock)
             }));
         }
         self.start_carriers(0, ctx);
@@ -186,11 +191,23 @@ impl Message for GetLocker {
     type Result = Addr<LockerActor>;
 }
 
+impl Message for LoadedLockers {
+    type Result = Vec<(String, Addr<LockerActor>)>;
+}
+
 impl Handler<GetLocker> for Hub {
     type Result = MessageResult<GetLocker>;
 
     fn handle(&mut self, msg: GetLocker, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.ensure_locker(msg.locker_id))
+    }
+}
+
+impl Handler<LoadedLockers> for Hub {
+    type Result = MessageResult<LoadedLockers>;
+
+    fn handle(&mut self, _: LoadedLockers, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.lockers.iter().map(|(id, a)| (id.clone(), a.clone())).collect())
     }
 }
 

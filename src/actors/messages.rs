@@ -185,6 +185,16 @@ pub struct ScheduledDeadlines;
 #[rtype(result = "usize")]
 pub struct FireDueTimers;
 
+/// Hub: the locker actors it has started, without starting any (for checks that compare an
+/// actor's memory with the database, such as the test harness's).
+/// (Its answer names the locker actor, so `hub.rs` declares it.)
+pub struct LoadedLockers;
+
+/// Locker: each compartment's number and status as this actor holds them in memory.
+#[derive(Message)]
+#[rtype(result = "Vec<(i32, crate::domain::CompartmentStatus)>")]
+pub struct MemorySlots;
+
 /// Hub: stop all locker and carrier actors.
 #[derive(Message)]
 #[rtype(result = "()")]

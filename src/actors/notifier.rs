@@ -15,9 +15,10 @@ use serde_json::{json, Value};
 use super::messages::Kick;
 use super::outbox_slots::{OutboxSlots, WakeTimer};
 use super::retry::{backoff, until};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::notifications::{self, AttemptOutcome, Context as MsgContext, Notification};
-use crate::db::{now, Db};
+use crate::db::Db;
 use crate::domain::inputs::Channel;
 use crate::notify::channels::{self, Email, Rendered, SendError};
 use crate::notify::templates::Templates;
@@ -28,6 +29,8 @@ const CONCURRENCY: usize = 8;
 pub struct NotificationActor {
     db: Db,
     settings: Arc<Settings>,
+    /// Retries come due on the application's clock, which tests move instead of sleeping.
+    clock: Clock,
     templates: Templates,
     email: Option<Arc<Email>>,
     http: Option<awc::Client>,
@@ -75,7 +78,7 @@ impl Outcome {
 impl NotificationActor {
     /// Settings are validated at start (Application::build); a bad SMTP setting here would
     /// only fall back to the log transport.
-    pub fn new(db: Db, settings: Arc<Settings>) -> Self {
+    pub fn new(db: Db, settings: Arc<Settings>, clock: Clock) -> Self {
         let email = Email::from_settings(&settings).unwrap_or_else(|e| {
             tracing::error!(error = %e, "email transport disabled");
             None
@@ -91,6 +94,7 @@ impl NotificationActor {
             db,
             templates,
             settings,
+            clock,
             email: email.map(Arc::new),
             http: None,
             slots: OutboxSlots::default(),
@@ -102,12 +106,12 @@ impl NotificationActor {
         let Some(read) = self.slots.begin_read(CONCURRENCY) else {
             return;
         };
-        let db = self.db.clone();
+        let (db, at) = (self.db.clone(), self.clock.now());
         ctx.spawn(
             async move {
                 db.run(move |c| {
-                    let due = notifications::due(c, &read.exclude, read.room as i64)?;
-                    Ok((due, notifications::next_due(c)?))
+                    let due = notifications::due(c, &read.exclude, read.room as i64, at)?;
+                    Ok((due, notifications::next_due(c, at)?))
                 })
                 .await
             }
@@ -116,7 +120,7 @@ impl NotificationActor {
                 match res {
                     Ok((due, next)) => {
                         if let Some(at) = next {
-                            act.pump_in(until(at), ctx);
+                            act.pump_in(until(at, act.clock.now()), ctx);
                         }
                         for n in due {
                             if act.slots.is_fresh(&n.id) {
@@ -143,6 +147,7 @@ impl NotificationActor {
     fn process(&mut self, n: Notification, ctx: &mut Context<Self>) {
         let db = self.db.clone();
         let settings = self.settings.clone();
+        let clock = self.clock.clone();
         let templates = self.templates.clone();
         let email = self.email.clone();
         let http = self
@@ -171,7 +176,7 @@ impl NotificationActor {
                     match outcome {
                         Outcome::Sent { channel, record } => notifications::mark_sent(c, &nid, &channel, record)?,
                         Outcome::Retry { channel, error } if attempts < max => {
-                            let at = now()
+                            let at = clock.now()
                                 + chrono::Duration::from_std(backoff(base, attempts))
                                     .unwrap_or(chrono::Duration::hours(1));
                             notifications::mark_retry(c, &nid, &channel, at, &error)?

@@ -5,17 +5,15 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::db::now;
-
 /// Wait before reading the database again after failure number `attempt` (0-based), for
 /// actors that must read it to do their work: doubling from 100 ms, at most 30 s.
 pub(crate) fn retry_delay(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(9)).min(30_000))
 }
 
-/// How long until `at` (zero if it has passed).
-pub(crate) fn until(at: chrono::NaiveDateTime) -> Duration {
-    (at - now()).to_std().unwrap_or(Duration::ZERO)
+/// How long from `now` (the application's clock) until `at` (zero if it has passed).
+pub(crate) fn until(at: chrono::NaiveDateTime, now: chrono::NaiveDateTime) -> Duration {
+    (at - now).to_std().unwrap_or(Duration::ZERO)
 }
 
 /// Longest wait between two attempts.

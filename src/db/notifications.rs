@@ -83,10 +83,11 @@ fn scrub(v: &mut Value, secrets: &[String]) {
     }
 }
 
-pub fn due(conn: &mut DbConn, exclude: &[String], limit: i64) -> QueryResult<Vec<Notification>> {
+/// `at` is the application's clock (tests move it past a retry's backoff).
+pub fn due(conn: &mut DbConn, exclude: &[String], limit: i64, at: NaiveDateTime) -> QueryResult<Vec<Notification>> {
     n::table
         .filter(n::status.eq("pending"))
-        .filter(n::next_attempt_at.le(now()))
+        .filter(n::next_attempt_at.le(at))
         .filter(n::id.ne_all(exclude))
         .order((n::next_attempt_at.asc(), n::id.asc()))
         .limit(limit)
@@ -96,10 +97,10 @@ pub fn due(conn: &mut DbConn, exclude: &[String], limit: i64) -> QueryResult<Vec
 
 /// When the earliest pending notification that is not due yet comes due (a retry): the
 /// notification actor sets a timer for it instead of waiting for the next scan.
-pub fn next_due(conn: &mut DbConn) -> QueryResult<Option<NaiveDateTime>> {
+pub fn next_due(conn: &mut DbConn, at: NaiveDateTime) -> QueryResult<Option<NaiveDateTime>> {
     n::table
         .filter(n::status.eq("pending"))
-        .filter(n::next_attempt_at.gt(now()))
+        .filter(n::next_attempt_at.gt(at))
         .select(diesel::dsl::min(n::next_attempt_at))
         .first(conn)
 }

@@ -143,7 +143,14 @@ pub struct Attempt {
 /// one of the same parcel (a smaller, time-ordered id) is still pending, that is until it is
 /// delivered or dead-lettered. Otherwise a retried `delivered_to_locker` could arrive after
 /// the `picked_up` that followed it. Deliveries without a parcel are not ordered.
-pub fn due_webhooks(conn: &mut DbConn, carrier_id: &str, exclude: &[String], limit: i64) -> QueryResult<Vec<Delivery>> {
+/// `at` is the application's clock (tests move it past a retry's backoff).
+pub fn due_webhooks(
+    conn: &mut DbConn,
+    carrier_id: &str,
+    exclude: &[String],
+    limit: i64,
+    at: NaiveDateTime,
+) -> QueryResult<Vec<Delivery>> {
     let earlier = diesel::alias!(webhook_outbox as earlier);
     let earlier_pending = earlier
         .filter(earlier.field(webhook_outbox::parcel_id).eq(webhook_outbox::parcel_id))
@@ -152,7 +159,7 @@ pub fn due_webhooks(conn: &mut DbConn, carrier_id: &str, exclude: &[String], lim
     webhook_outbox::table
         .filter(webhook_outbox::carrier_id.eq(carrier_id))
         .filter(webhook_outbox::status.eq("pending"))
-        .filter(webhook_outbox::next_attempt_at.le(now()))
+        .filter(webhook_outbox::next_attempt_at.le(at))
         .filter(webhook_outbox::id.ne_all(exclude))
         .filter(diesel::dsl::not(diesel::dsl::exists(earlier_pending)))
         .order((webhook_outbox::next_attempt_at.asc(), webhook_outbox::id.asc()))
@@ -163,11 +170,11 @@ pub fn due_webhooks(conn: &mut DbConn, carrier_id: &str, exclude: &[String], lim
 
 /// When the carrier's earliest pending webhook that is not due yet comes due: its actor sets
 /// a timer for it instead of waiting for the next scan.
-pub fn next_webhook_due(conn: &mut DbConn, carrier_id: &str) -> QueryResult<Option<NaiveDateTime>> {
+pub fn next_webhook_due(conn: &mut DbConn, carrier_id: &str, at: NaiveDateTime) -> QueryResult<Option<NaiveDateTime>> {
     webhook_outbox::table
         .filter(webhook_outbox::carrier_id.eq(carrier_id))
         .filter(webhook_outbox::status.eq("pending"))
-        .filter(webhook_outbox::next_attempt_at.gt(now()))
+        .filter(webhook_outbox::next_attempt_at.gt(at))
         .select(diesel::dsl::min(webhook_outbox::next_attempt_at))
         .first(conn)
 }

@@ -154,7 +154,6 @@ db_test!(
     bad_credentials_and_bodies_are_refused,
     carriers_cannot_see_each_others_parcels,
     cancel_releases_and_full_locker_fails_reservation,
-    failing_receiver_gets_exactly_one_success,
     secret_rotation_keeps_both_valid,
     courier_code_identifies_the_carrier,
 );
@@ -262,9 +261,12 @@ async fn bad_credentials_and_bodies_are_refused(app: TestApp) {
         let got = post_raw(&app, path, Some(&ups.api_key), "evt-x", ts, &sig, body.clone()).await;
         assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    // Stale and future timestamps.
-    for skew in [-301, 301, -3600] {
-        let t = ts + skew;
+    // Stale and future timestamps, beyond the 5-minute window. Taken from the clock right
+    // before each request, with 10 s to spare: a `ts` read earlier in the test, a second from
+    // the edge, was accepted once the loaded machine had spent that second (a flake seen in
+    // the 5-run stability check).
+    for skew in [-310, 310, -3600] {
+        let t = now() + skew;
         let sig = sign(&ups.secret, "evt-x", t, &body);
         let got = post_raw(&app, path, Some(&ups.api_key), "evt-x", t, &sig, body.clone()).await;
         assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
@@ -380,6 +382,29 @@ async fn cancel_releases_and_full_locker_fails_reservation(app: TestApp) {
     );
 }
 
+/// Webhook retries an app-clock hour apart: they go out when the test moves the clock past
+/// their backoff ([`retry_after`]), never on a real-time timer.
+const RETRY_BASE: Duration = Duration::from_secs(600);
+
+fn retry_by_hand(s: &mut lockerhub::config::Settings) {
+    s.webhook_retry_base_ms = RETRY_BASE.as_millis() as u64;
+}
+
+/// Waits until the carrier's only delivery has `n` attempts recorded (so its retry's due time
+/// is committed), then moves the app clock past that retry's longest backoff (the base,
+/// doubled per attempt, plus 20% jitter).
+async fn retry_after(app: &TestApp, carrier_id: &str, n: u32) {
+    let path = format!("/api/v1/carriers/{carrier_id}/deliveries");
+    eventually(Duration::from_secs(10), &format!("attempt {n} recorded"), || async {
+        let (_, log) = app.get(&path).await;
+        (log["items"][0]["attempts"] == n).then_some(())
+    })
+    .await;
+    app.advance_outboxes(RETRY_BASE.mul_f64(1.2) * 2u32.pow(n - 1)).await;
+}
+
+db_test!(failing_receiver_gets_exactly_one_success with super::retry_by_hand);
+
 async fn failing_receiver_gets_exactly_one_success(app: TestApp) {
     let rx = Receiver::start(3).await;
     let ups = carrier(&app, "ups", Some(&rx.url)).await;
@@ -392,6 +417,9 @@ async fn failing_receiver_gets_exactly_one_success(app: TestApp) {
         "locker_id": w.locker, "recipient": {"phone": "5550102030"}, "size": "XL"}}),
     )
     .await;
+    for n in 1..=3 {
+        retry_after(&app, &ups.id, n).await;
+    }
     let got = rx.wait_for(4, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 4, "three failures, then the success");
     let ids: std::collections::HashSet<&str> = got.iter().map(|(h, _)| header(h, "webhook-id")).collect();
@@ -411,7 +439,10 @@ async fn failing_receiver_gets_exactly_one_success(app: TestApp) {
     assert_eq!(codes, vec![500, 500, 500, 204]);
 }
 
-db_test!(dead_letters_and_redelivery with |s| s.webhook_max_attempts = 2);
+db_test!(dead_letters_and_redelivery with |s| {
+    super::retry_by_hand(s);
+    s.webhook_max_attempts = 2;
+});
 
 async fn dead_letters_and_redelivery(app: TestApp) {
     let rx = Receiver::start(100).await;
@@ -425,20 +456,17 @@ async fn dead_letters_and_redelivery(app: TestApp) {
         "locker_id": w.locker, "recipient": {"phone": "5550102030"}, "size": "S"}}),
     )
     .await;
-    let mut status = String::new();
-    for _ in 0..100 {
+    retry_after(&app, &ups.id, 1).await;
+    let dead = crate::helpers::eventually(Duration::from_secs(10), "the delivery is dead-lettered", || async {
         let (_, log) = app
             .get(&format!("/api/v1/carriers/{}/deliveries?status=dead", ups.id))
             .await;
-        if let Some(d) = log["items"].as_array().unwrap().first() {
-            status = d["status"].as_str().unwrap().into();
-            assert_eq!(d["attempts"], 2);
-            assert!(d["last_error"].as_str().unwrap().contains("500"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, "dead");
+        log["items"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(dead["status"], "dead");
+    assert_eq!(dead["attempts"], 2);
+    assert!(dead["last_error"].as_str().unwrap().contains("500"));
     assert_eq!(rx.got.lock().unwrap().len(), 2);
     rx.fail_next.store(0, std::sync::atomic::Ordering::SeqCst);
     let (s, v) = app
@@ -465,11 +493,10 @@ async fn dead_letters_and_redelivery(app: TestApp) {
 }
 
 db_test!(return_collection_at_the_kiosk with |s| {
-    // A 100 ms "hour": the 72-hour dwell window closes in 7.2 s.
-    s.hour_ms = 100;
+    // Real hours and no scan: the test moves the clock past the 20-hour window itself.
     s.dwell_hours = 20;
     s.reminder_offsets_hours = vec![];
-    s.deadline_scan_ms = 50;
+    s.deadline_scan_ms = 3_600_000;
 });
 
 async fn return_collection_at_the_kiosk(app: TestApp) {
@@ -496,17 +523,11 @@ async fn return_collection_at_the_kiosk(app: TestApp) {
         StatusCode::NOT_FOUND,
         "not_found",
     );
-    // The dwell window (20 short hours) closes and the deadline actor expires the parcel.
-    let mut expired = false;
-    for _ in 0..200 {
-        let (_, p) = app.get(&format!("/api/v1/parcels/{}", open.deposit_id)).await;
-        if p["state"] == "expired" {
-            expired = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(expired);
+    // The dwell window (20 hours) closes and the deadline actor expires the parcel.
+    assert_eq!(app.advance(Duration::from_secs(19 * 3600)).await, 0, "not due yet");
+    assert_eq!(app.advance(Duration::from_secs(2 * 3600)).await, 1, "the expiry");
+    let (_, p) = app.get(&format!("/api/v1/parcels/{}", open.deposit_id)).await;
+    assert_eq!(p["state"], "expired");
     let (s, v) = event(&app, &ups, "r1", collect).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let code = v["collection_code"].as_str().unwrap().to_string();
@@ -762,7 +783,8 @@ db_test!(a_slow_carrier_does_not_delay_another);
 
 async fn a_slow_carrier_does_not_delay_another(app: TestApp) {
     let slow_rx = Receiver::start(0).await;
-    slow_rx.delay_ms.store(3_000, std::sync::atomic::Ordering::SeqCst);
+    // The slow receiver answers nothing until the test says so.
+    slow_rx.hold();
     let fast_rx = Receiver::start(0).await;
     let slow = carrier(&app, "slow", Some(&slow_rx.url)).await;
     let fast = carrier(&app, "fast", Some(&fast_rx.url)).await;
@@ -785,7 +807,7 @@ async fn a_slow_carrier_does_not_delay_another(app: TestApp) {
     let got = fast_rx.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
     // Causal, not timed: the fast carrier's webhook arrived while every delivery of the slow
-    // carrier was still waiting on its receiver.
+    // carrier was still waiting on its held receiver.
     let (_, slow_log) = app
         .get(&format!("/api/v1/carriers/{}/deliveries?status=delivered", slow.id))
         .await;
@@ -794,4 +816,20 @@ async fn a_slow_carrier_does_not_delay_another(app: TestApp) {
         0,
         "the slow carrier has delivered nothing yet"
     );
+    // Released, the slow carrier's backlog drains too.
+    slow_rx.release();
+    crate::helpers::eventually(
+        Duration::from_secs(20),
+        "the slow carrier's 8 webhooks delivered",
+        || async {
+            let (_, log) = app
+                .get(&format!(
+                    "/api/v1/carriers/{}/deliveries?status=delivered&limit=200",
+                    slow.id
+                ))
+                .await;
+            (log["items"].as_array().unwrap().len() >= 8).then_some(())
+        },
+    )
+    .await;
 }

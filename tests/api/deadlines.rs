@@ -1,6 +1,7 @@
-//! Deadlines: some tests move the application's clock and fire what is due (`by_hand`), the
-//! rest run a shortened clock (one "hour" is 100 ms, so a 10-hour dwell window is 1 s) where
-//! what they check is the timers themselves.
+//! Deadlines: every test moves the application's clock and fires what is due (`by_hand`), so
+//! none waits for a timer and each step's count is exact. What is truly asynchronous (a
+//! webhook reaching its receiver, the start-up scan after a restart) is awaited with
+//! `eventually`, whose deadline only bounds a failure.
 
 use std::time::Duration;
 
@@ -11,15 +12,7 @@ use lockerhub::simulator::SimLocker;
 use serde_json::{json, Value};
 
 use crate::db_test;
-use crate::helpers::{Receiver, TestApp};
-
-fn fast(s: &mut lockerhub::config::Settings) {
-    s.hour_ms = 100;
-    s.dwell_hours = 10;
-    s.reminder_offsets_hours = vec![4, 2];
-    s.reservation_hours = 5;
-    s.deadline_scan_ms = 50;
-}
+use crate::helpers::{eventually, Receiver, TestApp};
 
 /// Real hours, and no scan: deadlines fire only when the test moves the clock and asks
 /// (`TestApp::advance`), so each step's count is exact.
@@ -73,15 +66,14 @@ async fn state_of(app: &TestApp, parcel: &str) -> String {
     p["state"].as_str().unwrap().to_string()
 }
 
-async fn wait_state(app: &TestApp, parcel: &str, want: &str, within: Duration) -> String {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let s = state_of(app, parcel).await;
-        if s == want || std::time::Instant::now() > deadline {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits (bounded) until the parcel is in state `want`: for a change another actor makes.
+async fn wait_state(app: &TestApp, parcel: &str, want: &str) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("parcel {parcel} becomes {want}"),
+        || async { (state_of(app, parcel).await == want).then_some(()) },
+    )
+    .await
 }
 
 fn hook_types(rx: &Receiver) -> Vec<String> {
@@ -173,9 +165,11 @@ async fn reminders_expiry_and_return(app: TestApp) {
     let _ = w.site;
 }
 
-db_test!(a_missed_deadline_fires_at_start with super::fast);
+db_test!(a_missed_deadline_fires_at_start with super::by_hand);
 
 async fn a_missed_deadline_fires_at_start(app: TestApp) {
+    use diesel::prelude::*;
+    use lockerhub::db::schema::{deadlines as d, parcels as p};
     let w = world(&app, 1).await;
     let open = w
         .sim
@@ -183,14 +177,26 @@ async fn a_missed_deadline_fires_at_start(app: TestApp) {
         .await
         .unwrap();
     w.sim.disconnect().await;
-    // Down across the deadline; after the restart only the start-up scan can fire it.
-    let mut app = app;
-    app.settings.deadline_scan_ms = 60_000;
-    let app = app.restart_after(Duration::from_millis(1500)).await;
-    assert_eq!(
-        wait_state(&app, &open.deposit_id, "expired", Duration::from_secs(5)).await,
-        "expired"
-    );
+    // The server is down across the deadline: a restarted app's clock starts again from the
+    // wall clock, so the time that passed is written into the rows instead (every deadline of
+    // the parcel an hour ago). The running app's scan is an hour away: only the restarted
+    // app's start-up scan can fire it.
+    let (id, past) = (open.deposit_id.clone(), app.clock.now() - chrono::Duration::hours(1));
+    app.db
+        .run(move |c| {
+            diesel::update(d::table.filter(d::parcel_id.eq(&id)))
+                .set(d::due_at.eq(past))
+                .execute(c)?;
+            diesel::update(p::table.find(&id))
+                .set(p::pickup_deadline.eq(past))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(state_of(&app, &open.deposit_id).await, "deposited", "nothing fired yet");
+    let app = app.restart().await;
+    wait_state(&app, &open.deposit_id, "expired").await;
 }
 
 db_test!(pickup_before_the_deadline_cancels_it with super::by_hand);
@@ -265,7 +271,10 @@ async fn many_parcels_with_one_deadline_all_fire(app: TestApp) {
     .await;
 }
 
-db_test!(reservations_expire_and_release_the_compartment with super::fast);
+db_test!(reservations_expire_and_release_the_compartment with |s| {
+    super::by_hand(s);
+    s.reservation_hours = 5;
+});
 
 async fn reservations_expire_and_release_the_compartment(app: TestApp) {
     let w = world(&app, 1).await;
@@ -291,24 +300,24 @@ async fn reservations_expire_and_release_the_compartment(app: TestApp) {
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let id = v["parcel_id"].as_str().unwrap().to_string();
     assert_eq!(app.statuses(&w.locker).await[&1], "reserved");
-    assert_eq!(
-        wait_state(&app, &id, "expected", Duration::from_secs(5)).await,
-        "expected"
-    );
-    assert_eq!(
-        app.statuses(&w.locker).await[&1],
-        "free",
-        "the reservation released its compartment"
-    );
-    let mut seen = false;
-    for _ in 0..100 {
-        if hook_types(&w.hooks).iter().any(|t| t == "parcel.reservation_expired") {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen, "the carrier is told");
+    assert_eq!(app.advance(4 * HOUR).await, 0, "the 5-hour reservation holds");
+    assert_eq!(app.statuses(&w.locker).await[&1], "reserved");
+    assert_eq!(app.advance(2 * HOUR).await, 1, "the reservation expires");
+    // The expiry asks the locker actor to release the compartment: that is the actor's work.
+    wait_state(&app, &id, "expected").await;
+    eventually(
+        Duration::from_secs(10),
+        "the reservation released its compartment",
+        || async { (app.statuses(&w.locker).await[&1] == "free").then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the carrier is told", || async {
+        hook_types(&w.hooks)
+            .iter()
+            .any(|t| t == "parcel.reservation_expired")
+            .then_some(())
+    })
+    .await;
     // The driver can still deposit it by tracking number.
     let open = w
         .sim
@@ -324,11 +333,11 @@ async fn reservations_expire_and_release_the_compartment(app: TestApp) {
     let _ = (w.site, DoorChange::Opened);
 }
 
-db_test!(a_vacation_hold_extends_the_window with super::fast);
+db_test!(a_vacation_hold_extends_the_window with super::by_hand);
 
 async fn a_vacation_hold_extends_the_window(app: TestApp) {
     let w = world(&app, 2).await;
-    let back = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let back = chrono::Utc::now() + chrono::Duration::days(3);
     let (s, r) = app
         .post(
             "/api/v1/recipients",
@@ -346,10 +355,13 @@ async fn a_vacation_hold_extends_the_window(app: TestApp) {
         .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
         .await
         .unwrap();
+    // Past the default 72-hour window: two reminders and the expiry of the parcel at home.
     assert_eq!(
-        wait_state(&app, &home.deposit_id, "expired", Duration::from_secs(5)).await,
-        "expired"
+        app.advance(73 * HOUR).await,
+        3,
+        "only the parcel at home has deadlines due"
     );
+    assert_eq!(state_of(&app, &home.deposit_id).await, "expired");
     assert_eq!(
         state_of(&app, &away.deposit_id).await,
         "deposited",

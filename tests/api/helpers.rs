@@ -58,11 +58,13 @@ fn register_server(handle: actix_web::dev::ServerHandle, hub: Option<actix::Addr
     SERVERS.with(|s| s.borrow_mut().push((handle, hub)));
 }
 
-/// Stops every server this test started. Their workers are threads of their own that outlive
-/// the test's runtime: without this, each finished test leaves a server, its database pool and
-/// its blocking threads behind, and the suite slows down as it goes (measured: 200 leaked
-/// servers and 4,700 threads by the end of a full run).
+/// Runs the memory checks of the apps this test dropped (see `crate::invariants`), then stops
+/// every server this test started. Their workers are threads of their own that outlive the
+/// test's runtime: without this, each finished test leaves a server, its database pool and its
+/// blocking threads behind, and the suite slows down as it goes (measured: 200 leaked servers
+/// and 4,700 threads by the end of a full run).
 pub async fn stop_servers() {
+    let wrong = crate::invariants::memory_checks().await;
     let servers = SERVERS.with(|s| std::mem::take(&mut *s.borrow_mut()));
     for (handle, hub) in servers {
         match hub {
@@ -70,9 +72,17 @@ pub async fn stop_servers() {
             None => handle.stop(false).await,
         }
     }
+    assert!(
+        wrong.is_empty(),
+        "a locker actor's memory disagrees with the database when the test ended:\n  {}",
+        wrong.join("\n  ")
+    );
 }
 
 pub struct TestApp {
+    /// Checked when the app is dropped. It owns the test's directory and database, so that
+    /// they outlive the checks.
+    invariants: crate::invariants::Invariants,
     pub base: String,
     pub admin_key: String,
     pub db: Db,
@@ -86,12 +96,10 @@ pub struct TestApp {
     handle: actix_web::dev::ServerHandle,
     /// The application's actor hub, for tests that talk to an actor directly.
     pub hub: actix::Addr<lockerhub::actors::hub::Hub>,
-    _dir: tempfile::TempDir,
-    pg: Option<PgDatabase>,
 }
 
 /// A per-test PostgreSQL database, dropped with the test.
-struct PgDatabase {
+pub struct PgDatabase {
     admin_url: String,
     name: String,
 }
@@ -146,11 +154,10 @@ impl TestApp {
 
     pub async fn sqlite_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
+        let db_file = dir.path().join("test.db");
+        std::fs::copy(crate::template::sqlite(), &db_file).expect("copy the SQLite template");
         let mut settings = base_settings(dir.path());
-        settings.database_url = Some(Secret::new(format!(
-            "sqlite://{}",
-            dir.path().join("test.db").display()
-        )));
+        settings.database_url = Some(Secret::new(format!("sqlite://{}", db_file.display())));
         tweak(&mut settings);
         Self::start(settings, dir, None).await
     }
@@ -159,14 +166,16 @@ impl TestApp {
         Self::postgres_with(|_| {}).await
     }
 
-    /// A test app on a fresh PostgreSQL database. Only PostgreSQL tests call it, and they are
-    /// ignored unless `TEST_DATABASE_URL` was set when they were built.
+    /// A test app on a fresh PostgreSQL database, copied from the migrated template. Only
+    /// PostgreSQL tests call it, and they are ignored unless `TEST_DATABASE_URL` was set when
+    /// they were built.
     pub async fn postgres_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let admin_url = std::env::var("TEST_DATABASE_URL")
             .expect("TEST_DATABASE_URL: PostgreSQL tests run only when it is set (see build.rs)");
         let name = format!("lh_test_{}", uuid::Uuid::new_v4().simple());
+        let template = crate::template::postgres(&admin_url);
         let mut c = diesel::PgConnection::establish(&admin_url).expect("TEST_DATABASE_URL must be reachable");
-        c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        c.batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
             .expect("create test database");
         let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
         url.set_path(&name);
@@ -210,6 +219,7 @@ impl TestApp {
             .expect("admin key");
         let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
         TestApp {
+            invariants: crate::invariants::Invariants::new(db.clone(), hub.clone(), dir, pg),
             base: format!("http://127.0.0.1:{port}"),
             admin_key,
             db,
@@ -219,32 +229,35 @@ impl TestApp {
             smtp,
             handle,
             hub,
-            _dir: dir,
-            pg,
         }
     }
 
     /// Stops this server as a crash would (no drain, every actor gone) and starts a new one on
     /// the same database and settings.
+    /// Time spent down is not slept through: a test that needs it moves the new app's clock
+    /// or writes the time that passed into the rows (deadlines.rs).
     pub async fn restart(self) -> TestApp {
-        self.restart_after(Duration::ZERO).await
-    }
-
-    /// Stops the server, stays down for `pause`, then starts again on the same database.
-    pub async fn restart_after(self, pause: Duration) -> TestApp {
         Application::stop(self.handle.clone(), self.hub.clone()).await;
-        actix_web::rt::time::sleep(pause).await;
         let TestApp {
+            mut invariants,
             settings,
-            _dir,
-            pg,
             admin_key,
             smtp,
             ..
         } = self;
-        let mut app = Self::start_with_smtp(settings, _dir, pg, Some(smtp)).await;
+        // The stopped app's actors are gone: the new app checks the same database.
+        let (dir, pg) = invariants.disarm();
+        let mut app = Self::start_with_smtp(settings, dir, pg, Some(smtp)).await;
         app.admin_key = admin_key;
+        app.invariants.skip = invariants.skip;
         app
+    }
+
+    /// Exempts this test from the checks made when the app is dropped (`crate::invariants`),
+    /// for a test that breaks them on purpose (say which and why in `reason`).
+    #[allow(dead_code)] // only the few tests that corrupt state on purpose
+    pub fn skip_invariants(&mut self, reason: &'static str) {
+        self.invariants.skip = Some(reason);
     }
 
     /// Like [`TestApp::restart`], with changed settings.
@@ -268,9 +281,28 @@ impl TestApp {
         deadlines + self.fire_due_timers().await
     }
 
+    /// Moves the application's clock forward by `by` and wakes the carrier and notification
+    /// actors, so a retry whose backoff has passed on the app's clock goes out now, not when
+    /// its real-time timer would fire.
+    #[allow(dead_code)] // not every suite retries
+    pub async fn advance_outboxes(&self, by: Duration) {
+        use lockerhub::actors::messages::{KickCarriers, OutboxQueued};
+        self.clock.advance(by);
+        self.hub
+            .send(KickCarriers { carrier_id: None })
+            .await
+            .expect("the hub answers");
+        let notifier = lockerhub::db::wake::Wakeups {
+            carriers: Default::default(),
+            notifications: true,
+            deadlines: Default::default(),
+        };
+        self.hub.send(OutboxQueued(notifier)).await.expect("the hub answers");
+    }
+
     /// Drops this test's PostgreSQL database under the running server (an outage).
     pub fn drop_database_now(&self) {
-        let pg = self.pg.as_ref().expect("a PostgreSQL test app");
+        let pg = self.invariants.pg.as_ref().expect("a PostgreSQL test app");
         let mut c = diesel::PgConnection::establish(&pg.admin_url).expect("admin connection");
         c.batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", pg.name))
             .expect("drop database");
@@ -460,10 +492,14 @@ pub type Received = (Vec<(String, String)>, Vec<u8>);
 pub struct Receiver {
     pub url: String,
     pub got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    /// When each request in `got` arrived: tests measure latency from these.
+    #[allow(dead_code)] // only the latency report
+    pub arrivals: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
     /// Requests still to answer with 500.
     pub fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Milliseconds to wait before answering each request (a slow receiver).
-    pub delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// While true, each request is recorded and then held unanswered (a slow receiver) until
+    /// the test releases it: [`Receiver::hold`], [`Receiver::release`].
+    held: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -478,24 +514,27 @@ impl Receiver {
         use std::sync::{Arc, Mutex};
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let fail = Arc::new(AtomicUsize::new(fail_next));
-        let delay = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (g, f, dl) = (got.clone(), fail.clone(), delay.clone());
+        let held = Arc::new(tokio::sync::watch::Sender::new(false));
+        let arrivals: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+        let (g, f, dl, at) = (got.clone(), fail.clone(), held.clone(), arrivals.clone());
         let server = HttpServer::new(move || {
-            let (g, f, dl) = (g.clone(), f.clone(), dl.clone());
+            let (g, f, dl, at) = (g.clone(), f.clone(), dl.clone(), at.clone());
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let (g, f, dl) = (g.clone(), f.clone(), dl.clone());
+                let (g, f, dl, at) = (g.clone(), f.clone(), dl.clone(), at.clone());
                 async move {
                     let headers = req
                         .headers()
                         .iter()
                         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
                         .collect();
-                    g.lock().unwrap().push((headers, body.to_vec()));
-                    // Recorded first, answered late.
-                    let wait = dl.load(Ordering::SeqCst);
-                    if wait > 0 {
-                        actix_web::rt::time::sleep(Duration::from_millis(wait)).await;
+                    {
+                        // One lock order (got, then arrivals): the two lists stay aligned.
+                        let mut g = g.lock().unwrap();
+                        g.push((headers, body.to_vec()));
+                        at.lock().unwrap().push(std::time::Instant::now());
                     }
+                    // Recorded first, answered once released.
+                    let _ = dl.subscribe().wait_for(|held| !*held).await;
                     let failing = f
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok();
@@ -518,33 +557,55 @@ impl Receiver {
         Receiver {
             url: format!("http://127.0.0.1:{port}/hooks"),
             got,
+            arrivals,
             fail_next: fail,
-            delay_ms: delay,
+            held,
             handle,
         }
+    }
+
+    /// From now on, requests are recorded but not answered until [`Receiver::release`].
+    #[allow(dead_code)] // only the slow-receiver tests
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Answers every held request, and the ones that follow at once.
+    #[allow(dead_code)] // only the slow-receiver tests
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     pub async fn stop(&self) {
         self.handle.stop(false).await;
     }
 
-    /// Waits until `n` requests have arrived (bounded), then returns them all.
+    /// Waits until `n` requests have arrived (bounded), then returns them all: fewer if they
+    /// never came, for the caller's assertion to show.
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let got = self.got.lock().unwrap().clone();
-            if got.len() >= n || std::time::Instant::now() > deadline {
-                return got;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
+        let got = || self.got.lock().unwrap().clone();
+        bounded(within, || async { Some(got()).filter(|g| g.len() >= n) })
+            .await
+            .unwrap_or_else(got)
     }
 }
 
 /// Waits until `check` yields a value, polling every 20 ms, for at most `within`; panics with
 /// `what` if it never does. For what is truly asynchronous (a webhook arriving, a socket
 /// closing): the deadline bounds a failure, it is never what a test waits for.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    bounded(within, check)
+        .await
+        .unwrap_or_else(|| panic!("not within {within:?}: {what}"))
+}
+
+/// [`eventually`] for callers that report a timeout themselves: `None` if `check` yielded
+/// nothing within `within`. The one polling loop of the test suite.
+pub async fn bounded<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -552,10 +613,10 @@ where
     let deadline = std::time::Instant::now() + within;
     loop {
         if let Some(v) = check().await {
-            return v;
+            return Some(v);
         }
         if std::time::Instant::now() > deadline {
-            panic!("not within {within:?}: {what}");
+            return None;
         }
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }

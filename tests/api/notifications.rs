@@ -52,22 +52,24 @@ async fn resident(app: &TestApp, site: &str, body: Value) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
+/// The parcel's notification log, once `until` holds for it (bounded: the notification actor
+/// sends on its own).
 async fn log_of(app: &TestApp, parcel: &str, until: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..200 {
-        let (s, v) = app.get(&format!("/api/v1/parcels/{parcel}/notifications")).await;
-        assert_eq!(s, StatusCode::OK);
-        if until(&v) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("notification log never reached the expected state");
+    crate::helpers::eventually(
+        Duration::from_secs(10),
+        "the notification log reaches the expected state",
+        || async {
+            let (s, v) = app.get(&format!("/api/v1/parcels/{parcel}/notifications")).await;
+            assert_eq!(s, StatusCode::OK);
+            until(&v).then_some(v)
+        },
+    )
+    .await
 }
 
 db_test!(
     email_carries_the_code_that_opens_the_locker,
     resend_issues_a_new_code_and_revokes_the_old,
-    failing_smtp_is_retried,
 );
 
 async fn email_carries_the_code_that_opens_the_locker(app: TestApp) {
@@ -152,20 +154,16 @@ async fn resend_issues_a_new_code_and_revokes_the_old(app: TestApp) {
         .post(&format!("/api/v1/parcels/{}/resend-code", open.deposit_id), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let mut new = old.clone();
-    for _ in 0..100 {
+    let new = crate::helpers::eventually(Duration::from_secs(5), "a second mail for the parcel", || async {
         let mails = app.smtp.mails.lock().unwrap().clone();
-        if let Some(m) = mails
+        mails
             .iter()
             .skip(1)
             .rev()
             .find(|m| m.decoded().contains("1Z999AA10000000001"))
-        {
-            new = secrets_in(m).0;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .map(|m| secrets_in(m).0)
+    })
+    .await;
     assert_ne!(new, old, "a new code was mailed");
     let e = w.sim.call("Pickup", json!({"code": old})).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidCode), "the old code is revoked");
@@ -177,6 +175,24 @@ async fn resend_issues_a_new_code_and_revokes_the_old(app: TestApp) {
     let (s, _) = app.post("/api/v1/parcels/nope/resend-code", json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// Notification retries ten app-clock minutes apart (doubling): they go out when the test moves
+/// the clock past their backoff ([`retry_after`]), never on a real-time timer.
+const RETRY_BASE: Duration = Duration::from_secs(600);
+
+fn retry_by_hand(s: &mut lockerhub::config::Settings) {
+    s.notification_retry_base_ms = RETRY_BASE.as_millis() as u64;
+}
+
+/// Waits until the parcel's first notification has `n` attempts recorded (so its retry's due
+/// time is committed), then moves the app clock past that retry's longest backoff (the base,
+/// doubled per attempt, plus 20% jitter).
+async fn retry_after(app: &TestApp, parcel: &str, n: u32) {
+    log_of(app, parcel, |v| v[0]["attempts"] == n).await;
+    app.advance_outboxes(RETRY_BASE.mul_f64(1.2) * 2u32.pow(n - 1)).await;
+}
+
+db_test!(failing_smtp_is_retried with super::retry_by_hand);
 
 async fn failing_smtp_is_retried(app: TestApp) {
     let w = world(&app).await;
@@ -197,6 +213,9 @@ async fn failing_smtp_is_retried(app: TestApp) {
         )
         .await
         .unwrap();
+    for n in 1..=2 {
+        retry_after(&app, &open.deposit_id, n).await;
+    }
     assert!(app
         .smtp
         .wait_for("1Z999AA10000000001", Duration::from_secs(20))
@@ -408,6 +427,7 @@ async fn pending_notifications_survive_a_restart(app: TestApp) {
     let mut settings = app.settings.clone();
     settings.smtp_host = Some("127.0.0.1".into());
     settings.smtp_port = port; // nothing listens yet
+    retry_by_hand(&mut settings);
     let app = app.restart_with(settings).await;
     let w = world(&app).await;
     resident(
@@ -436,6 +456,8 @@ async fn pending_notifications_survive_a_restart(app: TestApp) {
     assert_eq!(log[0]["status"], "pending", "{log}");
     let app = app.restart().await;
     let smtp = SmtpServer::start_on(port).await;
+    // The retry is due ten minutes after the failure, on the restarted app's clock.
+    app.advance_outboxes(RETRY_BASE.mul_f64(1.2)).await;
     let mail = smtp
         .wait_for("1Z999AA10000000007", Duration::from_secs(30))
         .await

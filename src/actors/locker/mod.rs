@@ -351,6 +351,14 @@ impl Handler<FireDueTimers> for LockerActor {
     }
 }
 
+impl Handler<MemorySlots> for LockerActor {
+    type Result = MessageResult<MemorySlots>;
+
+    fn handle(&mut self, _: MemorySlots, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.slots.iter().map(|s| (s.number, s.status)).collect())
+    }
+}
+
 impl Handler<Attach> for LockerActor {
     type Result = ();
 
