@@ -102,7 +102,8 @@ async fn a_retry_after_a_restart_gets_the_committed_answer(app: TestApp) {
     assert_eq!(v["outcome"], "fault", "an unexpected open, not the stored answer");
 }
 
-db_test!(a_parcels_webhooks_arrive_in_event_order);
+// Retries ten minutes apart on the app's clock: the test moves the clock past each one.
+db_test!(a_parcels_webhooks_arrive_in_event_order with |s| s.webhook_retry_base_ms = 600_000);
 
 /// Item 6: with the carrier's endpoint down, a parcel's `picked_up` must not overtake its
 /// `delivered_to_locker`: it waits until the earlier one is delivered.
@@ -115,17 +116,36 @@ async fn a_parcels_webhooks_arrive_in_event_order(app: TestApp) {
         .deposit(&w.carrier, Identify::Phone("5550102030".into()), Size::S, None)
         .await
         .unwrap();
+    rx.wait_for(1, Duration::from_secs(20)).await;
+    // The failed attempt is recorded before the clock moves past its retry (at most 12 min).
+    eventually(Duration::from_secs(10), "the failed attempt is recorded", || {
+        let (db, pid) = (app.db.clone(), open.deposit_id.clone());
+        async move {
+            use diesel::prelude::*;
+            use lockerhub::db::schema::webhook_outbox as o;
+            let attempts: Vec<i32> = db
+                .run(move |c| Ok(o::table.filter(o::parcel_id.eq(&pid)).select(o::attempts).load(c)?))
+                .await
+                .unwrap();
+            (attempts.first() >= Some(&1)).then_some(())
+        }
+    })
+    .await;
+    app.advance_outboxes(Duration::from_secs(15 * 60)).await;
     rx.wait_for(2, Duration::from_secs(20)).await;
     assert!(rx.got.lock().unwrap().len() >= 2, "the endpoint is down and retried");
     let (code, _) = app.pickup_secrets(&open.deposit_id).await;
     sim.pickup(Pickup::Code(code)).await.unwrap();
-    // The endpoint comes back.
+    // The endpoint comes back. Each look below first moves the clock past the next retry
+    // (at most 24 min away), whenever the last failure was recorded.
     rx.fail_next.store(0, std::sync::atomic::Ordering::SeqCst);
 
     let pid = open.deposit_id.clone();
     let delivered = eventually(Duration::from_secs(30), "both webhooks delivered", || {
         let (db, pid) = (app.db.clone(), pid.clone());
+        let app = &app;
         async move {
+            app.advance_outboxes(Duration::from_secs(3600)).await;
             use diesel::prelude::*;
             use lockerhub::db::schema::webhook_outbox as o;
             let rows: Vec<(String, String, Option<chrono::NaiveDateTime>)> = db

@@ -128,13 +128,14 @@ pub fn base_settings(dir: &std::path::Path) -> Settings {
         auth_failures_per_minute: 10_000,
         // The outbox scan is only a safety net for what a crash left behind: every suite runs
         // with it an hour apart, so each webhook and notification a test sees was sent because
-        // its commit woke the actor (or a retry timer came due), never because a scan found it.
+        // its commit woke the actor, never because a scan found it. Retries are an hour apart
+        // too: a test that wants one moves the app's clock (`advance_outboxes`), never waits.
         outbox_poll_ms: 3_600_000,
-        notification_retry_base_ms: 20,
+        notification_retry_base_ms: 3_600_000,
         // Every test app gets its own SMTP server (see TestApp::start); "test-smtp" means that one.
         smtp_host: Some("test-smtp".into()),
         smtp_tls: lockerhub::config::SmtpTls::None,
-        webhook_retry_base_ms: 20,
+        webhook_retry_base_ms: 3_600_000,
         pickup_attempts: 3,
         // Suites deposit by phone many times per locker; the lookup allowance has its own test.
         directory_lookups_per_hour: 10_000,

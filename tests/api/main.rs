@@ -22,4 +22,5 @@ mod recipients;
 mod remote_open;
 mod sites;
 mod smtp;
+mod state_machine;
 mod template;
