@@ -361,10 +361,7 @@ pub fn now() -> chrono::NaiveDateTime {
 
 /// RFC 3339 UTC text of a stored timestamp, as clients and webhooks see it.
 pub fn ts_string(t: chrono::NaiveDateTime) -> String {
-    use chrono::TimeZone;
-    chrono::Utc
-        .from_utc_datetime(&t)
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::domain::effects::rfc3339(t)
 }
 
 /// A new time-ordered id: sorts by creation, so it doubles as the pagination cursor.

@@ -4,6 +4,7 @@
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
+use super::effects::{rfc3339, CancelDeadlines, Effects, Notice, Webhook};
 use super::parcel::ParcelState;
 use super::{CompartmentStatus, Size};
 use crate::clock::Clock;
@@ -107,6 +108,80 @@ impl DepositPolicy {
     }
 }
 
+/// What completing a deposit needs to know about the parcel and where it is, as the workflow
+/// read it.
+#[derive(Debug, Clone)]
+pub struct DepositFacts<'a> {
+    pub parcel_id: &'a str,
+    pub tracking_number: &'a str,
+    pub carrier_id: &'a str,
+    pub carrier_name: &'a str,
+    pub recipient_id: Option<&'a str>,
+    pub locker_id: &'a str,
+    pub locker_name: &'a str,
+    pub site_id: &'a str,
+    pub compartment: i32,
+    pub site_dwell_hours: Option<i64>,
+    pub carrier_dwell_hours: Option<i64>,
+    pub away_until: Option<NaiveDateTime>,
+}
+
+/// The decision a closed door on a parcel makes: when it was deposited, when its window
+/// closes, and what follows (the carrier's webhook, the recipient's code, the deadlines).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deposited {
+    pub at: NaiveDateTime,
+    pub deadline: NaiveDateTime,
+    pub effects: Effects,
+}
+
+impl DepositPolicy {
+    /// The parcel in `f` is deposited at `now`, and `code` and `qr_token` will open it. The
+    /// plaintext code travels only in the recipient's notice (redacted once it is sent).
+    pub fn deposited(&self, now: NaiveDateTime, f: &DepositFacts<'_>, code: &str, qr_token: &str) -> Deposited {
+        let deadline = self.deadline(now, f.site_dwell_hours, f.carrier_dwell_hours, f.away_until);
+        let mut effects = Effects::for_parcel(f.parcel_id);
+        effects.webhooks.push(Webhook {
+            carrier_id: f.carrier_id.to_string(),
+            event: "parcel.delivered_to_locker",
+            data: serde_json::json!({
+                "parcel_id": f.parcel_id,
+                "tracking_number": f.tracking_number,
+                "locker_id": f.locker_id,
+                "compartment": f.compartment,
+                "deposited_at": rfc3339(now),
+                "pickup_deadline": rfc3339(deadline),
+            }),
+        });
+        effects.notices.push(Notice {
+            recipient_id: f.recipient_id.map(str::to_string),
+            kind: "deposited",
+            data: serde_json::json!({
+                "pickup_code": code,
+                "qr_token": qr_token,
+                "locker_id": f.locker_id,
+                "locker_name": f.locker_name,
+                "site_id": f.site_id,
+                "carrier": f.carrier_name,
+                "tracking_number": f.tracking_number,
+                "pickup_deadline": rfc3339(deadline),
+            }),
+        });
+        // A pre-advice reservation's expiry no longer applies; the dwell window and its
+        // reminders replace it.
+        effects.cancel = CancelDeadlines::Kinds(vec!["reservation_expiry"]);
+        effects.deadlines.push(("dwell_expiry", deadline));
+        effects
+            .deadlines
+            .extend(self.reminders(now, deadline).into_iter().map(|r| (r.kind, r.due)));
+        Deposited {
+            at: now,
+            deadline,
+            effects,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -174,6 +249,38 @@ mod tests {
         assert_eq!(
             Prior::PreAdvised { compartment: None }.cancelled_in(3),
             (P::Expected, C::Free)
+        );
+    }
+
+    #[test]
+    fn a_deposit_queues_the_webhook_the_code_and_its_deadlines() {
+        let p = policy(vec![24, 4]);
+        let f = DepositFacts {
+            parcel_id: "p1",
+            tracking_number: "1Z1",
+            carrier_id: "c1",
+            carrier_name: "UPS",
+            recipient_id: Some("r1"),
+            locker_id: "l1",
+            locker_name: "Lobby",
+            site_id: "s1",
+            compartment: 3,
+            site_dwell_hours: None,
+            carrier_dwell_hours: Some(48),
+            away_until: None,
+        };
+        let d = p.deposited(t(0), &f, "12345678", "lhq_x");
+        assert_eq!(d.deadline, t(48));
+        let e = &d.effects;
+        assert_eq!(e.webhooks.len(), 1);
+        assert_eq!(e.webhooks[0].event, "parcel.delivered_to_locker");
+        assert_eq!(e.webhooks[0].data["compartment"], 3);
+        assert_eq!(e.notices[0].data["pickup_code"], "12345678");
+        assert_eq!(e.notices[0].recipient_id.as_deref(), Some("r1"));
+        assert_eq!(e.cancel, CancelDeadlines::Kinds(vec!["reservation_expiry"]));
+        assert_eq!(
+            e.deadlines,
+            vec![("dwell_expiry", t(48)), ("reminder", t(24)), ("expiring_soon", t(44))]
         );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod allocation;
 pub mod deposit;
+pub mod effects;
 pub mod hardware;
 pub mod inputs;
 pub mod kiosk;

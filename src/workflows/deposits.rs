@@ -13,7 +13,7 @@ use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::parcels;
 use crate::db::{carriers, lockers, new_id, now, outbox, parcels as parcel_rows, recipients, sites, DbConn};
 use crate::domain::allocation::{allocate, Request, Slot};
-use crate::domain::deposit::{DepositPolicy, Identify, Prior, StartDeposit};
+use crate::domain::deposit::{DepositFacts, DepositPolicy, Identify, Prior, StartDeposit};
 use crate::domain::inputs::{Phone, TrackingNumber};
 use crate::domain::parcel::ParcelState;
 use crate::domain::refusal::Refusal;
@@ -335,18 +335,26 @@ pub fn complete_because(
     let site = sites::get(conn, &ctx.site_id)?;
     let code = unique_code(conn, ctx, key, code_len)?;
     let qr_token = generate_token("lhq_");
-    let t = now();
     let away_until = match &parcel.recipient_id {
         Some(r) => crate::db::recipients::get(conn, r)?.vacation_until,
         None => None,
     };
-    let deadline = policy.deadline(
-        t,
-        site.dwell_hours.map(i64::from),
-        carrier.dwell_hours.map(i64::from),
+    let facts = DepositFacts {
+        parcel_id,
+        tracking_number: &parcel.tracking_number,
+        carrier_id: &carrier.id,
+        carrier_name: &carrier.name,
+        recipient_id: parcel.recipient_id.as_deref(),
+        locker_id: &ctx.locker_id,
+        locker_name: &ctx.locker_name,
+        site_id: &site.id,
+        compartment: number,
+        site_dwell_hours: site.dwell_hours.map(i64::from),
+        carrier_dwell_hours: carrier.dwell_hours.map(i64::from),
         away_until,
-    );
-    let mut detail = json!({"compartment": number, "pickup_deadline": crate::db::ts_string(deadline)});
+    };
+    let decided = policy.deposited(now(), &facts, &code, &qr_token);
+    let mut detail = json!({"compartment": number, "pickup_deadline": crate::db::ts_string(decided.deadline)});
     if let Some(r) = reason {
         detail["reason"] = json!(r);
     }
@@ -356,8 +364,8 @@ pub fn complete_because(
         parcel.state(),
         ParcelState::Deposited,
         ParcelChange {
-            deposited_at: Some(t),
-            pickup_deadline: Some(deadline),
+            deposited_at: Some(decided.at),
+            pickup_deadline: Some(decided.deadline),
             pickup_code_hash: Some(Some(key.code_hash(&ctx.code_salt, &code))),
             qr_token_hash: Some(Some(hash_token(&qr_token))),
             ..ParcelChange::default()
@@ -369,41 +377,7 @@ pub fn complete_because(
         },
     )?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Occupied)?;
-    outbox::enqueue_webhook(
-        conn,
-        &carrier.id,
-        Some(parcel_id),
-        "parcel.delivered_to_locker",
-        json!({
-            "parcel_id": parcel_id,
-            "tracking_number": parcel.tracking_number,
-            "locker_id": ctx.locker_id,
-            "compartment": number,
-            "deposited_at": crate::db::ts_string(t),
-            "pickup_deadline": crate::db::ts_string(deadline),
-        }),
-    )?;
-    outbox::enqueue_notification(
-        conn,
-        parcel_id,
-        parcel.recipient_id.as_deref(),
-        "deposited",
-        json!({
-            "pickup_code": code,
-            "qr_token": qr_token,
-            "locker_id": ctx.locker_id,
-            "locker_name": ctx.locker_name,
-            "site_id": site.id,
-            "carrier": carrier.name,
-            "tracking_number": parcel.tracking_number,
-            "pickup_deadline": crate::db::ts_string(deadline),
-        }),
-    )?;
-    outbox::cancel_deadlines(conn, parcel_id, &["reservation_expiry"])?;
-    outbox::schedule_deadline(conn, parcel_id, "dwell_expiry", deadline)?;
-    for r in policy.reminders(t, deadline) {
-        outbox::schedule_deadline(conn, parcel_id, r.kind, r.due)?;
-    }
+    crate::workflows::effects::persist(conn, &decided.effects)?;
     Ok(())
 }
 

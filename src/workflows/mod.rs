@@ -5,6 +5,7 @@
 
 pub mod carrier_events;
 pub mod deposits;
+pub mod effects;
 pub mod expiry;
 pub mod hardware;
 pub mod interrupted;
