@@ -6,6 +6,7 @@
 //! scan fires whatever came due while the server was down.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,26 @@ pub struct TimeoutActor {
     /// The hub's registry of locker actors: a reservation's compartment is its locker's to release.
     lockers: Recipient<GetLocker>,
     scheduled: HashMap<String, SpawnHandle>,
+    /// Reads and fires in flight, so `FireDueDeadlines` answers only once they are done.
+    busy: Arc<AtomicUsize>,
+    /// Wall time of the last `FireDueDeadlines` answer: it counts what fired since.
+    last_probe: chrono::NaiveDateTime,
+}
+
+/// Counts one piece of work in flight for as long as it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(busy: &Arc<AtomicUsize>) -> Self {
+        busy.fetch_add(1, Ordering::SeqCst);
+        Self(busy.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl TimeoutActor {
@@ -38,6 +59,8 @@ impl TimeoutActor {
             clock,
             lockers,
             scheduled: HashMap::new(),
+            busy: Arc::new(AtomicUsize::new(0)),
+            last_probe: crate::db::now(),
         }
     }
 
@@ -55,10 +78,11 @@ impl TimeoutActor {
     /// Gives every pending deadline due by `until` a timer, unless it has one.
     fn schedule_until(&mut self, until: chrono::NaiveDateTime, ctx: &mut Context<Self>) {
         let db = self.db.clone();
+        let guard = InFlight::new(&self.busy);
         ctx.spawn(
             async move { db.run(move |c| Ok(deadlines::upcoming(c, until, SCAN_LIMIT)?)).await }
                 .into_actor(self)
-                .map(|res, act, ctx| match res {
+                .map(move |res, act, ctx| match res {
                     Ok(due) => {
                         for d in due {
                             if act.scheduled.contains_key(&d.id) {
@@ -69,19 +93,25 @@ impl TimeoutActor {
                             let handle = ctx.run_later(wait, move |act, ctx| act.fire(d, ctx));
                             act.scheduled.insert(id, handle);
                         }
+                        drop(guard);
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot scan deadlines"),
+                    Err(e) => {
+                        drop(guard);
+                        tracing::warn!(error = %e, "cannot scan deadlines")
+                    }
                 }),
         );
     }
 
     fn fire(&mut self, d: Due, ctx: &mut Context<Self>) {
         let id = d.id.clone();
+        let guard = InFlight::new(&self.busy);
         ctx.spawn(
             fire(self.db.clone(), self.lockers.clone(), d)
                 .into_actor(self)
                 .map(move |_, act, _| {
                     act.scheduled.remove(&id);
+                    drop(guard);
                 }),
         );
     }
@@ -121,24 +151,48 @@ async fn fire(db: Db, lockers: Recipient<GetLocker>, d: Due) {
 }
 
 impl Handler<FireDueDeadlines> for TimeoutActor {
-    type Result = ResponseFuture<usize>;
+    type Result = ResponseActFuture<Self, usize>;
 
+    /// Fires what is due by the clock now, waits for the timers and reads already in flight,
+    /// and answers how many deadlines fired since the last answer, by whichever path: a commit
+    /// that queued a deadline may have given it a timer that the moved clock made due at once,
+    /// so counting only this handler's own fires would be a race.
     fn handle(&mut self, _: FireDueDeadlines, _: &mut Context<Self>) -> Self::Result {
         let (db, lockers, now) = (self.db.clone(), self.lockers.clone(), self.clock.now());
-        Box::pin(async move {
-            let due = match db.run(move |c| Ok(deadlines::upcoming(c, now, SCAN_LIMIT)?)).await {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read due deadlines");
-                    return 0;
+        let (busy, since) = (self.busy.clone(), self.last_probe);
+        Box::pin(
+            async move {
+                match db.run(move |c| Ok(deadlines::upcoming(c, now, SCAN_LIMIT)?)).await {
+                    Ok(due) => {
+                        for d in due {
+                            fire(db.clone(), lockers.clone(), d).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read due deadlines"),
                 }
-            };
-            let n = due.len();
-            for d in due {
-                fire(db.clone(), lockers.clone(), d).await;
+                // Bounded: work in flight is one database transaction each.
+                for _ in 0..5_000 {
+                    if busy.load(Ordering::SeqCst) == 0 {
+                        break;
+                    }
+                    actix::clock::sleep(Duration::from_millis(2)).await;
+                }
+                let counted = crate::db::now();
+                let n = db
+                    .run(move |c| Ok(deadlines::fired_since(c, since, now)?))
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "cannot count fired deadlines");
+                        0
+                    });
+                (n, counted)
             }
-            n
-        })
+            .into_actor(self)
+            .map(|(n, counted), act, _| {
+                act.last_probe = counted;
+                n
+            }),
+        )
     }
 }
 

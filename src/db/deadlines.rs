@@ -58,3 +58,13 @@ pub fn claim(conn: &mut DbConn, id: &str) -> QueryResult<bool> {
     .execute(conn)?;
     Ok(n == 1)
 }
+
+/// How many deadlines due by `due_by` were fired at or after `since` (wall time).
+pub fn fired_since(conn: &mut DbConn, since: NaiveDateTime, due_by: NaiveDateTime) -> QueryResult<usize> {
+    let n: i64 = deadlines::table
+        .filter(deadlines::fired_at.ge(since))
+        .filter(deadlines::due_at.le(due_by))
+        .count()
+        .get_result(conn)?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}

@@ -6,6 +6,7 @@ pub mod effects;
 pub mod hardware;
 pub mod inputs;
 pub mod kiosk;
+pub mod lifecycle;
 pub mod lockout;
 pub mod parcel;
 pub mod partition;

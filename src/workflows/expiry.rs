@@ -7,12 +7,15 @@ use serde_json::json;
 use crate::db::compartments::settle_status;
 use crate::db::deadlines::{claim, Due};
 use crate::db::lockers::LockerCtx;
+use crate::db::parcels::Parcel;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::compartments;
-use crate::db::{now, outbox, parcels as parcel_rows, DbConn};
+use crate::db::{now, parcels as parcel_rows, DbConn};
+use crate::domain::lifecycle::{self, ParcelAt};
 use crate::domain::parcel::ParcelState;
 use crate::domain::CompartmentStatus;
 use crate::error::AppError;
+use crate::workflows::effects::persist;
 
 /// A reminder: queue the notification if the parcel still waits in the locker.
 pub fn fire_reminder(conn: &mut DbConn, d: &Due) -> Result<bool, AppError> {
@@ -23,12 +26,14 @@ pub fn fire_reminder(conn: &mut DbConn, d: &Due) -> Result<bool, AppError> {
     if p.state() != ParcelState::Deposited {
         return Ok(false);
     }
-    outbox::enqueue_notification(
+    let kind = if d.kind == "expiring_soon" {
+        "expiring_soon"
+    } else {
+        "reminder"
+    };
+    persist(
         conn,
-        &p.id,
-        p.recipient_id.as_deref(),
-        &d.kind,
-        json!({"pickup_deadline": p.pickup_deadline.map(crate::db::ts_string)}),
+        &lifecycle::reminded(&at(&p, p.locker_id.as_deref(), None), kind, p.pickup_deadline),
     )?;
     parcel_rows::record_event(conn, &p.id, "reminder_queued", None, "system", json!({"kind": d.kind}))?;
     Ok(true)
@@ -64,16 +69,10 @@ pub fn fire_dwell_expiry(conn: &mut DbConn, d: &Due) -> Result<bool, AppError> {
         Some(c) => Some(compartments::table.find(c).select(compartments::number).first(conn)?),
         None => None,
     };
-    outbox::enqueue_webhook(
+    persist(
         conn,
-        &p.carrier_id,
-        Some(&p.id),
-        "parcel.return_requested",
-        json!({"parcel_id": p.id, "tracking_number": p.tracking_number, "locker_id": p.locker_id,
-               "compartment": number, "expired_at": crate::db::ts_string(t)}),
+        &lifecycle::dwell_ended(&at(&p, p.locker_id.as_deref(), number), t),
     )?;
-    outbox::enqueue_notification(conn, &p.id, p.recipient_id.as_deref(), "returned", json!({}))?;
-    outbox::cancel_deadlines(conn, &p.id, &["reminder", "expiring_soon"])?;
     Ok(true)
 }
 
@@ -111,12 +110,20 @@ pub fn expire_reservation(conn: &mut DbConn, ctx: &LockerCtx, d: &Due) -> Result
             detail: json!({"compartment": number}),
         },
     )?;
-    outbox::enqueue_webhook(
+    persist(
         conn,
-        &p.carrier_id,
-        Some(&p.id),
-        "parcel.reservation_expired",
-        json!({"parcel_id": p.id, "tracking_number": p.tracking_number, "locker_id": ctx.locker_id, "compartment": number}),
+        &lifecycle::reservation_expired(&at(&p, Some(&ctx.locker_id), Some(number))),
     )?;
     Ok(Some(number))
+}
+
+fn at<'a>(p: &'a Parcel, locker_id: Option<&'a str>, compartment: Option<i32>) -> ParcelAt<'a> {
+    ParcelAt {
+        parcel_id: &p.id,
+        tracking_number: &p.tracking_number,
+        carrier_id: &p.carrier_id,
+        recipient_id: p.recipient_id.as_deref(),
+        locker_id,
+        compartment,
+    }
 }

@@ -8,8 +8,9 @@ use crate::db::compartments::settle_status;
 use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::{compartments, parcels};
-use crate::db::{now, outbox, parcels as parcel_rows, DbConn};
+use crate::db::{now, parcels as parcel_rows, DbConn};
 use crate::domain::hardware::{scanned_token, typed_code, Pickup};
+use crate::domain::lifecycle::{self, ParcelAt};
 use crate::domain::parcel::ParcelState;
 use crate::domain::CompartmentStatus;
 use crate::error::OpError;
@@ -61,14 +62,7 @@ pub fn record(
     Ok(())
 }
 
-/// Who took the parcel out of the locker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TakenBy {
-    /// The recipient: the parcel is picked up.
-    Recipient,
-    /// The carrier's driver, collecting an expired parcel: it is returned.
-    Carrier,
-}
+pub use crate::domain::lifecycle::TakenBy;
 
 /// The door closed on an empty compartment: the parcel has left the locker (picked up or
 /// returned), its codes are void, the compartment is free, the carrier is told, and its
@@ -77,10 +71,15 @@ pub fn taken_out(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i3
     let parcel = parcel_rows::get(conn, parcel_id)?;
     let from = parcel.state();
     let t = now();
-    let (to, event, webhook, at_field) = match by {
-        TakenBy::Recipient => (ParcelState::PickedUp, "picked_up", "parcel.picked_up", "picked_up_at"),
-        TakenBy::Carrier => (ParcelState::Returned, "returned", "parcel.returned", "returned_at"),
+    let at = ParcelAt {
+        parcel_id,
+        tracking_number: &parcel.tracking_number,
+        carrier_id: &parcel.carrier_id,
+        recipient_id: parcel.recipient_id.as_deref(),
+        locker_id: Some(&ctx.locker_id),
+        compartment: Some(number),
     };
+    let (to, event, effects) = lifecycle::taken_out(&at, by, t);
     // Taking the parcel out voids every code that could open its compartment.
     let change = ParcelChange {
         pickup_code_hash: Some(None),
@@ -97,11 +96,7 @@ pub fn taken_out(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i3
     };
     parcel_rows::change_state(conn, parcel_id, from, to, change, note)?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
-    let mut data = json!({"parcel_id": parcel_id, "tracking_number": parcel.tracking_number,
-                           "locker_id": ctx.locker_id, "compartment": number});
-    data[at_field] = json!(crate::db::ts_string(t));
-    outbox::enqueue_webhook(conn, &parcel.carrier_id, Some(parcel_id), webhook, data)?;
-    outbox::cancel_deadlines(conn, parcel_id, &[])?;
+    crate::workflows::effects::persist(conn, &effects)?;
     Ok(())
 }
 

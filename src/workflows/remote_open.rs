@@ -7,7 +7,8 @@ use serde_json::json;
 use crate::db::compartments::settle_status;
 use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
-use crate::db::{outbox, parcels as parcel_rows, DbConn};
+use crate::db::{parcels as parcel_rows, DbConn};
+use crate::domain::lifecycle::{self, ParcelAt};
 use crate::domain::parcel::ParcelState;
 use crate::domain::CompartmentStatus;
 use crate::error::OpError;
@@ -50,15 +51,14 @@ pub fn door_closed(
         },
     )?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
-    outbox::enqueue_webhook(
-        conn,
-        &parcel.carrier_id,
-        Some(parcel_id),
-        "parcel.removed",
-        json!({"parcel_id": parcel_id, "tracking_number": parcel.tracking_number, "locker_id": ctx.locker_id,
-               "compartment": number, "removed_at": crate::db::ts_string(now)}),
-    )?;
-    outbox::enqueue_notification(conn, parcel_id, parcel.recipient_id.as_deref(), "removed", json!({}))?;
-    outbox::cancel_deadlines(conn, parcel_id, &[])?;
+    let at = ParcelAt {
+        parcel_id,
+        tracking_number: &parcel.tracking_number,
+        carrier_id: &parcel.carrier_id,
+        recipient_id: parcel.recipient_id.as_deref(),
+        locker_id: Some(&ctx.locker_id),
+        compartment: Some(number),
+    };
+    crate::workflows::effects::persist(conn, &lifecycle::removed(&at, now))?;
     Ok(true)
 }

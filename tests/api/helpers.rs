@@ -273,6 +273,11 @@ impl TestApp {
     /// of sleeping until a timer would fire.
     #[allow(dead_code)] // not every suite moves time
     pub async fn advance(&self, by: Duration) -> usize {
+        // First let the timeout actor take in every commit's `DeadlinesQueued` that is already
+        // on its way (a round trip through the hub and that actor, behind them in both
+        // mailboxes): it decides which deadlines are near by the clock as it was, so none of
+        // them gets a timer that the moved clock makes due at once.
+        self.scheduled_deadlines().await;
         self.clock.advance(by);
         let deadlines = self
             .hub
