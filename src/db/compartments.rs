@@ -7,8 +7,10 @@ use super::{lockers, now, DbConn};
 use crate::domain::CompartmentStatus;
 use crate::error::{AppError, OpError};
 
-/// Marks a free compartment reserved, failing if the database disagrees with the actor's memory.
-pub fn claim(conn: &mut DbConn, locker_id: &str, number: i32, from: CompartmentStatus) -> Result<(), OpError> {
+/// Marks a claimable (free) compartment reserved for a new parcel, failing if the database
+/// disagrees with the actor's memory.
+pub fn claim(conn: &mut DbConn, locker_id: &str, number: i32) -> Result<(), OpError> {
+    let from = CompartmentStatus::CLAIMABLE;
     let n = diesel::update(
         compartments::table
             .filter(compartments::locker_id.eq(locker_id))
@@ -29,28 +31,15 @@ pub fn claim(conn: &mut DbConn, locker_id: &str, number: i32, from: CompartmentS
     Ok(())
 }
 
-/// Sets a compartment's status, except that an out-of-service compartment stays so: a fault
-/// reported during a deposit or pickup must survive its completion until a person checks it.
+/// Leaves a compartment in `status` after an operation, as `CompartmentStatus::settle` rules:
+/// a sticky status (out of service) stays. Applied in the update itself, without a read.
 pub fn settle_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
+    let sticky = CompartmentStatus::STICKY.map(CompartmentStatus::as_str);
     diesel::update(
         compartments::table
             .filter(compartments::locker_id.eq(locker_id))
             .filter(compartments::number.eq(number))
-            .filter(compartments::status.ne(CompartmentStatus::OutOfService.as_str())),
-    )
-    .set((
-        compartments::status.eq(status.as_str()),
-        compartments::updated_at.eq(now()),
-    ))
-    .execute(conn)
-    .map(drop)
-}
-
-pub fn set_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
-    diesel::update(
-        compartments::table
-            .filter(compartments::locker_id.eq(locker_id))
-            .filter(compartments::number.eq(number)),
+            .filter(compartments::status.ne_all(sticky)),
     )
     .set((
         compartments::status.eq(status.as_str()),

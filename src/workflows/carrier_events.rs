@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use serde_json::json;
 
 use crate::credentials::{generate_numeric_code, ServerKey};
-use crate::db::compartments::{set_status, settle_status};
+use crate::db::compartments::{claim, settle_status};
 use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::{compartments, parcels};
@@ -120,7 +120,7 @@ pub fn pre_advise(
         .filter(compartments::status.eq(CompartmentStatus::Free.as_str()))
         .select(compartments::id)
         .first(conn)?;
-    set_status(conn, &ctx.locker_id, number, CompartmentStatus::Reserved)?;
+    claim(conn, &ctx.locker_id, number)?;
     parcel_rows::change_state(
         conn,
         &id,

@@ -118,7 +118,7 @@ pub fn start(
                 },
             )
             .ok_or_else(|| Refusal::NoCompartment(format!("no free compartment fits size {}", req.size.as_str())))?;
-            claim(conn, &ctx.locker_id, n, CompartmentStatus::Free)?;
+            claim(conn, &ctx.locker_id, n)?;
             if let Some(old) = other {
                 settle_status(conn, &ctx.locker_id, old, CompartmentStatus::Free)?;
             }
@@ -245,7 +245,7 @@ pub fn upsize(
         },
     )
     .ok_or_else(|| Refusal::NoCompartment(format!("no free compartment of size {} or larger", larger.as_str())))?;
-    claim(conn, &ctx.locker_id, n, CompartmentStatus::Free)?;
+    claim(conn, &ctx.locker_id, n)?;
     settle_status(conn, &ctx.locker_id, current, CompartmentStatus::Free)?;
     let comp_id = compartment_id(conn, &ctx.locker_id, n)?;
     diesel::update(parcels::table.find(parcel_id))
