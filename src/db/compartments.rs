@@ -31,8 +31,9 @@ pub fn claim(conn: &mut DbConn, locker_id: &str, number: i32) -> Result<(), OpEr
     Ok(())
 }
 
-/// Leaves a compartment in `status` after an operation, as `CompartmentStatus::settle` rules:
-/// a sticky status (out of service) stays. Applied in the update itself, without a read.
+/// Leaves a compartment in `status` after an operation, except that a sticky status
+/// (`CompartmentStatus::STICKY`: out of service) stays. Applied in the update itself, without
+/// a read.
 pub fn settle_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
     let sticky = CompartmentStatus::STICKY.map(CompartmentStatus::as_str);
     diesel::update(

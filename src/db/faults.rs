@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{faults, lockers as lockers_t};
+use super::schema::faults;
 use super::{now, DbConn};
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
@@ -48,11 +48,4 @@ pub fn resolve_faults(conn: &mut DbConn, locker_id: &str, number: i32) -> QueryR
     )
     .set(faults::resolved_at.eq(now()))
     .execute(conn)
-}
-
-pub fn locker_seen(conn: &mut DbConn, locker_id: &str) -> QueryResult<()> {
-    diesel::update(lockers_t::table.find(locker_id))
-        .set(lockers_t::last_seen_at.eq(now()))
-        .execute(conn)
-        .map(drop)
 }

@@ -354,6 +354,29 @@ where
     }
 }
 
+/// Runs `f` inside a savepoint of the transaction in progress: if `f` fails, what it wrote is
+/// undone and the transaction goes on, so one operation of several in a transaction (one
+/// interrupted session decided at a boot, later one of a batch) can be refused alone.
+/// Plain SQL rather than nested `transaction()`: on SQLite the outer transaction is begun by
+/// hand (`write_transaction`), which diesel's transaction manager does not know about.
+pub fn savepoint<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    conn.batch_execute("SAVEPOINT lh_op")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.batch_execute("RELEASE SAVEPOINT lh_op")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.batch_execute("ROLLBACK TO SAVEPOINT lh_op; RELEASE SAVEPOINT lh_op")?;
+            Err(e)
+        }
+    }
+}
+
 /// Current time as the naive UTC timestamp both backends store.
 pub fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()

@@ -133,6 +133,30 @@ pub fn apply(
     Ok(())
 }
 
+/// [`change_state`] from whatever state the parcel is in, read in this transaction. For moves
+/// that may start from several states (a parcel taken out may be `deposited` or `expired`):
+/// if another transaction changes the state between the read and the write (outside the
+/// locker actor only the timeout actor does: a dwell expiry), the state is read again and the
+/// move is asked of the machine once more, instead of failing a change it allows.
+pub fn change_from_current(
+    conn: &mut DbConn,
+    parcel_id: &str,
+    to: ParcelState,
+    change: ParcelChange,
+    note: EventNote<'_>,
+) -> Result<ParcelState, OpError> {
+    let from = get(conn, parcel_id)?.state();
+    let (change_again, kind, actor, detail) = (change.clone(), note.kind, note.actor, note.detail.clone());
+    match change_state(conn, parcel_id, from, to, change, note) {
+        Err(OpError::Refused(Refusal::StateChanged { .. })) => {
+            let now_in = get(conn, parcel_id)?.state();
+            let again = EventNote { kind, actor, detail };
+            change_state(conn, parcel_id, now_in, to, change_again, again).map(|()| now_in)
+        }
+        other => other.map(|()| from),
+    }
+}
+
 /// Changes a parcel's columns without changing its state (a deposit into its own pre-advice
 /// reservation, a cancel back to it), only while it is still in `state`. Records the event.
 pub fn update_in_state(

@@ -91,15 +91,6 @@ impl CompartmentStatus {
     /// deposit or pickup survives its completion until a person checks the compartment.
     pub const STICKY: [CompartmentStatus; 1] = [CompartmentStatus::OutOfService];
 
-    /// What a compartment in this status becomes when an operation leaves it `to`.
-    pub fn settle(self, to: CompartmentStatus) -> CompartmentStatus {
-        if Self::STICKY.contains(&self) {
-            self
-        } else {
-            to
-        }
-    }
-
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "free" => Some(Self::Free),
@@ -114,17 +105,6 @@ impl CompartmentStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn out_of_service_survives_what_an_operation_leaves() {
-        use CompartmentStatus::*;
-        for to in [Free, Reserved, Occupied] {
-            assert_eq!(OutOfService.settle(to), OutOfService);
-            assert_eq!(Reserved.settle(to), to);
-            assert_eq!(Occupied.settle(to), to);
-        }
-        assert_eq!(CompartmentStatus::CLAIMABLE, Free);
-    }
 
     #[test]
     fn sizes_order_and_parse() {

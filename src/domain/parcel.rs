@@ -90,11 +90,6 @@ impl ParcelState {
             }),
         }
     }
-
-    /// Still in the network: holds (or will hold) a compartment.
-    pub fn is_live(self) -> bool {
-        matches!(self, Self::Expected | Self::Reserved | Self::Deposited | Self::Expired)
-    }
 }
 
 /// A change of state the machine allows; made only by [`ParcelState::transition`] or

@@ -13,8 +13,9 @@ use crate::db::schema::compartments;
 use crate::db::{now, parcels as parcel_rows, DbConn};
 use crate::domain::lifecycle::{self, ParcelAt};
 use crate::domain::parcel::ParcelState;
+use crate::domain::refusal::Refusal;
 use crate::domain::CompartmentStatus;
-use crate::error::AppError;
+use crate::error::{AppError, OpError};
 use crate::workflows::effects::persist;
 
 /// A reminder: queue the notification if the parcel still waits in the locker.
@@ -50,7 +51,7 @@ pub fn fire_dwell_expiry(conn: &mut DbConn, d: &Due) -> Result<bool, AppError> {
         return Ok(false);
     }
     let t = now();
-    parcel_rows::change_state(
+    let expired = parcel_rows::change_state(
         conn,
         &p.id,
         ParcelState::Deposited,
@@ -64,7 +65,13 @@ pub fn fire_dwell_expiry(conn: &mut DbConn, d: &Due) -> Result<bool, AppError> {
             actor: "system",
             detail: json!({}),
         },
-    )?;
+    );
+    match expired {
+        Ok(()) => {}
+        // Taken out (or removed) since it was read: nothing expires; the deadline is done.
+        Err(OpError::Refused(Refusal::StateChanged { .. })) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
     let number: Option<i32> = match &p.compartment_id {
         Some(c) => Some(compartments::table.find(c).select(compartments::number).first(conn)?),
         None => None,

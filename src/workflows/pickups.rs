@@ -69,7 +69,6 @@ pub use crate::domain::lifecycle::TakenBy;
 /// remaining deadlines are cancelled.
 pub fn taken_out(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i32, by: TakenBy) -> Result<(), OpError> {
     let parcel = parcel_rows::get(conn, parcel_id)?;
-    let from = parcel.state();
     let t = now();
     let at = ParcelAt {
         parcel_id,
@@ -94,7 +93,7 @@ pub fn taken_out(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i3
         actor: &ctx.actor(),
         detail: json!({"compartment": number}),
     };
-    parcel_rows::change_state(conn, parcel_id, from, to, change, note)?;
+    parcel_rows::change_from_current(conn, parcel_id, to, change, note)?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
     crate::workflows::effects::persist(conn, &effects)?;
     Ok(())

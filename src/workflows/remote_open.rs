@@ -33,10 +33,9 @@ pub fn door_closed(
         return Ok(false);
     }
     // Taken out by whoever opened it: every code that could open the compartment is void.
-    parcel_rows::change_state(
+    parcel_rows::change_from_current(
         conn,
         parcel_id,
-        from,
         ParcelState::Removed,
         ParcelChange {
             pickup_code_hash: Some(None),

@@ -110,3 +110,76 @@ fn refusals_map_to_stable_codes_on_both_wires() {
     assert_eq!(frame.details["from"], "picked_up");
     assert_eq!(frame.details["to"], "deposited");
 }
+
+db_test!(a_refused_operation_in_a_savepoint_leaves_the_rest_of_the_transaction);
+/// One operation of several in a transaction (a session decided at boot; later one of a
+/// batch) is refused alone: what it wrote before the refusal is undone, the transaction goes
+/// on and commits the others.
+async fn a_refused_operation_in_a_savepoint_leaves_the_rest_of_the_transaction(app: TestApp) {
+    let (id, _sim) = deposited(&app).await;
+    let (_, before) = app.get(&format!("/api/v1/parcels/{id}")).await;
+    let events_before = before["events"].as_array().unwrap().len();
+    let pid = id.clone();
+    let refused = app
+        .db
+        .run(move |c| {
+            lockerhub::db::write_transaction(c, |c| {
+                let note = |kind| EventNote {
+                    kind,
+                    actor: "test",
+                    detail: json!({}),
+                };
+                let refused = lockerhub::db::savepoint(c, |c| {
+                    // A write, then the refusal: both undone together.
+                    parcels::update_in_state(
+                        c,
+                        &pid,
+                        ParcelState::Deposited,
+                        ParcelChange {
+                            size: Some("XL".into()),
+                            ..ParcelChange::default()
+                        },
+                        note("resized"),
+                    )?;
+                    parcels::change_state(
+                        c,
+                        &pid,
+                        ParcelState::Deposited,
+                        ParcelState::Cancelled,
+                        ParcelChange::default(),
+                        note("cancelled"),
+                    )
+                });
+                parcels::change_state(
+                    c,
+                    &pid,
+                    ParcelState::Deposited,
+                    ParcelState::Expired,
+                    ParcelChange::default(),
+                    note("expired"),
+                )?;
+                Ok::<_, OpError>(refused.map_err(|e| match e {
+                    OpError::Refused(r) => r.code().to_string(),
+                    OpError::Failed(e) => e.to_string(),
+                }))
+            })
+            .map_err(lockerhub::error::AppError::from)
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused, Err("invalid_transition".to_string()));
+    let (_, after) = app.get(&format!("/api/v1/parcels/{id}")).await;
+    assert_eq!(after["state"], "expired", "the rest of the transaction committed");
+    assert_eq!(
+        after["size"], before["size"],
+        "the refused operation's write was undone"
+    );
+    let kinds: Vec<_> = after["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert_eq!(kinds.len(), events_before + 1, "only the expiry was logged: {kinds:?}");
+    assert_eq!(kinds.last().unwrap(), "expired");
+}

@@ -8,8 +8,9 @@ use serde_json::json;
 use super::{done, fail, refuse, CallRecord, LockerActor, Reply};
 use crate::actors::messages::*;
 use crate::db::{carriers, device_calls, lockers, recipients};
-use crate::domain::recovery::{self, Sensed};
+use crate::domain::recovery::{self, Decision, Sensed};
 use crate::domain::CompartmentStatus;
+use crate::error::OpError;
 use crate::protocol::messages::*;
 use crate::protocol::DeviceError;
 use crate::protocol::{ErrorCode, Frame, FrameError, PROTOCOL_VERSION};
@@ -212,8 +213,20 @@ impl LockerActor {
                         occupied: c.occupied,
                     });
                     let decision = recovery::decide(s.kind, sensed);
-                    crate::workflows::interrupted::settle(c, me, &key, &policy, s, decision)?;
-                    decided.push((s.number, decision));
+                    let settled = crate::db::savepoint(c, |c| {
+                        crate::workflows::interrupted::settle(c, me, &key, &policy, s, decision)
+                    });
+                    match settled {
+                        Ok(()) => decided.push((s.number, decision)),
+                        // The parcel moved on while the server was down (its state no longer
+                        // allows this end): that session alone is dropped, the boot goes on.
+                        Err(OpError::Refused(r)) => {
+                            tracing::warn!(locker = %me.locker_id, compartment = s.number, parcel = %s.parcel_id,
+                                refusal = %r, "interrupted session not settled: the parcel moved on");
+                            decided.push((s.number, Decision::LeftInside));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 let found = crate::workflows::hardware::reconcile(c, me, &b.compartments, &busy)?;
                 Ok((found, decided, lockers::slots(c, &id)?))
