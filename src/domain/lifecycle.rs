@@ -104,6 +104,44 @@ pub fn removed(p: &ParcelAt<'_>, now: NaiveDateTime) -> Effects {
     e
 }
 
+/// No compartment fits a pre-advised parcel: the carrier is told so it can reroute.
+pub fn reservation_failed(p: &ParcelAt<'_>, reason: String) -> Effects {
+    let mut e = Effects::for_parcel(p.parcel_id);
+    e.webhooks.push(Webhook {
+        carrier_id: p.carrier_id.to_string(),
+        event: "parcel.reservation_failed",
+        data: json!({"parcel_id": p.parcel_id, "tracking_number": p.tracking_number,
+                     "locker_id": p.locker_id, "reason": reason}),
+    });
+    e
+}
+
+/// A pre-advised parcel holds a compartment until `until`.
+pub fn reserved(p: &ParcelAt<'_>, until: NaiveDateTime) -> Effects {
+    let mut e = Effects::for_parcel(p.parcel_id);
+    e.deadlines.push(("reservation_expiry", until));
+    e
+}
+
+/// A parcel cancelled before it was deposited: none of its deadlines applies any more.
+pub fn cancelled(p: &ParcelAt<'_>) -> Effects {
+    let mut e = Effects::for_parcel(p.parcel_id);
+    e.cancel = CancelDeadlines::All;
+    e
+}
+
+/// A new code for a parcel in a locker: the recipient gets it (the old message is superseded
+/// by the caller, which knows the outbox).
+pub fn code_reissued(p: &ParcelAt<'_>, code: &str, qr_token: &str, deadline: Option<NaiveDateTime>) -> Effects {
+    let mut e = Effects::for_parcel(p.parcel_id);
+    e.notices.push(p.notice(
+        "deposited",
+        json!({"pickup_code": code, "qr_token": qr_token, "locker_id": p.locker_id,
+               "pickup_deadline": deadline.map(rfc3339), "reissued": true}),
+    ));
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +194,23 @@ mod tests {
         assert_eq!(e.webhooks[0].event, "parcel.removed");
         assert_eq!(e.notices[0].kind, "removed");
         assert_eq!(e.cancel, CancelDeadlines::All);
+    }
+
+    #[test]
+    fn pre_advice_outcomes() {
+        let failed = reservation_failed(&parcel(), "no free compartment fits size L".into());
+        assert_eq!(failed.webhooks[0].event, "parcel.reservation_failed");
+        assert!(failed.webhooks[0].data.get("compartment").is_none());
+        assert_eq!(reserved(&parcel(), t()).deadlines, vec![("reservation_expiry", t())]);
+        assert_eq!(cancelled(&parcel()).cancel, CancelDeadlines::All);
+    }
+
+    #[test]
+    fn a_reissued_code_reaches_the_recipient_marked_as_such() {
+        let e = code_reissued(&parcel(), "87654321", "lhq_y", Some(t()));
+        assert_eq!(e.notices[0].kind, "deposited");
+        assert_eq!(e.notices[0].data["pickup_code"], "87654321");
+        assert_eq!(e.notices[0].data["reissued"], true);
+        assert!(e.webhooks.is_empty());
     }
 }

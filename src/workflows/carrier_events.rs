@@ -11,11 +11,13 @@ use crate::db::compartments::{claim, settle_status};
 use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::{compartments, parcels};
-use crate::db::{new_id, now, outbox, parcels as parcel_rows, DbConn};
+use crate::db::{new_id, now, parcels as parcel_rows, DbConn};
 use crate::domain::allocation::{allocate, Request, Slot};
+use crate::domain::lifecycle::{self, ParcelAt};
 use crate::domain::parcel::ParcelState;
 use crate::domain::{CompartmentStatus, Size};
 use crate::error::AppError;
+use crate::workflows::effects::persist;
 
 /// A pre-advice, parsed and resolved to a site, recipient and locker.
 #[derive(Debug, Clone)]
@@ -98,13 +100,10 @@ pub fn pre_advise(
         }
     }
     let Some(number) = chosen else {
-        outbox::enqueue_webhook(
+        let reason = format!("no free compartment fits size {}", p.size.as_str());
+        persist(
             conn,
-            &p.carrier_id,
-            Some(&id),
-            "parcel.reservation_failed",
-            json!({"parcel_id": id, "tracking_number": p.tracking_number, "locker_id": ctx.locker_id,
-                   "reason": format!("no free compartment fits size {}", p.size.as_str())}),
+            &lifecycle::reservation_failed(&at(&id, p, &ctx.locker_id), reason),
         )?;
         return Ok(PreAdviceOutcome {
             parcel_id: id,
@@ -137,7 +136,7 @@ pub fn pre_advise(
             detail: json!({"compartment": number, "until": crate::db::ts_string(p.reserve_until)}),
         },
     )?;
-    outbox::schedule_deadline(conn, &id, "reservation_expiry", p.reserve_until)?;
+    persist(conn, &lifecycle::reserved(&at(&id, p, &ctx.locker_id), p.reserve_until))?;
     Ok(PreAdviceOutcome {
         parcel_id: id,
         state: ParcelState::Reserved.as_str().into(),
@@ -181,7 +180,15 @@ pub fn cancel(conn: &mut DbConn, parcel_id: &str, actor: &str, reason: &str) -> 
             detail: json!({"reason": reason, "released_compartment": freed}),
         },
     )?;
-    outbox::cancel_deadlines(conn, parcel_id, &[])?;
+    let at = ParcelAt {
+        parcel_id,
+        tracking_number: &p.tracking_number,
+        carrier_id: &p.carrier_id,
+        recipient_id: p.recipient_id.as_deref(),
+        locker_id: p.locker_id.as_deref(),
+        compartment: freed,
+    };
+    persist(conn, &lifecycle::cancelled(&at))?;
     Ok(freed)
 }
 
@@ -229,4 +236,16 @@ pub fn issue_collection_code(
         }
     }
     Err(AppError::internal("could not find a free collection code"))
+}
+
+/// A pre-advised parcel as the lifecycle rules see it.
+fn at<'a>(id: &'a str, p: &'a PreAdvice, locker_id: &'a str) -> ParcelAt<'a> {
+    ParcelAt {
+        parcel_id: id,
+        tracking_number: &p.tracking_number,
+        carrier_id: &p.carrier_id,
+        recipient_id: Some(&p.recipient_id),
+        locker_id: Some(locker_id),
+        compartment: None,
+    }
 }

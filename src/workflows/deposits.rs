@@ -11,10 +11,11 @@ use crate::db::compartments::{claim, compartment_id, number_of, settle_status};
 use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::parcels;
-use crate::db::{carriers, lockers, new_id, now, outbox, parcels as parcel_rows, recipients, sites, DbConn};
+use crate::db::{carriers, lockers, new_id, now, parcels as parcel_rows, recipients, sites, DbConn};
 use crate::domain::allocation::{allocate, Request, Slot};
 use crate::domain::deposit::{DepositFacts, DepositPolicy, Identify, Prior, StartDeposit};
 use crate::domain::inputs::{Phone, TrackingNumber};
+use crate::domain::lifecycle::{self, ParcelAt};
 use crate::domain::parcel::ParcelState;
 use crate::domain::refusal::Refusal;
 use crate::domain::{CompartmentStatus, Size};
@@ -414,15 +415,18 @@ pub fn reissue_code(
         .execute(conn)?;
     parcel_rows::record_event(conn, parcel_id, "code_reissued", None, actor, json!({}))?;
     crate::db::notifications::supersede(conn, parcel_id, "deposited")?;
-    let deadline = parcel.pickup_deadline.map(crate::db::ts_string);
-    let id = outbox::enqueue_notification(
-        conn,
+    let at = ParcelAt {
         parcel_id,
-        parcel.recipient_id.as_deref(),
-        "deposited",
-        json!({"pickup_code": code, "qr_token": qr_token, "locker_id": ctx.locker_id, "pickup_deadline": deadline,
-               "reissued": true}),
-    )?;
+        tracking_number: &parcel.tracking_number,
+        carrier_id: &parcel.carrier_id,
+        recipient_id: parcel.recipient_id.as_deref(),
+        locker_id: Some(&ctx.locker_id),
+        compartment: None,
+    };
+    let effects = lifecycle::code_reissued(&at, &code, &qr_token, parcel.pickup_deadline);
+    let id = crate::workflows::effects::persist(conn, &effects)?
+        .pop()
+        .ok_or_else(|| AppError::internal("a reissued code queued no notification"))?;
     Ok(id)
 }
 

@@ -5,12 +5,20 @@ use crate::db::{outbox, DbConn};
 use crate::domain::effects::{CancelDeadlines, Effects};
 use crate::error::OpError;
 
-pub fn persist(conn: &mut DbConn, e: &Effects) -> Result<(), OpError> {
+/// Returns the ids of the notifications it queued, in order.
+pub fn persist(conn: &mut DbConn, e: &Effects) -> Result<Vec<String>, OpError> {
+    let mut notices = Vec::with_capacity(e.notices.len());
     for w in &e.webhooks {
         outbox::enqueue_webhook(conn, &w.carrier_id, Some(&e.parcel_id), w.event, w.data.clone())?;
     }
     for n in &e.notices {
-        outbox::enqueue_notification(conn, &e.parcel_id, n.recipient_id.as_deref(), n.kind, n.data.clone())?;
+        notices.push(outbox::enqueue_notification(
+            conn,
+            &e.parcel_id,
+            n.recipient_id.as_deref(),
+            n.kind,
+            n.data.clone(),
+        )?);
     }
     match &e.cancel {
         CancelDeadlines::None => {}
@@ -24,5 +32,5 @@ pub fn persist(conn: &mut DbConn, e: &Effects) -> Result<(), OpError> {
     for (kind, due) in &e.deadlines {
         outbox::schedule_deadline(conn, &e.parcel_id, kind, *due)?;
     }
-    Ok(())
+    Ok(notices)
 }
