@@ -106,3 +106,32 @@ fn the_checker_sees_a_violation() {
     let found = crate_paths("use crate::protocol::ErrorCode; // crate::http in a comment\nlet x = crate::db::now();");
     assert_eq!(found, vec![(1, "protocol".to_string()), (2, "db".to_string())]);
 }
+
+#[test]
+fn outbox_and_deadline_rows_are_written_only_from_domain_effects() {
+    let mut bad = Vec::new();
+    for f in sources(&src().join("workflows")) {
+        if f.ends_with("effects.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("readable source");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for call in [
+                "enqueue_webhook",
+                "enqueue_notification",
+                "schedule_deadline",
+                "cancel_deadlines",
+            ] {
+                if code.contains(call) {
+                    bad.push(format!("{}:{} calls {call}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "decide them in domain (Effects), persist with workflows::effects::persist:\n{}",
+        bad.join("\n")
+    );
+}
