@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::page::{Page, Paged};
 use super::schema::{parcel_events, parcels};
 use super::{new_id, now, DbConn};
+use crate::domain::lifecycle::ParcelAt;
 use crate::domain::parcel::{ParcelState, Transition};
 use crate::domain::refusal::Refusal;
 use crate::error::OpError;
@@ -62,6 +63,18 @@ pub struct Parcel {
 impl Parcel {
     pub fn state(&self) -> ParcelState {
         ParcelState::parse(&self.state).unwrap_or(ParcelState::Cancelled)
+    }
+
+    /// This parcel as the lifecycle rules see it, at `locker_id` in `compartment`.
+    pub fn at<'a>(&'a self, locker_id: Option<&'a str>, compartment: Option<i32>) -> ParcelAt<'a> {
+        ParcelAt {
+            parcel_id: &self.id,
+            tracking_number: &self.tracking_number,
+            carrier_id: &self.carrier_id,
+            recipient_id: self.recipient_id.as_deref(),
+            locker_id,
+            compartment,
+        }
     }
 }
 

@@ -180,14 +180,7 @@ pub fn cancel(conn: &mut DbConn, parcel_id: &str, actor: &str, reason: &str) -> 
             detail: json!({"reason": reason, "released_compartment": freed}),
         },
     )?;
-    let at = ParcelAt {
-        parcel_id,
-        tracking_number: &p.tracking_number,
-        carrier_id: &p.carrier_id,
-        recipient_id: p.recipient_id.as_deref(),
-        locker_id: p.locker_id.as_deref(),
-        compartment: freed,
-    };
+    let at = p.at(p.locker_id.as_deref(), freed);
     persist(conn, &lifecycle::cancelled(&at))?;
     Ok(freed)
 }

@@ -15,7 +15,7 @@ use crate::db::{carriers, lockers, new_id, now, parcels as parcel_rows, recipien
 use crate::domain::allocation::{allocate, Request, Slot};
 use crate::domain::deposit::{DepositFacts, DepositPolicy, Identify, Prior, StartDeposit};
 use crate::domain::inputs::{Phone, TrackingNumber};
-use crate::domain::lifecycle::{self, ParcelAt};
+use crate::domain::lifecycle;
 use crate::domain::parcel::ParcelState;
 use crate::domain::refusal::Refusal;
 use crate::domain::{CompartmentStatus, Size};
@@ -415,14 +415,7 @@ pub fn reissue_code(
         .execute(conn)?;
     parcel_rows::record_event(conn, parcel_id, "code_reissued", None, actor, json!({}))?;
     crate::db::notifications::supersede(conn, parcel_id, "deposited")?;
-    let at = ParcelAt {
-        parcel_id,
-        tracking_number: &parcel.tracking_number,
-        carrier_id: &parcel.carrier_id,
-        recipient_id: parcel.recipient_id.as_deref(),
-        locker_id: Some(&ctx.locker_id),
-        compartment: None,
-    };
+    let at = parcel.at(Some(&ctx.locker_id), None);
     let effects = lifecycle::code_reissued(&at, &code, &qr_token, parcel.pickup_deadline);
     let id = crate::workflows::effects::persist(conn, &effects)?
         .pop()

@@ -7,11 +7,10 @@ use serde_json::json;
 use crate::db::compartments::settle_status;
 use crate::db::deadlines::{claim, Due};
 use crate::db::lockers::LockerCtx;
-use crate::db::parcels::Parcel;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::compartments;
 use crate::db::{now, parcels as parcel_rows, DbConn};
-use crate::domain::lifecycle::{self, ParcelAt};
+use crate::domain::lifecycle;
 use crate::domain::parcel::ParcelState;
 use crate::domain::refusal::Refusal;
 use crate::domain::CompartmentStatus;
@@ -34,7 +33,7 @@ pub fn fire_reminder(conn: &mut DbConn, d: &Due) -> Result<bool, AppError> {
     };
     persist(
         conn,
-        &lifecycle::reminded(&at(&p, p.locker_id.as_deref(), None), kind, p.pickup_deadline),
+        &lifecycle::reminded(&p.at(p.locker_id.as_deref(), None), kind, p.pickup_deadline),
     )?;
     parcel_rows::record_event(conn, &p.id, "reminder_queued", None, "system", json!({"kind": d.kind}))?;
     Ok(true)
@@ -76,10 +75,7 @@ pub fn fire_dwell_expiry(conn: &mut DbConn, d: &Due) -> Result<bool, AppError> {
         Some(c) => Some(compartments::table.find(c).select(compartments::number).first(conn)?),
         None => None,
     };
-    persist(
-        conn,
-        &lifecycle::dwell_ended(&at(&p, p.locker_id.as_deref(), number), t),
-    )?;
+    persist(conn, &lifecycle::dwell_ended(&p.at(p.locker_id.as_deref(), number), t))?;
     Ok(true)
 }
 
@@ -119,18 +115,7 @@ pub fn expire_reservation(conn: &mut DbConn, ctx: &LockerCtx, d: &Due) -> Result
     )?;
     persist(
         conn,
-        &lifecycle::reservation_expired(&at(&p, Some(&ctx.locker_id), Some(number))),
+        &lifecycle::reservation_expired(&p.at(Some(&ctx.locker_id), Some(number))),
     )?;
     Ok(Some(number))
-}
-
-fn at<'a>(p: &'a Parcel, locker_id: Option<&'a str>, compartment: Option<i32>) -> ParcelAt<'a> {
-    ParcelAt {
-        parcel_id: &p.id,
-        tracking_number: &p.tracking_number,
-        carrier_id: &p.carrier_id,
-        recipient_id: p.recipient_id.as_deref(),
-        locker_id,
-        compartment,
-    }
 }

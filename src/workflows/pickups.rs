@@ -10,7 +10,7 @@ use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::{compartments, parcels};
 use crate::db::{now, parcels as parcel_rows, DbConn};
 use crate::domain::hardware::{scanned_token, typed_code, Pickup};
-use crate::domain::lifecycle::{self, ParcelAt};
+use crate::domain::lifecycle;
 use crate::domain::parcel::ParcelState;
 use crate::domain::CompartmentStatus;
 use crate::error::OpError;
@@ -70,14 +70,7 @@ pub use crate::domain::lifecycle::TakenBy;
 pub fn taken_out(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i32, by: TakenBy) -> Result<(), OpError> {
     let parcel = parcel_rows::get(conn, parcel_id)?;
     let t = now();
-    let at = ParcelAt {
-        parcel_id,
-        tracking_number: &parcel.tracking_number,
-        carrier_id: &parcel.carrier_id,
-        recipient_id: parcel.recipient_id.as_deref(),
-        locker_id: Some(&ctx.locker_id),
-        compartment: Some(number),
-    };
+    let at = parcel.at(Some(&ctx.locker_id), Some(number));
     let (to, event, effects) = lifecycle::taken_out(&at, by, t);
     // Taking the parcel out voids every code that could open its compartment.
     let change = ParcelChange {

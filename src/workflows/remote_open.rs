@@ -8,7 +8,7 @@ use crate::db::compartments::settle_status;
 use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::{parcels as parcel_rows, DbConn};
-use crate::domain::lifecycle::{self, ParcelAt};
+use crate::domain::lifecycle;
 use crate::domain::parcel::ParcelState;
 use crate::domain::CompartmentStatus;
 use crate::error::OpError;
@@ -50,14 +50,7 @@ pub fn door_closed(
         },
     )?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
-    let at = ParcelAt {
-        parcel_id,
-        tracking_number: &parcel.tracking_number,
-        carrier_id: &parcel.carrier_id,
-        recipient_id: parcel.recipient_id.as_deref(),
-        locker_id: Some(&ctx.locker_id),
-        compartment: Some(number),
-    };
+    let at = parcel.at(Some(&ctx.locker_id), Some(number));
     crate::workflows::effects::persist(conn, &lifecycle::removed(&at, now))?;
     Ok(true)
 }
