@@ -99,6 +99,7 @@ pub struct ParcelChange {
 }
 
 /// What the event log says about a change: its kind, who made it, and detail.
+#[derive(Debug, Clone)]
 pub struct EventNote<'a> {
     pub kind: &'a str,
     pub actor: &'a str,
@@ -159,12 +160,10 @@ pub fn change_from_current(
     note: EventNote<'_>,
 ) -> Result<ParcelState, OpError> {
     let from = get(conn, parcel_id)?.state();
-    let (change_again, kind, actor, detail) = (change.clone(), note.kind, note.actor, note.detail.clone());
-    match change_state(conn, parcel_id, from, to, change, note) {
+    match change_state(conn, parcel_id, from, to, change.clone(), note.clone()) {
         Err(OpError::Refused(Refusal::StateChanged { .. })) => {
             let now_in = get(conn, parcel_id)?.state();
-            let again = EventNote { kind, actor, detail };
-            change_state(conn, parcel_id, now_in, to, change_again, again).map(|()| now_in)
+            change_state(conn, parcel_id, now_in, to, change, note).map(|()| now_in)
         }
         other => other.map(|()| from),
     }

@@ -53,6 +53,11 @@ impl LockerActor {
     /// session in progress reserved (their status in the database may still say free).
     pub(super) fn adopt_slots(&mut self, slots: Vec<Slot>) {
         self.slots = slots;
+        self.reserve_held_slots();
+    }
+
+    /// Marks reserved, in memory, every compartment whose door session holds a parcel.
+    pub(super) fn reserve_held_slots(&mut self) {
         let held: Vec<i32> = self
             .doors
             .iter()

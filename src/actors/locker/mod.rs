@@ -151,15 +151,8 @@ impl LockerActor {
                         for f in found {
                             act.rebuild(f, ctx);
                         }
-                        let held: Vec<i32> = act
-                            .doors
-                            .iter()
-                            .filter(|(_, d)| d.parcel_id().is_some())
-                            .map(|(n, _)| *n)
-                            .collect();
-                        for n in held {
-                            act.set_slot(n, CompartmentStatus::Reserved);
-                        }
+                        // The sessions just rebuilt hold their compartments too.
+                        act.reserve_held_slots();
                     }
                     Err(e) => {
                         // Stop and let the supervisor start us again from the database, after a pause.
