@@ -724,9 +724,15 @@ async fn carriers_unreadable_at_start_are_retried() {
         .database_location()
         .trim_start_matches("sqlite://")
         .to_string();
-    let raw = || diesel::SqliteConnection::establish(&path).expect("raw connection");
     use diesel::connection::SimpleConnection;
     use diesel::Connection;
+    // The app may still be writing (the failed webhook attempt): wait for its lock like the
+    // app's own connections do, instead of failing with "database is locked".
+    let raw = || {
+        let mut c = diesel::SqliteConnection::establish(&path).expect("raw connection");
+        c.batch_execute("PRAGMA busy_timeout = 10000").expect("busy timeout");
+        c
+    };
     raw()
         .batch_execute("PRAGMA foreign_keys = OFF; ALTER TABLE carriers RENAME TO carriers_away")
         .unwrap();
