@@ -12,7 +12,8 @@ use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::{compartments, parcels};
 use crate::db::{new_id, now, parcels as parcel_rows, DbConn};
-use crate::domain::allocation::{allocate, Request, Slot};
+use crate::domain::allocation::Slot;
+use crate::domain::deposit::{decide_reservation, Reservation};
 use crate::domain::lifecycle::{self, ParcelAt};
 use crate::domain::parcel::ParcelState;
 use crate::domain::{CompartmentStatus, Size};
@@ -78,40 +79,32 @@ pub fn pre_advise(
             other => other,
         })?;
     parcel_rows::record_event(conn, &id, "pre_advised", None, &actor, json!({"event_id": p.event_id}))?;
-    let free: Vec<Slot> = slots.iter().filter(|s| !busy.contains(&s.number)).cloned().collect();
-    let chosen = allocate(
-        &free,
-        Request {
-            carrier_id: &p.carrier_id,
-            size: p.size,
-            needs_accessible: p.needs_accessible,
-        },
-    );
     // A resident who needs an accessible compartment cannot use a plain one: rather than
     // reserve one silently, the pre-advice is refused (and rolled back) with the reason, so the
     // carrier can reroute or deliver in person. docs: README "Carriers", `no_accessible_compartment`.
-    if let Some(n) = chosen.filter(|_| p.needs_accessible) {
-        if !free.iter().any(|s| s.number == n && s.accessible) {
+    let number = match decide_reservation(&p.carrier_id, p.size, p.needs_accessible, slots, busy) {
+        Reservation::Reserve(n) => n,
+        Reservation::NoAccessible => {
             return Err(AppError::Conflict {
                 code: "no_accessible_compartment",
                 message: "the recipient needs an accessible compartment and none that fits is free at this locker"
                     .into(),
+            })
+        }
+        Reservation::NoneFits => {
+            let reason = format!("no free compartment fits size {}", p.size.as_str());
+            persist(
+                conn,
+                &lifecycle::reservation_failed(&at(&id, p, &ctx.locker_id), reason),
+            )?;
+            return Ok(PreAdviceOutcome {
+                parcel_id: id,
+                state: ParcelState::Expected.as_str().into(),
+                locker_id: Some(ctx.locker_id.clone()),
+                compartment: None,
+                reserved_until: None,
             });
         }
-    }
-    let Some(number) = chosen else {
-        let reason = format!("no free compartment fits size {}", p.size.as_str());
-        persist(
-            conn,
-            &lifecycle::reservation_failed(&at(&id, p, &ctx.locker_id), reason),
-        )?;
-        return Ok(PreAdviceOutcome {
-            parcel_id: id,
-            state: ParcelState::Expected.as_str().into(),
-            locker_id: Some(ctx.locker_id.clone()),
-            compartment: None,
-            reserved_until: None,
-        });
     };
     let comp_id: String = compartments::table
         .filter(compartments::locker_id.eq(&ctx.locker_id))

@@ -12,8 +12,11 @@ use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::parcels;
 use crate::db::{carriers, lockers, new_id, now, parcels as parcel_rows, recipients, sites, DbConn};
-use crate::domain::allocation::{allocate, Request, Slot};
-use crate::domain::deposit::{DepositFacts, DepositPolicy, Identify, Prior, StartDeposit};
+use crate::domain::allocation::Slot;
+use crate::domain::deposit::{
+    decide_start, decide_upsize, Advised, DepositFacts, DepositPolicy, Found, Identify, ParcelStart, Prior,
+    StartDeposit, StartFacts,
+};
 use crate::domain::inputs::{Phone, TrackingNumber};
 use crate::domain::lifecycle;
 use crate::domain::parcel::ParcelState;
@@ -33,7 +36,8 @@ pub struct Started {
     pub prior: Prior,
 }
 
-/// Begins a deposit: identifies the parcel or recipient, picks the compartment, reserves it.
+/// Begins a deposit: identifies the parcel or recipient, lets the domain pick the
+/// compartment (`decide_start`), then writes what it decided.
 pub fn start(
     conn: &mut DbConn,
     ctx: &LockerCtx,
@@ -51,86 +55,33 @@ pub fn start(
         .map(TrackingNumber::parse)
         .transpose()
         .map_err(|e| Refusal::InvalidInput(e.to_string()))?;
-
-    // Find the parcel (pre-advised) or the recipient (walk-up).
-    let (existing, recipient_id) = match &req.identify {
-        Identify::TrackingNumber(raw) => {
-            let tn = TrackingNumber::parse(raw).map_err(|e| Refusal::InvalidInput(e.to_string()))?;
-            let p = parcels::table
-                .filter(parcels::carrier_id.eq(&carrier.id))
-                .filter(parcels::tracking_number.eq(tn.as_str()))
-                .filter(parcels::state.eq_any([ParcelState::Expected.as_str(), ParcelState::Reserved.as_str()]))
-                .select(parcel_rows::Parcel::as_select())
-                .first(conn)
-                .optional()?
-                .filter(|p| p.site_id == ctx.site_id)
-                .ok_or_else(|| Refusal::NotFound("no parcel is expected here with this tracking number".into()))?;
-            if p.locker_id.as_deref().is_some_and(|l| l != ctx.locker_id) && p.compartment_id.is_some() {
-                return Err(Refusal::InvalidState("this parcel is reserved at another locker".into()).into());
-            }
-            let rid = p.recipient_id.clone();
-            (Some(p), rid)
-        }
-        Identify::Phone(raw) => {
-            let phone = Phone::parse(raw).map_err(|e| Refusal::InvalidInput(e.to_string()))?;
-            let r = recipients::by_phone(conn, &ctx.site_id, phone.as_str())?
-                .ok_or_else(|| Refusal::NotFound("no resident with this phone number here".into()))?;
-            (None, Some(r.id))
-        }
-        Identify::RecipientId(id) => {
-            let r = recipients::get(conn, id)
-                .optional()?
-                .filter(|r| r.site_id == ctx.site_id && r.active)
-                .ok_or_else(|| Refusal::NotFound("no such resident here".into()))?;
-            (None, Some(r.id))
-        }
-    };
+    let (found, recipient_id) = identify(conn, ctx, &carrier.id, &req.identify)?;
     let needs_accessible = match &recipient_id {
         Some(id) => recipients::get(conn, id)?.needs_accessible,
         None => false,
     };
-
-    // The pre-advice reservation here, if it fits; otherwise a fresh allocation.
-    let reserved_here = match &existing {
-        Some(p) if p.locker_id.as_deref() == Some(ctx.locker_id.as_str()) => {
-            p.compartment_id.as_deref().map(|c| number_of(conn, c)).transpose()?
-        }
-        _ => None,
-    };
-    if reserved_here.is_some_and(|n| busy.contains(&n)) {
-        return Err(Refusal::InvalidState("a deposit of this parcel is already in progress".into()).into());
+    let decided = decide_start(StartFacts {
+        locker_id: &ctx.locker_id,
+        site_id: &ctx.site_id,
+        carrier_id: &carrier.id,
+        size: req.size,
+        needs_accessible,
+        found: &found,
+        slots,
+        busy,
+    })?;
+    let number = decided.number;
+    if decided.claims {
+        claim(conn, &ctx.locker_id, number)?;
     }
-    let fits = |n: i32| {
-        slots
-            .iter()
-            .any(|s| s.number == n && s.size >= req.size && s.status != CompartmentStatus::OutOfService)
-            && !busy.contains(&n)
-    };
-    let (number, released) = match reserved_here {
-        Some(n) if fits(n) => (n, None),
-        other => {
-            let free: Vec<Slot> = slots.iter().filter(|s| !busy.contains(&s.number)).cloned().collect();
-            let n = allocate(
-                &free,
-                Request {
-                    carrier_id: &carrier.id,
-                    size: req.size,
-                    needs_accessible,
-                },
-            )
-            .ok_or_else(|| Refusal::NoCompartment(format!("no free compartment fits size {}", req.size.as_str())))?;
-            claim(conn, &ctx.locker_id, n)?;
-            if let Some(old) = other {
-                settle_status(conn, &ctx.locker_id, old, CompartmentStatus::Free)?;
-            }
-            (n, other)
-        }
-    };
+    if let Some(old) = decided.released {
+        settle_status(conn, &ctx.locker_id, old, CompartmentStatus::Free)?;
+    }
     let comp = lockers::compartment_by_number(conn, &ctx.locker_id, number)?;
     let size = Size::parse(&comp.size).unwrap_or(req.size);
-    let t = now();
-    let (parcel_id, prior) = match existing {
-        Some(p) => {
+    let detail = json!({"compartment": number, "size": req.size.as_str()});
+    let parcel_id = match (&found, decided.parcel) {
+        (Found::Advised(a), how) => {
             let change = ParcelChange {
                 locker_id: Some(ctx.locker_id.clone()),
                 compartment_id: Some(Some(comp.id.clone())),
@@ -140,24 +91,20 @@ pub fn start(
             let note = EventNote {
                 kind: "deposit_started",
                 actor: &ctx.actor(),
-                detail: json!({"compartment": number, "size": req.size.as_str()}),
+                detail,
             };
-            match p.state() {
-                // Already reserved by its pre-advice: the deposit keeps the state and may move
-                // the parcel to a better-fitting compartment.
-                ParcelState::Reserved => {
-                    parcel_rows::update_in_state(conn, &p.id, ParcelState::Reserved, change, note)?
-                }
-                from => parcel_rows::change_state(conn, &p.id, from, ParcelState::Reserved, change, note)?,
+            match how {
+                ParcelStart::Change(t) => parcel_rows::apply(conn, &a.parcel_id, t, change, note)?,
+                _ => parcel_rows::update_in_state(conn, &a.parcel_id, ParcelState::Reserved, change, note)?,
             }
-            (
-                p.id,
-                Prior::PreAdvised {
-                    compartment: reserved_here,
-                },
-            )
+            a.parcel_id.clone()
         }
-        None => {
+        (Found::WalkUp, created) => {
+            let ParcelStart::Create(created) = created else {
+                return Err(OpError::Failed(AppError::internal(
+                    "a walk-up deposit must create its parcel",
+                )));
+            };
             let id = new_id();
             let tn = tracking.map(TrackingNumber::into_inner).unwrap_or_else(|| {
                 format!(
@@ -165,7 +112,7 @@ pub fn start(
                     &generate_token("")[..12].to_ascii_uppercase().replace(['-', '_'], "X")
                 )
             });
-            let created = ParcelState::create(ParcelState::Reserved)?;
+            let t = now();
             diesel::insert_into(parcels::table)
                 .values((
                     parcels::id.eq(&id),
@@ -193,9 +140,9 @@ pub fn start(
                 "deposit_started",
                 Some(created.as_event()),
                 &ctx.actor(),
-                json!({"compartment": number, "size": req.size.as_str()}),
+                detail,
             )?;
-            (id, Prior::WalkUp)
+            id
         }
     };
     Ok(Started {
@@ -204,9 +151,59 @@ pub fn start(
         number,
         size,
         needs_accessible,
-        released,
-        prior,
+        released: decided.released,
+        prior: decided.prior,
     })
+}
+
+/// Finds the pre-advised parcel (by tracking number) or the walk-up recipient the driver
+/// identified, and the recipient either way.
+fn identify(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    carrier_id: &str,
+    how: &Identify,
+) -> Result<(Found, Option<String>), OpError> {
+    match how {
+        Identify::TrackingNumber(raw) => {
+            let tn = TrackingNumber::parse(raw).map_err(|e| Refusal::InvalidInput(e.to_string()))?;
+            let p = parcels::table
+                .filter(parcels::carrier_id.eq(carrier_id))
+                .filter(parcels::tracking_number.eq(tn.as_str()))
+                .filter(parcels::state.eq_any([ParcelState::Expected.as_str(), ParcelState::Reserved.as_str()]))
+                .select(parcel_rows::Parcel::as_select())
+                .first(conn)
+                .optional()?
+                .ok_or_else(|| Refusal::NotFound("no parcel is expected here with this tracking number".into()))?;
+            let here = p.locker_id.as_deref() == Some(ctx.locker_id.as_str());
+            let reserved_here = match &p.compartment_id {
+                Some(c) if here => Some(number_of(conn, c)?),
+                _ => None,
+            };
+            let advised = Advised {
+                parcel_id: p.id.clone(),
+                state: p.state(),
+                site_id: p.site_id.clone(),
+                locker_id: p.locker_id.clone(),
+                holds_compartment: p.compartment_id.is_some(),
+                reserved_here,
+            };
+            Ok((Found::Advised(advised), p.recipient_id))
+        }
+        Identify::Phone(raw) => {
+            let phone = Phone::parse(raw).map_err(|e| Refusal::InvalidInput(e.to_string()))?;
+            let r = recipients::by_phone(conn, &ctx.site_id, phone.as_str())?
+                .ok_or_else(|| Refusal::NotFound("no resident with this phone number here".into()))?;
+            Ok((Found::WalkUp, Some(r.id)))
+        }
+        Identify::RecipientId(id) => {
+            let r = recipients::get(conn, id)
+                .optional()?
+                .filter(|r| r.site_id == ctx.site_id && r.active)
+                .ok_or_else(|| Refusal::NotFound("no such resident here".into()))?;
+            Ok((Found::WalkUp, Some(r.id)))
+        }
+    }
 }
 
 /// A deposit whose door is open, as the locker actor tracks it.
@@ -219,7 +216,8 @@ pub struct DepositInProgress {
     pub number: i32,
 }
 
-/// "Doesn't fit": moves the deposit to the smallest free compartment larger than `current`.
+/// "Doesn't fit": moves the deposit to where `decide_upsize` says, the smallest free
+/// compartment larger than the current one.
 pub fn upsize(
     conn: &mut DbConn,
     ctx: &LockerCtx,
@@ -227,45 +225,26 @@ pub fn upsize(
     slots: &[Slot],
     busy: &HashSet<i32>,
 ) -> Result<(i32, Size), OpError> {
-    let (parcel_id, current) = (d.parcel_id.as_str(), d.number);
-    let current_size = slots
-        .iter()
-        .find(|s| s.number == current)
-        .map(|s| s.size)
-        .unwrap_or(Size::XL);
-    let larger = current_size
-        .larger()
-        .ok_or_else(|| Refusal::NoCompartment("there is no larger size".into()))?;
-    let free: Vec<Slot> = slots.iter().filter(|s| !busy.contains(&s.number)).cloned().collect();
-    let n = allocate(
-        &free,
-        Request {
-            carrier_id: &d.carrier_id,
-            size: larger,
-            needs_accessible: d.needs_accessible,
-        },
-    )
-    .ok_or_else(|| Refusal::NoCompartment(format!("no free compartment of size {} or larger", larger.as_str())))?;
-    claim(conn, &ctx.locker_id, n)?;
-    settle_status(conn, &ctx.locker_id, current, CompartmentStatus::Free)?;
-    let comp_id = compartment_id(conn, &ctx.locker_id, n)?;
-    diesel::update(parcels::table.find(parcel_id))
-        .set((
-            parcels::compartment_id.eq(comp_id),
-            parcels::size.eq(larger.as_str()),
-            parcels::updated_at.eq(now()),
-        ))
-        .execute(conn)?;
-    parcel_rows::record_event(
+    let up = decide_upsize(d.number, &d.carrier_id, d.needs_accessible, slots, busy)?;
+    claim(conn, &ctx.locker_id, up.to)?;
+    settle_status(conn, &ctx.locker_id, up.from, CompartmentStatus::Free)?;
+    let comp_id = compartment_id(conn, &ctx.locker_id, up.to)?;
+    parcel_rows::update_in_state(
         conn,
-        parcel_id,
-        "upsized",
-        None,
-        &ctx.actor(),
-        json!({"from_compartment": current, "to_compartment": n, "size": larger.as_str()}),
+        &d.parcel_id,
+        ParcelState::Reserved,
+        ParcelChange {
+            compartment_id: Some(Some(comp_id)),
+            size: Some(up.needs.as_str().into()),
+            ..ParcelChange::default()
+        },
+        EventNote {
+            kind: "upsized",
+            actor: &ctx.actor(),
+            detail: json!({"from_compartment": up.from, "to_compartment": up.to, "size": up.needs.as_str()}),
+        },
     )?;
-    let size = slots.iter().find(|s| s.number == n).map(|s| s.size).unwrap_or(larger);
-    Ok((n, size))
+    Ok((up.to, up.gets))
 }
 
 /// Cancels a deposit in progress; returns the status the compartment goes back to.
