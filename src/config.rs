@@ -38,6 +38,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// How durable a SQLite commit is before anyone is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// Every batch is on disk (fsync) before it is acknowledged, across a power cut too.
+    Full,
+    /// Survives a process crash, but a power cut may lose the last commits.
+    Normal,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -48,6 +58,12 @@ pub struct Settings {
     pub database_url: Option<Secret>,
     pub db_pool_size: u32,
     pub db_connect_timeout_secs: u64,
+    /// SQLite: how durable a commit is before it is acknowledged.
+    pub sqlite_synchronous: SqliteSync,
+    /// SQLite: at most this many operations share one commit.
+    pub write_batch_max: usize,
+    /// SQLite: operations waiting for the writer beyond this are refused with 503 `unavailable`.
+    pub write_queue: usize,
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_body_bytes: usize,
@@ -168,6 +184,9 @@ impl Default for Settings {
             database_url: None,
             db_pool_size: 16,
             db_connect_timeout_secs: 5,
+            sqlite_synchronous: SqliteSync::Full,
+            write_batch_max: 256,
+            write_queue: 8192,
             log_format: LogFormat::Pretty,
             log_level: "info".into(),
             max_body_bytes: 64 * 1024,
@@ -239,6 +258,10 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
                               (postgres://user:pass@host:port/db selects PostgreSQL)
   db_pool_size                LOCKERHUB_DB_POOL_SIZE                16
   db_connect_timeout_secs     LOCKERHUB_DB_CONNECT_TIMEOUT_SECS     5
+  sqlite_synchronous          LOCKERHUB_SQLITE_SYNCHRONOUS          full (or normal: a power cut may lose
+                                                                    the last acknowledged commits)
+  write_batch_max             LOCKERHUB_WRITE_BATCH_MAX             256 operations per SQLite commit
+  write_queue                 LOCKERHUB_WRITE_QUEUE                 8192 (more waiting writes get 503)
   log_format                  LOCKERHUB_LOG_FORMAT                  pretty (or json)
   log_level                   LOCKERHUB_LOG_LEVEL                   info (or an EnvFilter directive)
   max_body_bytes              LOCKERHUB_MAX_BODY_BYTES              65536
@@ -354,6 +377,9 @@ impl Settings {
         if self.db_pool_size == 0 {
             return Err("db_pool_size must be positive".into());
         }
+        if self.write_batch_max == 0 || self.write_queue == 0 {
+            return Err("write_batch_max and write_queue must be positive".into());
+        }
         if !(10..=3600).contains(&self.kiosk_interaction_timeout_secs) {
             return Err("kiosk_interaction_timeout_secs must be between 10 and 3600".into());
         }
@@ -444,6 +470,7 @@ const TEXT_SETTINGS: &[&str] = &[
     "database_url",
     "log_level",
     "log_format",
+    "sqlite_synchronous",
     "secret_key",
     "public_url",
     "smtp_host",

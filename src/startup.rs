@@ -35,11 +35,23 @@ impl Application {
         let timeout = settings.db_connect_timeout();
         let pool_size = settings.db_pool_size;
         let url2 = url.clone();
-        let pool = tokio::task::spawn_blocking(move || db::connect(&url2, pool_size, timeout))
-            .await
-            .map_err(|e| format!("database setup task failed: {e}"))??;
+        let writer_config = db::writer::WriterConfig {
+            max_batch: settings.write_batch_max,
+            queue: settings.write_queue,
+            synchronous_full: settings.sqlite_synchronous == crate::config::SqliteSync::Full,
+            ..db::writer::WriterConfig::default()
+        };
+        let db = tokio::task::spawn_blocking(move || -> Result<Db, String> {
+            let pool = db::connect_readers(&url2, pool_size, timeout)?;
+            let db = Db::new(pool, url2.backend());
+            Ok(match url2.backend() {
+                db::Backend::Sqlite => db.with_writer(db::writer::Writer::start(&url2, writer_config)?),
+                db::Backend::Postgres => db,
+            })
+        })
+        .await
+        .map_err(|e| format!("database setup task failed: {e}"))??;
         tracing::info!(database = %url.display(), backend = ?url.backend(), "database ready");
-        let db = Db::new(pool, url.backend());
         let listener = listen(&settings.host, settings.port)
             .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.host, settings.port))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();

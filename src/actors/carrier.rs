@@ -83,7 +83,7 @@ impl CarrierActor {
         self.loading = true;
         let (db, id) = (self.db.clone(), self.carrier_id.clone());
         ctx.spawn(
-            async move { db.run(move |c| Ok(carriers::get(c, &id)?)).await }
+            async move { db.read(move |c| Ok(carriers::get(c, &id)?)).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.loading = false;
@@ -121,7 +121,7 @@ impl CarrierActor {
         let (db, id, at) = (self.db.clone(), self.carrier_id.clone(), self.clock.now());
         ctx.spawn(
             async move {
-                db.run(move |c| {
+                db.read(move |c| {
                     let due = outbox::due_webhooks(c, &id, &read.exclude, read.room as i64, at)?;
                     Ok((due, outbox::next_webhook_due(c, &id, at)?))
                 })

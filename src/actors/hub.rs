@@ -129,7 +129,7 @@ impl Hub {
         let db = self.deps.db.clone();
         ctx.spawn(
             async move {
-                db.run(|c| {
+                db.read(|c| {
                     use diesel::prelude::*;
                     Ok(crate::db::schema::carriers::table
                         .select(crate::db::schema::carriers::id)
@@ -158,7 +158,7 @@ impl Hub {
     fn check_interrupted_lockers(&mut self, attempt: u32, ctx: &mut Context<Self>) {
         let db = self.deps.db.clone();
         ctx.spawn(
-            async move { db.run(|c| Ok(crate::db::interrupted::lockers_to_check(c)?)).await }
+            async move { db.read(|c| Ok(crate::db::interrupted::lockers_to_check(c)?)).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
                     Ok(ids) => {

@@ -109,7 +109,7 @@ impl NotificationActor {
         let (db, at) = (self.db.clone(), self.clock.now());
         ctx.spawn(
             async move {
-                db.run(move |c| {
+                db.read(move |c| {
                     let due = notifications::due(c, &read.exclude, read.room as i64, at)?;
                     Ok((due, notifications::next_due(c, at)?))
                 })
@@ -158,7 +158,7 @@ impl NotificationActor {
         let work = async move {
             let (pid, rid) = (n.parcel_id.clone(), n.recipient_id.clone());
             let outcome = match db
-                .run(move |c| Ok(notifications::context(c, &pid, rid.as_deref())?))
+                .read(move |c| Ok(notifications::context(c, &pid, rid.as_deref())?))
                 .await
             {
                 Ok(mc) => attempt(&n, &mc, &settings, &templates, email.as_deref(), &http).await,

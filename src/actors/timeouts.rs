@@ -80,7 +80,7 @@ impl TimeoutActor {
         let db = self.db.clone();
         let guard = InFlight::new(&self.busy);
         ctx.spawn(
-            async move { db.run(move |c| Ok(deadlines::upcoming(c, until, SCAN_LIMIT)?)).await }
+            async move { db.read(move |c| Ok(deadlines::upcoming(c, until, SCAN_LIMIT)?)).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
                     Ok(due) => {
@@ -162,7 +162,7 @@ impl Handler<FireDueDeadlines> for TimeoutActor {
         let (busy, since) = (self.busy.clone(), self.last_probe);
         Box::pin(
             async move {
-                match db.run(move |c| Ok(deadlines::upcoming(c, now, SCAN_LIMIT)?)).await {
+                match db.read(move |c| Ok(deadlines::upcoming(c, now, SCAN_LIMIT)?)).await {
                     Ok(due) => {
                         for d in due {
                             fire(db.clone(), lockers.clone(), d).await;
@@ -179,7 +179,7 @@ impl Handler<FireDueDeadlines> for TimeoutActor {
                 }
                 let counted = crate::db::now();
                 let n = db
-                    .run(move |c| Ok(deadlines::fired_since(c, since, now)?))
+                    .read(move |c| Ok(deadlines::fired_since(c, since, now)?))
                     .await
                     .unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "cannot count fired deadlines");

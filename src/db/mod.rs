@@ -23,6 +23,7 @@ pub mod schema;
 pub mod sites;
 pub mod ts;
 pub mod wake;
+pub mod writer;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -154,6 +155,9 @@ impl DatabaseUrl {
 /// r2d2 manager that knows the backend up front.
 pub struct ConnectionManager {
     url: DatabaseUrl,
+    /// SQLite readers beside the writer: a write through one fails loudly instead of waiting
+    /// for the writer's lock.
+    read_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +169,12 @@ impl r2d2::ManageConnection for ConnectionManager {
     type Error = ConnectError;
 
     fn connect(&self) -> Result<DbConn, ConnectError> {
-        self.url.establish().map_err(ConnectError)
+        let mut conn = self.url.establish().map_err(ConnectError)?;
+        if self.read_only && self.url.backend == Backend::Sqlite {
+            conn.batch_execute("PRAGMA query_only = ON")
+                .map_err(|e| ConnectError(e.to_string()))?;
+        }
+        Ok(conn)
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), ConnectError> {
@@ -204,6 +213,15 @@ impl r2d2::ManageConnection for ConnectionManager {
 /// The first connection is made directly so that an unreachable database fails within the
 /// connect timeout with the driver's own message, instead of r2d2's generic one.
 pub fn connect(url: &DatabaseUrl, pool_size: u32, connect_timeout: Duration) -> Result<Pool, String> {
+    connect_pool(url, pool_size, connect_timeout, false)
+}
+
+/// [`connect`] for the server: on SQLite the pool is for reads only, beside the [`writer`].
+pub fn connect_readers(url: &DatabaseUrl, pool_size: u32, connect_timeout: Duration) -> Result<Pool, String> {
+    connect_pool(url, pool_size, connect_timeout, url.backend == Backend::Sqlite)
+}
+
+fn connect_pool(url: &DatabaseUrl, pool_size: u32, connect_timeout: Duration, read_only: bool) -> Result<Pool, String> {
     if url.backend == Backend::Sqlite {
         if let Some(parent) = std::path::Path::new(&url.target).parent() {
             if !parent.as_os_str().is_empty() {
@@ -219,8 +237,15 @@ pub fn connect(url: &DatabaseUrl, pool_size: u32, connect_timeout: Duration) -> 
         .max_size(pool_size)
         .min_idle(Some(1))
         .connection_timeout(connect_timeout.max(Duration::from_secs(1)))
+        // No test query on every checkout (it was a round trip per operation on PostgreSQL);
+        // a connection that died while idle fails its operation, is found broken on return
+        // and replaced.
+        .test_on_check_out(false)
         .error_handler(Box::new(r2d2::LoggingErrorHandler))
-        .build(ConnectionManager { url: url.clone() })
+        .build(ConnectionManager {
+            url: url.clone(),
+            read_only,
+        })
         .map_err(|e| format!("cannot open database pool for {}: {e}", url.display))
 }
 
@@ -241,6 +266,8 @@ pub type CommitHook = Box<dyn Fn(wake::Wakeups) + Send + Sync>;
 pub struct Db {
     pool: Pool,
     backend: Backend,
+    /// SQLite's one writer; `None` on PostgreSQL, where pooled connections write under row locks.
+    writer: Option<writer::Writer>,
     on_commit: Arc<OnceLock<CommitHook>>,
 }
 
@@ -249,8 +276,19 @@ impl Db {
         Self {
             pool,
             backend,
+            writer: None,
             on_commit: Arc::default(),
         }
+    }
+
+    /// Sends every write through `writer` (SQLite); the pool then serves reads.
+    pub fn with_writer(mut self, writer: writer::Writer) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
+    pub fn writer(&self) -> Option<&writer::Writer> {
+        self.writer.as_ref()
     }
 
     /// Sets, once, what to call after a unit of work that queued webhooks or notifications (the
@@ -270,7 +308,8 @@ impl Db {
         &self.pool
     }
 
-    /// Runs `f` with a pooled connection on the blocking thread pool.
+    /// Runs `f`, which may write, on its own: in a savepoint of the writer's next batch on
+    /// SQLite, with a pooled connection on PostgreSQL.
     pub async fn run<T, F>(&self, f: F) -> Result<T, AppError>
     where
         F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
@@ -281,6 +320,31 @@ impl Db {
 
     /// [`Db::run`] for callers with their own error type (the locker actor's refusals).
     pub async fn run_as<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<AppError> + From<diesel::result::Error> + Send + 'static,
+    {
+        match &self.writer {
+            Some(w) => self.written(w, f).await,
+            None => self.pooled(f).await,
+        }
+    }
+
+    /// Runs `f`, which only reads, with a pooled connection; on SQLite it never waits for the
+    /// writer (WAL) and may see the state one commit behind. Whatever decides a state change
+    /// reads inside the writer's transaction ([`Db::transaction`]) or from an actor's memory;
+    /// listings, lookups and authentication read here.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.pooled(f).await
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    async fn pooled<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -297,12 +361,27 @@ impl Db {
         })
         .await
         .map_err(|e| E::from(AppError::Internal(format!("database task failed: {e}"))))?;
+        self.wake(queued);
+        result
+    }
+
+    async fn written<T, E, F>(&self, w: &writer::Writer, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<AppError> + From<diesel::result::Error> + Send + 'static,
+    {
+        let (result, queued) = w.submit(f).await;
+        self.wake(queued);
+        result
+    }
+
+    fn wake(&self, queued: wake::Wakeups) {
         if !queued.is_empty() {
             if let Some(hook) = self.on_commit.get() {
                 hook(queued);
             }
         }
-        result
     }
 
     /// [`Db::transaction`] for callers with their own error type.
@@ -312,7 +391,11 @@ impl Db {
         T: Send + 'static,
         E: From<AppError> + From<diesel::result::Error> + Send + 'static,
     {
-        self.run_as(move |conn| write_transaction(conn, f)).await
+        match &self.writer {
+            // The writer's savepoint is the operation's transaction.
+            Some(w) => self.written(w, f).await,
+            None => self.pooled(move |conn| write_transaction(conn, f)).await,
+        }
     }
 
     /// Runs `f` inside one transaction, so the state change and its outbox rows commit together.
@@ -335,6 +418,8 @@ where
 {
     match conn {
         DbConn::Pg(_) => conn.transaction(f),
+        // Already inside the writer's batch: the operation's savepoint is its transaction.
+        DbConn::Sqlite(_) if writer::in_batch() => savepoint(conn, f),
         DbConn::Sqlite(_) => {
             conn.batch_execute("BEGIN IMMEDIATE")?;
             match f(conn) {

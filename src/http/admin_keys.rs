@@ -92,7 +92,7 @@ pub async fn list(
     admin.require_key_manager()?;
     let q = q.into_inner();
     let page = super::page(q.limit, q.after)?;
-    let found = state.db.run(move |c| Ok(admin_keys::list(c, &page)?)).await?;
+    let found = state.db.read(move |c| Ok(admin_keys::list(c, &page)?)).await?;
     Ok(HttpResponse::Ok().json(found))
 }
 
@@ -113,7 +113,7 @@ pub async fn get_one(
     let id = id.into_inner();
     let key = state
         .db
-        .run(move |c| admin_keys::get(c, &id).map_err(|e| not_found(e, "admin key")))
+        .read(move |c| admin_keys::get(c, &id).map_err(|e| not_found(e, "admin key")))
         .await?;
     Ok(HttpResponse::Ok().json(key))
 }

@@ -83,7 +83,7 @@ pub async fn require_admin(
         )
         .into());
     };
-    let found = state.db.run(move |c| Ok(admin_keys::authenticate(c, &token)?)).await?;
+    let found = state.db.read(move |c| Ok(admin_keys::authenticate(c, &token)?)).await?;
     match found {
         Some(key) => {
             super::edge::authenticated(req.request());

@@ -41,7 +41,7 @@ async fn authenticate(state: &AppState, req: &HttpRequest, body: &[u8]) -> Resul
             "missing API key: send Authorization: Bearer <carrier API key>",
         ));
     };
-    let Some(carrier) = state.db.run(move |c| Ok(carriers::by_api_key(c, &api_key)?)).await? else {
+    let Some(carrier) = state.db.read(move |c| Ok(carriers::by_api_key(c, &api_key)?)).await? else {
         return Err(reject(state, ip, "invalid API key"));
     };
     let secrets = carrier.signing_secrets(&state.key, now());
@@ -114,7 +114,7 @@ pub async fn post_event(
 ) -> Result<HttpResponse, AppError> {
     let (carrier, event_id) = authenticate(&state, &req, &body).await?;
     let (cid, eid) = (carrier.id.clone(), event_id.clone());
-    if let Some((status, stored)) = state.db.run(move |c| Ok(inbound::answered(c, &cid, &eid)?)).await? {
+    if let Some((status, stored)) = state.db.read(move |c| Ok(inbound::answered(c, &cid, &eid)?)).await? {
         let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
         return Ok(HttpResponse::build(status)
             .insert_header(("idempotent-replayed", "true"))
@@ -161,7 +161,7 @@ async fn handle_event(
                 Some(l) => l,
                 None => state
                     .db
-                    .run(move |c| Ok(inbound::best_locker(c, &site, size)?))
+                    .read(move |c| Ok(inbound::best_locker(c, &site, size)?))
                     .await?
                     .ok_or_else(|| AppError::invalid("this site has no active locker"))?,
             };
@@ -177,7 +177,7 @@ async fn handle_event(
             let cid = carrier.id.clone();
             let parcel = state
                 .db
-                .run(move |c| {
+                .read(move |c| {
                     Ok(inbound::find_for_carrier(
                         c,
                         &cid,
@@ -223,7 +223,7 @@ async fn handle_event(
             let cid = carrier.id.clone();
             let parcel = state
                 .db
-                .run(move |c| Ok(inbound::find_for_carrier(c, &cid, &tracking, &[ParcelState::Expired])?))
+                .read(move |c| Ok(inbound::find_for_carrier(c, &cid, &tracking, &[ParcelState::Expired])?))
                 .await?
                 .ok_or_else(|| AppError::not_found("no expired parcel with this tracking number"))?;
             let locker_id = parcel
@@ -273,7 +273,7 @@ async fn resolve_pre_advice(
     let (carrier_id, event_id) = (carrier.id.clone(), event_id.to_string());
     state
         .db
-        .run(move |c| {
+        .read(move |c| {
             let (site_id, locker_id) = match (&o.locker_id, &o.site_id) {
                 (Some(l), _) => {
                     let locker = lockers::get(c, l).optional()?.filter(|l| l.active);
@@ -328,7 +328,7 @@ pub async fn get_parcel(
     let tracking = parse_tracking(&path.into_inner())?;
     let found = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             let p = inbound::find_for_carrier(c, &carrier.id, &tracking, &[])?
                 .ok_or_else(|| AppError::not_found("no parcel with this tracking number"))?;
             let events = parcels::events(c, &p.id)?;

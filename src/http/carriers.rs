@@ -140,7 +140,7 @@ pub async fn create(
 #[get("/carriers")]
 pub async fn list(_: Admin, state: web::Data<AppState>, q: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
     let page = field(q.parse())?;
-    let found = state.db.run(move |c| Ok(carriers::list(c, &page)?)).await?;
+    let found = state.db.read(move |c| Ok(carriers::list(c, &page)?)).await?;
     Ok(HttpResponse::Ok().json(found))
 }
 
@@ -150,7 +150,7 @@ pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>
     let id = id.into_inner();
     let found = state
         .db
-        .run(move |c| carriers::get(c, &id).map_err(|e| not_found(e, "carrier")))
+        .read(move |c| carriers::get(c, &id).map_err(|e| not_found(e, "carrier")))
         .await?;
     Ok(HttpResponse::Ok().json(found))
 }
@@ -229,7 +229,7 @@ pub async fn deliveries(
     let id = id.into_inner();
     let found = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             carrier_exists(c, &id)?;
             Ok(outbox::deliveries(c, &id, q.status.as_deref(), &page)?)
         })

@@ -50,7 +50,7 @@ pub async fn connect(
     let credential_hash = crate::credentials::hash_token(&credential);
     let ok = state
         .db
-        .run(move |c| Ok(lockers::authenticate_device(c, &lid, &credential)?.is_some()))
+        .read(move |c| Ok(lockers::authenticate_device(c, &lid, &credential)?.is_some()))
         .await?;
     if !ok {
         return Err(reject(&state, ip, "invalid locker id or device credential"));

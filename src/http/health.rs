@@ -22,7 +22,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     state
         .db
-        .run(|c| {
+        .read(|c| {
             c.batch_execute("SELECT 1")
                 .map_err(|e| AppError::Unavailable(e.to_string()))
         })

@@ -214,7 +214,7 @@ pub async fn list(_: Admin, state: web::Data<AppState>, q: web::Query<LockerQuer
     let page = super::page(q.limit, q.after)?;
     let found = state
         .db
-        .run(move |c| Ok(lockers::list(c, q.site_id.as_deref(), &page)?))
+        .read(move |c| Ok(lockers::list(c, q.site_id.as_deref(), &page)?))
         .await?;
     Ok(HttpResponse::Ok().json(found))
 }
@@ -225,7 +225,7 @@ pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>
     let id = id.into_inner();
     let locker = state
         .db
-        .run(move |c| lockers::get(c, &id).map_err(|e| not_found(e, "locker")))
+        .read(move |c| lockers::get(c, &id).map_err(|e| not_found(e, "locker")))
         .await?;
     Ok(HttpResponse::Ok().json(locker))
 }
@@ -298,7 +298,7 @@ where
 {
     // A locker actor for an id that does not exist would only fail to load, again and again.
     let lid = locker_id.to_string();
-    state.db.run(move |c| locker_exists(c, &lid).map(drop)).await?;
+    state.db.read(move |c| locker_exists(c, &lid).map(drop)).await?;
     let locker = state
         .hub
         .send(GetLocker {
@@ -393,7 +393,7 @@ pub async fn list_compartments(
     let id = id.into_inner();
     let found = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             locker_exists(c, &id)?;
             Ok(lockers::compartments_of(c, &id)?)
         })
@@ -437,7 +437,7 @@ pub async fn list_sections(
     let id = id.into_inner();
     let found = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             locker_exists(c, &id)?;
             Ok(lockers::sections_of(c, &id)?)
         })
@@ -522,7 +522,7 @@ pub async fn list_faults(
     let id = id.into_inner();
     let found = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             locker_exists(c, &id)?;
             Ok(crate::db::faults::faults_of(c, &id, &page)?)
         })

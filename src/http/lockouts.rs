@@ -49,7 +49,7 @@ pub async fn list(
     let id = id.into_inner();
     let found = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             crate::db::lockers::get(c, &id).map_err(|e| match e {
                 diesel::result::Error::NotFound => AppError::not_found("no such locker"),
                 other => other.into(),

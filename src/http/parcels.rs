@@ -86,7 +86,7 @@ pub async fn search(
     };
     let found = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             let page = parcels::search(c, &filter, &page)?;
             let ids: Vec<String> = page.items.iter().map(|p| p.id.clone()).collect();
             let mut events = parcels::events_of_many(c, &ids)?;
@@ -107,7 +107,7 @@ pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>
     let id = id.into_inner();
     let found = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             let parcel = parcels::get(c, &id).map_err(|e| not_found(e, "parcel"))?;
             let events = parcels::events(c, &id)?;
             Ok(ParcelWithEvents { parcel, events })
@@ -135,7 +135,7 @@ pub async fn resend_code(
     let pid = id.clone();
     let parcel = state
         .db
-        .run(move |c| parcels::get(c, &pid).map_err(|e| not_found(e, "parcel")))
+        .read(move |c| parcels::get(c, &pid).map_err(|e| not_found(e, "parcel")))
         .await?;
     let locker_id = parcel.locker_id.ok_or_else(|| AppError::Conflict {
         code: "invalid_state",
@@ -172,7 +172,7 @@ pub async fn notifications_log(
     let id = id.into_inner();
     let found = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             parcels::get(c, &id).map_err(|e| not_found(e, "parcel"))?;
             Ok(notifications::log_of_parcel(c, &id)?)
         })

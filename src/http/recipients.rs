@@ -286,7 +286,7 @@ pub async fn list(
         site_id: q.site_id,
         q: q.q,
     };
-    let found = state.db.run(move |c| Ok(recipients::list(c, &filter, &page)?)).await?;
+    let found = state.db.read(move |c| Ok(recipients::list(c, &filter, &page)?)).await?;
     Ok(HttpResponse::Ok().json(found))
 }
 
@@ -296,7 +296,7 @@ pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>
     let id = id.into_inner();
     let found = state
         .db
-        .run(move |c| recipients::get(c, &id).map_err(|e| not_found(e, "recipient")))
+        .read(move |c| recipients::get(c, &id).map_err(|e| not_found(e, "recipient")))
         .await?;
     Ok(HttpResponse::Ok().json(found))
 }

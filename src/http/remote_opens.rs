@@ -76,7 +76,7 @@ async fn perform(state: &AppState, rec: RemoteOpenRecord, actor: String) -> Resu
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
     let id = rec.id.clone();
-    let rec = state.db.run(move |c| Ok(remote_opens::get(c, &id)?)).await?;
+    let rec = state.db.read(move |c| Ok(remote_opens::get(c, &id)?)).await?;
     match outcome {
         OpenOutcome::Opened => Ok(HttpResponse::Ok().json(OpenResult {
             status: "opened".into(),
@@ -136,7 +136,7 @@ pub async fn open_compartment(
     let lid = id.clone();
     state
         .db
-        .run(move |c| lockers::get(c, &lid).map(drop).map_err(|e| not_found(e, "locker")))
+        .read(move |c| lockers::get(c, &lid).map(drop).map_err(|e| not_found(e, "locker")))
         .await?;
     let raw = body.into_inner().reason;
     let mut request = Request {

@@ -96,7 +96,7 @@ pub async fn create(
 #[get("/sites")]
 pub async fn list(_: Admin, state: web::Data<AppState>, q: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
     let page = field(q.parse())?;
-    let sites = state.db.run(move |c| Ok(sites::list(c, &page)?)).await?;
+    let sites = state.db.read(move |c| Ok(sites::list(c, &page)?)).await?;
     Ok(HttpResponse::Ok().json(sites))
 }
 
@@ -106,7 +106,7 @@ pub async fn get_one(_: Admin, state: web::Data<AppState>, id: web::Path<String>
     let id = id.into_inner();
     let site = state
         .db
-        .run(move |c| sites::get(c, &id).map_err(|e| not_found(e, "site")))
+        .read(move |c| sites::get(c, &id).map_err(|e| not_found(e, "site")))
         .await?;
     Ok(HttpResponse::Ok().json(site))
 }

@@ -309,7 +309,12 @@ mod they_fail {
 
     fn sql(app: &TestApp, statement: String) {
         use diesel::connection::SimpleConnection;
-        app.db.pool().get().unwrap().batch_execute(&statement).unwrap();
+        // A connection of its own: on SQLite the app's pool only reads (its writer owns writes).
+        let url =
+            lockerhub::db::DatabaseUrl::parse(&app.settings.database_location(), std::time::Duration::from_secs(5))
+                .unwrap();
+        let pool = lockerhub::db::connect(&url, 1, std::time::Duration::from_secs(5)).unwrap();
+        pool.get().unwrap().batch_execute(&statement).unwrap();
     }
 
     #[actix_web::test]

@@ -24,3 +24,4 @@ mod sites;
 mod smtp;
 mod state_machine;
 mod template;
+mod writer;

@@ -38,7 +38,7 @@ impl Handler<DeviceCall> for LockerActor {
         // Not in memory: the answer may have been committed by a server process that has
         // since stopped. The mailbox waits for this lookup, so nothing runs in between.
         let (db, locker_id, msg_id) = (self.deps.db.clone(), self.id.clone(), msg.msg_id.clone());
-        let lookup = async move { db.run(move |c| Ok(device_calls::find(c, &locker_id, &msg_id)?)).await };
+        let lookup = async move { db.read(move |c| Ok(device_calls::find(c, &locker_id, &msg_id)?)).await };
         AtomicResponse::new(Box::pin(lookup.into_actor(self).then(move |found, act, ctx| {
             match found {
                 Ok(Some(stored)) if stored.fingerprint == msg.fingerprint => {

@@ -1,0 +1,284 @@
+//! The one writer on SQLite, with group commit.
+//!
+//! SQLite lets one connection write at a time. With a pool of writers, each waits for the lock
+//! in SQLite's busy handler, which sleeps rather than queues, and every commit pays its own
+//! fsync. Here one connection on its own thread owns every write instead: operations from all
+//! locker actors and HTTP handlers queue to it, and it runs what is queued in one
+//! `BEGIN IMMEDIATE … COMMIT`, each operation in its own savepoint, so a refused or failing
+//! operation rolls back alone and the others commit. A caller is answered only after the commit
+//! that holds its operation (durable before acknowledged); if that commit fails, every
+//! operation of the batch fails with a retryable `Unavailable` and nothing of it is kept, so
+//! callers (which update their memory only on success) never disagree with the database.
+//!
+//! Bounds: a batch holds at most `max_batch` operations and stops taking more after
+//! `max_batch_time`; the queue holds at most `queue` operations, and a full queue answers
+//! `Unavailable` at once instead of growing.
+//!
+//! Checkpoints run off the request path: the writer's connection never checkpoints on its own
+//! (`wal_autocheckpoint = 0`); when the WAL passes `checkpoint_bytes` after a commit it asks a
+//! checkpointer thread, which has its own connection, for a passive checkpoint (it copies
+//! pages beside the writer and never blocks it), and when the writer has been idle for a second
+//! the checkpointer truncates the WAL.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+
+use super::{savepoint, wake, DatabaseUrl, DbConn};
+use crate::error::AppError;
+
+/// How the writer batches and how durable a commit is.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub max_batch: usize,
+    pub max_batch_time: Duration,
+    pub queue: usize,
+    pub checkpoint_bytes: u64,
+    /// `FULL` (the default): a commit is on disk before anyone is answered, across a power
+    /// cut too. `NORMAL` may lose the last commits on a power cut (never on a process crash).
+    pub synchronous_full: bool,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            max_batch_time: Duration::from_millis(20),
+            queue: 8192,
+            checkpoint_bytes: 16 * 1024 * 1024,
+            synchronous_full: true,
+        }
+    }
+}
+
+/// What the finished operation is told once its batch is settled: `None` if the batch
+/// committed, else why it did not.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+type Job = Box<dyn FnOnce(&mut DbConn) -> Finish + Send>;
+
+/// Counters for the metrics endpoint and the benchmark.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub batches: AtomicU64,
+    pub operations: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub checkpoints: AtomicU64,
+    /// Operations waiting in the queue now.
+    pub queued: AtomicU64,
+}
+
+/// Handle to the writer thread; cheap to clone. The thread ends when the last handle is gone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: SyncSender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+thread_local! {
+    /// Set on the writer's thread while a batch's transaction is open, so that work which
+    /// begins its own transaction (`write_transaction`) nests in a savepoint instead.
+    static IN_BATCH: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is inside the writer's open transaction.
+pub fn in_batch() -> bool {
+    IN_BATCH.with(Cell::get)
+}
+
+impl Writer {
+    /// Opens the writer's connection (and the checkpointer's) and starts their threads.
+    pub fn start(url: &DatabaseUrl, config: WriterConfig) -> Result<Self, String> {
+        let mut conn = url.establish()?;
+        let sync = if config.synchronous_full { "FULL" } else { "NORMAL" };
+        conn.batch_execute(&format!("PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0;"))
+            .map_err(|e| format!("cannot configure the SQLite writer: {e}"))?;
+        let mut checkpointer = url.establish()?;
+        // The checkpointer gives way quickly: a truncating checkpoint that would wait for the
+        // writer is simply tried again at the next idle second.
+        checkpointer
+            .batch_execute(&format!(
+                "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0; PRAGMA busy_timeout = 50;"
+            ))
+            .map_err(|e| format!("cannot configure the SQLite checkpointer: {e}"))?;
+        let wal = PathBuf::from(format!("{}-wal", url.target()));
+        let stats = Arc::new(WriterStats::default());
+        let (tx, rx) = mpsc::sync_channel::<Job>(config.queue.max(1));
+        let (ck_tx, ck_rx) = mpsc::sync_channel::<()>(1);
+        let ck_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("lh-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, ck_rx, ck_stats))
+            .map_err(|e| format!("cannot start the checkpointer: {e}"))?;
+        let w_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("lh-writer".into())
+            .spawn(move || write_loop(conn, rx, config, wal, ck_tx, w_stats))
+            .map_err(|e| format!("cannot start the writer: {e}"))?;
+        Ok(Self { tx, stats })
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Runs `f` in its own savepoint of the next batch and answers after that batch commits,
+    /// with what `f` queued for the outbox actors.
+    pub async fn submit<T, E, F>(&self, f: F) -> (Result<T, E>, wake::Wakeups)
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<AppError> + From<diesel::result::Error> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = wake::take();
+            let result = savepoint(conn, f);
+            let queued = wake::take();
+            Box::new(move |failed: Option<&str>| {
+                let result = match (result, failed) {
+                    (Ok(_), Some(why)) => Err(E::from(AppError::Unavailable(why.to_string()))),
+                    (result, _) => result,
+                };
+                let _ = answer.send((result, queued));
+            })
+        });
+        // Counted before the send: the writer may take the job before `try_send` returns.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                return (
+                    Err(E::from(AppError::Unavailable("the write queue is full; retry".into()))),
+                    wake::Wakeups::default(),
+                );
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                return (
+                    Err(E::from(AppError::Unavailable("the database writer has stopped".into()))),
+                    wake::Wakeups::default(),
+                );
+            }
+        }
+        answered.await.unwrap_or_else(|_| {
+            (
+                Err(E::from(AppError::Unavailable(
+                    "the write batch holding this operation failed; retry".into(),
+                ))),
+                wake::Wakeups::default(),
+            )
+        })
+    }
+}
+
+fn write_loop(
+    mut conn: DbConn,
+    rx: Receiver<Job>,
+    config: WriterConfig,
+    wal: PathBuf,
+    checkpoint: SyncSender<()>,
+    stats: Arc<WriterStats>,
+) {
+    loop {
+        let first = match rx.recv() {
+            Ok(job) => job,
+            Err(_) => return, // every handle is gone: the server is stopping
+        };
+        stats.queued.fetch_sub(1, Ordering::Relaxed);
+        let started = Instant::now();
+        if let Err(e) = conn.batch_execute("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "the database writer cannot begin a transaction");
+            let why = format!("the database is not writable now ({e}); retry");
+            first(&mut conn)(Some(&why));
+            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        IN_BATCH.with(|b| b.set(true));
+        let mut finishes: Vec<Finish> = Vec::new();
+        let mut next = Some(first);
+        let mut panicked = false;
+        while let Some(job) = next.take() {
+            match catch_unwind(AssertUnwindSafe(|| job(&mut conn))) {
+                Ok(finish) => finishes.push(finish),
+                Err(_) => {
+                    // What the panicking operation left is unknown: nothing of the batch is
+                    // kept, and everyone is told to retry. Its own caller sees its answer
+                    // dropped, which is the same retryable error.
+                    tracing::error!("an operation panicked in the database writer; its batch is rolled back");
+                    panicked = true;
+                    break;
+                }
+            }
+            if finishes.len() >= config.max_batch || started.elapsed() >= config.max_batch_time {
+                break;
+            }
+            next = rx.try_recv().ok();
+            if next.is_some() {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        IN_BATCH.with(|b| b.set(false));
+        let failed = if panicked {
+            let _ = conn.batch_execute("ROLLBACK");
+            Some("the write batch holding this operation failed; retry".to_string())
+        } else {
+            match conn.batch_execute("COMMIT") {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, operations = finishes.len(), "a write batch failed to commit");
+                    let _ = conn.batch_execute("ROLLBACK");
+                    Some(format!("the database could not commit ({e}); retry"))
+                }
+            }
+        };
+        if failed.is_some() {
+            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.operations.fetch_add(finishes.len() as u64, Ordering::Relaxed);
+        for finish in finishes {
+            finish(failed.as_deref());
+        }
+        if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > config.checkpoint_bytes {
+            let _ = checkpoint.try_send(());
+        }
+    }
+}
+
+fn checkpoint_loop(mut conn: DbConn, asked: Receiver<()>, stats: Arc<WriterStats>) {
+    let mut wal_dirty = false;
+    let mut batches_seen = stats.batches.load(Ordering::Relaxed);
+    loop {
+        match asked.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) => match conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+                Ok(()) => {
+                    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "passive checkpoint failed"),
+            },
+            Err(RecvTimeoutError::Timeout) => {
+                let batches = stats.batches.load(Ordering::Relaxed);
+                if batches != batches_seen {
+                    batches_seen = batches;
+                    wal_dirty = true;
+                } else if wal_dirty {
+                    // No batch for a second: fold the WAL into the database and cut it to zero,
+                    // so a quiet server's WAL does not stay large. If the writer starts a batch
+                    // meanwhile, this gives way (50 ms busy timeout) and tries again later.
+                    if conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
+                        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                        wal_dirty = false;
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
