@@ -29,6 +29,27 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// Micro-benchmark: durable state changes per second through lockerhub's write path (the
+    /// SQLite writer with group commit, or PostgreSQL's pool), beside one transaction per
+    /// change through a pool of writers (the write path before the writer) in the same run.
+    BenchWrites(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// State changes per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub changes: usize,
+    /// Callers submitting at once (locker actors and handlers, each waiting for its answer).
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Also measure this PostgreSQL database (loopback only); a table `lh_bench_writes` is
+    /// created and dropped in it.
+    #[arg(long)]
+    pub postgres_url: Option<String>,
+    /// Seconds a measurement may take before it is cut short (and reported as such).
+    #[arg(long, default_value_t = 120)]
+    pub time_limit: u64,
 }
 
 #[derive(Args, Debug, Clone, Serialize)]

@@ -2,6 +2,7 @@
 //! server on loopback, beside a bare actix-web WebSocket echo server as the floor. See
 //! load-tests/README.md.
 
+mod bench;
 mod chart;
 mod cli;
 mod echo;
@@ -26,8 +27,10 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::EchoServer { port, workers }) = cli.command {
-        return echo::serve(port, workers);
+    match cli.command {
+        Some(Command::EchoServer { port, workers }) => return echo::serve(port, workers),
+        Some(Command::BenchWrites(args)) => return bench::main(args),
+        None => {}
     }
     let args = cli.run;
     // A last bound over the run's own --time-limit.

@@ -3,7 +3,7 @@
 //! The locker actor writes a row in the same transaction as the change (a deposit completed, a
 //! compartment reserved, …), so after a server restart a retry with the same message id gets
 //! the answer that matches what was committed. Rows are small, pruned by age and capped per
-//! locker, a few at a time on each write, so no sweep is needed.
+//! locker, a few at a time on one write in `PRUNE_EVERY`, so no sweep is needed.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -14,8 +14,16 @@ use super::{now, DbConn};
 /// Most answers kept per locker; the oldest go first. Matches the in-memory window.
 pub const DEVICE_CALLS_PER_LOCKER: i64 = 512;
 
-/// Most rows one write prunes: pruning stays cheap even after a long quiet spell.
+/// Most rows one prune removes: pruning stays cheap even after a long quiet spell.
 const PRUNE_BATCH: i64 = 64;
+
+/// One write in this many prunes. Finding the rows beyond the cap reads up to
+/// `DEVICE_CALLS_PER_LOCKER` index entries, which made pruning on every write the costliest
+/// part of a device call; a prune removes up to `PRUNE_BATCH`, far more than the writes
+/// between two prunes add, so the bounds hold within a few rows.
+const PRUNE_EVERY: u64 = 16;
+
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A remembered answer: the call's fingerprint and the result payload (JSON text).
 #[derive(Debug, Clone, Queryable)]
@@ -53,7 +61,10 @@ pub fn remember(
             device_calls::created_at.eq(t),
         ))
         .execute(conn)?;
-    prune(conn, locker_id, t - retention)
+    if WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % PRUNE_EVERY == 0 {
+        prune(conn, locker_id, t - retention)?;
+    }
+    Ok(())
 }
 
 fn prune(conn: &mut DbConn, locker_id: &str, older_than: NaiveDateTime) -> QueryResult<()> {
