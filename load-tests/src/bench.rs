@@ -174,7 +174,7 @@ fn prepare(url: &DatabaseUrl) -> anyhow::Result<db::Pool> {
          CREATE TABLE lh_bench_events (id BIGINT PRIMARY KEY, state_id BIGINT NOT NULL, v BIGINT NOT NULL);",
     )?;
     // One row at a time: the MultiConnection has no batch insert.
-    db::write_transaction(&mut *c, |c| {
+    db::write_transaction(&mut c, |c| {
         for id in 0..STATE_ROWS {
             diesel::insert_into(lh_bench_state::table)
                 .values((lh_bench_state::id.eq(id), lh_bench_state::v.eq(0i64)))
