@@ -3,6 +3,7 @@ mod admin_changes;
 mod carrier_api;
 mod carriers;
 mod cli;
+mod crash;
 mod deadline_wakeups;
 mod deadlines;
 mod device;
