@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use lockerhub::db::writer::{Writer, WriterConfig};
@@ -69,14 +69,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let normal = measure(&args, &sqlite, Path::Writer { full: false }).await?;
     report("sqlite: writer, group commit (NORMAL)", normal, base);
     if let Some(pg) = &args.postgres_url {
-        let host = url::Url::parse(pg)
-            .context("--postgres-url")?
-            .host_str()
-            .map(str::to_string)
-            .unwrap_or_default();
-        if !(host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())) {
-            return Err(anyhow!("--postgres-url must name a loopback host, not {host:?}"));
-        }
+        crate::sys::loopback_database(pg).map_err(|e| anyhow!("--postgres-url: {e}"))?;
         let pg_rate = measure(&args, pg, Path::Pooled).await?;
         report("postgres: pool of 16, a transaction each", pg_rate, base);
     }

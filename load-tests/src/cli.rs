@@ -96,9 +96,15 @@ pub struct RunArgs {
     /// Admin API key for --server-url.
     #[arg(long)]
     pub admin_key: Option<String>,
-    /// SQLite file of the --server-url server, read for pickup codes (without it, no pickups).
+    /// Database of the --server-url server (`sqlite://PATH` or `postgres://…` on loopback),
+    /// read for pickup codes (without it, no pickups).
     #[arg(long)]
-    pub server_db: Option<PathBuf>,
+    pub server_db: Option<String>,
+    /// Start lockerhub on this PostgreSQL database (loopback only, and it must exist) instead
+    /// of a fresh SQLite file. Each run provisions its own sites and lockers, so consecutive
+    /// runs on one database add to it.
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Process id of the --server-url server, for its RSS and CPU.
     #[arg(long)]
     pub server_pid: Option<u32>,

@@ -1,27 +1,24 @@
 //! Pickup codes, as the recipient would get them: read from the server's notification outbox
-//! (the payload's `pickup_code`), through a read-only SQLite connection on its own thread.
-//! New rows are read incrementally by rowid, so the cost does not grow with the table.
+//! (the payload's `pickup_code`) on its own thread, through lockerhub's own database layer, so
+//! the same reader works on SQLite and PostgreSQL.
+//!
+//! Rows are read by creation time from a little before the newest one seen (ids already seen
+//! are skipped): on PostgreSQL transactions commit in any order, so a row may appear after a
+//! newer one was read; the overlap covers that, and the cost stays flat as the table grows.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use lockerhub::db::schema::notification_outbox as outbox;
+use lockerhub::db::{self, DatabaseUrl};
 use serde_json::Value;
 
-#[derive(QueryableByName)]
-struct Row {
-    #[diesel(sql_type = BigInt)]
-    rid: i64,
-    #[diesel(sql_type = Text)]
-    parcel_id: String,
-    #[diesel(sql_type = Text)]
-    payload: String,
-}
+/// How far behind the newest row seen each read starts again.
+const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 pub struct Codes {
     /// Parcel id -> (pickup code, when the reader first saw it).
@@ -35,8 +32,9 @@ pub struct Codes {
 const BATCH: i64 = 5000;
 
 impl Codes {
-    /// Starts the reader thread; it stops at `deadline` or when stopped.
-    pub fn start(db: &Path, deadline: Instant) -> Arc<Codes> {
+    /// Starts the reader thread on the server's database (`sqlite://PATH` or `postgres://…`);
+    /// it stops at `deadline` or when stopped.
+    pub fn start(database_url: &str, deadline: Instant) -> Arc<Codes> {
         let codes = Arc::new(Codes {
             codes: Mutex::default(),
             arrived: tokio::sync::Notify::new(),
@@ -44,7 +42,7 @@ impl Codes {
             failed: Mutex::default(),
         });
         let me = codes.clone();
-        let url = format!("file:{}?mode=ro", db.display());
+        let url = database_url.to_string();
         std::thread::Builder::new()
             .name("outbox-reader".into())
             .spawn(move || {
@@ -57,39 +55,47 @@ impl Codes {
     }
 
     fn read_loop(&self, url: &str, deadline: Instant) -> Result<(), String> {
-        let mut conn = SqliteConnection::establish(url).map_err(|e| format!("open {url}: {e}"))?;
-        conn.batch_execute("PRAGMA busy_timeout = 5000;")
-            .map_err(|e| e.to_string())?;
-        let mut last: i64 = 0;
+        let url = DatabaseUrl::parse(url, Duration::from_secs(5))?;
+        let pool = db::connect(&url, 1, Duration::from_secs(5))?;
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        // Not NaiveDateTime::MIN: PostgreSQL timestamps start in 4713 BC.
+        let mut since = chrono::DateTime::UNIX_EPOCH.naive_utc();
+        let mut seen: HashSet<String> = HashSet::new();
         while !self.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            let rows: Vec<Row> = diesel::sql_query(
-                "SELECT rowid AS rid, parcel_id, payload FROM notification_outbox \
-                 WHERE rowid > ? AND kind = 'deposited' ORDER BY rowid LIMIT ?",
-            )
-            .bind::<BigInt, _>(last)
-            .bind::<BigInt, _>(BATCH)
-            .load(&mut conn)
-            .map_err(|e| format!("read notification_outbox: {e}"))?;
-            let n = rows.len() as i64;
-            if let Some(r) = rows.last() {
-                last = r.rid;
+            let rows: Vec<(String, String, String, NaiveDateTime)> = outbox::table
+                .filter(outbox::kind.eq("deposited"))
+                .filter(outbox::created_at.ge(since))
+                .order(outbox::created_at.asc())
+                .limit(BATCH)
+                .select((outbox::id, outbox::parcel_id, outbox::payload, outbox::created_at))
+                .load(&mut *conn)
+                .map_err(|e| format!("read notification_outbox: {e}"))?;
+            let full = rows.len() as i64 == BATCH;
+            if let Some(newest) = rows.last().map(|r| r.3) {
+                // A full batch moves on from its newest row; otherwise keep the overlap.
+                since = if full { newest } else { since.max(newest - OVERLAP) };
             }
-            if n > 0 {
-                let seen = Instant::now();
-                let mut map = self.codes.lock().unwrap_or_else(|e| e.into_inner());
-                for r in rows {
-                    let v: Value = serde_json::from_str(&r.payload).unwrap_or(Value::Null);
-                    if let Some(code) = v["pickup_code"]
-                        .as_str()
-                        .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
-                    {
-                        map.insert(r.parcel_id, (code.to_string(), seen));
-                    }
+            let seen_at = Instant::now();
+            let mut fresh = 0;
+            let mut map = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, parcel_id, payload, _) in rows {
+                if !seen.insert(id) {
+                    continue;
                 }
-                drop(map);
+                fresh += 1;
+                let v: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                if let Some(code) = v["pickup_code"]
+                    .as_str()
+                    .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    map.insert(parcel_id, (code.to_string(), seen_at));
+                }
+            }
+            drop(map);
+            if fresh > 0 {
                 self.arrived.notify_waiters();
             }
-            if n < BATCH {
+            if !full {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

@@ -174,7 +174,8 @@ struct Endpoint {
     api: Api,
     ws_base: String,
     host: std::net::IpAddr,
-    db: Option<PathBuf>,
+    /// The server's database URL, for pickup codes.
+    db: Option<String>,
     pid: Option<u32>,
 }
 
@@ -200,6 +201,9 @@ async fn endpoint(args: &RunArgs, target: Target) -> anyhow::Result<Endpoint> {
                 args.http_connections,
             )?;
             api.wait_healthy(Duration::from_secs(10)).await?;
+            if let Some(db) = &args.server_db {
+                sys::loopback_database(db).map_err(anyhow::Error::msg)?;
+            }
             Ok(Endpoint {
                 child: None,
                 api,
@@ -211,12 +215,12 @@ async fn endpoint(args: &RunArgs, target: Target) -> anyhow::Result<Endpoint> {
         }
         (Target::Lockerhub, None) => {
             let bin = server::lockerhub_bin(args.server_bin.as_deref())?;
-            let (c, key) = ChildServer::lockerhub(&bin).await?;
+            let (c, key) = ChildServer::lockerhub(&bin, args.database_url.as_deref()).await?;
             Ok(Endpoint {
                 api: Api::new(&c.base, &key, args.http_connections)?,
                 ws_base: c.ws_base.clone(),
                 host: loopback,
-                db: c.db_path.clone(),
+                db: c.db_url.clone(),
                 pid: Some(c.pid),
                 child: Some(c),
             })

@@ -1,5 +1,5 @@
 //! The processes under test, started as children on 127.0.0.1: lockerhub on a fresh SQLite
-//! data directory, or this binary's own echo-server subcommand. Both inherit the raised
+//! data directory (or a PostgreSQL database on loopback), or this binary's own echo-server subcommand. Both inherit the raised
 //! open-file limit; both are killed when dropped.
 
 use std::path::{Path, PathBuf};
@@ -16,8 +16,8 @@ pub struct ChildServer {
     pub pid: u32,
     pub base: String,
     pub ws_base: String,
-    /// The SQLite file (lockerhub only).
-    pub db_path: Option<PathBuf>,
+    /// The database URL (lockerhub only), for the pickup-code reader.
+    pub db_url: Option<String>,
     pub log_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -65,23 +65,32 @@ pub fn lockerhub_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 impl ChildServer {
     /// Starts lockerhub and creates an admin key with its own `create-admin-key` command.
-    pub async fn lockerhub(bin: &Path) -> anyhow::Result<(ChildServer, String)> {
+    pub async fn lockerhub(bin: &Path, database_url: Option<&str>) -> anyhow::Result<(ChildServer, String)> {
         let dir = tempfile::Builder::new().prefix("lockerhub-load-").tempdir()?;
         let port = sys::free_port()?;
         let log_path = dir.path().join("server.log");
         let log = std::fs::File::create(&log_path)?;
+        let db_url = match database_url {
+            Some(url) => {
+                sys::loopback_database(url).map_err(anyhow::Error::msg)?;
+                url.to_string()
+            }
+            None => format!("sqlite://{}", dir.path().join("lockerhub.db").display()),
+        };
         let mut cmd = Command::new(bin);
         lockerhub_env(&mut cmd, port, dir.path());
+        cmd.env("LOCKERHUB_DATABASE_URL", &db_url);
         cmd.arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let server = ChildServer::adopt(child, port, dir, log_path, true)?;
+        let server = ChildServer::adopt(child, port, dir, log_path, Some(db_url.clone()))?;
         server.wait_ready().await?;
 
         let mut key_cmd = Command::new(bin);
         lockerhub_env(&mut key_cmd, port, server._dir.path());
+        key_cmd.env("LOCKERHUB_DATABASE_URL", &db_url);
         key_cmd
             .args(["create-admin-key", "--name", "load-test"])
             .stdin(Stdio::null());
@@ -110,7 +119,7 @@ impl ChildServer {
             .stderr(Stdio::from(log))
             .spawn()
             .context("starting the echo server")?;
-        let server = ChildServer::adopt(child, port, dir, log_path, false)?;
+        let server = ChildServer::adopt(child, port, dir, log_path, None)?;
         server.wait_ready().await?;
         Ok(server)
     }
@@ -120,7 +129,7 @@ impl ChildServer {
         port: u16,
         dir: tempfile::TempDir,
         log_path: PathBuf,
-        lockerhub: bool,
+        db_url: Option<String>,
     ) -> anyhow::Result<ChildServer> {
         let pid = child.id();
         Ok(ChildServer {
@@ -128,7 +137,7 @@ impl ChildServer {
             pid,
             base: format!("http://127.0.0.1:{port}"),
             ws_base: format!("ws://127.0.0.1:{port}"),
-            db_path: lockerhub.then(|| dir.path().join("lockerhub.db")),
+            db_url,
             log_path,
             _dir: dir,
         })

@@ -220,6 +220,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_loopback_databases() {
+        assert!(loopback_database("postgres://postgres@127.0.0.1:5432/postgres").is_ok());
+        assert!(loopback_database("postgresql://u:p@localhost/db").is_ok());
+        assert!(loopback_database("postgres://u@[::1]:5432/db").is_ok());
+        assert!(loopback_database("sqlite:///tmp/x.db").is_ok());
+        assert!(loopback_database("postgres://u@db.example.org/db").is_err());
+        assert!(loopback_database("postgres://u@10.0.0.5/db").is_err());
+    }
+
+    #[test]
     fn only_loopback_targets() {
         assert_eq!(
             loopback_target("http://127.0.0.1:8080").unwrap().0,
@@ -257,5 +267,25 @@ mod tests {
         let r = read_proc(std::process::id()).unwrap();
         assert!(r.rss_kb > 0);
         assert!(listen_overflows().is_some());
+    }
+}
+
+/// Checks that a database URL names a loopback host (`sqlite://` paths are local anyway).
+pub fn loopback_database(raw: &str) -> Result<(), String> {
+    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+        return Ok(());
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("database URL: {e}"))?;
+    let host = url.host_str().unwrap_or("localhost");
+    let ip = if host.eq_ignore_ascii_case("localhost") {
+        Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    } else {
+        host.trim_matches(['[', ']']).parse::<IpAddr>().ok()
+    };
+    match ip {
+        Some(ip) if ip.is_loopback() => Ok(()),
+        _ => Err(format!(
+            "database host {host:?} is not a loopback address; this tool only sends traffic to 127.0.0.0/8 or ::1"
+        )),
     }
 }
