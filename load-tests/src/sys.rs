@@ -215,6 +215,26 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Checks that a database URL names a loopback host (`sqlite://` paths are local anyway).
+pub fn loopback_database(raw: &str) -> Result<(), String> {
+    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+        return Ok(());
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("database URL: {e}"))?;
+    let host = url.host_str().unwrap_or("localhost");
+    let ip = if host.eq_ignore_ascii_case("localhost") {
+        Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    } else {
+        host.trim_matches(['[', ']']).parse::<IpAddr>().ok()
+    };
+    match ip {
+        Some(ip) if ip.is_loopback() => Ok(()),
+        _ => Err(format!(
+            "database host {host:?} is not a loopback address; this tool only sends traffic to 127.0.0.0/8 or ::1"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,22 +290,3 @@ mod tests {
     }
 }
 
-/// Checks that a database URL names a loopback host (`sqlite://` paths are local anyway).
-pub fn loopback_database(raw: &str) -> Result<(), String> {
-    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
-        return Ok(());
-    }
-    let url = url::Url::parse(raw).map_err(|e| format!("database URL: {e}"))?;
-    let host = url.host_str().unwrap_or("localhost");
-    let ip = if host.eq_ignore_ascii_case("localhost") {
-        Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
-    } else {
-        host.trim_matches(['[', ']']).parse::<IpAddr>().ok()
-    };
-    match ip {
-        Some(ip) if ip.is_loopback() => Ok(()),
-        _ => Err(format!(
-            "database host {host:?} is not a loopback address; this tool only sends traffic to 127.0.0.0/8 or ::1"
-        )),
-    }
-}
