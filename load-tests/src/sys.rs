@@ -289,4 +289,3 @@ mod tests {
         assert!(listen_overflows().is_some());
     }
 }
-

@@ -132,6 +132,23 @@ pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Carrier> {
     carriers::table.find(id).select(Carrier::as_select()).first(conn)
 }
 
+/// What a deposit needs to know of its carrier. A narrow read: deposits run on the write
+/// path, where decoding a whole row (secrets, URLs, limits) costs more than the query.
+#[derive(Debug, Clone, Queryable)]
+pub struct CarrierBrief {
+    pub id: String,
+    pub name: String,
+    pub active: bool,
+    pub dwell_hours: Option<i32>,
+}
+
+pub fn brief(conn: &mut DbConn, id: &str) -> QueryResult<CarrierBrief> {
+    carriers::table
+        .find(id)
+        .select((carriers::id, carriers::name, carriers::active, carriers::dwell_hours))
+        .first(conn)
+}
+
 pub fn list(conn: &mut DbConn, page: &Page) -> QueryResult<Paged<Carrier>> {
     let mut q = carriers::table
         .select(Carrier::as_select())

@@ -78,6 +78,22 @@ pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Recipient> {
     recipients::table.find(id).select(Recipient::as_select()).first(conn)
 }
 
+/// Whether the resident needs an accessible compartment (a narrow read for the write path).
+pub fn needs_accessible(conn: &mut DbConn, id: &str) -> QueryResult<bool> {
+    recipients::table
+        .find(id)
+        .select(recipients::needs_accessible)
+        .first(conn)
+}
+
+/// Until when the resident is away, if they are (a narrow read for the write path).
+pub fn vacation_until(conn: &mut DbConn, id: &str) -> QueryResult<Option<chrono::NaiveDateTime>> {
+    recipients::table
+        .find(id)
+        .select(recipients::vacation_until)
+        .first(conn)
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct RecipientFilter {
     pub site_id: Option<String>,

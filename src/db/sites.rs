@@ -57,6 +57,11 @@ pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Site> {
     sites::table.find(id).select(Site::as_select()).first(conn)
 }
 
+/// The site's own dwell window, if it sets one (a narrow read for the write path).
+pub fn dwell_hours(conn: &mut DbConn, id: &str) -> QueryResult<Option<i32>> {
+    sites::table.find(id).select(sites::dwell_hours).first(conn)
+}
+
 pub fn list(conn: &mut DbConn, page: &Page) -> QueryResult<Paged<Site>> {
     let mut q = sites::table
         .select(Site::as_select())

@@ -45,7 +45,7 @@ pub fn start(
     slots: &[Slot],
     busy: &HashSet<i32>,
 ) -> Result<Started, OpError> {
-    let carrier = carriers::get(conn, &req.carrier_id)
+    let carrier = carriers::brief(conn, &req.carrier_id)
         .optional()?
         .filter(|c| c.active)
         .ok_or_else(|| Refusal::NotFound("unknown carrier".into()))?;
@@ -57,7 +57,7 @@ pub fn start(
         .map_err(|e| Refusal::InvalidInput(e.to_string()))?;
     let (found, recipient_id) = identify(conn, ctx, &carrier.id, &req.identify)?;
     let needs_accessible = match &recipient_id {
-        Some(id) => recipients::get(conn, id)?.needs_accessible,
+        Some(id) => recipients::needs_accessible(conn, id)?,
         None => false,
     };
     let decided = decide_start(StartFacts {
@@ -311,12 +311,12 @@ pub fn complete_because(
 ) -> Result<(), OpError> {
     let code_len = policy.pickup_code_length;
     let parcel = parcel_rows::get(conn, parcel_id)?;
-    let carrier = carriers::get(conn, &parcel.carrier_id)?;
-    let site = sites::get(conn, &ctx.site_id)?;
+    let carrier = carriers::brief(conn, &parcel.carrier_id)?;
+    let site_dwell_hours = sites::dwell_hours(conn, &ctx.site_id)?;
     let code = unique_code(conn, ctx, key, code_len)?;
     let qr_token = generate_token("lhq_");
     let away_until = match &parcel.recipient_id {
-        Some(r) => crate::db::recipients::get(conn, r)?.vacation_until,
+        Some(r) => recipients::vacation_until(conn, r)?,
         None => None,
     };
     let facts = DepositFacts {
@@ -327,9 +327,9 @@ pub fn complete_because(
         recipient_id: parcel.recipient_id.as_deref(),
         locker_id: &ctx.locker_id,
         locker_name: &ctx.locker_name,
-        site_id: &site.id,
+        site_id: &ctx.site_id,
         compartment: number,
-        site_dwell_hours: site.dwell_hours.map(i64::from),
+        site_dwell_hours: site_dwell_hours.map(i64::from),
         carrier_dwell_hours: carrier.dwell_hours.map(i64::from),
         away_until,
     };
