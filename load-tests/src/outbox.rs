@@ -18,7 +18,7 @@ use lockerhub::db::{self, DatabaseUrl};
 use serde_json::Value;
 
 /// How far behind the newest row seen each read starts again.
-const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
 pub struct Codes {
     /// Parcel id -> (pickup code, when the reader first saw it).
@@ -100,7 +100,7 @@ impl Codes {
                 self.arrived.notify_waiters();
             }
             if !full {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
         Ok(())
