@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::db_test;
-use crate::helpers::{assert_error, eventually, free_port, header, read, Receiver, TestApp};
+use crate::helpers::{assert_error, eventually, header, read, HeldPort, Receiver, TestApp};
 
 /// What a carrier's system holds: its API key and signing secret.
 #[derive(Clone)]
@@ -656,7 +656,8 @@ async fn pending_webhooks_survive_a_restart_postgres() {
 }
 
 async fn pending_webhooks_survive_a_restart(app: TestApp) {
-    let port = free_port();
+    let held = HeldPort::new();
+    let port = held.port();
     let url = format!("http://127.0.0.1:{port}/hooks");
     let ups = carrier(&app, "ups", Some(&url)).await;
     let w = world(&app, 0).await;
@@ -682,7 +683,7 @@ async fn pending_webhooks_survive_a_restart(app: TestApp) {
     })
     .await;
     let app = app.restart().await;
-    let rx = Receiver::start_on(port, 0).await;
+    let rx = Receiver::start_on(held.release(), 0).await;
     // The restarted app's clock starts from the wall clock again: move it past the retries.
     app.advance_outboxes(Duration::from_secs(2 * 3600)).await;
     let got = rx.wait_for(3, Duration::from_secs(20)).await;
@@ -712,7 +713,8 @@ async fn pending_webhooks_survive_a_restart(app: TestApp) {
 #[actix_web::test]
 async fn carriers_unreadable_at_start_are_retried() {
     let app = TestApp::sqlite().await;
-    let port = free_port();
+    let held = HeldPort::new();
+    let port = held.port();
     let url = format!("http://127.0.0.1:{port}/hooks");
     let ups = carrier(&app, "ups", Some(&url)).await;
     let w = world(&app, 0).await;
@@ -745,7 +747,7 @@ async fn carriers_unreadable_at_start_are_retried() {
     raw()
         .batch_execute("PRAGMA foreign_keys = OFF; ALTER TABLE carriers_away RENAME TO carriers")
         .unwrap();
-    let rx = Receiver::start_on(port, 0).await;
+    let rx = Receiver::start_on(held.release(), 0).await;
     // Past the failed attempt's retry: the carrier actor, once the hub can start it, finds the
     // webhook due.
     app.advance_outboxes(Duration::from_secs(2 * 3600)).await;

@@ -629,6 +629,29 @@ where
 }
 
 /// A port nothing listens on right now.
+/// A loopback port held for a server a test starts later: bound but not listening, so that a
+/// connection to it is refused as if nobody listened, and no other socket (another test's
+/// server, an outgoing connection) can take it meanwhile. `release` gives it up just before the
+/// server binds it.
+pub struct HeldPort(socket2::Socket);
+
+impl HeldPort {
+    pub fn new() -> HeldPort {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        HeldPort(s)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().as_socket().unwrap().port()
+    }
+
+    pub fn release(self) -> u16 {
+        self.port()
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -10,7 +10,7 @@ use lockerhub::simulator::SimLocker;
 use serde_json::{json, Value};
 
 use crate::db_test;
-use crate::helpers::{free_port, header, Receiver, TestApp};
+use crate::helpers::{header, Receiver, TestApp};
 use crate::smtp::{secrets_in, SmtpServer};
 
 struct World {
@@ -423,7 +423,8 @@ async fn pending_notifications_survive_a_restart_postgres() {
 }
 
 async fn pending_notifications_survive_a_restart(app: TestApp) {
-    let port = free_port();
+    let held = crate::helpers::HeldPort::new();
+    let port = held.port();
     let mut settings = app.settings.clone();
     settings.smtp_host = Some("127.0.0.1".into());
     settings.smtp_port = port; // nothing listens yet
@@ -455,7 +456,7 @@ async fn pending_notifications_survive_a_restart(app: TestApp) {
     .await;
     assert_eq!(log[0]["status"], "pending", "{log}");
     let app = app.restart().await;
-    let smtp = SmtpServer::start_on(port).await;
+    let smtp = SmtpServer::start_on(held.release()).await;
     // The retry is due ten minutes after the failure, on the restarted app's clock.
     app.advance_outboxes(RETRY_BASE.mul_f64(1.2)).await;
     let mail = smtp
