@@ -43,6 +43,9 @@ pub struct WriterConfig {
     /// `FULL` (the default): a commit is on disk before anyone is answered, across a power
     /// cut too. `NORMAL` may lose the last commits on a power cut (never on a process crash).
     pub synchronous_full: bool,
+    /// How long a batch waits for the write lock when another process holds it (a `lockerhub`
+    /// command run beside the server); then its operations fail with a retryable error.
+    pub busy_timeout: Duration,
 }
 
 impl Default for WriterConfig {
@@ -53,6 +56,7 @@ impl Default for WriterConfig {
             queue: 8192,
             checkpoint_bytes: 16 * 1024 * 1024,
             synchronous_full: true,
+            busy_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -60,7 +64,50 @@ impl Default for WriterConfig {
 /// What the finished operation is told once its batch is settled: `None` if the batch
 /// committed, else why it did not.
 type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(&mut DbConn) -> Finish + Send>;
+
+/// One queued operation: run inside the batch's transaction, or refused without running (the
+/// batch could not begin), so nothing of it is written outside a transaction.
+trait Operation: Send {
+    fn run(self: Box<Self>, conn: &mut DbConn) -> Finish;
+    fn refuse(self: Box<Self>, why: &str);
+}
+
+type Job = Box<dyn Operation>;
+
+type Answer<T, E> = tokio::sync::oneshot::Sender<(Result<T, E>, wake::Wakeups)>;
+
+struct Op<F, T, E> {
+    f: F,
+    answer: Answer<T, E>,
+}
+
+impl<F, T, E> Operation for Op<F, T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<AppError> + From<diesel::result::Error> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &mut DbConn) -> Finish {
+        let Op { f, answer } = *self;
+        let _ = wake::take();
+        let result = savepoint(conn, f);
+        let queued = wake::take();
+        Box::new(move |failed: Option<&str>| {
+            let result = match (result, failed) {
+                (Ok(_), Some(why)) => Err(E::from(AppError::Unavailable(why.to_string()))),
+                (result, _) => result,
+            };
+            let _ = answer.send((result, queued));
+        })
+    }
+
+    fn refuse(self: Box<Self>, why: &str) {
+        let _ = self.answer.send((
+            Err(E::from(AppError::Unavailable(why.to_string()))),
+            wake::Wakeups::default(),
+        ));
+    }
+}
 
 /// Counters for the metrics endpoint and the benchmark.
 #[derive(Debug, Default)]
@@ -100,7 +147,8 @@ impl Writer {
         // holds the hot tables, since this one connection does every write.
         conn.batch_execute(&format!(
             "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY; \
-             PRAGMA cache_size = -65536;"
+             PRAGMA cache_size = -65536; PRAGMA busy_timeout = {};",
+            config.busy_timeout.as_millis()
         ))
         .map_err(|e| format!("cannot configure the SQLite writer: {e}"))?;
         let mut checkpointer = url.establish()?;
@@ -141,18 +189,7 @@ impl Writer {
         E: From<AppError> + From<diesel::result::Error> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let _ = wake::take();
-            let result = savepoint(conn, f);
-            let queued = wake::take();
-            Box::new(move |failed: Option<&str>| {
-                let result = match (result, failed) {
-                    (Ok(_), Some(why)) => Err(E::from(AppError::Unavailable(why.to_string()))),
-                    (result, _) => result,
-                };
-                let _ = answer.send((result, queued));
-            })
-        });
+        let job: Job = Box::new(Op { f, answer });
         // Counted before the send: the writer may take the job before `try_send` returns.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
@@ -201,7 +238,7 @@ fn write_loop(
         if let Err(e) = conn.batch_execute("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "the database writer cannot begin a transaction");
             let why = format!("the database is not writable now ({e}); retry");
-            first(&mut conn)(Some(&why));
+            first.refuse(&why);
             stats.failed_batches.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -210,7 +247,7 @@ fn write_loop(
         let mut next = Some(first);
         let mut panicked = false;
         while let Some(job) = next.take() {
-            match catch_unwind(AssertUnwindSafe(|| job(&mut conn))) {
+            match catch_unwind(AssertUnwindSafe(|| job.run(&mut conn))) {
                 Ok(finish) => finishes.push(finish),
                 Err(_) => {
                     // What the panicking operation left is unknown: nothing of the batch is

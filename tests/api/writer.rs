@@ -19,6 +19,7 @@ use crate::helpers::eventually;
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    raw_url: String,
     db: Db,
     writer: Writer,
 }
@@ -37,7 +38,12 @@ fn fixture(config: WriterConfig) -> Fixture {
     let readers = db::connect_readers(&url, 2, Duration::from_secs(5)).unwrap();
     let writer = Writer::start(&url, config).unwrap();
     let db = Db::new(readers, Backend::Sqlite).with_writer(writer.clone());
-    Fixture { _dir: dir, db, writer }
+    Fixture {
+        _dir: dir,
+        raw_url: raw,
+        db,
+        writer,
+    }
 }
 
 /// Batches that never stop taking work for time, so what the test queues joins the held batch.
@@ -245,4 +251,27 @@ async fn a_growing_wal_is_checkpointed_by_the_checkpointer() {
     })
     .await;
     assert_eq!(rows(&f.db).await, vec![1]);
+}
+
+#[actix_web::test]
+async fn a_batch_that_cannot_begin_fails_its_operation_without_running_it() {
+    let f = fixture(WriterConfig {
+        busy_timeout: Duration::from_millis(50),
+        ..WriterConfig::default()
+    });
+    // Another process holds SQLite's write lock (a `lockerhub` command beside the server).
+    let url = DatabaseUrl::parse(&f.raw_url, Duration::from_secs(5)).unwrap();
+    let other = db::connect(&url, 1, Duration::from_secs(5)).unwrap();
+    let mut lock = other.get().unwrap();
+    lock.batch_execute("BEGIN IMMEDIATE").unwrap();
+    let refused = f.db.run(|c| insert(c, 1)).await;
+    assert!(is_unavailable(&refused), "{refused:?}");
+    lock.batch_execute("ROLLBACK").unwrap();
+    drop(lock);
+    assert!(
+        rows(&f.db).await.is_empty(),
+        "the refused operation was not run outside a transaction"
+    );
+    f.db.run(|c| insert(c, 2)).await.unwrap();
+    assert_eq!(rows(&f.db).await, vec![2]);
 }
