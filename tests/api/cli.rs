@@ -3,7 +3,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn lockerhub(dir: &std::path::Path) -> Command {
+/// The server binary, run in `dir`, with none of this environment's lockerhub settings.
+pub(crate) fn lockerhub(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockerhub"));
     cmd.current_dir(dir)
         .env_remove("DATABASE_URL")

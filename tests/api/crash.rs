@@ -7,7 +7,7 @@
 //! server before the commit that holds its change.
 
 use std::collections::HashSet;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use lockerhub::protocol::messages::Identify;
 use lockerhub::simulator::SimLocker;
 use serde_json::{json, Value};
 
+use crate::cli::lockerhub;
 use crate::helpers::{eventually, free_port, read};
 
 const LOCKERS: usize = 4;
@@ -34,19 +35,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn lockerhub(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockerhub"));
-    cmd.current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env("LOCKERHUB_LOG_LEVEL", "warn");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("LOCKERHUB_") && k != "LOCKERHUB_LOG_LEVEL" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
 }
 
 async fn start(dir: &std::path::Path) -> Server {
