@@ -237,6 +237,9 @@ fn write_loop(
         let started = Instant::now();
         if let Err(e) = conn.batch_execute("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "the database writer cannot begin a transaction");
+            // Should a transaction have been left open (a COMMIT and its ROLLBACK both failed),
+            // end it, or no batch could ever begin again. Harmless when none is open.
+            let _ = conn.batch_execute("ROLLBACK");
             let why = format!("the database is not writable now ({e}); retry");
             first.refuse(&why);
             stats.failed_batches.fetch_add(1, Ordering::Relaxed);
