@@ -127,6 +127,11 @@ pub struct RunArgs {
     /// Lockers per site (each site has one recipient).
     #[arg(long, default_value_t = 100)]
     pub lockers_per_site: usize,
+    /// Give the carriers a webhook URL on a receiver this tool runs, and report `webhook`: the
+    /// time from a deposit's commit (its `deposited_at`) to its webhook's arrival. Each
+    /// carrier may then send 1,000 webhooks/s, 64 at a time (the API's most).
+    #[arg(long)]
+    pub webhooks: bool,
     /// Carriers posting pre-advice.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub carriers: u32,

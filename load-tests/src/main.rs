@@ -7,6 +7,7 @@ mod chart;
 mod cli;
 mod echo;
 mod fleet;
+mod hooks;
 mod http;
 mod metrics;
 mod outbox;

@@ -54,6 +54,8 @@ pub struct Plan {
     pub concurrency: usize,
     /// Makes codes and names unique to this run (an external server may hold earlier runs).
     pub tag: String,
+    /// Where the carriers' webhooks go (`--webhooks`), if anywhere.
+    pub webhook_url: Option<String>,
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> anyhow::Result<&'a str> {
@@ -135,12 +137,13 @@ pub async fn provision(api: &Api, plan: &Plan, within: Duration) -> anyhow::Resu
 
     let carriers = bounded(plan.carriers as usize, c, "carriers", deadline, |i| async move {
         let code = format!("lt-{}-{i}", plan.tag.to_ascii_lowercase());
-        let v = api
-            .create(
-                "/api/v1/carriers",
-                &json!({"code": code, "name": format!("Load carrier {i}")}),
-            )
-            .await?;
+        let mut body = json!({"code": code, "name": format!("Load carrier {i}")});
+        if let Some(url) = &plan.webhook_url {
+            body["webhook_url"] = json!(url);
+            body["webhook_rate_per_sec"] = json!(1000);
+            body["webhook_concurrency"] = json!(64);
+        }
+        let v = api.create("/api/v1/carriers", &body).await?;
         Ok(CarrierCreds {
             id: str_at(&v, &["carrier", "id"])?.to_string(),
             api_key: str_at(&v, &["secrets", "api_key"])?.to_string(),

@@ -265,11 +265,18 @@ async fn run_target(
     let proc_start = ep.pid.and_then(read_proc);
     let client_start = read_proc(std::process::id());
 
+    // The carriers' webhook receiver, before the carriers exist.
+    let hooks = match target {
+        Target::Lockerhub if args.webhooks => Some(crate::hooks::Hooks::start(metrics.clone()).await?),
+        _ => None,
+    };
+
     // Provisioning.
     let clock = Clock::start(ep.pid);
     let world = match target {
         Target::Lockerhub => {
             let plan = Plan {
+                webhook_url: hooks.as_ref().map(|h| h.url.clone()),
                 lockers: args.lockers,
                 lockers_per_site: args.lockers_per_site,
                 carriers: args.carriers,
