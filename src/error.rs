@@ -51,6 +51,11 @@ pub enum AppError {
     RequestTimeout(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Work refused before it was attempted, because the server is saturated (the SQLite
+    /// writer's queue is full): nothing ran, so nothing needs rebuilding, unlike `Unavailable`.
+    /// The wire says the same as for `Unavailable`: 503 `unavailable`, retry.
+    #[error("{0}")]
+    Overloaded(String),
     /// A device did not answer in time; what happened is unknown.
     #[error("{0}")]
     OutcomeUnknown(String),
@@ -115,7 +120,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited(_) | Self::Throttled { .. } => "rate_limited",
             Self::RequestTimeout(_) => "request_timeout",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::Overloaded(_) => "unavailable",
             Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Internal(_) => "internal",
         }
@@ -125,7 +130,7 @@ impl AppError {
     pub fn public_message(&self) -> String {
         match self {
             Self::Internal(_) => "internal error".into(),
-            Self::Unavailable(_) => "service temporarily unavailable".into(),
+            Self::Unavailable(_) | Self::Overloaded(_) => "service temporarily unavailable".into(),
             other => other.to_string(),
         }
     }
@@ -145,7 +150,7 @@ impl ResponseError for AppError {
             Self::RateLimited(_) | Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -154,7 +159,7 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse {
         match self {
             Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-            Self::Unavailable(detail) => tracing::warn!(error = %detail, "unavailable"),
+            Self::Unavailable(detail) | Self::Overloaded(detail) => tracing::warn!(error = %detail, "unavailable"),
             _ => {}
         }
         let mut resp = HttpResponse::build(self.status_code());

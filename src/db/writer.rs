@@ -12,7 +12,7 @@
 //!
 //! Bounds: a batch holds at most `max_batch` operations and stops taking more after
 //! `max_batch_time`; the queue holds at most `queue` operations, and a full queue answers
-//! `Unavailable` at once instead of growing.
+//! `Overloaded` (503 `unavailable` on the wire) at once instead of growing.
 //!
 //! Checkpoints run off the request path: the writer's connection never checkpoints on its own
 //! (`wal_autocheckpoint = 0`); when the WAL passes `checkpoint_bytes` after a commit it asks a
@@ -197,7 +197,7 @@ impl Writer {
             Err(TrySendError::Full(_)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 return (
-                    Err(E::from(AppError::Unavailable("the write queue is full; retry".into()))),
+                    Err(E::from(AppError::Overloaded("the write queue is full; retry".into()))),
                     wake::Wakeups::default(),
                 );
             }
