@@ -17,15 +17,20 @@ pub(crate) fn lockerhub(dir: &std::path::Path) -> Command {
     cmd
 }
 
-#[test]
-fn bootstrap_prints_a_working_key_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = lockerhub(dir.path())
+/// Runs `lockerhub create-admin-key` in `dir` (creating the database there) and returns the key.
+pub(crate) fn create_admin_key(dir: &std::path::Path) -> String {
+    let out = lockerhub(dir)
         .args(["create-admin-key", "--name", "ops"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn bootstrap_prints_a_working_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_admin_key(dir.path());
     assert!(key.starts_with("lhk_"), "{key}");
     assert!(
         dir.path().join("data/lockerhub.db").exists(),

@@ -17,7 +17,7 @@ use lockerhub::protocol::messages::Identify;
 use lockerhub::simulator::SimLocker;
 use serde_json::{json, Value};
 
-use crate::cli::lockerhub;
+use crate::cli::{create_admin_key, lockerhub};
 use crate::helpers::{eventually, free_port, read};
 
 const LOCKERS: usize = 4;
@@ -87,12 +87,7 @@ async fn get(client: &awc::Client, server: &Server, key: &str, path: &str) -> Va
 #[actix_web::test]
 async fn a_kill_during_deposits_loses_no_acknowledged_deposit() {
     let dir = tempfile::tempdir().unwrap();
-    let out = lockerhub(dir.path())
-        .args(["create-admin-key", "--name", "ops"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = create_admin_key(dir.path());
     let server = start(dir.path()).await;
     let client = awc::Client::default();
 
