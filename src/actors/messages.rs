@@ -4,7 +4,7 @@ use actix::prelude::*;
 use serde_json::Value;
 
 use crate::protocol::messages::DeviceRequest;
-use crate::protocol::FrameError;
+use crate::protocol::{Fingerprint, FrameError};
 
 /// Hub: the locker actor for an id, started on demand. Answered with its address; that
 /// `Message` impl is in `hub.rs`, so this file names no actor.
@@ -52,7 +52,7 @@ pub struct DeviceCall {
     pub msg_id: String,
     /// Hash of the action and payload: a retry has the same id and fingerprint; a device that
     /// reuses an id for a different call (after a reboot, say) does not get a stale answer.
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     pub request: DeviceRequest,
 }
 

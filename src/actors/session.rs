@@ -10,7 +10,7 @@ use super::locker::LockerActor;
 use super::messages::{Attach, Detach, DeviceAnswer, DeviceCall, ToDevice};
 use crate::clock::Clock;
 use crate::protocol::messages::DeviceRequest;
-use crate::protocol::{frame_limit, ErrorCode, Frame, FrameError};
+use crate::protocol::{frame_limit, ErrorCode, Fingerprint, Frame, FrameError};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -117,7 +117,7 @@ impl LockerSession {
                     let call = DeviceCall {
                         session_id: self.id,
                         msg_id: id.clone(),
-                        fingerprint: fingerprint(&action, &payload),
+                        fingerprint: Fingerprint::of(&action, &payload),
                         request,
                     };
                     ctx.spawn(
@@ -146,18 +146,6 @@ impl LockerSession {
             }),
         }
     }
-}
-
-/// Identifies a call's content, so a retry can be told from a reused id: SHA-256 (hex) of the
-/// action and the payload as parsed JSON (object keys sorted, so key order and whitespace do
-/// not matter). Stable across server versions, as it is stored with the answer it guards.
-fn fingerprint(action: &str, payload: &serde_json::Value) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(action.as_bytes());
-    h.update(b"\n");
-    h.update(payload.to_string().as_bytes());
-    hex::encode(h.finalize())
 }
 
 impl Actor for LockerSession {

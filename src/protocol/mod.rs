@@ -3,11 +3,13 @@
 //! Frames follow OCPP-J: a call, its result or its error, matched by message id.
 
 pub mod device_error;
+pub mod fingerprint;
 pub mod frame;
 pub mod frame_limit;
 pub mod messages;
 
 pub use device_error::DeviceError;
+pub use fingerprint::Fingerprint;
 pub use frame::{ErrorCode, Frame, FrameError};
 pub use frame_limit::{MAX_BOOT_FRAME_BYTES, MAX_FRAME_BYTES};
 

@@ -87,6 +87,7 @@ db_test!(
     full_locker_says_no_compartment,
     malformed_frames_get_error_frames,
     retried_calls_are_deduplicated,
+    the_memory_window_holds_the_recent_answers,
     newer_session_replaces_older,
     device_auth_is_checked,
     faults_take_compartments_out_of_service,
@@ -608,6 +609,32 @@ async fn retried_calls_are_deduplicated(app: TestApp) {
             .count(),
         1
     );
+}
+
+/// The in-memory window (section 5 of docs/protocol.md): a retry of one of the last 64 calls
+/// gets its remembered answer even when the answer would now differ; an older id runs again.
+async fn the_memory_window_holds_the_recent_answers(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let sim = device(&app, &w).await;
+    let first = sim.call_with_id("list-1", "ListCarriers", json!({})).await.unwrap();
+    assert_eq!(first["carriers"].as_array().unwrap().len(), 1);
+    app.carrier("SECOND").await;
+    let again = sim.call_with_id("list-1", "ListCarriers", json!({})).await.unwrap();
+    assert_eq!(again, first, "a retry gets the remembered answer, not a fresh list");
+    let fresh = sim.call_with_id("list-2", "ListCarriers", json!({})).await.unwrap();
+    assert_eq!(fresh["carriers"].as_array().unwrap().len(), 2);
+    // Heartbeats do not take places in the window.
+    for i in 0..100 {
+        sim.call_with_id(&format!("hb-{i}"), "Heartbeat", json!({})).await.unwrap();
+    }
+    let again = sim.call_with_id("list-1", "ListCarriers", json!({})).await.unwrap();
+    assert_eq!(again, first, "still remembered after 100 heartbeats");
+    // 63 more answered calls push "list-1" out of the window of 64 (with "list-2").
+    for i in 3..=65 {
+        sim.call_with_id(&format!("list-{i}"), "ListCarriers", json!({})).await.unwrap();
+    }
+    let rerun = sim.call_with_id("list-1", "ListCarriers", json!({})).await.unwrap();
+    assert_eq!(rerun, fresh, "forgotten: the call runs again");
 }
 
 async fn newer_session_replaces_older(app: TestApp) {

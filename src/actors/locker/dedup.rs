@@ -1,67 +1,93 @@
 //! The answers a locker already gave, by message id: a retried device call gets the same
 //! answer instead of a second action. Pure: no actor, no database.
+//!
+//! Only the last [`DEDUP_CAPACITY`] answers are kept. A device has one call outstanding at a
+//! time and retries it within seconds, so a short window serves every retry; the results of
+//! state-changing calls are also stored in the database (`db::device_calls`), which answers a
+//! retry this window has forgotten. Each entry is one allocation for the id and one for the
+//! answer, with the fingerprint inline: about 300 bytes for a typical answer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-/// How many answered message ids each locker remembers for deduplication.
-pub(super) const DEDUP_CAPACITY: usize = 512;
+use crate::protocol::Fingerprint;
 
-/// Answers already given, by message id: a retried call gets the same answer, not a second action.
+/// How many answered message ids each locker remembers in memory.
+pub(super) const DEDUP_CAPACITY: usize = 64;
+
+struct Remembered {
+    id: Box<str>,
+    fingerprint: Fingerprint,
+    answer: Box<str>,
+}
+
+/// Answers already given, newest last.
 #[derive(Default)]
 pub(super) struct Dedup {
-    order: VecDeque<String>,
-    answers: HashMap<String, (String, String)>,
+    recent: VecDeque<Remembered>,
 }
 
 impl Dedup {
-    pub(super) fn get(&self, id: &str, fingerprint: &str) -> Option<String> {
-        self.answers
-            .get(id)
-            .filter(|(f, _)| f == fingerprint)
-            .map(|(_, a)| a.clone())
+    /// The answer to give a call with this id, if it is a retry (the same content).
+    pub(super) fn get(&self, id: &str, fingerprint: &Fingerprint) -> Option<String> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|r| &*r.id == id)
+            .filter(|r| r.fingerprint == *fingerprint)
+            .map(|r| r.answer.to_string())
     }
 
-    pub(super) fn put(&mut self, id: String, fingerprint: String, answer: String) {
-        if self.answers.insert(id.clone(), (fingerprint, answer)).is_none() {
-            self.order.push_back(id);
-            if self.order.len() > DEDUP_CAPACITY {
-                if let Some(old) = self.order.pop_front() {
-                    self.answers.remove(&old);
-                }
-            }
+    /// Remembers an answer; one given again under the same id replaces the older one.
+    pub(super) fn put(&mut self, id: String, fingerprint: Fingerprint, answer: String) {
+        if let Some(i) = self.recent.iter().position(|r| *r.id == *id) {
+            self.recent.remove(i);
         }
+        if self.recent.len() == DEDUP_CAPACITY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Remembered {
+            id: id.into_boxed_str(),
+            fingerprint,
+            answer: answer.into_boxed_str(),
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn fp(n: i64) -> Fingerprint {
+        Fingerprint::of("Pickup", &json!({ "code": n }))
+    }
 
     #[test]
     fn a_retry_gets_the_same_answer_and_a_reused_id_does_not() {
         let mut d = Dedup::default();
-        d.put("1".into(), "fp-a".into(), "answer-a".into());
-        assert_eq!(d.get("1", "fp-a").as_deref(), Some("answer-a"));
+        d.put("1".into(), fp(1), "answer-a".into());
+        assert_eq!(d.get("1", &fp(1)).as_deref(), Some("answer-a"));
         // Same id, other content (a device that rebooted and counts from 1 again): not a retry.
-        assert_eq!(d.get("1", "fp-b"), None);
-        assert_eq!(d.get("2", "fp-a"), None);
+        assert_eq!(d.get("1", &fp(2)), None);
+        assert_eq!(d.get("2", &fp(1)), None);
     }
 
     #[test]
     fn a_repeated_id_keeps_one_entry_and_the_oldest_ids_are_forgotten() {
         let mut d = Dedup::default();
-        d.put("1".into(), "fp".into(), "first".into());
-        d.put("1".into(), "fp".into(), "second".into());
-        assert_eq!(d.get("1", "fp").as_deref(), Some("second"));
+        d.put("1".into(), fp(1), "first".into());
+        d.put("1".into(), fp(2), "second".into());
+        assert_eq!(d.get("1", &fp(2)).as_deref(), Some("second"));
+        assert_eq!(d.get("1", &fp(1)), None);
+        assert_eq!(d.recent.len(), 1);
         for i in 2..=DEDUP_CAPACITY + 1 {
-            d.put(i.to_string(), "fp".into(), format!("a{i}"));
+            d.put(i.to_string(), fp(0), format!("a{i}"));
         }
         // Capacity reached by ids 2..=CAPACITY+1: id 1 (the oldest) went, the rest stay.
-        assert_eq!(d.get("1", "fp"), None);
-        assert_eq!(d.get("2", "fp").as_deref(), Some("a2"));
+        assert_eq!(d.get("1", &fp(2)), None);
+        assert_eq!(d.get("2", &fp(0)).as_deref(), Some("a2"));
         let last = (DEDUP_CAPACITY + 1).to_string();
-        assert_eq!(d.get(&last, "fp"), Some(format!("a{last}")));
-        assert_eq!(d.order.len(), DEDUP_CAPACITY);
-        assert_eq!(d.answers.len(), DEDUP_CAPACITY);
+        assert_eq!(d.get(&last, &fp(0)), Some(format!("a{last}")));
+        assert_eq!(d.recent.len(), DEDUP_CAPACITY);
     }
 }

@@ -41,7 +41,7 @@ impl Handler<DeviceCall> for LockerActor {
         let lookup = async move { db.read(move |c| Ok(device_calls::find(c, &locker_id, &msg_id)?)).await };
         AtomicResponse::new(Box::pin(lookup.into_actor(self).then(move |found, act, ctx| {
             match found {
-                Ok(Some(stored)) if stored.fingerprint == msg.fingerprint => {
+                Ok(Some(stored)) if msg.fingerprint.is_hex(&stored.fingerprint) => {
                     let text = match serde_json::from_str(&stored.answer) {
                         Ok(payload) => Frame::Result {
                             id: msg.msg_id.clone(),
@@ -102,6 +102,9 @@ impl LockerActor {
     ) -> ResponseActFuture<Self, String> {
         let (id, fingerprint) = (msg.msg_id, msg.fingerprint);
         let is_boot = matches!(msg.request, DeviceRequest::BootNotification(_));
+        // A heartbeat's answer is the time now: a retry gets a fresh one, and remembering it
+        // would fill the window with heartbeats.
+        let remembered = !is_boot && !matches!(msg.request, DeviceRequest::Heartbeat);
         if !self.booted && !is_boot {
             // Not remembered: after booting, a retry with the same id must run.
             let e = FrameError::new(ErrorCode::ProtocolError, "send BootNotification first");
@@ -110,7 +113,7 @@ impl LockerActor {
         let action = msg.request.action();
         self.recording = persist.then(|| CallRecord {
             msg_id: id.clone(),
-            fingerprint: fingerprint.clone(),
+            fingerprint,
         });
         let work = self.dispatch(msg.request, ctx);
         // Only a transaction started by this dispatch may record this call.
@@ -135,7 +138,7 @@ impl LockerActor {
             };
             tracing::debug!(locker = %act.id, action, msg_id = %id, "device call answered");
             let text = frame.to_text();
-            if remember && !is_boot {
+            if remember && remembered {
                 act.dedup.put(id, fingerprint, text.clone());
             }
             text

@@ -22,7 +22,7 @@ use crate::domain::kiosk::Kiosk;
 use crate::domain::CompartmentStatus;
 use crate::error::{AppError, Failure};
 use crate::protocol::DeviceError;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, Fingerprint};
 
 mod admin;
 mod codes;
@@ -41,7 +41,7 @@ use self::remote_open::PendingCall;
 #[derive(Debug, Clone)]
 struct CallRecord {
     msg_id: String,
-    fingerprint: String,
+    fingerprint: Fingerprint,
 }
 
 pub struct LockerActor {
@@ -254,7 +254,7 @@ impl LockerActor {
                 let t = work(c, me)?;
                 let payload = answer(&t);
                 if let (Some(r), Some(p)) = (&record, &payload) {
-                    device_calls::remember(c, &me.locker_id, &r.msg_id, &r.fingerprint, &p.to_string(), retention)?;
+                    device_calls::remember(c, &me.locker_id, &r.msg_id, &r.fingerprint.to_hex(), &p.to_string(), retention)?;
                 }
                 Ok((t, payload))
             },
