@@ -505,6 +505,10 @@ impl SimLocker {
 
     /// Drops the connection (as a network failure would) and waits until it is gone.
     pub async fn disconnect(&self) {
+        if self.out.is_closed() {
+            // Already gone (the server dropped it, or died): nothing will notify.
+            return;
+        }
         let closed = self.closed.notified();
         let _ = self.out.send(Message::Close(None));
         let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;

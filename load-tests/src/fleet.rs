@@ -106,9 +106,10 @@ impl Fleet {
         }
     }
 
-    /// Opens one locker's socket and boots it, recording `connect` and `boot` (or, in the
-    /// storm, the two together as `reconnect`). Returns the discrepancies reported.
-    async fn bring_up(&self, slot: &Slot, metrics: &Metrics, storm: bool) -> Result<usize, ()> {
+    /// Opens one locker's socket and boots it, recording `connect` and `boot` (or, for `op`
+    /// `reconnect` or `recover`, the two together as `op`). Returns the discrepancies reported.
+    async fn bring_up(&self, slot: &Slot, metrics: &Metrics, op: &'static str) -> Result<usize, ()> {
+        let again = op != "connect";
         let behaviour = Behaviour {
             read_buffer: READ_BUFFER,
             ..Behaviour::default()
@@ -122,20 +123,14 @@ impl Fleet {
             behaviour,
             slot.source,
         );
-        let op_connect = if storm { "reconnect" } else { "connect" };
         let sim = match tokio::time::timeout(Duration::from_secs(30), connect).await {
             Ok(Ok(sim)) => sim,
             Ok(Err(e)) => {
-                metrics.sim_error(op_connect, &e);
+                metrics.sim_error(op, &e);
                 return Err(());
             }
             Err(_) => {
-                metrics.error(
-                    op_connect,
-                    ErrorClass::Connect,
-                    "connect timeout",
-                    "no connection within 30 s",
-                );
+                metrics.error(op, ErrorClass::Connect, "connect timeout", "no connection within 30 s");
                 return Err(());
             }
         };
@@ -143,14 +138,14 @@ impl Fleet {
         if let Some(saved) = state.saved.take() {
             *sim.compartments.lock().unwrap_or_else(|e| e.into_inner()) = saved;
         }
-        if !storm {
+        if !again {
             metrics.record("connect", started.elapsed());
         }
         let booting = Instant::now();
         match self.boot(&sim).await {
             Ok(discrepancies) => {
-                if storm {
-                    metrics.record("reconnect", started.elapsed());
+                if again {
+                    metrics.record(op, started.elapsed());
                 } else {
                     metrics.record("boot", booting.elapsed());
                 }
@@ -177,7 +172,7 @@ impl Fleet {
             .map(|slot| {
                 let pb = pb.clone();
                 async move {
-                    let ok = self.bring_up(slot, metrics, false).await.is_ok();
+                    let ok = self.bring_up(slot, metrics, "connect").await.is_ok();
                     pb.inc(1);
                     ok
                 }
@@ -230,12 +225,10 @@ impl Fleet {
         }
     }
 
-    /// The reconnect storm: every locker drops its connection, then all come back at once
-    /// (`concurrency` connection attempts in flight), each booting with its hardware state.
-    pub async fn storm(self: &Arc<Self>, metrics: &Metrics, concurrency: usize, within: Duration) -> StormReport {
-        let lockers = self.connected().await;
-        let pb = progress::bar(self.slots.len() as u64, "storm: drop");
-        let dropping = Instant::now();
+    /// Drops every locker's connection (close handshake where it is still open), keeping the
+    /// hardware state; whether it finished within `within`.
+    async fn drop_all(&self, metrics: &Metrics, op: &'static str, within: Duration) {
+        let pb = progress::bar(self.slots.len() as u64, "drop");
         let drop_all = futures_util::stream::iter(self.slots.iter()).for_each_concurrent(4096, |slot| {
             let pb = pb.clone();
             async move {
@@ -244,23 +237,26 @@ impl Fleet {
             }
         });
         if tokio::time::timeout(within, drop_all).await.is_err() {
-            metrics.error(
-                "reconnect",
-                ErrorClass::Other,
-                "phase timeout",
-                "dropping connections timed out",
-            );
+            metrics.error(op, ErrorClass::Other, "phase timeout", "dropping connections timed out");
         }
-        let drop_secs = dropping.elapsed().as_secs_f64();
         pb.finish_and_clear();
+    }
 
-        let pb = progress::bar(self.slots.len() as u64, "storm: reconnect");
-        let started = Instant::now();
+    /// Brings every locker back (`concurrency` connection attempts in flight), each booting
+    /// with its hardware state; (lockers back, lockers whose boot reported discrepancies).
+    async fn reconnect_all(
+        &self,
+        metrics: &Metrics,
+        op: &'static str,
+        concurrency: usize,
+        within: Duration,
+    ) -> (usize, usize) {
+        let pb = progress::bar(self.slots.len() as u64, op);
         let work = futures_util::stream::iter(self.slots.iter())
             .map(|slot| {
                 let pb = pb.clone();
                 async move {
-                    let r = self.bring_up(slot, metrics, true).await;
+                    let r = self.bring_up(slot, metrics, op).await;
                     pb.inc(1);
                     r
                 }
@@ -272,20 +268,31 @@ impl Fleet {
                     Err(()) => (ok, disc),
                 }
             });
-        let (reconnected, discrepancies) = match tokio::time::timeout(within, work).await {
+        let r = match tokio::time::timeout(within, work).await {
             Ok(r) => r,
             Err(_) => {
                 metrics.error(
-                    "reconnect",
+                    op,
                     ErrorClass::Other,
                     "phase timeout",
-                    "storm exceeded its time bound",
+                    format!("{op} exceeded its time bound"),
                 );
                 (self.connected().await, 0)
             }
         };
-        let secs = started.elapsed().as_secs_f64();
         pb.finish_and_clear();
+        r
+    }
+
+    /// The reconnect storm: every locker drops its connection, then all come back at once.
+    pub async fn storm(self: &Arc<Self>, metrics: &Metrics, concurrency: usize, within: Duration) -> StormReport {
+        let lockers = self.connected().await;
+        let dropping = Instant::now();
+        self.drop_all(metrics, "reconnect", within).await;
+        let drop_secs = dropping.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let (reconnected, discrepancies) = self.reconnect_all(metrics, "reconnect", concurrency, within).await;
+        let secs = started.elapsed().as_secs_f64();
         if discrepancies > 0 {
             metrics.error(
                 "reconnect",
@@ -304,6 +311,17 @@ impl Fleet {
             discrepancies,
             concurrency,
         }
+    }
+
+    /// After the server was killed and started again: every locker reconnects and boots with
+    /// the hardware state it had. Boot discrepancies are expected here (deposits the kill
+    /// interrupted are decided at the boot) and are counted, not errors. Returns (back,
+    /// discrepancies, seconds).
+    pub async fn recover(&self, metrics: &Metrics, concurrency: usize, within: Duration) -> (usize, usize, f64) {
+        let started = Instant::now();
+        self.drop_all(metrics, "recover", within).await;
+        let (back, discrepancies) = self.reconnect_all(metrics, "recover", concurrency, within).await;
+        (back, discrepancies, started.elapsed().as_secs_f64())
     }
 
     /// Closes every session (bounded in time), e.g. before leaving an external server.

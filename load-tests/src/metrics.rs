@@ -29,6 +29,9 @@ pub enum ErrorClass {
     Http,
     /// Anything else (e.g. a pickup code that never appeared).
     Other,
+    /// Any failure while the server was deliberately killed and restarting (`--kill-after`),
+    /// until every locker was back: expected, reported apart, and not a protocol error.
+    Outage,
 }
 
 impl ErrorClass {
@@ -103,6 +106,8 @@ pub struct Metrics {
     messages: Mutex<Vec<String>>,
     counters: Mutex<BTreeMap<&'static str, u64>>,
     timeline: Mutex<BTreeMap<&'static str, Vec<u64>>>,
+    /// Set from the kill until every locker is back (`--kill-after`).
+    outage: std::sync::atomic::AtomicBool,
 }
 
 /// Latencies are recorded in microseconds, from 1 µs up to an hour.
@@ -124,6 +129,7 @@ impl Metrics {
             messages: Mutex::default(),
             counters: Mutex::default(),
             timeline: Mutex::default(),
+            outage: Default::default(),
         }
     }
 
@@ -150,6 +156,7 @@ impl Metrics {
         detail: impl Into<String>,
         message: impl std::fmt::Display,
     ) {
+        let class = if self.in_outage() { ErrorClass::Outage } else { class };
         *lock(&self.errors).entry((op, class, detail.into())).or_default() += 1;
         let mut m = lock(&self.messages);
         if m.len() < KEEP_MESSAGES {
@@ -160,6 +167,15 @@ impl Metrics {
     pub fn sim_error(&self, op: &'static str, e: &SimError) {
         let (class, detail) = classify(e);
         self.error(op, class, detail, e);
+    }
+
+    /// Marks the start (`true`) and end of a deliberate outage: errors between are `Outage`.
+    pub fn set_outage(&self, on: bool) {
+        self.outage.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn in_outage(&self) -> bool {
+        self.outage.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn add(&self, name: &'static str, n: u64) {
@@ -242,5 +258,15 @@ mod tests {
         assert_eq!(m.protocol_errors(), 2);
         assert_eq!(m.errors().iter().filter(|e| e.class == ErrorClass::Refused).count(), 1);
         assert_eq!(m.messages().len(), 3);
+
+        m.set_outage(true);
+        m.sim_error("op", &SimError::Closed);
+        m.set_outage(false);
+        assert_eq!(
+            m.protocol_errors(),
+            2,
+            "a failure during a deliberate outage is not a protocol error"
+        );
+        assert_eq!(m.errors().iter().filter(|e| e.class == ErrorClass::Outage).count(), 1);
     }
 }

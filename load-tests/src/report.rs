@@ -65,6 +65,8 @@ pub struct TargetReport {
     pub connect: ConnectReport,
     pub traffic: Option<TrafficReport>,
     pub storm: Option<StormReport>,
+    /// The crash test (`--kill-after`).
+    pub kill: Option<KillReport>,
     pub parcels: Option<ParcelReport>,
     pub latency: BTreeMap<String, Latency>,
     pub errors: ErrorsReport,
@@ -75,6 +77,25 @@ pub struct TargetReport {
     /// Completions per second since this target's start, per operation.
     pub timeline: BTreeMap<String, Vec<u64>>,
     pub samples: Vec<Sample>,
+}
+
+/// The server killed with SIGKILL during the traffic and started again on its database.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KillReport {
+    /// Seconds into the traffic when it was killed.
+    pub after_secs: f64,
+    /// Seconds from the kill to the new process answering `/readyz`.
+    pub restart_secs: f64,
+    /// Seconds from ready to every locker reconnected and booted.
+    pub recover_secs: f64,
+    pub lockers_back: usize,
+    pub lockers: usize,
+    /// Lockers whose boot reported discrepancies (deposits the kill interrupted, decided at boot).
+    pub boot_discrepancies: usize,
+    /// The new process's id.
+    pub new_pid: Option<u32>,
+    /// Set if the kill or restart itself failed.
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -349,6 +370,24 @@ pub fn print(r: &Report) {
                 overflows("storm")
             );
         }
+        if let Some(k) = &t.kill {
+            println!(
+                "{name:>10} kill: after {:.1} s of traffic; ready again in {:.1} s; {} of {} lockers back in {:.1} s ({} boots with discrepancies){}",
+                k.after_secs,
+                k.restart_secs,
+                k.lockers_back,
+                k.lockers,
+                k.recover_secs,
+                k.boot_discrepancies,
+                k.failed.as_deref().map(|e| format!("; FAILED: {e}")).unwrap_or_default()
+            );
+        }
+        if let Some(p) = &t.parcels {
+            println!(
+                "{name:>10} parcels: {} deposited, {} picked up, {} lost, {} compartments held by two parcels",
+                p.deposited, p.picked_up, p.lost, p.double_held
+            );
+        }
         if let Some(s) = &t.server {
             println!(
                 "{name:>10} server: RSS {:.0} MB -> {:.0} MB after connect ({:.1} KB/session), peak {:.0} MB; CPU {:.1} s",
@@ -438,8 +477,21 @@ pub fn checks(r: &Report, smoke: bool, pickups_expected: bool) -> Checks {
         },
         lost == Some(0),
     ));
+    if let Some(p) = &lh.parcels {
+        list.push((
+            format!("{} compartments held by two parcels", p.double_held),
+            p.double_held == 0,
+        ));
+    }
+    if let Some(k) = &lh.kill {
+        list.push((
+            format!("{} of {} lockers back after the kill", k.lockers_back, k.lockers),
+            k.failed.is_none() && k.lockers_back == k.lockers,
+        ));
+    }
     if smoke {
-        let other = lh.errors.total - lh.errors.protocol;
+        let outage = lh.errors.by_class.get("outage").copied().unwrap_or(0);
+        let other = lh.errors.total - lh.errors.protocol - outage;
         list.push((format!("{other} other errors"), other == 0));
         list.push((
             format!("{} of {} lockers connected", lh.connect.held, lh.connect.attempted),

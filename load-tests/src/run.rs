@@ -18,7 +18,7 @@ use crate::metrics::{ErrorClass, Metrics};
 use crate::outbox::Codes;
 use crate::progress::say;
 use crate::provision::{self, Plan};
-use crate::report::{self, ClientStats, Machine, Phase, ProcessStats, Ratios, Report, TargetReport};
+use crate::report::{self, ClientStats, KillReport, Machine, Phase, ProcessStats, Ratios, Report, TargetReport};
 use crate::server::{self, ChildServer};
 use crate::sys::{self, read_proc, Sampler};
 use crate::traffic::{self, Ctx};
@@ -228,6 +228,40 @@ async fn endpoint(args: &RunArgs, target: Target) -> anyhow::Result<Endpoint> {
     }
 }
 
+/// The crash test: `after` into the traffic, SIGKILL the server, start it again on the same
+/// database, and bring every locker back, while the traffic goes on. Failures from the kill
+/// until the last locker is back are counted as `outage`.
+async fn kill_during(
+    child: &mut ChildServer,
+    fleet: &Fleet,
+    metrics: &Metrics,
+    args: &RunArgs,
+    after: Duration,
+    within: Duration,
+) -> KillReport {
+    tokio::time::sleep(after).await;
+    let mut k = KillReport {
+        after_secs: after.as_secs_f64(),
+        lockers: fleet.slots.len(),
+        ..KillReport::default()
+    };
+    say("lockerhub: SIGKILL during the traffic; restarting on the same database");
+    metrics.set_outage(true);
+    match child.kill_and_restart().await {
+        Ok(secs) => {
+            k.restart_secs = secs;
+            k.new_pid = Some(child.pid);
+            let (back, discrepancies, secs) = fleet.recover(metrics, args.connect_concurrency, within).await;
+            k.lockers_back = back;
+            k.boot_discrepancies = discrepancies;
+            k.recover_secs = secs;
+        }
+        Err(e) => k.failed = Some(format!("{e:#}")),
+    }
+    metrics.set_outage(false);
+    k
+}
+
 /// Lockers among `ids` that the server lists as connected (bounded paging).
 async fn connected_server_side(api: &Api, ids: &HashSet<&str>, within: Duration) -> anyhow::Result<usize> {
     let deadline = tokio::time::Instant::now() + within;
@@ -256,7 +290,7 @@ async fn run_target(
         name: name.into(),
         ..TargetReport::default()
     };
-    let ep = endpoint(args, target).await?;
+    let mut ep = endpoint(args, target).await?;
     rep.server_pid = ep.pid;
     if let Some(pid) = ep.pid {
         say(format!("{name}: server pid {pid}, {}", ep.api.base));
@@ -370,7 +404,18 @@ async fn run_target(
         duration.as_secs()
     ));
     let clock = Clock::start(ep.pid);
-    rep.traffic = Some(traffic::drive(ctx.clone(), args.rate, duration, args.max_in_flight(), DRAIN).await);
+    let traffic = traffic::drive(ctx.clone(), args.rate, duration, args.max_in_flight(), DRAIN);
+    rep.traffic = Some(match (args.kill_after, ep.child.as_mut()) {
+        (Some(after), Some(child)) if target == Target::Lockerhub => {
+            let phase = within(args, deadline);
+            let kill = kill_during(child, &fleet, &metrics, args, Duration::from_secs(after), phase);
+            let (t, k) = tokio::join!(traffic, kill);
+            ep.pid = k.new_pid.or(ep.pid);
+            rep.kill = Some(k);
+            t
+        }
+        _ => traffic.await,
+    });
     rep.phases.push(clock.end("traffic"));
 
     // The reconnect storm.

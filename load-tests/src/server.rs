@@ -19,6 +19,8 @@ pub struct ChildServer {
     /// The database URL (lockerhub only), for the pickup-code reader.
     pub db_url: Option<String>,
     pub log_path: PathBuf,
+    /// How to start it again on the same port and database (lockerhub only).
+    restart: Option<(PathBuf, u16)>,
     _dir: tempfile::TempDir,
 }
 
@@ -42,6 +44,17 @@ fn lockerhub_env(cmd: &mut Command, port: u16, dir: &Path) {
         .env("LOCKERHUB_NOTIFICATIONS_PAUSED", "true")
         .env("LOCKERHUB_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
         .current_dir(dir);
+}
+
+fn spawn_lockerhub(bin: &Path, port: u16, dir: &Path, db_url: &str, log: std::fs::File) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(bin);
+    lockerhub_env(&mut cmd, port, dir);
+    cmd.env("LOCKERHUB_DATABASE_URL", db_url);
+    cmd.arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    cmd.spawn().with_context(|| format!("starting {}", bin.display()))
 }
 
 /// `lockerhub` beside this binary (target/<profile>/), unless given.
@@ -77,15 +90,9 @@ impl ChildServer {
             }
             None => format!("sqlite://{}", dir.path().join("lockerhub.db").display()),
         };
-        let mut cmd = Command::new(bin);
-        lockerhub_env(&mut cmd, port, dir.path());
-        cmd.env("LOCKERHUB_DATABASE_URL", &db_url);
-        cmd.arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let server = ChildServer::adopt(child, port, dir, log_path, Some(db_url.clone()))?;
+        let child = spawn_lockerhub(bin, port, dir.path(), &db_url, log)?;
+        let mut server = ChildServer::adopt(child, port, dir, log_path, Some(db_url.clone()))?;
+        server.restart = Some((bin.to_path_buf(), port));
         server.wait_ready().await?;
 
         let mut key_cmd = Command::new(bin);
@@ -103,6 +110,24 @@ impl ChildServer {
             bail!("create-admin-key printed no key");
         }
         Ok((server, key))
+    }
+
+    /// Kills lockerhub with SIGKILL (no shutdown, no final commit), then starts it again on
+    /// the same port and database and waits until it is ready. Returns the seconds from the
+    /// kill to ready.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<f64> {
+        let Some((bin, port)) = self.restart.clone() else {
+            bail!("only a lockerhub this tool started can be killed and restarted");
+        };
+        let db_url = self.db_url.clone().context("no database URL")?;
+        let killed = std::time::Instant::now();
+        self.child.kill().context("SIGKILL")?;
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log_path)?;
+        self.child = spawn_lockerhub(&bin, port, self._dir.path(), &db_url, log)?;
+        self.pid = self.child.id();
+        self.wait_ready().await?;
+        Ok(killed.elapsed().as_secs_f64())
     }
 
     /// Starts this binary's echo-server subcommand.
@@ -139,6 +164,7 @@ impl ChildServer {
             ws_base: format!("ws://127.0.0.1:{port}"),
             db_url,
             log_path,
+            restart: None,
             _dir: dir,
         })
     }

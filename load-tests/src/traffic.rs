@@ -410,6 +410,9 @@ pub struct ParcelReport {
     /// Parcels whose server state is not what the fleet saw: lost.
     pub lost: usize,
     pub lost_examples: Vec<String>,
+    /// Compartments that two live parcels (reserved, deposited or expired) both name.
+    pub double_held: usize,
+    pub double_held_examples: Vec<String>,
     pub secs: f64,
 }
 
@@ -424,13 +427,31 @@ pub async fn verify(api: &Api, ledger: &HashMap<String, Fate>, within: Duration)
             .filter_map(|p| p["id"].as_str().map(str::to_string))
             .collect()
     };
-    let deposited = ids(api
+    let deposited_items = api
         .all_pages("/api/v1/parcels?state=deposited", max_pages, deadline)
-        .await?);
+        .await?;
+    let mut report = ParcelReport::default();
+    // Every compartment a live parcel holds, and by which parcels.
+    let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+    for state in ["reserved", "expired"] {
+        let items = api
+            .all_pages(&format!("/api/v1/parcels?state={state}"), max_pages, deadline)
+            .await?;
+        note_holders(&mut holders, &items);
+    }
+    note_holders(&mut holders, &deposited_items);
+    for (compartment, parcels) in holders.iter().filter(|(_, p)| p.len() > 1) {
+        report.double_held += 1;
+        if report.double_held_examples.len() < 10 {
+            report
+                .double_held_examples
+                .push(format!("{compartment}: {}", parcels.join(", ")));
+        }
+    }
+    let deposited = ids(deposited_items);
     let picked = ids(api
         .all_pages("/api/v1/parcels?state=picked_up", max_pages, deadline)
         .await?);
-    let mut report = ParcelReport::default();
     for (id, fate) in ledger {
         let found = match fate {
             Fate::Deposited => {
@@ -452,4 +473,12 @@ pub async fn verify(api: &Api, ledger: &HashMap<String, Fate>, within: Duration)
     }
     report.secs = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+fn note_holders(holders: &mut HashMap<String, Vec<String>>, parcels: &[serde_json::Value]) {
+    for p in parcels {
+        if let (Some(c), Some(id)) = (p["compartment_id"].as_str(), p["id"].as_str()) {
+            holders.entry(c.to_string()).or_default().push(id.to_string());
+        }
+    }
 }

@@ -38,7 +38,10 @@ mod tests {
     #[test]
     fn key_order_does_not_matter_and_values_do() {
         let a = Fingerprint::of("Pickup", &json!({"code": "123456", "x": 1}));
-        let b = Fingerprint::of("Pickup", &serde_json::from_str(r#"{ "x":1, "code":"123456" }"#).unwrap());
+        let b = Fingerprint::of(
+            "Pickup",
+            &serde_json::from_str(r#"{ "x":1, "code":"123456" }"#).unwrap(),
+        );
         assert_eq!(a, b);
         assert_ne!(a, Fingerprint::of("Pickup", &json!({"code": "123457", "x": 1})));
         assert_ne!(a, Fingerprint::of("CollectReturn", &json!({"code": "123456", "x": 1})));

@@ -625,13 +625,17 @@ async fn the_memory_window_holds_the_recent_answers(app: TestApp) {
     assert_eq!(fresh["carriers"].as_array().unwrap().len(), 2);
     // Heartbeats do not take places in the window.
     for i in 0..100 {
-        sim.call_with_id(&format!("hb-{i}"), "Heartbeat", json!({})).await.unwrap();
+        sim.call_with_id(&format!("hb-{i}"), "Heartbeat", json!({}))
+            .await
+            .unwrap();
     }
     let again = sim.call_with_id("list-1", "ListCarriers", json!({})).await.unwrap();
     assert_eq!(again, first, "still remembered after 100 heartbeats");
     // 63 more answered calls push "list-1" out of the window of 64 (with "list-2").
     for i in 3..=65 {
-        sim.call_with_id(&format!("list-{i}"), "ListCarriers", json!({})).await.unwrap();
+        sim.call_with_id(&format!("list-{i}"), "ListCarriers", json!({}))
+            .await
+            .unwrap();
     }
     let rerun = sim.call_with_id("list-1", "ListCarriers", json!({})).await.unwrap();
     assert_eq!(rerun, fresh, "forgotten: the call runs again");

@@ -169,7 +169,14 @@ impl LockerActor {
                 }
                 if let Some(found) = find(c, me, &server_key)? {
                     if let (Some(r), Some(p)) = (&record, answer(&found)) {
-                        device_calls::remember(c, &me.locker_id, &r.msg_id, &r.fingerprint.to_hex(), &p.to_string(), retention)?;
+                        device_calls::remember(
+                            c,
+                            &me.locker_id,
+                            &r.msg_id,
+                            &r.fingerprint.to_hex(),
+                            &p.to_string(),
+                            retention,
+                        )?;
                     }
                     return Ok(Checked::Found(found));
                 }

@@ -254,7 +254,14 @@ impl LockerActor {
                 let t = work(c, me)?;
                 let payload = answer(&t);
                 if let (Some(r), Some(p)) = (&record, &payload) {
-                    device_calls::remember(c, &me.locker_id, &r.msg_id, &r.fingerprint.to_hex(), &p.to_string(), retention)?;
+                    device_calls::remember(
+                        c,
+                        &me.locker_id,
+                        &r.msg_id,
+                        &r.fingerprint.to_hex(),
+                        &p.to_string(),
+                        retention,
+                    )?;
                 }
                 Ok((t, payload))
             },
