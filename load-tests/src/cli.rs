@@ -143,6 +143,11 @@ pub struct RunArgs {
     /// Delay between a deposit and its pickup, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub pickup_delay_ms: u64,
+    /// After the traffic (and the storm), this many waves of every locker disconnecting and
+    /// reconnecting, with the server's RSS after each: memory that does not come back shows
+    /// as growth from wave to wave.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub waves: u32,
     /// Crash test: this many seconds into the traffic, kill the server with SIGKILL, start it
     /// again on the same database, and reconnect every locker while the traffic goes on. The
     /// verification then shows whether any acknowledged deposit or pickup was lost and whether

@@ -227,7 +227,7 @@ impl Fleet {
 
     /// Drops every locker's connection (close handshake where it is still open), keeping the
     /// hardware state; whether it finished within `within`.
-    async fn drop_all(&self, metrics: &Metrics, op: &'static str, within: Duration) {
+    pub async fn drop_all(&self, metrics: &Metrics, op: &'static str, within: Duration) {
         let pb = progress::bar(self.slots.len() as u64, "drop");
         let drop_all = futures_util::stream::iter(self.slots.iter()).for_each_concurrent(4096, |slot| {
             let pb = pb.clone();
@@ -244,7 +244,7 @@ impl Fleet {
 
     /// Brings every locker back (`concurrency` connection attempts in flight), each booting
     /// with its hardware state; (lockers back, lockers whose boot reported discrepancies).
-    async fn reconnect_all(
+    pub async fn reconnect_all(
         &self,
         metrics: &Metrics,
         op: &'static str,

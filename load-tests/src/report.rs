@@ -67,6 +67,8 @@ pub struct TargetReport {
     pub storm: Option<StormReport>,
     /// The crash test (`--kill-after`).
     pub kill: Option<KillReport>,
+    /// Disconnect/reconnect waves (`--waves`).
+    pub waves: Option<WavesReport>,
     pub parcels: Option<ParcelReport>,
     pub latency: BTreeMap<String, Latency>,
     pub errors: ErrorsReport,
@@ -77,6 +79,17 @@ pub struct TargetReport {
     /// Completions per second since this target's start, per operation.
     pub timeline: BTreeMap<String, Vec<u64>>,
     pub samples: Vec<Sample>,
+}
+
+/// Every locker disconnecting and reconnecting, wave after wave.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WavesReport {
+    /// The server's RSS after each wave (all lockers back), in MB.
+    pub rss_mb: Vec<f64>,
+    /// Lockers back after each wave.
+    pub back: Vec<usize>,
+    /// RSS after the last wave against after the first, in percent.
+    pub growth_pct: f64,
 }
 
 /// The server killed with SIGKILL during the traffic and started again on its database.
@@ -368,6 +381,16 @@ pub fn print(r: &Report) {
                 s.secs,
                 s.rate_per_sec,
                 overflows("storm")
+            );
+        }
+        if let Some(w) = &t.waves {
+            let list: Vec<String> = w.rss_mb.iter().map(|m| format!("{m:.0}")).collect();
+            println!(
+                "{name:>10} waves: {} waves, RSS after each {} MB ({:+.1} % first to last); back {:?}",
+                w.rss_mb.len(),
+                list.join(" "),
+                w.growth_pct,
+                w.back
             );
         }
         if let Some(k) = &t.kill {

@@ -430,6 +430,29 @@ async fn run_target(
         rep.phases.push(clock.end("storm"));
     }
 
+    // Disconnect/reconnect waves, RSS after each.
+    if args.waves > 0 {
+        say(format!("{name}: {} disconnect/reconnect waves", args.waves));
+        let mut w = crate::report::WavesReport::default();
+        for _ in 0..args.waves {
+            fleet.drop_all(&metrics, "wave", within(args, deadline)).await;
+            let (back, _) = fleet
+                .reconnect_all(&metrics, "wave", args.connect_concurrency, within(args, deadline))
+                .await;
+            w.back.push(back);
+            w.rss_mb.push(
+                ep.pid
+                    .and_then(read_proc)
+                    .map(|r| r.rss_kb as f64 / 1024.0)
+                    .unwrap_or(0.0),
+            );
+        }
+        if let (Some(first), Some(last)) = (w.rss_mb.first(), w.rss_mb.last()) {
+            w.growth_pct = 100.0 * (last - first) / first.max(1e-9);
+        }
+        rep.waves = Some(w);
+    }
+
     // No lost parcels: the ledger against the server's records.
     if let Some(c) = &codes {
         c.stop();

@@ -40,17 +40,22 @@ pub fn find(conn: &mut DbConn, locker_id: &str, msg_id: &str) -> QueryResult<Opt
         .optional()
 }
 
-/// Stores the answer to a call (replacing an older answer under the same id, as a reused id
-/// runs as a new call), then prunes this locker's oldest rows beyond the age or count bound.
+/// Stores the answer to a call, then prunes this locker's oldest rows beyond the age or count
+/// bound. `replaces`: an older answer is stored under the same id (a reused id runs as a new
+/// call), and goes first. The caller knows, having looked the id up before running the call;
+/// a new id (nearly every call) costs one statement, not two.
 pub fn remember(
     conn: &mut DbConn,
     locker_id: &str,
     msg_id: &str,
     fingerprint: &str,
     answer: &str,
+    replaces: bool,
     retention: chrono::Duration,
 ) -> QueryResult<()> {
-    diesel::delete(device_calls::table.find((locker_id, msg_id))).execute(conn)?;
+    if replaces {
+        diesel::delete(device_calls::table.find((locker_id, msg_id))).execute(conn)?;
+    }
     let t = now();
     diesel::insert_into(device_calls::table)
         .values((

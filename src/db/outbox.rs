@@ -86,14 +86,19 @@ pub fn cancel_deadlines(conn: &mut DbConn, parcel_id: &str, kinds: &[&str]) -> Q
         .filter(deadlines::fired_at.is_null())
         .filter(deadlines::cancelled_at.is_null());
     if kinds.is_empty() {
-        diesel::update(pending)
+        return diesel::update(pending)
             .set(deadlines::cancelled_at.eq(now()))
-            .execute(conn)
-    } else {
-        diesel::update(pending.filter(deadlines::kind.eq_any(kinds)))
-            .set(deadlines::cancelled_at.eq(now()))
-            .execute(conn)
+            .execute(conn);
     }
+    // One cached statement per kind (usually one or two) rather than an `IN` list, which
+    // diesel compiles afresh on every call.
+    let mut n = 0;
+    for kind in kinds {
+        n += diesel::update(pending.filter(deadlines::kind.eq(*kind)))
+            .set(deadlines::cancelled_at.eq(now()))
+            .execute(conn)?;
+    }
+    Ok(n)
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]

@@ -170,7 +170,12 @@ fn identify(
             let p = parcels::table
                 .filter(parcels::carrier_id.eq(carrier_id))
                 .filter(parcels::tracking_number.eq(tn.as_str()))
-                .filter(parcels::state.eq_any([ParcelState::Expected.as_str(), ParcelState::Reserved.as_str()]))
+                // `or`, not `eq_any`: an `IN` list is a statement diesel does not cache.
+                .filter(
+                    parcels::state
+                        .eq(ParcelState::Expected.as_str())
+                        .or(parcels::state.eq(ParcelState::Reserved.as_str())),
+                )
                 .select(parcel_rows::Parcel::as_select())
                 .first(conn)
                 .optional()?

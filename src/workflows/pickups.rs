@@ -16,39 +16,39 @@ use crate::domain::CompartmentStatus;
 use crate::error::OpError;
 
 /// The parcel a pickup code or QR token opens at this locker, with its compartment number.
+/// One statement per kind of credential, with a fixed shape so the prepared statement is
+/// cached (no boxed query, no `IN` list).
 pub fn find(
     conn: &mut DbConn,
     ctx: &LockerCtx,
     key: &ServerKey,
     pickup: &Pickup,
 ) -> Result<Option<(String, i32)>, OpError> {
-    let live = [ParcelState::Deposited.as_str(), ParcelState::Expired.as_str()];
-    let q = parcels::table
+    let live = parcels::state
+        .eq(ParcelState::Deposited.as_str())
+        .or(parcels::state.eq(ParcelState::Expired.as_str()));
+    let here = parcels::table
+        .inner_join(compartments::table.on(parcels::compartment_id.eq(compartments::id.nullable())))
         .filter(parcels::locker_id.eq(&ctx.locker_id))
-        .filter(parcels::state.eq_any(live))
-        .select((parcels::id, parcels::compartment_id))
-        .into_boxed();
-    let q = match pickup {
+        .filter(live)
+        .select((parcels::id, compartments::number));
+    let found = match pickup {
         Pickup::Code(raw) => {
             let Some(code) = typed_code(raw) else { return Ok(None) };
-            q.filter(parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, code)))
+            here.filter(parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, code)))
+                .first::<(String, i32)>(conn)
+                .optional()?
         }
         Pickup::QrToken(raw) => {
             let Some(token) = scanned_token(raw) else {
                 return Ok(None);
             };
-            q.filter(parcels::qr_token_hash.eq(hash_token(token)))
+            here.filter(parcels::qr_token_hash.eq(hash_token(token)))
+                .first::<(String, i32)>(conn)
+                .optional()?
         }
     };
-    let Some((id, comp)) = q.first::<(String, Option<String>)>(conn).optional()? else {
-        return Ok(None);
-    };
-    let Some(comp) = comp else { return Ok(None) };
-    let number = compartments::table
-        .find(comp)
-        .select(compartments::number)
-        .first(conn)?;
-    Ok(Some((id, number)))
+    Ok(found)
 }
 
 pub fn record(

@@ -12,7 +12,7 @@ use crate::config::{SecondFactor, Settings};
 use crate::credentials::ServerKey;
 use crate::db::lockers::LockerCtx;
 use crate::db::lockouts::{self, CodeKind};
-use crate::db::{carriers, device_calls, DbConn};
+use crate::db::{carriers, DbConn};
 use crate::domain::lockout::{Policy, Started};
 use crate::domain::second_factor;
 use crate::protocol::messages::*;
@@ -169,14 +169,7 @@ impl LockerActor {
                 }
                 if let Some(found) = find(c, me, &server_key)? {
                     if let (Some(r), Some(p)) = (&record, answer(&found)) {
-                        device_calls::remember(
-                            c,
-                            &me.locker_id,
-                            &r.msg_id,
-                            &r.fingerprint.to_hex(),
-                            &p.to_string(),
-                            retention,
-                        )?;
+                        r.remember(c, &me.locker_id, &p.to_string(), retention)?;
                     }
                     return Ok(Checked::Found(found));
                 }

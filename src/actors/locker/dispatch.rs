@@ -5,7 +5,7 @@
 use actix::prelude::*;
 use serde_json::json;
 
-use super::{done, fail, refuse, CallRecord, LockerActor, Reply};
+use super::{done, fail, refuse, CallRecord, LockerActor, Reply, Stored};
 use crate::actors::messages::*;
 use crate::db::{carriers, device_calls, lockers, recipients};
 use crate::domain::recovery::{self, Decision, Sensed};
@@ -33,7 +33,7 @@ impl Handler<DeviceCall> for LockerActor {
             return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
         }
         if !changes_state(&msg.request) {
-            return AtomicResponse::new(self.run_call(msg, false, ctx));
+            return AtomicResponse::new(self.run_call(msg, None, ctx));
         }
         // Not in memory: the answer may have been committed by a server process that has
         // since stopped. The mailbox waits for this lookup, so nothing runs in between.
@@ -63,8 +63,11 @@ impl Handler<DeviceCall> for LockerActor {
                     let error = FrameError::new(ErrorCode::InternalError, "server unavailable; retry with the same id");
                     Box::pin(fut::ready(Frame::Error { id: msg.msg_id, error }.to_text()))
                 }
-                // Never answered, or a reused id with another payload: it runs as a new call.
-                Ok(_) => act.run_call(msg, true, ctx),
+                // A reused id with another payload: it runs as a new call, whose answer
+                // replaces the stored one.
+                Ok(Some(_)) => act.run_call(msg, Some(Stored::Replaces), ctx),
+                // Never answered: nothing stored to replace.
+                Ok(None) => act.run_call(msg, Some(Stored::New), ctx),
             }
         })))
     }
@@ -93,11 +96,12 @@ pub(super) fn changes_state(req: &DeviceRequest) -> bool {
 
 impl LockerActor {
     /// Runs a device call and turns its outcome into the frame to send; `persist` stores a
-    /// state-changing result in the transaction that commits the change (see `db_change`).
+    /// state-changing result in the transaction that commits the change (see `db_change`),
+    /// replacing a stored answer under the same id only if the lookup found one.
     pub(super) fn run_call(
         &mut self,
         msg: DeviceCall,
-        persist: bool,
+        persist: Option<Stored>,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, String> {
         let (id, fingerprint) = (msg.msg_id, msg.fingerprint);
@@ -111,9 +115,10 @@ impl LockerActor {
             return Box::pin(fut::ready(Frame::Error { id, error: e }.to_text()));
         }
         let action = msg.request.action();
-        self.recording = persist.then(|| CallRecord {
+        self.recording = persist.map(|stored| CallRecord {
             msg_id: id.clone(),
             fingerprint,
+            stored,
         });
         let work = self.dispatch(msg.request, ctx);
         // Only a transaction started by this dispatch may record this call.

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
+use diesel::QueryResult;
 use serde_json::Value;
 
 use crate::actors::messages::*;
@@ -42,6 +43,14 @@ use self::remote_open::PendingCall;
 struct CallRecord {
     msg_id: String,
     fingerprint: Fingerprint,
+    stored: Stored,
+}
+
+/// Whether an answer is already stored under a call's id (a reused id with other content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    New,
+    Replaces,
 }
 
 pub struct LockerActor {
@@ -254,14 +263,7 @@ impl LockerActor {
                 let t = work(c, me)?;
                 let payload = answer(&t);
                 if let (Some(r), Some(p)) = (&record, &payload) {
-                    device_calls::remember(
-                        c,
-                        &me.locker_id,
-                        &r.msg_id,
-                        &r.fingerprint.to_hex(),
-                        &p.to_string(),
-                        retention,
-                    )?;
+                    r.remember(c, &me.locker_id, &p.to_string(), retention)?;
                 }
                 Ok((t, payload))
             },
@@ -269,6 +271,22 @@ impl LockerActor {
                 then(t, act, ctx)?;
                 payload.ok_or_else(|| DeviceError::Failed(AppError::internal("a device call produced no answer")))
             },
+        )
+    }
+}
+
+impl CallRecord {
+    /// Stores the call's answer in the transaction that commits its change.
+    fn remember(&self, c: &mut DbConn, locker_id: &str, answer: &str, retention: chrono::Duration) -> QueryResult<()> {
+        let replaces = self.stored == Stored::Replaces;
+        device_calls::remember(
+            c,
+            locker_id,
+            &self.msg_id,
+            &self.fingerprint.to_hex(),
+            answer,
+            replaces,
+            retention,
         )
     }
 }
