@@ -105,6 +105,9 @@ pub struct SimLocker {
     /// Server calls received (action, payload), for tests to inspect.
     pub server_calls: Arc<Mutex<Vec<(String, Value)>>>,
     closed: Arc<tokio::sync::Notify>,
+    /// Set when the connection's reader ends, before it fails the waiting calls: a call
+    /// registered after that sees it and fails at once instead of waiting out its timeout.
+    dead: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SimLocker {
@@ -154,6 +157,7 @@ impl SimLocker {
             id_prefix: crate::credentials::generate_token("")[..10].to_string(),
             server_calls: Arc::default(),
             closed: Arc::new(tokio::sync::Notify::new()),
+            dead: Arc::default(),
         };
         sim.open_socket(rx, source).await?;
         Ok(sim)
@@ -236,7 +240,8 @@ impl SimLocker {
                     _ => {}
                 }
             }
-            // Fail whatever is still waiting.
+            // Fail whatever is still waiting, and whatever registers from now on.
+            me.dead.store(true, Ordering::SeqCst);
             me.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
             closed.notify_waiters();
         });
@@ -303,6 +308,11 @@ impl SimLocker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(reply_id.to_string(), tx);
+        if self.dead.load(Ordering::SeqCst) {
+            // The reader ended (and cleared the waiting calls) before this one registered.
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(reply_id);
+            return Err(SimError::Closed);
+        }
         self.out.send(msg).map_err(|_| SimError::Closed)?;
         match tokio::time::timeout(CALL_TIMEOUT, rx).await {
             Ok(Ok(Ok(v))) => Ok(v),
@@ -505,7 +515,7 @@ impl SimLocker {
 
     /// Drops the connection (as a network failure would) and waits until it is gone.
     pub async fn disconnect(&self) {
-        if self.out.is_closed() {
+        if self.out.is_closed() || self.dead.load(Ordering::SeqCst) {
             // Already gone (the server dropped it, or died): nothing will notify.
             return;
         }
@@ -522,6 +532,7 @@ impl SimLocker {
             out,
             pending: Arc::default(),
             closed: Arc::new(tokio::sync::Notify::new()),
+            dead: Arc::default(),
             ..self.clone()
         };
         sim.open_socket(rx, None).await?;

@@ -295,6 +295,38 @@ mod tests {
         let args = cli.run.resolved();
         assert_eq!((args.lockers, args.duration, args.storm), (200, 10, true));
         assert_eq!(args.label.as_deref(), Some("smoke"));
+        assert_eq!(args.kill_after, Some(5), "the smoke run is a crash test too");
         args.validate().unwrap();
+    }
+
+    #[test]
+    fn a_kill_needs_a_server_of_ours_within_the_traffic() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["lockerhub-load", "--duration", "20"];
+            argv.extend_from_slice(extra);
+            Cli::parse_from(argv).run.resolved().validate()
+        };
+        assert!(parse(&["--kill-after", "10"]).is_ok());
+        assert!(parse(&["--kill-after", "20"]).is_err());
+        assert!(parse(&["--kill-after", "0"]).is_err());
+        let remote = [
+            "--kill-after",
+            "5",
+            "--server-url",
+            "http://127.0.0.1:8080",
+            "--admin-key",
+            "k",
+        ];
+        assert!(parse(&remote).is_err());
+        // Against a server of someone else's, the smoke run does not kill it.
+        let smoke = Cli::parse_from([
+            "lockerhub-load",
+            "--smoke",
+            "--server-url",
+            "http://127.0.0.1:1",
+            "--admin-key",
+            "k",
+        ]);
+        assert_eq!(smoke.run.resolved().kill_after, None);
     }
 }

@@ -320,6 +320,10 @@ impl Fleet {
     pub async fn recover(&self, metrics: &Metrics, concurrency: usize, within: Duration) -> (usize, usize, f64) {
         let started = Instant::now();
         self.drop_all(metrics, "recover", within).await;
+        progress::say(format!(
+            "recover: sessions dropped in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
         let (back, discrepancies) = self.reconnect_all(metrics, "recover", concurrency, within).await;
         (back, discrepancies, started.elapsed().as_secs_f64())
     }

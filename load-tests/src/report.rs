@@ -407,8 +407,8 @@ pub fn print(r: &Report) {
         }
         if let Some(p) = &t.parcels {
             println!(
-                "{name:>10} parcels: {} deposited, {} picked up, {} lost, {} compartments held by two parcels",
-                p.deposited, p.picked_up, p.lost, p.double_held
+                "{name:>10} parcels: {} deposited, {} picked up, {} pickups unconfirmed, {} lost, {} compartments held by two parcels",
+                p.deposited, p.picked_up, p.pickups_unconfirmed, p.lost, p.double_held
             );
         }
         if let Some(s) = &t.server {
@@ -542,5 +542,82 @@ pub fn checks(r: &Report, smoke: bool, pickups_expected: bool) -> Checks {
         passed: failures.is_empty(),
         held: list.len() - failures.len(),
         failures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::ParcelReport;
+    use clap::Parser;
+
+    fn report(parcels: ParcelReport, errors: ErrorsReport, kill: Option<KillReport>) -> Report {
+        let config = crate::cli::Cli::parse_from(["lockerhub-load"]).run;
+        Report {
+            tool: String::new(),
+            started_at: String::new(),
+            machine: Machine::read(crate::sys::raise_nofile()),
+            max_in_flight: 1,
+            config,
+            lockerhub: TargetReport {
+                parcels: Some(parcels),
+                errors,
+                kill,
+                ..TargetReport::default()
+            },
+            baseline: None,
+            ratios: None,
+            targets: Vec::new(),
+            checks: Checks::default(),
+        }
+    }
+
+    #[test]
+    fn a_compartment_held_twice_or_a_locker_not_back_fails_the_run() {
+        let ok = report(ParcelReport::default(), ErrorsReport::default(), None);
+        assert!(checks(&ok, false, false).passed);
+        let twice = ParcelReport {
+            double_held: 1,
+            ..ParcelReport::default()
+        };
+        let c = checks(&report(twice, ErrorsReport::default(), None), false, false);
+        assert!(!c.passed);
+        assert!(
+            c.failures.iter().any(|f| f.contains("held by two parcels")),
+            "{:?}",
+            c.failures
+        );
+        let not_back = KillReport {
+            lockers: 10,
+            lockers_back: 9,
+            ..KillReport::default()
+        };
+        let c = checks(
+            &report(ParcelReport::default(), ErrorsReport::default(), Some(not_back)),
+            false,
+            false,
+        );
+        assert!(
+            c.failures.iter().any(|f| f.contains("back after the kill")),
+            "{:?}",
+            c.failures
+        );
+    }
+
+    #[test]
+    fn outage_failures_are_not_the_smoke_runs_other_errors() {
+        let errors = |outage: u64, other: u64| ErrorsReport {
+            total: outage + other,
+            by_class: [("outage".to_string(), outage), ("http".to_string(), other)].into(),
+            ..ErrorsReport::default()
+        };
+        let c = checks(&report(ParcelReport::default(), errors(7, 0), None), true, false);
+        assert!(
+            c.failures.iter().all(|f| !f.contains("other errors")),
+            "{:?}",
+            c.failures
+        );
+        let c = checks(&report(ParcelReport::default(), errors(7, 1), None), true, false);
+        assert!(c.failures.iter().any(|f| f == "1 other errors"), "{:?}", c.failures);
     }
 }

@@ -29,6 +29,11 @@ use crate::provision::World;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
     Deposited,
+    /// Deposited, and a pickup was begun but not confirmed (the connection dropped, or the
+    /// server was killed): the server may have it either way, `deposited` or `picked_up` (a
+    /// pickup interrupted with the door closed on an empty compartment is decided at the next
+    /// boot as taken).
+    PickupUnconfirmed,
     PickedUp,
 }
 
@@ -240,6 +245,9 @@ impl Ctx {
             return;
         };
         let Some(sim) = state.sim.clone() else { return };
+        if self.target == Target::Lockerhub {
+            self.ledger(&open.deposit_id, Fate::PickupUnconfirmed);
+        }
         if self.pickup(&sim, &code, phone, &open).await && self.target == Target::Lockerhub {
             state.used = state.used.saturating_sub(1);
             self.ledger(&open.deposit_id, Fate::PickedUp);
@@ -407,6 +415,8 @@ pub struct ParcelReport {
     pub deposited: usize,
     /// Of those, picked up (outcome `picked_up`).
     pub picked_up: usize,
+    /// Of those, a pickup begun but not confirmed: either state is right.
+    pub pickups_unconfirmed: usize,
     /// Parcels whose server state is not what the fleet saw: lost.
     pub lost: usize,
     pub lost_examples: Vec<String>,
@@ -457,6 +467,11 @@ pub async fn verify(api: &Api, ledger: &HashMap<String, Fate>, within: Duration)
             Fate::Deposited => {
                 report.deposited += 1;
                 deposited.contains(id)
+            }
+            Fate::PickupUnconfirmed => {
+                report.deposited += 1;
+                report.pickups_unconfirmed += 1;
+                deposited.contains(id) || picked.contains(id)
             }
             Fate::PickedUp => {
                 report.deposited += 1;
