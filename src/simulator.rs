@@ -213,8 +213,8 @@ impl SimLocker {
             .await
             .map_err(|e| SimError::Connect(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
-        let closed = self.closed.clone();
         let closed_w = self.closed.clone();
+        let writer = self.clone();
         tokio::spawn(async move {
             loop {
                 let m = tokio::select! {
@@ -227,6 +227,10 @@ impl SimLocker {
                 }
             }
             let _ = sink.close().await;
+            // A connection that cannot be written to carries no more calls. The reader is
+            // not always told: after the server was killed, a reader was seen waiting on a
+            // dead socket for good, and with it every call waiting for an answer.
+            writer.connection_gone();
         });
         let me = self.clone();
         tokio::spawn(async move {
@@ -240,12 +244,18 @@ impl SimLocker {
                     _ => {}
                 }
             }
-            // Fail whatever is still waiting, and whatever registers from now on.
-            me.dead.store(true, Ordering::SeqCst);
-            me.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            closed.notify_waiters();
+            me.connection_gone();
         });
         Ok(())
+    }
+
+    /// Fails whatever call is still waiting, and whatever registers from now on; wakes
+    /// `wait_closed` and the other half of the connection. Called by whichever half ends first
+    /// (and again by the other).
+    fn connection_gone(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.closed.notify_waiters();
     }
 
     fn on_frame(&self, text: &str) {
@@ -320,6 +330,11 @@ impl SimLocker {
             Ok(Err(_)) => Err(SimError::Closed),
             Err(_) => Err(SimError::Timeout(CALL_TIMEOUT)),
         }
+    }
+
+    /// Whether the connection is gone (its reader ended, or its writer did), now.
+    pub fn is_closed(&self) -> bool {
+        self.dead.load(Ordering::SeqCst) || self.out.is_closed()
     }
 
     /// Whether the connection has been closed (by either side).

@@ -286,6 +286,24 @@ impl Ctx {
             (Ok(_), Target::Echo) => open.compartment,
             (Err(e), _) => {
                 m.sim_error("pickup", &e);
+                if matches!(e, SimError::Timeout(_)) {
+                    // Which side lost it: a call that times out on an open connection was not
+                    // answered by the server; on a closed one, the close was not noticed.
+                    m.error(
+                        "pickup_timeout",
+                        ErrorClass::Other,
+                        if sim.is_closed() {
+                            "connection closed"
+                        } else {
+                            "connection open"
+                        },
+                        format!(
+                            "Pickup at {} unanswered; connection closed: {}",
+                            sim.locker_id,
+                            sim.is_closed()
+                        ),
+                    );
+                }
                 return false;
             }
         };
