@@ -218,7 +218,10 @@ fn preferred(mc: &MsgContext) -> Vec<Channel> {
 fn next_channel(c: &mut crate::db::DbConn, id: &str, current: &str) -> diesel::QueryResult<Option<String>> {
     use crate::db::schema::notification_outbox as n;
     use diesel::prelude::*;
-    let (pid, rid): (String, Option<String>) = n::table.find(id).select((n::parcel_id, n::recipient_id)).first(c)?;
+    let (pid, rid): (String, Option<String>) = n::table
+        .find(id)
+        .select((n::parcel_id, n::recipient_id))
+        .get_result(c)?;
     let mc = notifications::context(c, &pid, rid.as_deref())?;
     let list = preferred(&mc);
     let pos = list.iter().position(|ch| ch.as_str() == current);

@@ -88,7 +88,10 @@ pub fn authenticate(conn: &mut DbConn, token: &str) -> QueryResult<Option<KeyIde
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<AdminKey> {
-    admin_keys::table.find(id).select(AdminKey::as_select()).first(conn)
+    admin_keys::table
+        .find(id)
+        .select(AdminKey::as_select())
+        .get_result(conn)
 }
 
 pub fn list(conn: &mut DbConn, page: &super::page::Page) -> QueryResult<super::page::Paged<AdminKey>> {

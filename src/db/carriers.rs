@@ -129,7 +129,7 @@ pub fn insert(conn: &mut DbConn, key: &ServerKey, new: NewCarrier) -> QueryResul
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Carrier> {
-    carriers::table.find(id).select(Carrier::as_select()).first(conn)
+    carriers::table.find(id).select(Carrier::as_select()).get_result(conn)
 }
 
 /// What a deposit needs to know of its carrier. A narrow read: deposits run on the write
@@ -146,7 +146,7 @@ pub fn brief(conn: &mut DbConn, id: &str) -> QueryResult<CarrierBrief> {
     carriers::table
         .find(id)
         .select((carriers::id, carriers::name, carriers::active, carriers::dwell_hours))
-        .first(conn)
+        .get_result(conn)
 }
 
 pub fn list(conn: &mut DbConn, page: &Page) -> QueryResult<Paged<Carrier>> {

@@ -58,5 +58,5 @@ pub fn number_of(conn: &mut DbConn, compartment_id: &str) -> QueryResult<i32> {
     compartments::table
         .find(compartment_id)
         .select(compartments::number)
-        .first(conn)
+        .get_result(conn)
 }

@@ -36,7 +36,7 @@ pub fn find(conn: &mut DbConn, locker_id: &str, msg_id: &str) -> QueryResult<Opt
     device_calls::table
         .find((locker_id, msg_id))
         .select((device_calls::fingerprint, device_calls::answer))
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 

@@ -13,7 +13,7 @@ pub fn answered(conn: &mut DbConn, carrier_id: &str, event_id: &str) -> QueryRes
     let row: Option<(i32, String)> = inbound_events::table
         .find((carrier_id, event_id))
         .select((inbound_events::response_status, inbound_events::response_body))
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     Ok(row.map(|(s, b)| (s as u16, serde_json::from_str(&b).unwrap_or(Value::Null))))
 }

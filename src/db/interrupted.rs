@@ -112,7 +112,7 @@ pub fn load(conn: &mut DbConn, ctx: &LockerCtx, skip: &HashSet<String>) -> Query
         let number = compartments::table
             .find(&comp)
             .select(compartments::number)
-            .first(conn)?;
+            .get_result(conn)?;
         found.push(Found {
             session: Session {
                 parcel_id: id,

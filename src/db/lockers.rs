@@ -120,7 +120,7 @@ pub fn insert(
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Locker> {
-    lockers::table.find(id).select(Locker::as_select()).first(conn)
+    lockers::table.find(id).select(Locker::as_select()).get_result(conn)
 }
 
 pub fn list(conn: &mut DbConn, site_id: Option<&str>, page: &Page) -> QueryResult<Paged<Locker>> {
@@ -169,7 +169,7 @@ pub fn authenticate_device(conn: &mut DbConn, id: &str, credential: &str) -> Que
         .filter(lockers::credential_hash.eq(hash_token(credential)))
         .filter(lockers::active.eq(true))
         .select(Locker::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -217,7 +217,7 @@ pub fn max_compartment_number(conn: &mut DbConn, locker_id: &str) -> QueryResult
     compartments::table
         .filter(compartments::locker_id.eq(locker_id))
         .select(diesel::dsl::max(compartments::number))
-        .first::<Option<i32>>(conn)
+        .get_result::<Option<i32>>(conn)
         .map(|m| m.unwrap_or(0))
 }
 
@@ -234,7 +234,7 @@ pub fn compartment_by_number(conn: &mut DbConn, locker_id: &str, number: i32) ->
         .filter(compartments::locker_id.eq(locker_id))
         .filter(compartments::number.eq(number))
         .select(Compartment::as_select())
-        .first(conn)
+        .get_result(conn)
 }
 
 #[derive(Debug, Default, AsChangeset)]
@@ -362,7 +362,7 @@ pub fn put_section(
     sections::table
         .find(&section_id)
         .select(Section::as_select())
-        .first(conn)
+        .get_result(conn)
 }
 
 /// Dissolves a carrier's section: its compartments return to the shared pool.

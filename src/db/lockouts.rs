@@ -41,7 +41,7 @@ pub fn state(conn: &mut DbConn, locker_id: &str, kind: CodeKind, now: NaiveDateT
             code_guesses::locked_until,
             code_guesses::last_failure_at,
         ))
-        .first::<(NaiveDateTime, i32, Option<NaiveDateTime>, NaiveDateTime)>(conn)
+        .get_result::<(NaiveDateTime, i32, Option<NaiveDateTime>, NaiveDateTime)>(conn)
         .optional()?;
     Ok(match row {
         Some((allowance_at, level, locked_until, last_failure_at)) => GuessState {

@@ -135,22 +135,25 @@ pub fn context(conn: &mut DbConn, parcel_id: &str, recipient_id: Option<&str>) -
             parcels::tracking_number,
             parcels::pickup_deadline,
         ))
-        .first(conn)?;
+        .get_result(conn)?;
     let (site_name, site_address, time_zone): (String, String, String) = sites::table
         .find(&site_id)
         .select((sites::name, sites::address, sites::time_zone))
-        .first(conn)?;
+        .get_result(conn)?;
     let locker_name = match locker_id {
-        Some(l) => lockers::table.find(l).select(lockers::name).first(conn)?,
+        Some(l) => lockers::table.find(l).select(lockers::name).get_result(conn)?,
         None => String::new(),
     };
-    let carrier_name = carriers::table.find(carrier_id).select(carriers::name).first(conn)?;
+    let carrier_name = carriers::table
+        .find(carrier_id)
+        .select(carriers::name)
+        .get_result(conn)?;
     let recipient = match recipient_id {
         Some(r) => Some(
             recipients::table
                 .find(r)
                 .select(super::recipients::Recipient::as_select())
-                .first(conn)?,
+                .get_result(conn)?,
         ),
         None => None,
     };
@@ -210,7 +213,7 @@ pub fn switch_channel(conn: &mut DbConn, id: &str, channel: &str, error: &str) -
 
 /// Gives up. The payload is redacted: nothing will send it now.
 pub fn mark_dead(conn: &mut DbConn, id: &str, error: &str) -> QueryResult<()> {
-    let payload: String = n::table.find(id).select(n::payload).first(conn)?;
+    let payload: String = n::table.find(id).select(n::payload).get_result(conn)?;
     let mut v: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
     redact(&mut v);
     diesel::update(n::table.find(id))
@@ -284,7 +287,7 @@ pub fn record_attempt(
     error: Option<&str>,
 ) -> QueryResult<()> {
     // A gateway may echo the message, code included, in its error: the log keeps no secrets.
-    let payload: String = n::table.find(id).select(n::payload).first(conn)?;
+    let payload: String = n::table.find(id).select(n::payload).get_result(conn)?;
     let secrets = secrets_of(&serde_json::from_str(&payload).unwrap_or(Value::Null));
     let error = error.map(|e| {
         let mut v = Value::String(e.to_string());

@@ -75,7 +75,10 @@ pub fn insert_many(conn: &mut DbConn, rows: &[NewRecipient]) -> QueryResult<usiz
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Recipient> {
-    recipients::table.find(id).select(Recipient::as_select()).first(conn)
+    recipients::table
+        .find(id)
+        .select(Recipient::as_select())
+        .get_result(conn)
 }
 
 /// Whether the resident needs an accessible compartment (a narrow read for the write path).
@@ -83,7 +86,7 @@ pub fn needs_accessible(conn: &mut DbConn, id: &str) -> QueryResult<bool> {
     recipients::table
         .find(id)
         .select(recipients::needs_accessible)
-        .first(conn)
+        .get_result(conn)
 }
 
 /// Until when the resident is away, if they are (a narrow read for the write path).
@@ -91,7 +94,7 @@ pub fn vacation_until(conn: &mut DbConn, id: &str) -> QueryResult<Option<chrono:
     recipients::table
         .find(id)
         .select(recipients::vacation_until)
-        .first(conn)
+        .get_result(conn)
 }
 
 #[derive(Debug, Default, Clone)]

@@ -267,7 +267,7 @@ pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<RemoteOpenRecord> {
     remote_opens::table
         .find(id)
         .select(RemoteOpenRecord::as_select())
-        .first(conn)
+        .get_result(conn)
 }
 
 /// One open of one locker; 404 when it belongs to another locker.
@@ -276,7 +276,7 @@ pub fn get_for_locker(conn: &mut DbConn, locker_id: &str, id: &str) -> Result<Re
         .find(id)
         .filter(remote_opens::locker_id.eq(locker_id))
         .select(RemoteOpenRecord::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?
         .ok_or_else(|| AppError::not_found("remote open not found"))
 }

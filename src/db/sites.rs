@@ -54,12 +54,12 @@ pub fn insert(conn: &mut DbConn, new: &NewSite) -> QueryResult<Site> {
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Site> {
-    sites::table.find(id).select(Site::as_select()).first(conn)
+    sites::table.find(id).select(Site::as_select()).get_result(conn)
 }
 
 /// The site's own dwell window, if it sets one (a narrow read for the write path).
 pub fn dwell_hours(conn: &mut DbConn, id: &str) -> QueryResult<Option<i32>> {
-    sites::table.find(id).select(sites::dwell_hours).first(conn)
+    sites::table.find(id).select(sites::dwell_hours).get_result(conn)
 }
 
 pub fn list(conn: &mut DbConn, page: &Page) -> QueryResult<Paged<Site>> {

@@ -154,7 +154,7 @@ pub fn cancel(conn: &mut DbConn, parcel_id: &str, actor: &str, reason: &str) -> 
         let number: i32 = compartments::table
             .find(comp)
             .select(compartments::number)
-            .first(conn)?;
+            .get_result(conn)?;
         settle_status(conn, locker, number, CompartmentStatus::Free)?;
         freed = Some(number);
     }
@@ -204,7 +204,7 @@ pub fn issue_collection_code(
     let number: i32 = compartments::table
         .find(comp)
         .select(compartments::number)
-        .first(conn)?;
+        .get_result(conn)?;
     for _ in 0..20 {
         let code = generate_numeric_code(len);
         let hash = key.code_hash(&ctx.code_salt, &format!("collect:{code}"));

@@ -167,18 +167,8 @@ fn identify(
     match how {
         Identify::TrackingNumber(raw) => {
             let tn = TrackingNumber::parse(raw).map_err(|e| Refusal::InvalidInput(e.to_string()))?;
-            let p = parcels::table
-                .filter(parcels::carrier_id.eq(carrier_id))
-                .filter(parcels::tracking_number.eq(tn.as_str()))
-                // `or`, not `eq_any`: an `IN` list is a statement diesel does not cache.
-                .filter(
-                    parcels::state
-                        .eq(ParcelState::Expected.as_str())
-                        .or(parcels::state.eq(ParcelState::Reserved.as_str())),
-                )
-                .select(parcel_rows::Parcel::as_select())
-                .first(conn)
-                .optional()?
+            let p = parcel_rows::live_by_tracking(conn, carrier_id, tn.as_str())?
+                .filter(|p| matches!(p.state(), ParcelState::Expected | ParcelState::Reserved))
                 .ok_or_else(|| Refusal::NotFound("no parcel is expected here with this tracking number".into()))?;
             let here = p.locker_id.as_deref() == Some(ctx.locker_id.as_str());
             let reserved_here = match &p.compartment_id {

@@ -72,7 +72,12 @@ pub fn fire_dwell_expiry(conn: &mut DbConn, d: &Due) -> Result<bool, AppError> {
         Err(e) => return Err(e.into()),
     }
     let number: Option<i32> = match &p.compartment_id {
-        Some(c) => Some(compartments::table.find(c).select(compartments::number).first(conn)?),
+        Some(c) => Some(
+            compartments::table
+                .find(c)
+                .select(compartments::number)
+                .get_result(conn)?,
+        ),
         None => None,
     };
     persist(conn, &lifecycle::dwell_ended(&p.at(p.locker_id.as_deref(), number), t))?;
@@ -95,7 +100,7 @@ pub fn expire_reservation(conn: &mut DbConn, ctx: &LockerCtx, d: &Due) -> Result
     let number: i32 = compartments::table
         .find(&comp)
         .select(compartments::number)
-        .first(conn)?;
+        .get_result(conn)?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;
     parcel_rows::change_state(
         conn,

@@ -17,7 +17,8 @@ use crate::error::OpError;
 
 /// The parcel a pickup code or QR token opens at this locker, with its compartment number.
 /// One statement per kind of credential, with a fixed shape so the prepared statement is
-/// cached (no boxed query, no `IN` list).
+/// cached (no boxed query, no `IN` list), and no `LIMIT ?` (see `db::parcels::get`): codes and
+/// tokens are unique by their indexes.
 pub fn find(
     conn: &mut DbConn,
     ctx: &LockerCtx,
@@ -36,7 +37,7 @@ pub fn find(
         Pickup::Code(raw) => {
             let Some(code) = typed_code(raw) else { return Ok(None) };
             here.filter(parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, code)))
-                .first::<(String, i32)>(conn)
+                .get_result::<(String, i32)>(conn)
                 .optional()?
         }
         Pickup::QrToken(raw) => {
@@ -44,7 +45,7 @@ pub fn find(
                 return Ok(None);
             };
             here.filter(parcels::qr_token_hash.eq(hash_token(token)))
-                .first::<(String, i32)>(conn)
+                .get_result::<(String, i32)>(conn)
                 .optional()?
         }
     };
@@ -111,6 +112,6 @@ pub fn find_collection(
     let number = compartments::table
         .find(comp)
         .select(compartments::number)
-        .first(conn)?;
+        .get_result(conn)?;
     Ok(Some((id, number)))
 }
