@@ -35,12 +35,13 @@ pub fn claim(conn: &mut DbConn, locker_id: &str, number: i32) -> Result<(), OpEr
 /// (`CompartmentStatus::STICKY`: out of service) stays. Applied in the update itself, without
 /// a read.
 pub fn settle_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
-    let sticky = CompartmentStatus::STICKY.map(CompartmentStatus::as_str);
+    // `<>`, not `NOT IN (…)`: a list is a statement diesel compiles afresh on every call.
+    let [sticky] = CompartmentStatus::STICKY;
     diesel::update(
         compartments::table
             .filter(compartments::locker_id.eq(locker_id))
             .filter(compartments::number.eq(number))
-            .filter(compartments::status.ne_all(sticky)),
+            .filter(compartments::status.ne(sticky.as_str())),
     )
     .set((
         compartments::status.eq(status.as_str()),

@@ -158,7 +158,14 @@ pub fn by_phone(conn: &mut DbConn, site_id: &str, phone: &str) -> QueryResult<Op
             .filter(recipients::active.eq(true))
             .select(Recipient::as_select())
     };
-    if let Some(r) = at_site().filter(recipients::phone.eq(phone)).first(conn).optional()? {
+    // `load`, not `first`: a bound `LIMIT` makes SQLite recompile the statement on every call
+    // (see `parcels::get`); a phone matches a resident or two at a site.
+    if let Some(r) = at_site()
+        .filter(recipients::phone.eq(phone))
+        .load(conn)?
+        .into_iter()
+        .next()
+    {
         return Ok(Some(r));
     }
     let digits = phone.trim_start_matches('+');
