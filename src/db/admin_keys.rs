@@ -77,7 +77,7 @@ pub fn authenticate(conn: &mut DbConn, token: &str) -> QueryResult<Option<KeyIde
         .filter(admin_keys::key_hash.eq(hash_token(token)))
         .filter(admin_keys::revoked_at.is_null())
         .select((admin_keys::id, admin_keys::holder, admin_keys::role))
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     Ok(found.map(|(id, holder, role)| KeyIdentity {
         id,

@@ -184,7 +184,7 @@ pub fn by_courier_code(conn: &mut DbConn, code: &str) -> QueryResult<Option<Carr
         .filter(carriers::courier_code_hash.eq(hash_token(code.trim())))
         .filter(carriers::active.eq(true))
         .select(Carrier::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 
@@ -193,7 +193,7 @@ pub fn by_api_key(conn: &mut DbConn, api_key: &str) -> QueryResult<Option<Carrie
         .filter(carriers::api_key_hash.eq(hash_token(api_key)))
         .filter(carriers::active.eq(true))
         .select(Carrier::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 

@@ -137,6 +137,6 @@ pub fn factor_for_parcel(conn: &mut DbConn, parcel_id: &str) -> QueryResult<Opti
         .inner_join(recipients::table)
         .filter(parcels::id.eq(parcel_id))
         .select((recipients::phone, recipients::unit))
-        .first(conn)
+        .get_result(conn)
         .optional()
 }

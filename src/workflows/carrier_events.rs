@@ -111,7 +111,7 @@ pub fn pre_advise(
         .filter(compartments::number.eq(number))
         .filter(compartments::status.eq(CompartmentStatus::Free.as_str()))
         .select(compartments::id)
-        .first(conn)?;
+        .get_result(conn)?;
     claim(conn, &ctx.locker_id, number)?;
     parcel_rows::change_state(
         conn,

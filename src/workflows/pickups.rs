@@ -106,7 +106,7 @@ pub fn find_collection(
         .filter(parcels::state.eq(ParcelState::Expired.as_str()))
         .filter(parcels::collection_code_hash.eq(key.code_hash(&ctx.code_salt, &format!("collect:{code}"))))
         .select((parcels::id, parcels::compartment_id))
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     let Some((id, Some(comp))) = found else { return Ok(None) };
     let number = compartments::table
