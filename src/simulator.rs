@@ -213,28 +213,49 @@ impl SimLocker {
             .await
             .map_err(|e| SimError::Connect(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
-        let closed_w = self.closed.clone();
         let writer = self.clone();
         tokio::spawn(async move {
             loop {
+                // Armed before the check: a `notify_waiters` while this half was sending is
+                // not lost (it stores no permit), it shows as `dead`.
+                let gone = writer.closed.notified();
+                tokio::pin!(gone);
+                gone.as_mut().enable();
+                if writer.dead.load(Ordering::SeqCst) {
+                    break;
+                }
                 let m = tokio::select! {
                     m = rx.recv() => match m { Some(m) => m, None => break },
-                    _ = closed_w.notified() => break,
+                    _ = &mut gone => break,
                 };
                 let close = matches!(m, Message::Close(_));
-                if sink.send(m).await.is_err() || close {
+                if sink.send(m).await.is_err() {
+                    // A connection that cannot be written to carries no more calls. The reader
+                    // is not always told: after the server was killed, a reader was seen
+                    // waiting on a dead socket for good, and with it every waiting call.
+                    writer.connection_gone();
+                    break;
+                }
+                if close {
+                    // The reader ends when the server answers the close (the handshake).
                     break;
                 }
             }
             let _ = sink.close().await;
-            // A connection that cannot be written to carries no more calls. The reader is
-            // not always told: after the server was killed, a reader was seen waiting on a
-            // dead socket for good, and with it every call waiting for an answer.
-            writer.connection_gone();
         });
         let me = self.clone();
         tokio::spawn(async move {
-            while let Some(Ok(msg)) = stream.next().await {
+            loop {
+                let gone = me.closed.notified();
+                tokio::pin!(gone);
+                gone.as_mut().enable();
+                if me.dead.load(Ordering::SeqCst) {
+                    break;
+                }
+                let msg = tokio::select! {
+                    m = stream.next() => match m { Some(Ok(m)) => m, _ => break },
+                    _ = &mut gone => break,
+                };
                 match msg {
                     Message::Text(t) => me.on_frame(t.as_str()),
                     Message::Ping(p) => {
@@ -250,8 +271,8 @@ impl SimLocker {
     }
 
     /// Fails whatever call is still waiting, and whatever registers from now on; wakes
-    /// `wait_closed` and the other half of the connection. Called by whichever half ends first
-    /// (and again by the other).
+    /// `wait_closed` and the other half of the connection. Called when the reader ends, or
+    /// when the writer cannot write.
     fn connection_gone(&self) {
         self.dead.store(true, Ordering::SeqCst);
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -313,14 +334,21 @@ impl SimLocker {
 
     /// Sends a raw frame (for malformed-input tests) and waits for the answer carrying `reply_id`.
     pub async fn send_raw(&self, msg: Message, reply_id: &str) -> Result<Value, SimError> {
+        self.exchange(reply_id, msg).await
+    }
+
+    /// Registers the answer awaited under `id`, sends `msg`, and waits (bounded) for the
+    /// answer. A connection already gone fails the call at once, whichever way it went: the
+    /// registration happens before the check, and `connection_gone` marks the connection dead
+    /// before it fails what is registered.
+    async fn exchange(&self, id: &str, msg: Message) -> Result<Value, SimError> {
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(reply_id.to_string(), tx);
+            .insert(id.to_string(), tx);
         if self.dead.load(Ordering::SeqCst) {
-            // The reader ended (and cleared the waiting calls) before this one registered.
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(reply_id);
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
             return Err(SimError::Closed);
         }
         self.out.send(msg).map_err(|_| SimError::Closed)?;
@@ -328,7 +356,10 @@ impl SimLocker {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) => Err(SimError::Refused(e)),
             Ok(Err(_)) => Err(SimError::Closed),
-            Err(_) => Err(SimError::Timeout(CALL_TIMEOUT)),
+            Err(_) => {
+                self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                Err(SimError::Timeout(CALL_TIMEOUT))
+            }
         }
     }
 
@@ -342,7 +373,7 @@ impl SimLocker {
         let closed = self.closed.notified();
         tokio::pin!(closed);
         closed.as_mut().enable();
-        if self.out.is_closed() {
+        if self.is_closed() {
             return true;
         }
         tokio::time::timeout(within, closed).await.is_ok()
@@ -356,27 +387,13 @@ impl SimLocker {
 
     /// Sends a call with a given message id (a retry reuses the id) and waits for its answer.
     pub async fn call_with_id(&self, id: &str, action: &str, payload: Value) -> Result<Value, SimError> {
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), tx);
         let frame = Frame::Call {
             id: id.to_string(),
             action: action.to_string(),
             payload,
         }
         .to_text();
-        self.out.send(Message::text(frame)).map_err(|_| SimError::Closed)?;
-        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(SimError::Refused(e)),
-            Ok(Err(_)) => Err(SimError::Closed),
-            Err(_) => {
-                self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-                Err(SimError::Timeout(CALL_TIMEOUT))
-            }
-        }
+        self.exchange(id, Message::text(frame)).await
     }
 
     /// The snapshot the hardware would report now.
