@@ -11,7 +11,8 @@ use diesel::prelude::*;
 use super::schema::device_calls;
 use super::{now, DbConn};
 
-/// Most answers kept per locker; the oldest go first. Matches the in-memory window.
+/// Most answers kept per locker; the oldest go first. Wider than the in-memory window (64,
+/// `actors::locker::dedup`): these answer the retries it has forgotten.
 pub const DEVICE_CALLS_PER_LOCKER: i64 = 512;
 
 /// Most rows one prune removes: pruning stays cheap even after a long quiet spell.

@@ -639,6 +639,14 @@ async fn the_memory_window_holds_the_recent_answers(app: TestApp) {
     }
     let rerun = sim.call_with_id("list-1", "ListCarriers", json!({})).await.unwrap();
     assert_eq!(rerun, fresh, "forgotten: the call runs again");
+
+    // An id reused by a call whose answer is not remembered (a heartbeat) replaces the older
+    // answer all the same: a retry of the older call runs again.
+    sim.call_with_id("list-70", "ListCarriers", json!({})).await.unwrap();
+    app.carrier("THIRD").await;
+    sim.call_with_id("list-70", "Heartbeat", json!({})).await.unwrap();
+    let after = sim.call_with_id("list-70", "ListCarriers", json!({})).await.unwrap();
+    assert_eq!(after["carriers"].as_array().unwrap().len(), 3, "ran again: {after}");
 }
 
 async fn newer_session_replaces_older(app: TestApp) {

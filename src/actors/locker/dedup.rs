@@ -37,6 +37,13 @@ impl Dedup {
             .map(|r| r.answer.to_string())
     }
 
+    /// Forgets the answer under `id`: a call that reused the id ran, and its answer is not
+    /// one to remember (a heartbeat's, a failure), so a retry of the older call must not get
+    /// the older answer either (docs/protocol.md, section 5: the new call's answer replaces it).
+    pub(super) fn forget(&mut self, id: &str) {
+        self.recent.retain(|r| &*r.id != id);
+    }
+
     /// Remembers an answer; one given again under the same id replaces the older one.
     pub(super) fn put(&mut self, id: String, fingerprint: Fingerprint, answer: String) {
         if let Some(i) = self.recent.iter().position(|r| *r.id == *id) {
@@ -89,5 +96,8 @@ mod tests {
         let last = (DEDUP_CAPACITY + 1).to_string();
         assert_eq!(d.get(&last, &fp(0)), Some(format!("a{last}")));
         assert_eq!(d.recent.len(), DEDUP_CAPACITY);
+        d.forget("2");
+        assert_eq!(d.get("2", &fp(0)), None);
+        assert_eq!(d.recent.len(), DEDUP_CAPACITY - 1);
     }
 }

@@ -145,6 +145,8 @@ impl LockerActor {
             let text = frame.to_text();
             if remember && remembered {
                 act.dedup.put(id, fingerprint, text.clone());
+            } else {
+                act.dedup.forget(&id);
             }
             text
         }))
