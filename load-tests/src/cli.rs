@@ -151,8 +151,9 @@ pub struct RunArgs {
     /// Crash test: this many seconds into the traffic, kill the server with SIGKILL, start it
     /// again on the same database, and reconnect every locker while the traffic goes on. The
     /// verification then shows whether any acknowledged deposit or pickup was lost and whether
-    /// any compartment is held by two parcels. Failures between the kill and the last locker's
-    /// return are counted as `outage`, apart from the others. Only for a server this tool
+    /// any compartment is held by two parcels. The failures a down server causes, between the
+    /// kill and the last locker's return, are counted as `outage`, apart from the others (a
+    /// wrong answer or a refusal keeps its own class). Only for a server this tool
     /// starts (not --server-url); CPU and RSS figures of such a run span two processes.
     #[arg(long)]
     pub kill_after: Option<u64>,

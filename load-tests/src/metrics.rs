@@ -29,8 +29,9 @@ pub enum ErrorClass {
     Http,
     /// Anything else (e.g. a pickup code that never appeared).
     Other,
-    /// Any failure while the server was deliberately killed and restarting (`--kill-after`),
-    /// until every locker was back: expected, reported apart, and not a protocol error.
+    /// While the server was deliberately killed and restarting (`--kill-after`), until every
+    /// locker was back: a failed connection, no answer, a dropped connection, a failed HTTP
+    /// exchange or `InternalError`. Expected, reported apart, and not a protocol error.
     Outage,
 }
 
@@ -54,6 +55,18 @@ pub fn classify(e: &SimError) -> (ErrorClass, String) {
         SimError::Timeout(_) => (ErrorClass::Timeout, "no answer".into()),
         SimError::Closed => (ErrorClass::Closed, "connection closed".into()),
         SimError::Unexpected(_) => (ErrorClass::Protocol, "unexpected answer".into()),
+    }
+}
+
+/// What a server that is down or restarting causes: no connection, no answer, a dropped
+/// connection, a failed HTTP exchange, `InternalError`. A wrong answer or a refusal is not: it
+/// keeps its class during an outage too (a wrong answer replayed after the restart is what the
+/// crash test is for).
+fn expected_in_outage(class: ErrorClass, detail: &str) -> bool {
+    match class {
+        ErrorClass::Connect | ErrorClass::Timeout | ErrorClass::Closed | ErrorClass::Http => true,
+        ErrorClass::Protocol => detail == "InternalError",
+        _ => false,
     }
 }
 
@@ -156,8 +169,13 @@ impl Metrics {
         detail: impl Into<String>,
         message: impl std::fmt::Display,
     ) {
-        let class = if self.in_outage() { ErrorClass::Outage } else { class };
-        *lock(&self.errors).entry((op, class, detail.into())).or_default() += 1;
+        let detail = detail.into();
+        let class = if self.in_outage() && expected_in_outage(class, &detail) {
+            ErrorClass::Outage
+        } else {
+            class
+        };
+        *lock(&self.errors).entry((op, class, detail)).or_default() += 1;
         let mut m = lock(&self.messages);
         if m.len() < KEEP_MESSAGES {
             m.push(format!("{op}: {message}"));
@@ -169,7 +187,16 @@ impl Metrics {
         self.error(op, class, detail, e);
     }
 
-    /// Marks the start (`true`) and end of a deliberate outage: errors between are `Outage`.
+    /// Keeps a message for diagnosis without counting an error.
+    pub fn note(&self, op: &str, message: impl std::fmt::Display) {
+        let mut m = lock(&self.messages);
+        if m.len() < KEEP_MESSAGES {
+            m.push(format!("{op}: {message}"));
+        }
+    }
+
+    /// Marks the start (`true`) and end of a deliberate outage: the failures a server that is
+    /// down causes, from then until it ends, are `Outage`.
     pub fn set_outage(&self, on: bool) {
         self.outage.store(on, std::sync::atomic::Ordering::SeqCst);
     }
@@ -261,12 +288,22 @@ mod tests {
 
         m.set_outage(true);
         m.sim_error("op", &SimError::Closed);
+        m.sim_error("op", &SimError::Refused(FrameError::new(ErrorCode::InternalError, "x")));
+        m.sim_error("op", &SimError::Unexpected("wrong compartment".into()));
+        m.sim_error("op", &SimError::Refused(FrameError::new(ErrorCode::NotFound, "gone")));
         m.set_outage(false);
+        let outage: u64 = m
+            .errors()
+            .iter()
+            .filter(|e| e.class == ErrorClass::Outage)
+            .map(|e| e.count)
+            .sum();
+        assert_eq!(outage, 2, "a dropped connection and InternalError are the outage's");
         assert_eq!(
             m.protocol_errors(),
-            2,
-            "a failure during a deliberate outage is not a protocol error"
+            3,
+            "a wrong answer stays a protocol error during an outage"
         );
-        assert_eq!(m.errors().iter().filter(|e| e.class == ErrorClass::Outage).count(), 1);
+        assert_eq!(m.errors().iter().filter(|e| e.class == ErrorClass::Refused).count(), 2);
     }
 }

@@ -4,7 +4,7 @@
 //! picked up by its recipient with the code from the notification outbox. Every operation is
 //! bounded by the simulator's call timeout; the schedule is bounded by count and deadline.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -289,14 +289,8 @@ impl Ctx {
                 if matches!(e, SimError::Timeout(_)) {
                     // Which side lost it: a call that times out on an open connection was not
                     // answered by the server; on a closed one, the close was not noticed.
-                    m.error(
-                        "pickup_timeout",
-                        ErrorClass::Other,
-                        if sim.is_closed() {
-                            "connection closed"
-                        } else {
-                            "connection open"
-                        },
+                    m.note(
+                        "pickup",
                         format!(
                             "Pickup at {} unanswered; connection closed: {}",
                             sim.locker_id,
@@ -460,7 +454,7 @@ pub async fn verify(api: &Api, ledger: &HashMap<String, Fate>, within: Duration)
         .await?;
     let mut report = ParcelReport::default();
     // Every compartment a live parcel holds, and by which parcels.
-    let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+    let mut holders: HashMap<String, BTreeSet<String>> = HashMap::new();
     for state in ["reserved", "expired"] {
         let items = api
             .all_pages(&format!("/api/v1/parcels?state={state}"), max_pages, deadline)
@@ -471,9 +465,7 @@ pub async fn verify(api: &Api, ledger: &HashMap<String, Fate>, within: Duration)
     for (compartment, parcels) in holders.iter().filter(|(_, p)| p.len() > 1) {
         report.double_held += 1;
         if report.double_held_examples.len() < 10 {
-            report
-                .double_held_examples
-                .push(format!("{compartment}: {}", parcels.join(", ")));
+            report.double_held_examples.push(format!("{compartment}: {parcels:?}"));
         }
     }
     let deposited = ids(deposited_items);
@@ -508,10 +500,13 @@ pub async fn verify(api: &Api, ledger: &HashMap<String, Fate>, within: Duration)
     Ok(report)
 }
 
-fn note_holders(holders: &mut HashMap<String, Vec<String>>, parcels: &[serde_json::Value]) {
+/// Notes which parcels name which compartment. A set per compartment: the lists are fetched
+/// one after another, and a parcel that moved between them (reserved, then deposited) is
+/// still one holder.
+fn note_holders(holders: &mut HashMap<String, BTreeSet<String>>, parcels: &[serde_json::Value]) {
     for p in parcels {
         if let (Some(c), Some(id)) = (p["compartment_id"].as_str(), p["id"].as_str()) {
-            holders.entry(c.to_string()).or_default().push(id.to_string());
+            holders.entry(c.to_string()).or_default().insert(id.to_string());
         }
     }
 }
