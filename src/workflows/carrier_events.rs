@@ -46,6 +46,10 @@ pub struct PreAdviceOutcome {
 
 /// Creates the expected parcel and, if a compartment fits, reserves it until `reserve_until`;
 /// otherwise queues `reservation_failed` so the carrier can reroute. Runs in the locker's actor.
+///
+/// The reservation is decided first, so the parcel row is written once, in its final state:
+/// its history is the same two events (`pre_advised`, then `reserved` as expected → reserved),
+/// without a second write to the row and its indexes.
 pub fn pre_advise(
     conn: &mut DbConn,
     ctx: &LockerCtx,
@@ -57,6 +61,21 @@ pub fn pre_advise(
     let t = now();
     let actor = format!("carrier:{}", p.carrier_id);
     let created = ParcelState::create(ParcelState::Expected)?;
+    let decided = decide_reservation(&p.carrier_id, p.size, p.needs_accessible, slots, busy);
+    let reserve = match decided {
+        Reservation::Reserve(n) => {
+            let reserved = created.to().transition(ParcelState::Reserved)?;
+            let comp_id: String = compartments::table
+                .filter(compartments::locker_id.eq(&ctx.locker_id))
+                .filter(compartments::number.eq(n))
+                .filter(compartments::status.eq(CompartmentStatus::Free.as_str()))
+                .select(compartments::id)
+                .get_result(conn)?;
+            Some((n, comp_id, reserved))
+        }
+        Reservation::NoAccessible | Reservation::NoneFits => None,
+    };
+    let state = reserve.as_ref().map_or(created.to(), |(_, _, r)| r.to());
     diesel::insert_into(parcels::table)
         .values((
             parcels::id.eq(&id),
@@ -65,8 +84,10 @@ pub fn pre_advise(
             parcels::site_id.eq(&p.site_id),
             parcels::recipient_id.eq(&p.recipient_id),
             parcels::locker_id.eq(&ctx.locker_id),
+            parcels::compartment_id.eq(reserve.as_ref().map(|(_, c, _)| c.as_str())),
             parcels::size.eq(p.size.as_str()),
-            parcels::state.eq(created.to().as_str()),
+            parcels::state.eq(state.as_str()),
+            parcels::reserved_until.eq(reserve.as_ref().map(|_| p.reserve_until)),
             parcels::created_at.eq(t),
             parcels::updated_at.eq(t),
         ))
@@ -79,55 +100,40 @@ pub fn pre_advise(
             other => other,
         })?;
     parcel_rows::record_event(conn, &id, "pre_advised", None, &actor, json!({"event_id": p.event_id}))?;
-    // A resident who needs an accessible compartment cannot use a plain one: rather than
-    // reserve one silently, the pre-advice is refused (and rolled back) with the reason, so the
-    // carrier can reroute or deliver in person. docs: README "Carriers", `no_accessible_compartment`.
-    let number = match decide_reservation(&p.carrier_id, p.size, p.needs_accessible, slots, busy) {
-        Reservation::Reserve(n) => n,
-        Reservation::NoAccessible => {
+    let Some((number, _, reserved)) = reserve else {
+        // A resident who needs an accessible compartment cannot use a plain one: rather than
+        // reserve one silently, the pre-advice is refused (and rolled back) with the reason,
+        // so the carrier can reroute or deliver in person. docs: README "Carriers",
+        // `no_accessible_compartment`. Refused after the insert, so that a tracking number
+        // already live is reported as such first.
+        if decided == Reservation::NoAccessible {
             return Err(AppError::Conflict {
                 code: "no_accessible_compartment",
                 message: "the recipient needs an accessible compartment and none that fits is free at this locker"
                     .into(),
-            })
-        }
-        Reservation::NoneFits => {
-            let reason = format!("no free compartment fits size {}", p.size.as_str());
-            persist(
-                conn,
-                &lifecycle::reservation_failed(&at(&id, p, &ctx.locker_id), reason),
-            )?;
-            return Ok(PreAdviceOutcome {
-                parcel_id: id,
-                state: ParcelState::Expected.as_str().into(),
-                locker_id: Some(ctx.locker_id.clone()),
-                compartment: None,
-                reserved_until: None,
             });
         }
+        let reason = format!("no free compartment fits size {}", p.size.as_str());
+        persist(
+            conn,
+            &lifecycle::reservation_failed(&at(&id, p, &ctx.locker_id), reason),
+        )?;
+        return Ok(PreAdviceOutcome {
+            parcel_id: id,
+            state: ParcelState::Expected.as_str().into(),
+            locker_id: Some(ctx.locker_id.clone()),
+            compartment: None,
+            reserved_until: None,
+        });
     };
-    let comp_id: String = compartments::table
-        .filter(compartments::locker_id.eq(&ctx.locker_id))
-        .filter(compartments::number.eq(number))
-        .filter(compartments::status.eq(CompartmentStatus::Free.as_str()))
-        .select(compartments::id)
-        .get_result(conn)?;
     claim(conn, &ctx.locker_id, number)?;
-    parcel_rows::change_state(
+    parcel_rows::record_event(
         conn,
         &id,
-        ParcelState::Expected,
-        ParcelState::Reserved,
-        ParcelChange {
-            compartment_id: Some(Some(comp_id)),
-            reserved_until: Some(Some(p.reserve_until)),
-            ..ParcelChange::default()
-        },
-        EventNote {
-            kind: "reserved",
-            actor: &actor,
-            detail: json!({"compartment": number, "until": crate::db::ts_string(p.reserve_until)}),
-        },
+        "reserved",
+        Some(reserved.as_event()),
+        &actor,
+        json!({"compartment": number, "until": crate::db::ts_string(p.reserve_until)}),
     )?;
     persist(conn, &lifecycle::reserved(&at(&id, p, &ctx.locker_id), p.reserve_until))?;
     Ok(PreAdviceOutcome {

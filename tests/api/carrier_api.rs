@@ -168,6 +168,26 @@ async fn pre_advice_reserves_and_webhooks_are_signed(app: TestApp) {
     let reserved = v["compartment"].as_i64().unwrap();
     assert!(v["reserved_until"].as_str().is_some());
     assert_eq!(app.statuses(&w.locker).await[&reserved], "reserved");
+    // Its history: created expected, then reserved through the state machine.
+    let (_, p) = app
+        .get(&format!("/api/v1/parcels/{}", v["parcel_id"].as_str().unwrap()))
+        .await;
+    let history: Vec<(&str, &Value, &Value)> = p["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), &e["from_state"], &e["to_state"]))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("pre_advised", &Value::Null, &Value::Null),
+            ("reserved", &json!("expected"), &json!("reserved"))
+        ],
+        "{p}"
+    );
+    assert_eq!(p["state"], "reserved");
+    assert_eq!(p["reserved_until"], v["reserved_until"]);
 
     // The driver deposits by tracking number into the pre-assigned compartment.
     let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
