@@ -216,17 +216,9 @@ impl SimLocker {
         let writer = self.clone();
         tokio::spawn(async move {
             loop {
-                // Armed before the check: a `notify_waiters` while this half was sending is
-                // not lost (it stores no permit), it shows as `dead`.
-                let gone = writer.closed.notified();
-                tokio::pin!(gone);
-                gone.as_mut().enable();
-                if writer.dead.load(Ordering::SeqCst) {
-                    break;
-                }
                 let m = tokio::select! {
                     m = rx.recv() => match m { Some(m) => m, None => break },
-                    _ = &mut gone => break,
+                    () = writer.gone() => break,
                 };
                 let close = matches!(m, Message::Close(_));
                 if sink.send(m).await.is_err() {
@@ -246,15 +238,9 @@ impl SimLocker {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                let gone = me.closed.notified();
-                tokio::pin!(gone);
-                gone.as_mut().enable();
-                if me.dead.load(Ordering::SeqCst) {
-                    break;
-                }
                 let msg = tokio::select! {
                     m = stream.next() => match m { Some(Ok(m)) => m, _ => break },
-                    _ = &mut gone => break,
+                    () = me.gone() => break,
                 };
                 match msg {
                     Message::Text(t) => me.on_frame(t.as_str()),
@@ -268,6 +254,19 @@ impl SimLocker {
             me.connection_gone();
         });
         Ok(())
+    }
+
+    /// Resolves once the connection is gone (see `connection_gone`), at once if it already is.
+    /// Armed before the check: a `notify_waiters` while the caller was busy elsewhere (it
+    /// stores no permit) is not lost, it shows as `dead`.
+    async fn gone(&self) {
+        let notified = self.closed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.dead.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 
     /// Fails whatever call is still waiting, and whatever registers from now on; wakes
