@@ -105,8 +105,9 @@ pub struct SimLocker {
     /// Server calls received (action, payload), for tests to inspect.
     pub server_calls: Arc<Mutex<Vec<(String, Value)>>>,
     closed: Arc<tokio::sync::Notify>,
-    /// Set when the connection's reader ends, before it fails the waiting calls: a call
-    /// registered after that sees it and fails at once instead of waiting out its timeout.
+    /// Set when the connection is gone (its reader ended, or a write failed), before the
+    /// waiting calls are failed: a call registered after that sees it and fails at once
+    /// instead of waiting out its timeout.
     dead: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -369,13 +370,11 @@ impl SimLocker {
 
     /// Whether the connection has been closed (by either side).
     pub async fn wait_closed(&self, within: Duration) -> bool {
-        let closed = self.closed.notified();
-        tokio::pin!(closed);
-        closed.as_mut().enable();
-        if self.is_closed() {
+        // A writer that sent its close and ended shows only as a closed channel.
+        if self.out.is_closed() {
             return true;
         }
-        tokio::time::timeout(within, closed).await.is_ok()
+        tokio::time::timeout(within, self.gone()).await.is_ok()
     }
 
     /// Sends a call with a fresh message id and waits for its answer.

@@ -92,10 +92,10 @@ pub fn cancel_deadlines(conn: &mut DbConn, parcel_id: &str, kinds: &[&str]) -> Q
     }
     // One cached statement per kind (usually one or two) rather than an `IN` list, which
     // diesel compiles afresh on every call.
-    let mut n = 0;
+    let (t, mut n) = (now(), 0);
     for kind in kinds {
         n += diesel::update(pending.filter(deadlines::kind.eq(*kind)))
-            .set(deadlines::cancelled_at.eq(now()))
+            .set(deadlines::cancelled_at.eq(t))
             .execute(conn)?;
     }
     Ok(n)

@@ -46,9 +46,7 @@ impl Dedup {
 
     /// Remembers an answer; one given again under the same id replaces the older one.
     pub(super) fn put(&mut self, id: String, fingerprint: Fingerprint, answer: String) {
-        if let Some(i) = self.recent.iter().position(|r| *r.id == *id) {
-            self.recent.remove(i);
-        }
+        self.forget(&id);
         if self.recent.len() == DEDUP_CAPACITY {
             self.recent.pop_front();
         }
