@@ -2,6 +2,7 @@
 
 use diesel::prelude::*;
 
+use super::direct;
 use super::schema::compartments;
 use super::{lockers, now, DbConn};
 use crate::domain::CompartmentStatus;
@@ -11,17 +12,20 @@ use crate::error::{AppError, OpError};
 /// disagrees with the actor's memory.
 pub fn claim(conn: &mut DbConn, locker_id: &str, number: i32) -> Result<(), OpError> {
     let from = CompartmentStatus::CLAIMABLE;
-    let n = diesel::update(
-        compartments::table
-            .filter(compartments::locker_id.eq(locker_id))
-            .filter(compartments::number.eq(number))
-            .filter(compartments::status.eq(from.as_str())),
-    )
-    .set((
-        compartments::status.eq(CompartmentStatus::Reserved.as_str()),
-        compartments::updated_at.eq(now()),
-    ))
-    .execute(conn)?;
+    let n = direct::execute(
+        conn,
+        direct::update(
+            compartments::table,
+            compartments::locker_id
+                .eq(locker_id)
+                .and(compartments::number.eq(number))
+                .and(compartments::status.eq(from.as_str())),
+            (
+                compartments::status.eq(CompartmentStatus::Reserved.as_str()),
+                compartments::updated_at.eq(now()),
+            ),
+        ),
+    )?;
     if n != 1 {
         return Err(OpError::Failed(AppError::internal(format!(
             "compartment {number} was not {} in the database",
@@ -37,18 +41,18 @@ pub fn claim(conn: &mut DbConn, locker_id: &str, number: i32) -> Result<(), OpEr
 pub fn settle_status(conn: &mut DbConn, locker_id: &str, number: i32, status: CompartmentStatus) -> QueryResult<()> {
     // `<>`, not `NOT IN (…)`: a list is a statement diesel compiles afresh on every call.
     let [sticky] = CompartmentStatus::STICKY;
-    diesel::update(
-        compartments::table
-            .filter(compartments::locker_id.eq(locker_id))
-            .filter(compartments::number.eq(number))
-            .filter(compartments::status.ne(sticky.as_str())),
-    )
-    .set((
-        compartments::status.eq(status.as_str()),
-        compartments::updated_at.eq(now()),
-    ))
-    .execute(conn)
-    .map(drop)
+    let update = direct::update(
+        compartments::table,
+        compartments::locker_id
+            .eq(locker_id)
+            .and(compartments::number.eq(number))
+            .and(compartments::status.ne(sticky.as_str())),
+        (
+            compartments::status.eq(status.as_str()),
+            compartments::updated_at.eq(now()),
+        ),
+    );
+    direct::execute(conn, update).map(drop)
 }
 
 pub fn compartment_id(conn: &mut DbConn, locker_id: &str, number: i32) -> QueryResult<String> {

@@ -8,6 +8,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::direct;
 use super::schema::device_calls;
 use super::{now, DbConn};
 
@@ -58,15 +59,16 @@ pub fn remember(
         diesel::delete(device_calls::table.find((locker_id, msg_id))).execute(conn)?;
     }
     let t = now();
-    diesel::insert_into(device_calls::table)
-        .values((
+    direct::execute(
+        conn,
+        diesel::insert_into(device_calls::table).values((
             device_calls::locker_id.eq(locker_id),
             device_calls::msg_id.eq(msg_id),
             device_calls::fingerprint.eq(fingerprint),
             device_calls::answer.eq(answer),
             device_calls::created_at.eq(t),
-        ))
-        .execute(conn)?;
+        )),
+    )?;
     if WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % PRUNE_EVERY == 0 {
         prune(conn, locker_id, t - retention)?;
     }

@@ -8,6 +8,7 @@ pub mod carriers;
 pub mod compartments;
 pub mod deadlines;
 pub mod device_calls;
+pub mod direct;
 pub mod faults;
 pub mod inbound;
 pub mod interrupted;

@@ -4,6 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::Value;
 
+use super::direct;
 use super::schema::{
     carriers, lockers, notification_attempts as a, notification_outbox as n, parcels, recipients, sites,
 };
@@ -173,42 +174,57 @@ pub fn context(conn: &mut DbConn, parcel_id: &str, recipient_id: Option<&str>) -
 /// Sent: secrets are redacted from the stored payload, which keeps the rendered message.
 pub fn mark_sent(conn: &mut DbConn, id: &str, channel: &str, mut record: Value) -> QueryResult<()> {
     redact(&mut record);
-    diesel::update(n::table.find(id))
-        .set((
-            n::status.eq("sent"),
-            n::channel.eq(channel),
-            n::attempts.eq(n::attempts + 1),
-            n::sent_at.eq(now()),
-            n::last_error.eq(None::<String>),
-            n::payload.eq(record.to_string()),
-        ))
-        .execute(conn)
-        .map(drop)
+    direct::execute(
+        conn,
+        direct::update(
+            n::table,
+            n::id.eq(id),
+            (
+                n::status.eq("sent"),
+                n::channel.eq(channel),
+                n::attempts.eq(n::attempts + 1),
+                n::sent_at.eq(now()),
+                n::last_error.eq(None::<String>),
+                n::payload.eq(record.to_string()),
+            ),
+        ),
+    )
+    .map(drop)
 }
 
 pub fn mark_retry(conn: &mut DbConn, id: &str, channel: &str, at: NaiveDateTime, error: &str) -> QueryResult<()> {
-    diesel::update(n::table.find(id))
-        .set((
-            n::channel.eq(channel),
-            n::attempts.eq(n::attempts + 1),
-            n::next_attempt_at.eq(at),
-            n::last_error.eq(error),
-        ))
-        .execute(conn)
-        .map(drop)
+    direct::execute(
+        conn,
+        direct::update(
+            n::table,
+            n::id.eq(id),
+            (
+                n::channel.eq(channel),
+                n::attempts.eq(n::attempts + 1),
+                n::next_attempt_at.eq(at),
+                n::last_error.eq(error),
+            ),
+        ),
+    )
+    .map(drop)
 }
 
 /// Moves to another channel, starting its attempts afresh.
 pub fn switch_channel(conn: &mut DbConn, id: &str, channel: &str, error: &str) -> QueryResult<()> {
-    diesel::update(n::table.find(id))
-        .set((
-            n::channel.eq(channel),
-            n::attempts.eq(0),
-            n::next_attempt_at.eq(now()),
-            n::last_error.eq(error),
-        ))
-        .execute(conn)
-        .map(drop)
+    direct::execute(
+        conn,
+        direct::update(
+            n::table,
+            n::id.eq(id),
+            (
+                n::channel.eq(channel),
+                n::attempts.eq(0),
+                n::next_attempt_at.eq(now()),
+                n::last_error.eq(error),
+            ),
+        ),
+    )
+    .map(drop)
 }
 
 /// Gives up. The payload is redacted: nothing will send it now.
@@ -216,15 +232,20 @@ pub fn mark_dead(conn: &mut DbConn, id: &str, error: &str) -> QueryResult<()> {
     let payload: String = n::table.find(id).select(n::payload).get_result(conn)?;
     let mut v: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
     redact(&mut v);
-    diesel::update(n::table.find(id))
-        .set((
-            n::status.eq("dead"),
-            n::attempts.eq(n::attempts + 1),
-            n::last_error.eq(error),
-            n::payload.eq(v.to_string()),
-        ))
-        .execute(conn)
-        .map(drop)
+    direct::execute(
+        conn,
+        direct::update(
+            n::table,
+            n::id.eq(id),
+            (
+                n::status.eq("dead"),
+                n::attempts.eq(n::attempts + 1),
+                n::last_error.eq(error),
+                n::payload.eq(v.to_string()),
+            ),
+        ),
+    )
+    .map(drop)
 }
 
 /// Pending messages of a kind for a parcel are superseded (a new code was issued).

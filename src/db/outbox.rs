@@ -5,6 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
+use super::direct;
 use super::schema::{deadlines, notification_outbox, webhook_outbox};
 use super::{new_id, now, DbConn};
 
@@ -23,8 +24,9 @@ pub fn enqueue_webhook(
         "timestamp": super::ts_string(t),
         "data": data,
     });
-    diesel::insert_into(webhook_outbox::table)
-        .values((
+    direct::execute(
+        conn,
+        diesel::insert_into(webhook_outbox::table).values((
             webhook_outbox::id.eq(&id),
             webhook_outbox::carrier_id.eq(carrier_id),
             webhook_outbox::parcel_id.eq(parcel_id),
@@ -32,8 +34,8 @@ pub fn enqueue_webhook(
             webhook_outbox::payload.eq(payload.to_string()),
             webhook_outbox::next_attempt_at.eq(t),
             webhook_outbox::created_at.eq(t),
-        ))
-        .execute(conn)?;
+        )),
+    )?;
     super::wake::webhook_queued(carrier_id);
     Ok(id)
 }
@@ -48,8 +50,9 @@ pub fn enqueue_notification(
 ) -> QueryResult<String> {
     let id = new_id();
     let t = now();
-    diesel::insert_into(notification_outbox::table)
-        .values((
+    direct::execute(
+        conn,
+        diesel::insert_into(notification_outbox::table).values((
             notification_outbox::id.eq(&id),
             notification_outbox::parcel_id.eq(parcel_id),
             notification_outbox::recipient_id.eq(recipient_id),
@@ -57,8 +60,8 @@ pub fn enqueue_notification(
             notification_outbox::payload.eq(payload.to_string()),
             notification_outbox::next_attempt_at.eq(t),
             notification_outbox::created_at.eq(t),
-        ))
-        .execute(conn)?;
+        )),
+    )?;
     super::wake::notification_queued();
     Ok(id)
 }
@@ -66,37 +69,39 @@ pub fn enqueue_notification(
 /// Persists a deadline; the scheduler rebuilds its timers from these rows at start, and is told
 /// of this one after the commit (a near one is scheduled at once, not at the next scan).
 pub fn schedule_deadline(conn: &mut DbConn, parcel_id: &str, kind: &str, due_at: NaiveDateTime) -> QueryResult<()> {
-    diesel::insert_into(deadlines::table)
-        .values((
+    direct::execute(
+        conn,
+        diesel::insert_into(deadlines::table).values((
             deadlines::id.eq(new_id()),
             deadlines::parcel_id.eq(parcel_id),
             deadlines::kind.eq(kind),
             deadlines::due_at.eq(due_at),
             deadlines::created_at.eq(now()),
-        ))
-        .execute(conn)?;
+        )),
+    )?;
     super::wake::deadline_scheduled(due_at);
     Ok(())
 }
 
 /// Cancels a parcel's pending deadlines (all kinds when `kinds` is empty).
 pub fn cancel_deadlines(conn: &mut DbConn, parcel_id: &str, kinds: &[&str]) -> QueryResult<usize> {
-    let pending = deadlines::table
-        .filter(deadlines::parcel_id.eq(parcel_id))
-        .filter(deadlines::fired_at.is_null())
-        .filter(deadlines::cancelled_at.is_null());
+    let pending = deadlines::parcel_id
+        .eq(parcel_id)
+        .and(deadlines::fired_at.is_null())
+        .and(deadlines::cancelled_at.is_null());
     if kinds.is_empty() {
-        return diesel::update(pending)
-            .set(deadlines::cancelled_at.eq(now()))
-            .execute(conn);
+        let all = direct::update(deadlines::table, pending, deadlines::cancelled_at.eq(now()));
+        return direct::execute(conn, all);
     }
     // One cached statement per kind (usually one or two) rather than an `IN` list, which
     // diesel compiles afresh on every call.
     let (t, mut n) = (now(), 0);
     for kind in kinds {
-        n += diesel::update(pending.filter(deadlines::kind.eq(*kind)))
-            .set(deadlines::cancelled_at.eq(t))
-            .execute(conn)?;
+        let of_kind = pending.and(deadlines::kind.eq(*kind));
+        n += direct::execute(
+            conn,
+            direct::update(deadlines::table, of_kind, deadlines::cancelled_at.eq(t)),
+        )?;
     }
     Ok(n)
 }
@@ -214,26 +219,37 @@ pub fn record_attempt(
                 a::duration_ms.eq(duration_ms.min(i32::MAX as u64) as i32),
             ))
             .execute(conn)?;
-        let row = webhook_outbox::table.find(outbox_id);
+        let row = webhook_outbox::id.eq(outbox_id);
         let common = (
             webhook_outbox::attempts.eq(webhook_outbox::attempts + 1),
             webhook_outbox::last_status_code.eq(status_code.map(i32::from)),
             webhook_outbox::last_error.eq(error),
         );
         match outcome {
-            AttemptOutcome::Delivered => diesel::update(row)
-                .set((
-                    common,
-                    webhook_outbox::status.eq("delivered"),
-                    webhook_outbox::delivered_at.eq(t),
-                ))
-                .execute(conn)?,
-            AttemptOutcome::RetryAt(at) => diesel::update(row)
-                .set((common, webhook_outbox::next_attempt_at.eq(*at)))
-                .execute(conn)?,
-            AttemptOutcome::Dead => diesel::update(row)
-                .set((common, webhook_outbox::status.eq("dead")))
-                .execute(conn)?,
+            AttemptOutcome::Delivered => direct::execute(
+                conn,
+                direct::update(
+                    webhook_outbox::table,
+                    row,
+                    (
+                        common,
+                        webhook_outbox::status.eq("delivered"),
+                        webhook_outbox::delivered_at.eq(t),
+                    ),
+                ),
+            )?,
+            AttemptOutcome::RetryAt(at) => direct::execute(
+                conn,
+                direct::update(
+                    webhook_outbox::table,
+                    row,
+                    (common, webhook_outbox::next_attempt_at.eq(*at)),
+                ),
+            )?,
+            AttemptOutcome::Dead => direct::execute(
+                conn,
+                direct::update(webhook_outbox::table, row, (common, webhook_outbox::status.eq("dead"))),
+            )?,
         };
         Ok(())
     })

@@ -4,6 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
 
+use super::direct;
 use super::page::{Page, Paged};
 use super::schema::{parcel_events, parcels};
 use super::{new_id, now, DbConn};
@@ -122,17 +123,18 @@ pub fn apply(
             "a creation is inserted, not applied to an existing parcel",
         )));
     };
-    let n = diesel::update(
-        parcels::table
-            .filter(parcels::id.eq(parcel_id))
-            .filter(parcels::state.eq(from.as_str())),
-    )
-    .set((
-        parcels::state.eq(transition.to().as_str()),
-        parcels::updated_at.eq(now()),
-        change,
-    ))
-    .execute(conn)?;
+    let n = direct::execute(
+        conn,
+        direct::update(
+            parcels::table,
+            parcels::id.eq(parcel_id).and(parcels::state.eq(from.as_str())),
+            (
+                parcels::state.eq(transition.to().as_str()),
+                parcels::updated_at.eq(now()),
+                change,
+            ),
+        ),
+    )?;
     if n != 1 {
         return Err(OpError::Refused(Refusal::StateChanged { expected: from }));
     }
@@ -178,13 +180,14 @@ pub fn update_in_state(
     change: ParcelChange,
     note: EventNote<'_>,
 ) -> Result<(), OpError> {
-    let n = diesel::update(
-        parcels::table
-            .filter(parcels::id.eq(parcel_id))
-            .filter(parcels::state.eq(state.as_str())),
-    )
-    .set((parcels::updated_at.eq(now()), change))
-    .execute(conn)?;
+    let n = direct::execute(
+        conn,
+        direct::update(
+            parcels::table,
+            parcels::id.eq(parcel_id).and(parcels::state.eq(state.as_str())),
+            (parcels::updated_at.eq(now()), change),
+        ),
+    )?;
     if n != 1 {
         return Err(OpError::Refused(Refusal::StateChanged { expected: state }));
     }
@@ -313,7 +316,10 @@ pub fn live_by_tracking(conn: &mut DbConn, carrier_id: &str, tracking_number: &s
 /// compiled again whenever that parameter is bound, that is on every call. Profiled, those
 /// recompilations were a sixth of the SQLite writer's time.
 pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Parcel> {
-    parcels::table.find(id).select(Parcel::as_select()).get_result(conn)
+    crate::on_backend!(conn, |c| parcels::table
+        .find(id)
+        .select(Parcel::as_select())
+        .get_result(c))
 }
 
 pub fn events(conn: &mut DbConn, parcel_id: &str) -> QueryResult<Vec<ParcelEvent>> {
@@ -342,17 +348,15 @@ pub fn record_event(
     actor: &str,
     detail: serde_json::Value,
 ) -> QueryResult<()> {
-    diesel::insert_into(parcel_events::table)
-        .values((
-            parcel_events::id.eq(new_id()),
-            parcel_events::parcel_id.eq(parcel_id),
-            parcel_events::kind.eq(kind),
-            parcel_events::from_state.eq(transition.map(|t| t.0.as_str())),
-            parcel_events::to_state.eq(transition.map(|t| t.1.as_str())),
-            parcel_events::actor.eq(actor),
-            parcel_events::detail.eq(detail.to_string()),
-            parcel_events::created_at.eq(now()),
-        ))
-        .execute(conn)
-        .map(drop)
+    let insert = diesel::insert_into(parcel_events::table).values((
+        parcel_events::id.eq(new_id()),
+        parcel_events::parcel_id.eq(parcel_id),
+        parcel_events::kind.eq(kind),
+        parcel_events::from_state.eq(transition.map(|t| t.0.as_str())),
+        parcel_events::to_state.eq(transition.map(|t| t.1.as_str())),
+        parcel_events::actor.eq(actor),
+        parcel_events::detail.eq(detail.to_string()),
+        parcel_events::created_at.eq(now()),
+    ));
+    direct::execute(conn, insert).map(drop)
 }

@@ -11,7 +11,7 @@ use crate::db::compartments::{claim, compartment_id, number_of, settle_status};
 use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::parcels;
-use crate::db::{carriers, lockers, new_id, now, parcels as parcel_rows, recipients, sites, DbConn};
+use crate::db::{carriers, direct, lockers, new_id, now, parcels as parcel_rows, recipients, sites, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::deposit::{
     decide_start, decide_upsize, Advised, DepositFacts, DepositPolicy, Found, Identify, ParcelStart, Prior,
@@ -113,27 +113,25 @@ pub fn start(
                 )
             });
             let t = now();
-            diesel::insert_into(parcels::table)
-                .values((
-                    parcels::id.eq(&id),
-                    parcels::carrier_id.eq(&carrier.id),
-                    parcels::tracking_number.eq(tn),
-                    parcels::site_id.eq(&ctx.site_id),
-                    parcels::recipient_id.eq(&recipient_id),
-                    parcels::locker_id.eq(&ctx.locker_id),
-                    parcels::compartment_id.eq(&comp.id),
-                    parcels::size.eq(req.size.as_str()),
-                    parcels::state.eq(created.to().as_str()),
-                    parcels::created_at.eq(t),
-                    parcels::updated_at.eq(t),
-                ))
-                .execute(conn)
-                .map_err(|e| match AppError::from(e) {
-                    AppError::Conflict { .. } => OpError::from(Refusal::InvalidState(
-                        "this carrier already has a live parcel with this tracking number".into(),
-                    )),
-                    other => OpError::Failed(other),
-                })?;
+            let insert = diesel::insert_into(parcels::table).values((
+                parcels::id.eq(&id),
+                parcels::carrier_id.eq(&carrier.id),
+                parcels::tracking_number.eq(tn),
+                parcels::site_id.eq(&ctx.site_id),
+                parcels::recipient_id.eq(&recipient_id),
+                parcels::locker_id.eq(&ctx.locker_id),
+                parcels::compartment_id.eq(&comp.id),
+                parcels::size.eq(req.size.as_str()),
+                parcels::state.eq(created.to().as_str()),
+                parcels::created_at.eq(t),
+                parcels::updated_at.eq(t),
+            ));
+            direct::execute(conn, insert).map_err(|e| match AppError::from(e) {
+                AppError::Conflict { .. } => OpError::from(Refusal::InvalidState(
+                    "this carrier already has a live parcel with this tracking number".into(),
+                )),
+                other => OpError::Failed(other),
+            })?;
             parcel_rows::record_event(
                 conn,
                 &id,
@@ -403,11 +401,12 @@ pub fn reissue_code(
 fn unique_code(conn: &mut DbConn, ctx: &LockerCtx, key: &ServerKey, len: usize) -> Result<String, OpError> {
     for _ in 0..20 {
         let code = generate_numeric_code(len);
-        let taken: i64 = parcels::table
+        let hash = key.code_hash(&ctx.code_salt, &code);
+        let taken: i64 = crate::on_backend!(conn, |c| parcels::table
             .filter(parcels::locker_id.eq(&ctx.locker_id))
-            .filter(parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, &code)))
+            .filter(parcels::pickup_code_hash.eq(&hash))
             .count()
-            .get_result(conn)?;
+            .get_result(c))?;
         if taken == 0 {
             return Ok(code);
         }

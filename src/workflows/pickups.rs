@@ -14,6 +14,7 @@ use crate::domain::lifecycle;
 use crate::domain::parcel::ParcelState;
 use crate::domain::CompartmentStatus;
 use crate::error::OpError;
+use crate::on_backend;
 
 /// The parcel a pickup code or QR token opens at this locker, with its compartment number.
 /// One statement per kind of credential, with a fixed shape so the prepared statement is
@@ -36,17 +37,21 @@ pub fn find(
     let found = match pickup {
         Pickup::Code(raw) => {
             let Some(code) = typed_code(raw) else { return Ok(None) };
-            here.filter(parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, code)))
-                .get_result::<(String, i32)>(conn)
-                .optional()?
+            let hash = key.code_hash(&ctx.code_salt, code);
+            on_backend!(conn, |c| here
+                .filter(parcels::pickup_code_hash.eq(&hash))
+                .get_result::<(String, i32)>(c))
+            .optional()?
         }
         Pickup::QrToken(raw) => {
             let Some(token) = scanned_token(raw) else {
                 return Ok(None);
             };
-            here.filter(parcels::qr_token_hash.eq(hash_token(token)))
-                .get_result::<(String, i32)>(conn)
-                .optional()?
+            let hash = hash_token(token);
+            on_backend!(conn, |c| here
+                .filter(parcels::qr_token_hash.eq(&hash))
+                .get_result::<(String, i32)>(c))
+            .optional()?
         }
     };
     Ok(found)

@@ -24,5 +24,6 @@ mod remote_open;
 mod sites;
 mod smtp;
 mod state_machine;
+mod statements;
 mod template;
 mod writer;
