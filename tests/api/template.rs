@@ -117,9 +117,37 @@ fn create_postgres(admin_url: &str) -> String {
         admin
             .batch_execute(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\""))
             .expect("move the template into place");
+        drop_stale_templates(&mut admin, &name);
     }
     admin
         .batch_execute("SELECT pg_advisory_unlock(hashtext('lockerhub test template'))")
         .expect("release the template lock");
     name
+}
+
+/// Templates of older migration sets, left by earlier runs: dropped when a new one is made, so
+/// they do not pile up on a developer's server. One still in use (another checkout's tests
+/// copying it right now) refuses the drop, and stays until the next new template.
+fn drop_stale_templates(admin: &mut diesel::PgConnection, current: &str) {
+    use diesel::sql_types::Text;
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Template {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+
+    let stale = diesel::sql_query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'lh\\_tpl\\_%' AND datname NOT LIKE '%\\_building' \
+         AND datname <> $1",
+    )
+    .bind::<Text, _>(current)
+    .load::<Template>(admin)
+    .unwrap_or_default();
+    for t in stale {
+        if let Err(e) = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\"", t.datname)) {
+            eprintln!("kept the old test template {}: {e}", t.datname);
+        }
+    }
 }
