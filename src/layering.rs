@@ -120,7 +120,7 @@ fn outbox_and_deadline_rows_are_written_only_from_domain_effects() {
             for call in [
                 "enqueue_webhook",
                 "enqueue_notification",
-                "schedule_deadline",
+                "schedule_deadlines",
                 "cancel_deadlines",
             ] {
                 if code.contains(call) {

@@ -2,7 +2,11 @@
 //! they announce, delivered later by their actors, so a crash between the two loses nothing.
 
 use chrono::NaiveDateTime;
+use diesel::backend::Backend;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{HasSqlType, Text, Timestamp};
 use serde_json::{json, Value};
 
 use super::direct;
@@ -66,21 +70,85 @@ pub fn enqueue_notification(
     Ok(id)
 }
 
-/// Persists a deadline; the scheduler rebuilds its timers from these rows at start, and is told
-/// of this one after the commit (a near one is scheduled at once, not at the next scan).
-pub fn schedule_deadline(conn: &mut DbConn, parcel_id: &str, kind: &str, due_at: NaiveDateTime) -> QueryResult<()> {
-    direct::execute(
-        conn,
-        diesel::insert_into(deadlines::table).values((
-            deadlines::id.eq(new_id()),
-            deadlines::parcel_id.eq(parcel_id),
-            deadlines::kind.eq(kind),
-            deadlines::due_at.eq(due_at),
-            deadlines::created_at.eq(now()),
-        )),
-    )?;
-    super::wake::deadline_scheduled(due_at);
+/// Persists a parcel's new deadlines, in one statement (a deposit schedules its dwell expiry
+/// and its reminders together); the scheduler rebuilds its timers from these rows at start,
+/// and is told of these after the commit (a near one is scheduled at once, not at the next
+/// scan).
+pub fn schedule_deadlines(conn: &mut DbConn, parcel_id: &str, due: &[(&str, NaiveDateTime)]) -> QueryResult<()> {
+    if due.is_empty() {
+        return Ok(());
+    }
+    let rows = NewDeadlines {
+        into: deadlines::table.from_clause(),
+        parcel_id,
+        created_at: now(),
+        rows: due.iter().map(|(kind, at)| (new_id(), *kind, *at)).collect(),
+    };
+    direct::execute(conn, rows)?;
+    for (_, at) in due {
+        super::wake::deadline_scheduled(*at);
+    }
     Ok(())
+}
+
+/// `INSERT INTO deadlines (…) VALUES (…), (…)`: one statement for all of a parcel's new
+/// deadlines, cached under its text (one per row count). diesel's multi-row insert is never
+/// cached, and on SQLite it runs one statement per row.
+struct NewDeadlines<'a> {
+    into: <deadlines::table as QuerySource>::FromClause,
+    parcel_id: &'a str,
+    created_at: NaiveDateTime,
+    /// Id, kind and due time of each row.
+    rows: Vec<(String, &'a str, NaiveDateTime)>,
+}
+
+impl QueryId for NewDeadlines<'_> {
+    // Keyed by its text, which changes with the number of rows.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB> QueryFragment<DB> for NewDeadlines<'_>
+where
+    DB: Backend + HasSqlType<Text> + HasSqlType<Timestamp>,
+    <deadlines::table as QuerySource>::FromClause: QueryFragment<DB>,
+    str: ToSql<Text, DB>,
+    String: ToSql<Text, DB>,
+    NaiveDateTime: ToSql<Timestamp, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("INSERT INTO ");
+        self.into.walk_ast(out.reborrow())?;
+        out.push_sql(" (");
+        let columns = [
+            deadlines::id::NAME,
+            deadlines::parcel_id::NAME,
+            deadlines::kind::NAME,
+            deadlines::due_at::NAME,
+            deadlines::created_at::NAME,
+        ];
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            out.push_identifier(column)?;
+        }
+        out.push_sql(") VALUES ");
+        for (i, (id, kind, due_at)) in self.rows.iter().enumerate() {
+            out.push_sql(if i == 0 { "(" } else { ", (" });
+            out.push_bind_param::<Text, String>(id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(self.parcel_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(kind)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Timestamp, NaiveDateTime>(due_at)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Timestamp, NaiveDateTime>(&self.created_at)?;
+            out.push_sql(")");
+        }
+        Ok(())
+    }
 }
 
 /// Cancels a parcel's pending deadlines (all kinds when `kinds` is empty).

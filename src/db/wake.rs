@@ -1,5 +1,5 @@
 //! Who to wake after a unit of database work: the outbox functions note what they queued (and
-//! `schedule_deadline` when a deadline falls due), and [`super::Db`] hands the note to its
+//! `schedule_deadlines` when a deadline falls due), and [`super::Db`] hands the note to its
 //! commit hook once the work is done, so the carrier and notification actors send at once, and
 //! the timeout actor schedules a near deadline, instead of at their next scan (which stays, as
 //! a safety net for what a crash left behind).

@@ -29,8 +29,6 @@ pub fn persist(conn: &mut DbConn, e: &Effects) -> Result<Vec<String>, OpError> {
             outbox::cancel_deadlines(conn, &e.parcel_id, kinds)?;
         }
     }
-    for (kind, due) in &e.deadlines {
-        outbox::schedule_deadline(conn, &e.parcel_id, kind, *due)?;
-    }
+    outbox::schedule_deadlines(conn, &e.parcel_id, &e.deadlines)?;
     Ok(notices)
 }

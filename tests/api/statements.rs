@@ -3,7 +3,7 @@
 //! every parcel's updates were parsed and planned again. Watched through diesel's
 //! instrumentation on the connection that writes (SQLite's writer; on PostgreSQL the pool is
 //! cut to one connection for this test), while parcels go in and out through a simulated
-//! locker.
+//! locker. A deposit's deadlines are one multi-row insert.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -103,6 +103,14 @@ async fn the_write_path_prepares_each_statement_once(app: TestApp) {
     assert!(
         updates >= 5 && inserts >= 5,
         "the parcel, compartment, deadline and outbox writes ran for every parcel: {:#?}",
+        seen.ran
+    );
+    // A deposit's dwell expiry and reminders go in as one statement.
+    assert!(
+        repeated
+            .iter()
+            .any(|(sql, _)| sql.starts_with("INSERT INTO") && sql.contains("deadlines") && sql.contains("), (")),
+        "a parcel's deadlines are inserted together: {:#?}",
         seen.ran
     );
     let uncached: Vec<&String> = repeated
