@@ -309,6 +309,28 @@ pub fn live_by_tracking(conn: &mut DbConn, carrier_id: &str, tracking_number: &s
         .optional()
 }
 
+/// A parcel with what completing its deposit needs of its carrier and its recipient, in one
+/// read (three lookups on the write path before).
+pub fn with_carrier_and_absence(
+    conn: &mut DbConn,
+    id: &str,
+) -> QueryResult<(Parcel, super::carriers::CarrierBrief, Option<NaiveDateTime>)> {
+    use super::schema::{carriers, recipients};
+    // A recipient who is not away and a parcel without a recipient both read as `None`.
+    let (parcel, carrier, away): (Parcel, super::carriers::CarrierBrief, Option<NaiveDateTime>) =
+        crate::on_backend!(conn, |c| parcels::table
+            .inner_join(carriers::table)
+            .left_join(recipients::table)
+            .filter(parcels::id.eq(id))
+            .select((
+                Parcel::as_select(),
+                (carriers::id, carriers::name, carriers::active, carriers::dwell_hours),
+                recipients::vacation_until.nullable(),
+            ))
+            .get_result(c))?;
+    Ok((parcel, carrier, away))
+}
+
 /// A parcel by id.
 ///
 /// Lookups by a unique key use `get_result`, not `first`: diesel binds `first`'s `LIMIT 1` as a

@@ -55,10 +55,11 @@ pub fn start(
         .map(TrackingNumber::parse)
         .transpose()
         .map_err(|e| Refusal::InvalidInput(e.to_string()))?;
-    let (found, recipient_id) = identify(conn, ctx, &carrier.id, &req.identify)?;
-    let needs_accessible = match &recipient_id {
-        Some(id) => recipients::needs_accessible(conn, id)?,
-        None => false,
+    let (found, recipient_id, known_needs) = identify(conn, ctx, &carrier.id, &req.identify)?;
+    let needs_accessible = match (known_needs, &recipient_id) {
+        (Some(needs), _) => needs,
+        (None, Some(id)) => recipients::needs_accessible(conn, id)?,
+        (None, None) => false,
     };
     let decided = decide_start(StartFacts {
         locker_id: &ctx.locker_id,
@@ -156,12 +157,14 @@ pub fn start(
 
 /// Finds the pre-advised parcel (by tracking number) or the walk-up recipient the driver
 /// identified, and the recipient either way.
+/// What the driver's identification finds, the recipient's id, and whether they need an
+/// accessible compartment when their row was read to find them (`None`: not read).
 fn identify(
     conn: &mut DbConn,
     ctx: &LockerCtx,
     carrier_id: &str,
     how: &Identify,
-) -> Result<(Found, Option<String>), OpError> {
+) -> Result<(Found, Option<String>, Option<bool>), OpError> {
     match how {
         Identify::TrackingNumber(raw) => {
             let tn = TrackingNumber::parse(raw).map_err(|e| Refusal::InvalidInput(e.to_string()))?;
@@ -181,20 +184,20 @@ fn identify(
                 holds_compartment: p.compartment_id.is_some(),
                 reserved_here,
             };
-            Ok((Found::Advised(advised), p.recipient_id))
+            Ok((Found::Advised(advised), p.recipient_id, None))
         }
         Identify::Phone(raw) => {
             let phone = Phone::parse(raw).map_err(|e| Refusal::InvalidInput(e.to_string()))?;
             let r = recipients::by_phone(conn, &ctx.site_id, phone.as_str())?
                 .ok_or_else(|| Refusal::NotFound("no resident with this phone number here".into()))?;
-            Ok((Found::WalkUp, Some(r.id)))
+            Ok((Found::WalkUp, Some(r.id), Some(r.needs_accessible)))
         }
         Identify::RecipientId(id) => {
             let r = recipients::get(conn, id)
                 .optional()?
                 .filter(|r| r.site_id == ctx.site_id && r.active)
                 .ok_or_else(|| Refusal::NotFound("no such resident here".into()))?;
-            Ok((Found::WalkUp, Some(r.id)))
+            Ok((Found::WalkUp, Some(r.id), Some(r.needs_accessible)))
         }
     }
 }
@@ -303,15 +306,10 @@ pub fn complete_because(
     reason: Option<&str>,
 ) -> Result<(), OpError> {
     let code_len = policy.pickup_code_length;
-    let parcel = parcel_rows::get(conn, parcel_id)?;
-    let carrier = carriers::brief(conn, &parcel.carrier_id)?;
+    let (parcel, carrier, away_until) = parcel_rows::with_carrier_and_absence(conn, parcel_id)?;
     let site_dwell_hours = sites::dwell_hours(conn, &ctx.site_id)?;
     let code = unique_code(conn, ctx, key, code_len)?;
     let qr_token = generate_token("lhq_");
-    let away_until = match &parcel.recipient_id {
-        Some(r) => recipients::vacation_until(conn, r)?,
-        None => None,
-    };
     let facts = DepositFacts {
         parcel_id,
         tracking_number: &parcel.tracking_number,
