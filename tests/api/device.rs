@@ -91,6 +91,7 @@ db_test!(
     newer_session_replaces_older,
     device_auth_is_checked,
     faults_take_compartments_out_of_service,
+    accessible_compartments_go_to_residents_who_need_them,
 );
 
 // The call timeout is the app clock's: the test moves the clock rather than waiting for it.
@@ -1044,4 +1045,58 @@ async fn silent_devices_are_dropped(app: TestApp) {
         answering.call("Heartbeat", json!({})).await.is_ok(),
         "a device that answers its pings stays connected"
     );
+}
+
+/// A resident who needs an accessible compartment gets the accessible one, whether the driver
+/// finds them by phone or in the directory; anyone else is steered away from it.
+async fn accessible_compartments_go_to_residents_who_need_them(app: TestApp) {
+    let site = app.site().await;
+    let (locker, credential) = app
+        .locker(
+            &site,
+            json!([{"size": "S", "count": 2}, {"size": "S", "count": 1, "accessible": true}]),
+        )
+        .await;
+    let carrier = app.carrier("ups").await["carrier"]["id"].as_str().unwrap().to_string();
+    app.recipient(&site, "Ann Lee", "+1 555 010 2030").await;
+    let (s, cy) = app
+        .post(
+            "/api/v1/recipients",
+            json!({"site_id": site, "name": "Cy Park", "unit": "1A", "phone": "+1 555 010 7777",
+                   "needs_accessible": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{cy}");
+    let cy = cy["id"].as_str().unwrap().to_string();
+    let layout: Vec<(i32, Size)> = (1..=3).map(|n| (n, Size::S)).collect();
+    let sim = SimLocker::connect(&app.ws_base(), &locker, &credential, &layout)
+        .await
+        .expect("connects");
+    sim.boot().await.expect("boots");
+
+    let ann = sim
+        .start_deposit(&carrier, Identify::Phone("555-010-2030".into()), Size::S, None)
+        .await
+        .unwrap();
+    assert_ne!(
+        ann.compartment, 3,
+        "the accessible compartment is kept for those who need it"
+    );
+    assert_eq!(sim.put_parcel(ann.compartment).await.unwrap(), "deposited");
+
+    let by_phone = sim
+        .start_deposit(&carrier, Identify::Phone("555-010-7777".into()), Size::S, None)
+        .await
+        .unwrap();
+    assert_eq!(by_phone.compartment, 3, "found by phone");
+    sim.call("CancelDeposit", json!({"deposit_id": by_phone.deposit_id}))
+        .await
+        .expect("cancels");
+
+    let by_directory = sim
+        .start_deposit(&carrier, Identify::RecipientId(cy), Size::S, None)
+        .await
+        .unwrap();
+    assert_eq!(by_directory.compartment, 3, "found in the directory");
+    assert_eq!(sim.put_parcel(by_directory.compartment).await.unwrap(), "deposited");
 }
