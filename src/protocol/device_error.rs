@@ -11,6 +11,10 @@ use crate::error::{AppError, Failure, OpError};
 pub enum DeviceError {
     Refused(FrameError),
     Failed(AppError),
+    /// Not a failure: the call is a retry of one whose answer was stored with its change, found
+    /// by the transaction that would have run it again. Nothing runs; the stored answer (its
+    /// result payload) is sent again. The transaction ends without writing.
+    Replayed(serde_json::Value),
 }
 
 impl DeviceError {
@@ -23,6 +27,11 @@ impl DeviceError {
             Self::Refused(e) => e.clone(),
             Self::Failed(e) => {
                 tracing::error!(error = %e, "locker operation failed");
+                FrameError::new(ErrorCode::InternalError, "server error; retry with the same message id")
+            }
+            // Sent as the result it is (`LockerActor::run_call`); never an error frame.
+            Self::Replayed(_) => {
+                tracing::error!("a replayed answer reached the error path");
                 FrameError::new(ErrorCode::InternalError, "server error; retry with the same message id")
             }
         }

@@ -83,6 +83,24 @@ async fn a_retry_after_a_restart_gets_the_committed_answer(app: TestApp) {
 
     let sim = connect(&app, &w).await;
     sim.tamper(n, false, true);
+    // Before the boot, a stored answer is sent again (section 5); anything else must wait.
+    let early = sim
+        .call_with_id("start-1", "StartDeposit", start.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        early, open,
+        "the retried StartDeposit gets its original answer, even before the boot"
+    );
+    let err = sim
+        .call_with_id("new-1", "StartDeposit", start.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(lockerhub::protocol::ErrorCode::ProtocolError),
+        "{err:?}"
+    );
     let boot = sim.boot().await.unwrap();
     assert!(boot.discrepancies.is_empty(), "{:?}", boot.discrepancies);
     let retry = sim.call_with_id("close-1", "DoorEvent", close.clone()).await.unwrap();

@@ -158,6 +158,11 @@ impl LockerActor {
         let policy = lockout_policy(&self.deps.settings);
         self.db_op(
             move |c, me| {
+                // A retried call answered before gets that answer, even during a lockout.
+                let replaces = match &record {
+                    Some(r) => r.check(c, &me.locker_id)?,
+                    None => false,
+                };
                 let now = clock.now();
                 let mut counted = None;
                 if let Some(kind) = kind {
@@ -169,7 +174,7 @@ impl LockerActor {
                 }
                 if let Some(found) = find(c, me, &server_key)? {
                     if let (Some(r), Some(p)) = (&record, answer(&found)) {
-                        r.remember(c, &me.locker_id, &p.to_string(), retention)?;
+                        r.remember(c, &me.locker_id, &p.to_string(), replaces, retention)?;
                     }
                     return Ok(Checked::Found(found));
                 }

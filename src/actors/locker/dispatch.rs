@@ -5,7 +5,7 @@
 use actix::prelude::*;
 use serde_json::json;
 
-use super::{done, fail, refuse, CallRecord, LockerActor, Reply, Stored};
+use super::{done, fail, refuse, stored_answer, CallRecord, LockerActor, Reply};
 use crate::actors::messages::*;
 use crate::db::{carriers, device_calls, lockers, recipients};
 use crate::domain::recovery::{self, Decision, Sensed};
@@ -32,44 +32,11 @@ impl Handler<DeviceCall> for LockerActor {
             let id = msg.msg_id;
             return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
         }
-        if !changes_state(&msg.request) {
-            return AtomicResponse::new(self.run_call(msg, None, ctx));
-        }
-        // Not in memory: the answer may have been committed by a server process that has
-        // since stopped. The mailbox waits for this lookup, so nothing runs in between.
-        let (db, locker_id, msg_id) = (self.deps.db.clone(), self.id.clone(), msg.msg_id.clone());
-        let lookup = async move { db.read(move |c| Ok(device_calls::find(c, &locker_id, &msg_id)?)).await };
-        AtomicResponse::new(Box::pin(lookup.into_actor(self).then(move |found, act, ctx| {
-            match found {
-                Ok(Some(stored)) if msg.fingerprint.is_hex(&stored.fingerprint) => {
-                    let text = match serde_json::from_str(&stored.answer) {
-                        Ok(payload) => Frame::Result {
-                            id: msg.msg_id.clone(),
-                            payload,
-                        }
-                        .to_text(),
-                        Err(e) => Frame::Error {
-                            id: msg.msg_id.clone(),
-                            error: FrameError::new(ErrorCode::InternalError, format!("stored answer unreadable: {e}")),
-                        }
-                        .to_text(),
-                    };
-                    act.dedup.put(msg.msg_id, msg.fingerprint, text.clone());
-                    Box::pin(fut::ready(text)) as ResponseActFuture<Self, String>
-                }
-                // Whether this call already ran is unknown: it must not run (again) blindly.
-                Err(e) => {
-                    tracing::warn!(locker = %act.id, error = %e, "cannot read remembered device calls");
-                    let error = FrameError::new(ErrorCode::InternalError, "server unavailable; retry with the same id");
-                    Box::pin(fut::ready(Frame::Error { id: msg.msg_id, error }.to_text()))
-                }
-                // A reused id with another payload: it runs as a new call, whose answer
-                // replaces the stored one.
-                Ok(Some(_)) => act.run_call(msg, Some(Stored::Replaces), ctx),
-                // Never answered: nothing stored to replace.
-                Ok(None) => act.run_call(msg, Some(Stored::New), ctx),
-            }
-        })))
+        // A call that changes state is recorded: the transaction that runs it first looks for
+        // an answer stored under its id (a retry of a call answered before, perhaps by a server
+        // process that has since stopped), and stores its own answer with its change.
+        let record = changes_state(&msg.request);
+        AtomicResponse::new(self.run_call(msg, record, ctx))
     }
 }
 
@@ -95,13 +62,13 @@ pub(super) fn changes_state(req: &DeviceRequest) -> bool {
 }
 
 impl LockerActor {
-    /// Runs a device call and turns its outcome into the frame to send; `persist` stores a
-    /// state-changing result in the transaction that commits the change (see `db_change`),
-    /// replacing a stored answer under the same id only if the lookup found one.
+    /// Runs a device call and turns its outcome into the frame to send; with `record`, the
+    /// transaction that commits its change checks for a stored answer first and stores this
+    /// one (see `db_change` and `CallRecord`).
     pub(super) fn run_call(
         &mut self,
         msg: DeviceCall,
-        persist: Option<Stored>,
+        record: bool,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, String> {
         let (id, fingerprint) = (msg.msg_id, msg.fingerprint);
@@ -110,20 +77,55 @@ impl LockerActor {
         // would fill the window with heartbeats.
         let remembered = !is_boot && !matches!(msg.request, DeviceRequest::Heartbeat);
         if !self.booted && !is_boot {
-            // Not remembered: after booting, a retry with the same id must run.
+            // Not remembered: after booting, a retry with the same id must run. An answer
+            // stored before (a server restart while the device waited) is sent all the same.
             let e = FrameError::new(ErrorCode::ProtocolError, "send BootNotification first");
-            return Box::pin(fut::ready(Frame::Error { id, error: e }.to_text()));
+            let mut refused = fail(DeviceError::Refused(e));
+            if record {
+                let call = CallRecord {
+                    msg_id: id.clone(),
+                    fingerprint,
+                };
+                refused = self.stored_answer_wins(refused, call);
+            }
+            return Box::pin(refused.map(move |res, act, _| {
+                match res {
+                    Err(DeviceError::Replayed(payload)) => {
+                        let text = Frame::Result {
+                            id: id.clone(),
+                            payload,
+                        }
+                        .to_text();
+                        act.dedup.put(id, fingerprint, text.clone());
+                        text
+                    }
+                    Ok(payload) => Frame::Result { id, payload }.to_text(),
+                    Err(e) => Frame::Error {
+                        id,
+                        error: e.to_frame_error(),
+                    }
+                    .to_text(),
+                }
+            }));
         }
         let action = msg.request.action();
-        self.recording = persist.map(|stored| CallRecord {
+        self.recording = record.then(|| CallRecord {
             msg_id: id.clone(),
             fingerprint,
-            stored,
         });
-        let work = self.dispatch(msg.request, ctx);
-        // Only a transaction started by this dispatch may record this call.
-        self.recording = None;
+        let mut work = self.dispatch(msg.request, ctx);
+        // Only a transaction started by this dispatch may record this call. One that was
+        // answered without such a transaction (a refusal memory decides, an outcome memory
+        // alone decides) has not checked for a stored answer: it does so now, and a stored
+        // answer is what a retry gets.
+        if let Some(unchecked) = self.recording.take() {
+            work = self.stored_answer_wins(work, unchecked);
+        }
         Box::pin(work.map(move |res, act, _| {
+            let res = match res {
+                Err(DeviceError::Replayed(payload)) => Ok(payload),
+                other => other,
+            };
             let (frame, remember) = match res {
                 Ok(payload) => (
                     Frame::Result {
@@ -149,6 +151,31 @@ impl LockerActor {
                 act.dedup.forget(&id);
             }
             text
+        }))
+    }
+
+    /// `work`'s answer, unless an answer is stored under the call's id with the same payload:
+    /// then that one, as the transaction would have found it.
+    fn stored_answer_wins(
+        &self,
+        work: ResponseActFuture<Self, Reply>,
+        record: CallRecord,
+    ) -> ResponseActFuture<Self, Reply> {
+        let (db, locker_id) = (self.deps.db.clone(), self.id.clone());
+        Box::pin(work.then(move |res, act, _| {
+            let lookup = async move {
+                db.read(move |c| Ok(device_calls::find(c, &locker_id, &record.msg_id)?))
+                    .await
+            };
+            lookup.into_actor(act).map(move |found, act, _| match found {
+                Ok(Some(stored)) if record.fingerprint.is_hex(&stored.fingerprint) => Err(stored_answer(&stored)),
+                Ok(_) => res,
+                Err(e) => {
+                    // Whether this call was answered before is unknown: the device retries.
+                    tracing::warn!(locker = %act.id, error = %e, "cannot read remembered device calls");
+                    Err(DeviceError::Failed(e))
+                }
+            })
         }))
     }
 

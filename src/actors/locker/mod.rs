@@ -43,14 +43,6 @@ use self::remote_open::PendingCall;
 struct CallRecord {
     msg_id: String,
     fingerprint: Fingerprint,
-    stored: Stored,
-}
-
-/// Whether an answer is already stored under a call's id (a reused id with other content).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stored {
-    New,
-    Replaces,
 }
 
 pub struct LockerActor {
@@ -260,10 +252,14 @@ impl LockerActor {
         let retention = self.call_retention();
         self.db_op(
             move |c, me| {
+                let replaces = match &record {
+                    Some(r) => r.check(c, &me.locker_id)?,
+                    None => false,
+                };
                 let t = work(c, me)?;
                 let payload = answer(&t);
                 if let (Some(r), Some(p)) = (&record, &payload) {
-                    r.remember(c, &me.locker_id, &p.to_string(), retention)?;
+                    r.remember(c, &me.locker_id, &p.to_string(), replaces, retention)?;
                 }
                 Ok((t, payload))
             },
@@ -276,9 +272,27 @@ impl LockerActor {
 }
 
 impl CallRecord {
+    /// Looks for an answer stored under this call's id, first thing in the transaction that
+    /// would run the call: the same call answered before (by this process or one that has
+    /// stopped) is [`DeviceError::Replayed`] and runs no further; a reused id with another
+    /// payload runs as a new call, whose answer replaces the stored one (`true`).
+    fn check(&self, c: &mut DbConn, locker_id: &str) -> Result<bool, DeviceError> {
+        match device_calls::find(c, locker_id, &self.msg_id)? {
+            None => Ok(false),
+            Some(stored) if self.fingerprint.is_hex(&stored.fingerprint) => Err(stored_answer(&stored)),
+            Some(_) => Ok(true),
+        }
+    }
+
     /// Stores the call's answer in the transaction that commits its change.
-    fn remember(&self, c: &mut DbConn, locker_id: &str, answer: &str, retention: chrono::Duration) -> QueryResult<()> {
-        let replaces = self.stored == Stored::Replaces;
+    fn remember(
+        &self,
+        c: &mut DbConn,
+        locker_id: &str,
+        answer: &str,
+        replaces: bool,
+        retention: chrono::Duration,
+    ) -> QueryResult<()> {
         device_calls::remember(
             c,
             locker_id,
@@ -288,6 +302,14 @@ impl CallRecord {
             replaces,
             retention,
         )
+    }
+}
+
+/// A stored answer, to send again.
+fn stored_answer(stored: &device_calls::StoredCall) -> DeviceError {
+    match serde_json::from_str(&stored.answer) {
+        Ok(payload) => DeviceError::Replayed(payload),
+        Err(e) => DeviceError::Failed(AppError::internal(format!("stored answer unreadable: {e}"))),
     }
 }
 
