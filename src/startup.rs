@@ -146,8 +146,12 @@ fn run(listener: TcpListener, state: AppState, directory_lookups: Arc<HourlyLimi
         }
     });
     let server = HttpServer::new(move || {
-        App::new()
-            .wrap(ErrorHandlers::new().default_handler(json_error_body))
+        // The device WebSocket is outside the request-tracing scope: that middleware wraps a
+        // response body in a span for as long as the body streams, which for a WebSocket is
+        // the connection's life (a boxed stream and a span per locker, entered on every
+        // frame). Sessions log their own start and end, and refused upgrades are logged by
+        // the handler.
+        let traced = web::scope("")
             .wrap_fn(|req, srv| {
                 use actix_web::dev::Service;
                 let id = req.extensions().get::<RequestId>().map(|r| r.to_string());
@@ -162,8 +166,13 @@ fn run(listener: TcpListener, state: AppState, directory_lookups: Arc<HourlyLimi
                 }
             })
             .wrap(TracingLogger::default())
+            .configure(|cfg| http::configure(cfg, &state));
+        App::new()
+            .wrap(ErrorHandlers::new().default_handler(json_error_body))
             .wrap(actix_web::middleware::from_fn(http::edge::guard))
-            .configure(|cfg| http::configure(cfg, &state))
+            .app_data(web::Data::new(state.clone()))
+            .service(http::devices::connect)
+            .service(traced)
             .default_service(web::to(http::not_found))
     })
     .workers(workers)

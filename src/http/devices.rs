@@ -34,6 +34,7 @@ fn device_credential(req: &HttpRequest, locker_id: &str) -> Option<String> {
 }
 
 /// Authenticates the device before upgrading; a wrong credential never gets a WebSocket.
+/// Served outside the request-tracing middleware (see `startup`), so a refusal is logged here.
 #[get("/ws/v1/lockers/{id}")]
 pub async fn connect(
     req: HttpRequest,
@@ -42,9 +43,22 @@ pub async fn connect(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let locker_id = id.into_inner();
-    let ip = client_ip(&req);
-    let Some(credential) = device_credential(&req, &locker_id) else {
-        return Err(reject(&state, ip, "missing device credential"));
+    let result = upgrade(&req, stream, &state, locker_id.clone()).await;
+    if let Err(e) = &result {
+        tracing::info!(locker = %locker_id, ip = %client_ip(&req), error = %e, "device connection refused");
+    }
+    result
+}
+
+async fn upgrade(
+    req: &HttpRequest,
+    stream: web::Payload,
+    state: &AppState,
+    locker_id: String,
+) -> Result<HttpResponse, AppError> {
+    let ip = client_ip(req);
+    let Some(credential) = device_credential(req, &locker_id) else {
+        return Err(reject(state, ip, "missing device credential"));
     };
     let lid = locker_id.clone();
     let credential_hash = crate::credentials::hash_token(&credential);
@@ -53,9 +67,9 @@ pub async fn connect(
         .read(move |c| Ok(lockers::authenticate_device(c, &lid, &credential)?.is_some()))
         .await?;
     if !ok {
-        return Err(reject(&state, ip, "invalid locker id or device credential"));
+        return Err(reject(state, ip, "invalid locker id or device credential"));
     }
-    super::edge::authenticated(&req);
+    super::edge::authenticated(req);
     let locker = state
         .hub
         .send(GetLocker {
@@ -74,7 +88,7 @@ pub async fn connect(
     .on_clock(state.clock.clone());
     // The WebSocket layer refuses, from the frame header, anything beyond the largest frame of
     // any kind (a boot); the session holds every other action to 16 KiB (protocol::frame_limit).
-    ws::WsResponseBuilder::new(session, &req, stream)
+    ws::WsResponseBuilder::new(session, req, stream)
         .frame_size(MAX_BOOT_FRAME_BYTES)
         .protocols(&["lockerhub.v1"])
         .start()

@@ -57,7 +57,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .service(health::readyz)
         .service(health::qr)
         .service(openapi::document)
-        .service(devices::connect)
         .configure(|c| carrier_api::routes(c, max_body))
         .service(
             web::scope("/api/v1")
