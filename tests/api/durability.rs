@@ -118,6 +118,10 @@ async fn a_retry_after_a_restart_gets_the_committed_answer(app: TestApp) {
     let other = json!({"compartment": n, "door": "opened", "occupied": true});
     let v = sim.call_with_id("close-1", "DoorEvent", other).await.unwrap();
     assert_eq!(v["outcome"], "fault", "an unexpected open, not the stored answer");
+
+    // The refusal before the boot was not remembered: now booted, the same call runs.
+    let late = sim.call_with_id("new-1", "StartDeposit", walk_up(&w)).await.unwrap();
+    assert!(late["deposit_id"].is_string(), "{late}");
 }
 
 // Retries ten minutes apart on the app's clock: the test moves the clock past each one.

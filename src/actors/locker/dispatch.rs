@@ -76,38 +76,10 @@ impl LockerActor {
         // A heartbeat's answer is the time now: a retry gets a fresh one, and remembering it
         // would fill the window with heartbeats.
         let remembered = !is_boot && !matches!(msg.request, DeviceRequest::Heartbeat);
-        if !self.booted && !is_boot {
-            // Not remembered: after booting, a retry with the same id must run. An answer
-            // stored before (a server restart while the device waited) is sent all the same.
-            let e = FrameError::new(ErrorCode::ProtocolError, "send BootNotification first");
-            let mut refused = fail(DeviceError::Refused(e));
-            if record {
-                let call = CallRecord {
-                    msg_id: id.clone(),
-                    fingerprint,
-                };
-                refused = self.stored_answer_wins(refused, call);
-            }
-            return Box::pin(refused.map(move |res, act, _| {
-                match res {
-                    Err(DeviceError::Replayed(payload)) => {
-                        let text = Frame::Result {
-                            id: id.clone(),
-                            payload,
-                        }
-                        .to_text();
-                        act.dedup.put(id, fingerprint, text.clone());
-                        text
-                    }
-                    Ok(payload) => Frame::Result { id, payload }.to_text(),
-                    Err(e) => Frame::Error {
-                        id,
-                        error: e.to_frame_error(),
-                    }
-                    .to_text(),
-                }
-            }));
-        }
+        // Before the boot, `dispatch` refuses every call but the boot. That refusal is not
+        // remembered: after booting, a retry with the same id must run. A stored answer is sent
+        // all the same (a server restart while the device waited for it).
+        let booted = self.booted || is_boot;
         let action = msg.request.action();
         self.recording = record.then(|| CallRecord {
             msg_id: id.clone(),
@@ -140,7 +112,7 @@ impl LockerActor {
                         id: id.clone(),
                         error: e.to_frame_error(),
                     },
-                    matches!(e, DeviceError::Refused(_)),
+                    booted && matches!(e, DeviceError::Refused(_)),
                 ),
             };
             tracing::debug!(locker = %act.id, action, msg_id = %id, "device call answered");
