@@ -1,7 +1,10 @@
 //! The notification outbox: what the notifier reads and how it records each outcome.
 
 use chrono::NaiveDateTime;
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AsChangeset, QueryFragment};
+use diesel::sqlite::Sqlite;
 use serde_json::Value;
 
 use super::direct;
@@ -171,60 +174,57 @@ pub fn context(conn: &mut DbConn, parcel_id: &str, recipient_id: Option<&str>) -
     })
 }
 
+/// Changes one queued notification's columns, with a statement prepared once.
+fn update_row<V>(conn: &mut DbConn, id: &str, changes: V) -> QueryResult<()>
+where
+    V: AsChangeset<Target = n::table>,
+    V::Changeset: QueryFragment<Sqlite> + QueryFragment<Pg>,
+{
+    direct::execute(conn, direct::update(n::table, n::id.eq(id), changes)).map(drop)
+}
+
 /// Sent: secrets are redacted from the stored payload, which keeps the rendered message.
 pub fn mark_sent(conn: &mut DbConn, id: &str, channel: &str, mut record: Value) -> QueryResult<()> {
     redact(&mut record);
-    direct::execute(
+    update_row(
         conn,
-        direct::update(
-            n::table,
-            n::id.eq(id),
-            (
-                n::status.eq("sent"),
-                n::channel.eq(channel),
-                n::attempts.eq(n::attempts + 1),
-                n::sent_at.eq(now()),
-                n::last_error.eq(None::<String>),
-                n::payload.eq(record.to_string()),
-            ),
+        id,
+        (
+            n::status.eq("sent"),
+            n::channel.eq(channel),
+            n::attempts.eq(n::attempts + 1),
+            n::sent_at.eq(now()),
+            n::last_error.eq(None::<String>),
+            n::payload.eq(record.to_string()),
         ),
     )
-    .map(drop)
 }
 
 pub fn mark_retry(conn: &mut DbConn, id: &str, channel: &str, at: NaiveDateTime, error: &str) -> QueryResult<()> {
-    direct::execute(
+    update_row(
         conn,
-        direct::update(
-            n::table,
-            n::id.eq(id),
-            (
-                n::channel.eq(channel),
-                n::attempts.eq(n::attempts + 1),
-                n::next_attempt_at.eq(at),
-                n::last_error.eq(error),
-            ),
+        id,
+        (
+            n::channel.eq(channel),
+            n::attempts.eq(n::attempts + 1),
+            n::next_attempt_at.eq(at),
+            n::last_error.eq(error),
         ),
     )
-    .map(drop)
 }
 
 /// Moves to another channel, starting its attempts afresh.
 pub fn switch_channel(conn: &mut DbConn, id: &str, channel: &str, error: &str) -> QueryResult<()> {
-    direct::execute(
+    update_row(
         conn,
-        direct::update(
-            n::table,
-            n::id.eq(id),
-            (
-                n::channel.eq(channel),
-                n::attempts.eq(0),
-                n::next_attempt_at.eq(now()),
-                n::last_error.eq(error),
-            ),
+        id,
+        (
+            n::channel.eq(channel),
+            n::attempts.eq(0),
+            n::next_attempt_at.eq(now()),
+            n::last_error.eq(error),
         ),
     )
-    .map(drop)
 }
 
 /// Gives up. The payload is redacted: nothing will send it now.
@@ -232,20 +232,16 @@ pub fn mark_dead(conn: &mut DbConn, id: &str, error: &str) -> QueryResult<()> {
     let payload: String = n::table.find(id).select(n::payload).get_result(conn)?;
     let mut v: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
     redact(&mut v);
-    direct::execute(
+    update_row(
         conn,
-        direct::update(
-            n::table,
-            n::id.eq(id),
-            (
-                n::status.eq("dead"),
-                n::attempts.eq(n::attempts + 1),
-                n::last_error.eq(error),
-                n::payload.eq(v.to_string()),
-            ),
+        id,
+        (
+            n::status.eq("dead"),
+            n::attempts.eq(n::attempts + 1),
+            n::last_error.eq(error),
+            n::payload.eq(v.to_string()),
         ),
     )
-    .map(drop)
 }
 
 /// Pending messages of a kind for a parcel are superseded (a new code was issued).
