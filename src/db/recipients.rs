@@ -89,14 +89,6 @@ pub fn needs_accessible(conn: &mut DbConn, id: &str) -> QueryResult<bool> {
         .get_result(conn)
 }
 
-/// Until when the resident is away, if they are (a narrow read for the write path).
-pub fn vacation_until(conn: &mut DbConn, id: &str) -> QueryResult<Option<chrono::NaiveDateTime>> {
-    recipients::table
-        .find(id)
-        .select(recipients::vacation_until)
-        .get_result(conn)
-}
-
 #[derive(Debug, Default, Clone)]
 pub struct RecipientFilter {
     pub site_id: Option<String>,

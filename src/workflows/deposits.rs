@@ -156,9 +156,8 @@ pub fn start(
 }
 
 /// Finds the pre-advised parcel (by tracking number) or the walk-up recipient the driver
-/// identified, and the recipient either way.
-/// What the driver's identification finds, the recipient's id, and whether they need an
-/// accessible compartment when their row was read to find them (`None`: not read).
+/// identified, and the recipient's id either way; for a walk-up, also whether they need an
+/// accessible compartment, read from the row that found them (`None`: not read here).
 fn identify(
     conn: &mut DbConn,
     ctx: &LockerCtx,
