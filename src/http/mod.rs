@@ -44,32 +44,33 @@ pub struct AppState {
 
 pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
     let max_body = state.settings.max_body_bytes;
-    cfg.app_data(web::Data::new(state.clone()))
-        .app_data(
-            web::JsonConfig::default()
-                .limit(max_body)
-                .error_handler(move |e, _| json_error(e, max_body).into()),
-        )
-        .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
-        .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
-        .app_data(web::PayloadConfig::default().limit(state.settings.max_csv_bytes))
-        .service(health::healthz)
-        .service(health::readyz)
-        .service(health::qr)
-        .service(openapi::document)
-        .configure(|c| carrier_api::routes(c, max_body))
-        .service(
-            web::scope("/api/v1")
-                .wrap(actix_web::middleware::from_fn(auth::require_admin))
-                .configure(sites::routes)
-                .configure(lockers::routes)
-                .configure(lockouts::routes)
-                .configure(carriers::routes)
-                .configure(recipients::routes)
-                .configure(parcels::routes)
-                .configure(remote_opens::routes)
-                .configure(admin_keys::routes),
-        );
+    // The state itself is registered on the App (`startup`), which the device WebSocket
+    // shares; these extractor settings are the HTTP API's.
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(max_body)
+            .error_handler(move |e, _| json_error(e, max_body).into()),
+    )
+    .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
+    .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
+    .app_data(web::PayloadConfig::default().limit(state.settings.max_csv_bytes))
+    .service(health::healthz)
+    .service(health::readyz)
+    .service(health::qr)
+    .service(openapi::document)
+    .configure(|c| carrier_api::routes(c, max_body))
+    .service(
+        web::scope("/api/v1")
+            .wrap(actix_web::middleware::from_fn(auth::require_admin))
+            .configure(sites::routes)
+            .configure(lockers::routes)
+            .configure(lockouts::routes)
+            .configure(carriers::routes)
+            .configure(recipients::routes)
+            .configure(parcels::routes)
+            .configure(remote_opens::routes)
+            .configure(admin_keys::routes),
+    );
 }
 
 /// The fallback: a known path with another method is a 405 naming the allowed ones (RFC 9110);
