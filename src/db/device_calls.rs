@@ -42,37 +42,58 @@ pub fn find(conn: &mut DbConn, locker_id: &str, msg_id: &str) -> QueryResult<Opt
         .optional()
 }
 
-/// Stores the answer to a call, then prunes this locker's oldest rows beyond the age or count
-/// bound. `replaces`: an older answer is stored under the same id (a reused id runs as a new
-/// call), and goes first. The caller knows, having looked the id up before running the call;
-/// a new id (nearly every call) costs one statement, not two.
+/// What [`remember`] found under the call's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remembered {
+    /// The answer is stored: the id was new, or held another call's answer (a reused id runs
+    /// as a new call), which it replaced.
+    Stored,
+    /// The same call's answer is already stored: this is a retry of a call answered before,
+    /// and what it just did must roll back.
+    AnsweredBefore,
+}
+
+/// Stores the answer to a call in the transaction that commits its change, then now and then
+/// prunes this locker's oldest rows beyond the age or count bound.
+///
+/// One statement whatever was stored under the id: an upsert that replaces another call's
+/// answer (another fingerprint) and leaves the same call's answer alone. Calls do not look
+/// their id up before they run; nearly every id is new, and the rare retry of a call answered
+/// before finds out here, and its transaction rolls back.
 pub fn remember(
     conn: &mut DbConn,
     locker_id: &str,
     msg_id: &str,
     fingerprint: &str,
     answer: &str,
-    replaces: bool,
     retention: chrono::Duration,
-) -> QueryResult<()> {
-    if replaces {
-        diesel::delete(device_calls::table.find((locker_id, msg_id))).execute(conn)?;
-    }
+) -> QueryResult<Remembered> {
     let t = now();
-    direct::execute(
+    let row = diesel::insert_into(device_calls::table).values((
+        device_calls::locker_id.eq(locker_id),
+        device_calls::msg_id.eq(msg_id),
+        device_calls::fingerprint.eq(fingerprint),
+        device_calls::answer.eq(answer),
+        device_calls::created_at.eq(t),
+    ));
+    // Both backends read this clause alike (SQLite 3.24 and PostgreSQL 9.5 on): no row
+    // changes when the stored fingerprint is this call's.
+    let changed = direct::execute(
         conn,
-        diesel::insert_into(device_calls::table).values((
-            device_calls::locker_id.eq(locker_id),
-            device_calls::msg_id.eq(msg_id),
-            device_calls::fingerprint.eq(fingerprint),
-            device_calls::answer.eq(answer),
-            device_calls::created_at.eq(t),
-        )),
+        direct::suffixed(
+            row,
+            " ON CONFLICT (locker_id, msg_id) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             answer = excluded.answer, created_at = excluded.created_at \
+             WHERE device_calls.fingerprint <> excluded.fingerprint",
+        ),
     )?;
+    if changed == 0 {
+        return Ok(Remembered::AnsweredBefore);
+    }
     if WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % PRUNE_EVERY == 0 {
         prune(conn, locker_id, t - retention)?;
     }
-    Ok(())
+    Ok(Remembered::Stored)
 }
 
 fn prune(conn: &mut DbConn, locker_id: &str, older_than: NaiveDateTime) -> QueryResult<()> {

@@ -106,3 +106,30 @@ macro_rules! on_backend {
         }
     };
 }
+
+/// A statement followed by fixed SQL text, cached under the whole text: an `ON CONFLICT`
+/// clause both backends read alike where diesel's builder has no common form (a `WHERE` on
+/// `DO UPDATE` is PostgreSQL-only in diesel, though SQLite takes it too).
+pub struct Suffixed<Q> {
+    query: Q,
+    suffix: &'static str,
+}
+
+/// `query` with `suffix` after it. The suffix is SQL, never input: it takes no binds.
+pub fn suffixed<Q>(query: Q, suffix: &'static str) -> Suffixed<Q> {
+    Suffixed { query, suffix }
+}
+
+impl<Q> QueryId for Suffixed<Q> {
+    // Keyed by its text, like `Update`: one query type with two suffixes is two statements.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Suffixed<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.query.walk_ast(out.reborrow())?;
+        out.push_sql(self.suffix);
+        Ok(())
+    }
+}

@@ -15,6 +15,10 @@ pub enum DeviceError {
     /// by the transaction that would have run it again. Nothing runs; the stored answer (its
     /// result payload) is sent again. The transaction ends without writing.
     Replayed(serde_json::Value),
+    /// Not a failure either: the call ran again, and storing its answer found the same call's
+    /// answer stored before. Its transaction rolls back; the stored answer is then read and
+    /// sent as [`Self::Replayed`] (`LockerActor::stored_answer_wins`).
+    AnsweredBefore,
 }
 
 impl DeviceError {
@@ -30,7 +34,7 @@ impl DeviceError {
                 FrameError::new(ErrorCode::InternalError, "server error; retry with the same message id")
             }
             // Sent as the result it is (`LockerActor::run_call`); never an error frame.
-            Self::Replayed(_) => {
+            Self::Replayed(_) | Self::AnsweredBefore => {
                 tracing::error!("a replayed answer reached the error path");
                 FrameError::new(ErrorCode::InternalError, "server error; retry with the same message id")
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use awc::http::StatusCode;
 use lockerhub::domain::Size;
 use lockerhub::protocol::messages::{DoorChange, Identify, Pickup};
+use lockerhub::protocol::ErrorCode;
 use lockerhub::simulator::SimLocker;
 use serde_json::{json, Value};
 
@@ -122,6 +123,62 @@ async fn a_retry_after_a_restart_gets_the_committed_answer(app: TestApp) {
     // The refusal before the boot was not remembered: now booted, the same call runs.
     let late = sim.call_with_id("new-1", "StartDeposit", walk_up(&w)).await.unwrap();
     assert!(late["deposit_id"].is_string(), "{late}");
+}
+
+// One wrong code is allowed, the second locks out: a retry counted as a miss would show.
+db_test!(a_retried_pickup_gets_its_answer_after_a_restart_and_counts_no_miss with |s| s.pickup_attempts = 1);
+
+/// A pickup's answer lost with the server, in its two shapes. The code still opens: the retry
+/// runs again, meets the stored answer and rolls back. The parcel has left since: the retry's
+/// code is spent, a wrong code, which must get the stored answer and count no miss.
+async fn a_retried_pickup_gets_its_answer_after_a_restart_and_counts_no_miss(app: TestApp) {
+    let w = world(&app, 2, None).await;
+    let sim = connect(&app, &w).await;
+    sim.boot().await.unwrap();
+    let phone = || Identify::Phone("5550102030".into());
+    let gone = sim.deposit(&w.carrier, phone(), Size::S, None).await.unwrap();
+    let kept = sim.deposit(&w.carrier, phone(), Size::S, None).await.unwrap();
+    let (gone_code, _) = app.pickup_secrets(&gone.deposit_id).await;
+    let (kept_code, _) = app.pickup_secrets(&kept.deposit_id).await;
+    let gone_call = json!({"code": &gone_code});
+    let taken = sim
+        .call_with_id("pick-gone", "Pickup", gone_call.clone())
+        .await
+        .unwrap();
+    let n = taken["compartment"].as_i64().unwrap() as i32;
+    sim.door(n, DoorChange::Opened).await.unwrap();
+    sim.tamper(n, true, false);
+    assert_eq!(sim.door(n, DoorChange::Closed).await.unwrap(), "picked_up");
+    let kept_call = json!({"code": kept_code});
+    let opened = sim
+        .call_with_id("pick-kept", "Pickup", kept_call.clone())
+        .await
+        .unwrap();
+    // Both answers are lost with the server; the second pickup's door never opened.
+    sim.disconnect().await;
+    let app = app.restart().await;
+
+    let sim = connect(&app, &w).await;
+    let boot = sim.boot().await.unwrap();
+    assert!(boot.discrepancies.is_empty(), "{:?}", boot.discrepancies);
+    let again = sim.call_with_id("pick-kept", "Pickup", kept_call).await.unwrap();
+    assert_eq!(again, opened, "the stored answer, not a second run");
+    let again = sim.call_with_id("pick-gone", "Pickup", gone_call).await.unwrap();
+    assert_eq!(again, taken, "a spent code's retry gets the stored answer");
+    let p = parcel(&app, &kept.deposit_id).await;
+    let opens = kinds(&p).iter().filter(|k| *k == "pickup_opened").count();
+    assert_eq!(opens, 1, "the pickup ran once: {:?}", kinds(&p));
+    // One miss is allowed and the next starts a lockout. Had the retry counted, this first
+    // new miss would start it.
+    let miss = |id: &'static str| sim.call_with_id(id, "Pickup", json!({"code": &gone_code}));
+    let err = miss("pick-new-1").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::InvalidCode),
+        "no miss was counted before: {err:?}"
+    );
+    let err = miss("pick-new-2").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::LockedOut), "a real miss counts: {err:?}");
 }
 
 // Retries ten minutes apart on the app's clock: the test moves the clock past each one.

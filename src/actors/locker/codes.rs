@@ -152,17 +152,13 @@ impl LockerActor {
         A: FnOnce(&T) -> Option<Value> + Send + 'static,
     {
         let record = self.recording.take();
+        let stored = record.clone();
         let retention = self.call_retention();
         let server_key = self.deps.key.clone();
         let clock = self.deps.clock.clone();
         let policy = lockout_policy(&self.deps.settings);
-        self.db_op(
+        let checked = self.db_op(
             move |c, me| {
-                // A retried call answered before gets that answer, even during a lockout.
-                let replaces = match &record {
-                    Some(r) => r.check(c, &me.locker_id)?,
-                    None => false,
-                };
                 let now = clock.now();
                 let mut counted = None;
                 if let Some(kind) = kind {
@@ -174,13 +170,18 @@ impl LockerActor {
                 }
                 if let Some(found) = find(c, me, &server_key)? {
                     if let (Some(r), Some(p)) = (&record, answer(&found)) {
-                        r.remember(c, &me.locker_id, &p.to_string(), replaces, retention)?;
+                        r.remember(c, &me.locker_id, &p.to_string(), retention)?;
                     }
                     return Ok(Checked::Found(found));
                 }
                 let Some((kind, mut st)) = counted else {
                     return Ok(Checked::Wrong(None));
                 };
+                // A retry of a call answered before (its code is spent now) is not a miss: it
+                // gets that answer, and counts nothing.
+                if let Some(r) = &record {
+                    r.check(c, &me.locker_id)?;
+                }
                 let started = st.fail(&policy, now);
                 lockouts::save(c, &me.locker_id, kind, &st, started.as_ref(), now)?;
                 Ok(Checked::Wrong(started.map(|s| (kind, s))))
@@ -202,7 +203,11 @@ impl LockerActor {
                     Err(locked_out(started.length))
                 }
             },
-        )
+        );
+        match stored {
+            Some(r) => self.stored_answer_wins(checked, r, super::may_have_answered_before),
+            None => checked,
+        }
     }
 
     /// Opens the compartment a code unlocks: a recipient's pickup code or QR token, or a

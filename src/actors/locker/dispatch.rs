@@ -10,7 +10,7 @@ use crate::actors::messages::*;
 use crate::db::{carriers, device_calls, lockers, recipients};
 use crate::domain::recovery::{self, Decision, Sensed};
 use crate::domain::CompartmentStatus;
-use crate::error::OpError;
+use crate::error::{AppError, OpError};
 use crate::protocol::messages::*;
 use crate::protocol::DeviceError;
 use crate::protocol::{ErrorCode, Frame, FrameError, PROTOCOL_VERSION};
@@ -32,9 +32,9 @@ impl Handler<DeviceCall> for LockerActor {
             let id = msg.msg_id;
             return AtomicResponse::new(Box::pin(fut::ready(Frame::Error { id, error: e }.to_text())));
         }
-        // A call that changes state is recorded: the transaction that runs it first looks for
-        // an answer stored under its id (a retry of a call answered before, perhaps by a server
-        // process that has since stopped), and stores its own answer with its change.
+        // A call that changes state is recorded: the transaction that runs it stores its answer
+        // with its change, and a retry of a call answered before (perhaps by a server process
+        // that has since stopped) gets the stored answer instead (`db_change`).
         let record = changes_state(&msg.request);
         AtomicResponse::new(self.run_call(msg, record, ctx))
     }
@@ -63,8 +63,8 @@ pub(super) fn changes_state(req: &DeviceRequest) -> bool {
 
 impl LockerActor {
     /// Runs a device call and turns its outcome into the frame to send; with `record`, the
-    /// transaction that commits its change checks for a stored answer first and stores this
-    /// one (see `db_change` and `CallRecord`).
+    /// transaction that commits its change stores this answer, and a stored answer to the same
+    /// call wins (see `db_change` and `CallRecord`).
     pub(super) fn run_call(
         &mut self,
         msg: DeviceCall,
@@ -88,10 +88,10 @@ impl LockerActor {
         let mut work = self.dispatch(msg.request, ctx);
         // Only a transaction started by this dispatch may record this call. One that was
         // answered without such a transaction (a refusal memory decides, an outcome memory
-        // alone decides) has not checked for a stored answer: it does so now, and a stored
+        // alone decides) has not met a stored answer: it looks for one now, and a stored
         // answer is what a retry gets.
         if let Some(unchecked) = self.recording.take() {
-            work = self.stored_answer_wins(work, unchecked);
+            work = self.stored_answer_wins(work, unchecked, |_| true);
         }
         Box::pin(work.map(move |res, act, _| {
             let res = match res {
@@ -126,29 +126,45 @@ impl LockerActor {
         }))
     }
 
-    /// `work`'s answer, unless an answer is stored under the call's id with the same payload:
-    /// then that one, as the transaction would have found it.
-    fn stored_answer_wins(
+    /// `work`'s answer, unless `when` says its outcome may hide an answer stored under the
+    /// call's id, and one is stored with the same payload: then that one. A call that ran into
+    /// its stored answer ([`DeviceError::AnsweredBefore`]) and finds none (pruned since) fails
+    /// retryably.
+    ///
+    /// The lookup reads through the pool: the stored answer it looks for was committed before
+    /// this call began, as one locker's calls run one at a time.
+    pub(super) fn stored_answer_wins<T: 'static>(
         &self,
-        work: ResponseActFuture<Self, Reply>,
+        work: ResponseActFuture<Self, Result<T, DeviceError>>,
         record: CallRecord,
-    ) -> ResponseActFuture<Self, Reply> {
+        when: fn(&Result<T, DeviceError>) -> bool,
+    ) -> ResponseActFuture<Self, Result<T, DeviceError>> {
         let (db, locker_id) = (self.deps.db.clone(), self.id.clone());
-        Box::pin(work.then(move |res, act, _| {
-            let lookup = async move {
-                db.read(move |c| Ok(device_calls::find(c, &locker_id, &record.msg_id)?))
-                    .await
-            };
-            lookup.into_actor(act).map(move |found, act, _| match found {
-                Ok(Some(stored)) if record.fingerprint.is_hex(&stored.fingerprint) => Err(stored_answer(&stored)),
-                Ok(_) => res,
-                Err(e) => {
-                    // Whether this call was answered before is unknown: the device retries.
-                    tracing::warn!(locker = %act.id, error = %e, "cannot read remembered device calls");
-                    Err(DeviceError::Failed(e))
+        Box::pin(
+            work.then(move |res, act, _| -> ResponseActFuture<Self, Result<T, DeviceError>> {
+                if !when(&res) {
+                    return Box::pin(fut::ready(res));
                 }
-            })
-        }))
+                let lookup = async move {
+                    db.read(move |c| Ok(device_calls::find(c, &locker_id, &record.msg_id)?))
+                        .await
+                };
+                Box::pin(lookup.into_actor(act).map(move |found, act, _| match found {
+                    Ok(Some(stored)) if record.fingerprint.is_hex(&stored.fingerprint) => Err(stored_answer(&stored)),
+                    Ok(_) => match res {
+                        Err(DeviceError::AnsweredBefore) => Err(DeviceError::Failed(AppError::Unavailable(
+                            "this call's stored answer is gone; retry".into(),
+                        ))),
+                        other => other,
+                    },
+                    Err(e) => {
+                        // Whether this call was answered before is unknown: the device retries.
+                        tracing::warn!(locker = %act.id, error = %e, "cannot read remembered device calls");
+                        Err(DeviceError::Failed(e))
+                    }
+                }))
+            }),
+        )
     }
 
     pub(super) fn dispatch(&mut self, req: DeviceRequest, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Reply> {

@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
-use diesel::QueryResult;
 use serde_json::Value;
 
 use crate::actors::messages::*;
@@ -228,18 +227,18 @@ impl LockerActor {
         )
     }
 
-    /// [`Self::db_op`] for a device call that changes state: `answer` computes the result
-    /// payload from what the transaction did (`None`: no result, `then` refuses), and that
-    /// payload is stored for the call being dispatched in the same transaction, so the change
-    /// and the answer a retry gets are committed together.
     /// How long a stored device-call answer is kept (`device_call_retention_secs`).
     fn call_retention(&self) -> chrono::Duration {
         let secs = i64::try_from(self.deps.settings.device_call_retention_secs).unwrap_or(i64::MAX / 1000);
         chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::days(365))
     }
 
-    /// Runs `work` (a workflow, whose refusals become the device's error frame) in one
-    /// transaction with the stored answer, then `then` on the actor after the commit.
+    /// [`Self::db_op`] for a device call that changes state: runs `work` (a workflow, whose
+    /// refusals become the device's error frame), and `answer` computes the result payload
+    /// from what it did (`None`: no result, `then` refuses). That payload is stored for the call
+    /// being dispatched in the same transaction, so the change and the answer a retry gets are
+    /// committed together; `then` runs on the actor after the commit. A retry of a call
+    /// answered before gets that answer, and what it ran again rolls back.
     fn db_change<T, E, W, A, M>(&mut self, work: W, answer: A, then: M) -> ResponseActFuture<Self, Reply>
     where
         T: Send + 'static,
@@ -250,16 +249,13 @@ impl LockerActor {
     {
         let record = self.recording.take();
         let retention = self.call_retention();
-        self.db_op(
+        let stored = record.clone();
+        let work = self.db_op(
             move |c, me| {
-                let replaces = match &record {
-                    Some(r) => r.check(c, &me.locker_id)?,
-                    None => false,
-                };
                 let t = work(c, me)?;
                 let payload = answer(&t);
                 if let (Some(r), Some(p)) = (&record, &payload) {
-                    r.remember(c, &me.locker_id, &p.to_string(), replaces, retention)?;
+                    r.remember(c, &me.locker_id, &p.to_string(), retention)?;
                 }
                 Ok((t, payload))
             },
@@ -267,41 +263,48 @@ impl LockerActor {
                 then(t, act, ctx)?;
                 payload.ok_or_else(|| DeviceError::Failed(AppError::internal("a device call produced no answer")))
             },
-        )
+        );
+        match stored {
+            Some(r) => self.stored_answer_wins(work, r, may_have_answered_before),
+            None => work,
+        }
     }
 }
 
+/// Whether a recorded call's outcome may hide an answer stored before under its id. Calls do
+/// not look their id up before they run (nearly every id is new): a retry of a call answered
+/// before either finds that answer when it stores its own ([`DeviceError::AnsweredBefore`]), or
+/// is refused or fails now, because what it did is done. Either way it rolled back, and the
+/// stored answer is what it gets. A server failure is not looked up: the device retries.
+pub(super) fn may_have_answered_before<T>(outcome: &Result<T, DeviceError>) -> bool {
+    matches!(outcome, Err(e) if !e.is_server_failure() && !matches!(e, DeviceError::Replayed(_)))
+}
+
 impl CallRecord {
-    /// Looks for an answer stored under this call's id, first thing in the transaction that
-    /// would run the call: the same call answered before (by this process or one that has
-    /// stopped) is [`DeviceError::Replayed`] and runs no further; a reused id with another
-    /// payload runs as a new call, whose answer replaces the stored one (`true`).
-    fn check(&self, c: &mut DbConn, locker_id: &str) -> Result<bool, DeviceError> {
+    /// Looks for an answer stored under this call's id, for a path that writes without storing
+    /// an answer (a wrong code counted toward a lockout): the same call answered before is
+    /// [`DeviceError::Replayed`] and writes nothing.
+    fn check(&self, c: &mut DbConn, locker_id: &str) -> Result<(), DeviceError> {
         match device_calls::find(c, locker_id, &self.msg_id)? {
-            None => Ok(false),
             Some(stored) if self.fingerprint.is_hex(&stored.fingerprint) => Err(stored_answer(&stored)),
-            Some(_) => Ok(true),
+            _ => Ok(()),
         }
     }
 
-    /// Stores the call's answer in the transaction that commits its change.
+    /// Stores the call's answer in the transaction that commits its change; the same call's
+    /// answer stored before is [`DeviceError::AnsweredBefore`], and the transaction rolls back.
     fn remember(
         &self,
         c: &mut DbConn,
         locker_id: &str,
         answer: &str,
-        replaces: bool,
         retention: chrono::Duration,
-    ) -> QueryResult<()> {
-        device_calls::remember(
-            c,
-            locker_id,
-            &self.msg_id,
-            &self.fingerprint.to_hex(),
-            answer,
-            replaces,
-            retention,
-        )
+    ) -> Result<(), DeviceError> {
+        let fingerprint = self.fingerprint.to_hex();
+        match device_calls::remember(c, locker_id, &self.msg_id, &fingerprint, answer, retention)? {
+            device_calls::Remembered::Stored => Ok(()),
+            device_calls::Remembered::AnsweredBefore => Err(DeviceError::AnsweredBefore),
+        }
     }
 }
 
