@@ -24,10 +24,10 @@
 //! the log only when every frame has been copied back, and the writer appends new frames while
 //! the checkpointer copies. The WAL then grew without bound (1.4 GB after 20 s at 800 deposits
 //! a second), every page lookup searched a longer WAL index, and checkpoints ran back to back,
-//! since the file never shrank below the threshold. So after each passive checkpoint the writer,
-//! between two batches, finishes it with a restarting one (`wal_checkpoint(RESTART)`): only the
-//! frames appended meanwhile are left to copy, so the pause is short, and the next batch writes
-//! the log from its start. `journal_size_limit` then cuts the file back to a quarter of the
+//! since the file never shrank below the threshold. So the checkpointer runs passive checkpoints
+//! until what the writer appended during the last one is small, and then the writer, between two
+//! batches, finishes with a restarting one (`wal_checkpoint(RESTART)`): only those frames are
+//! left to copy, so the pause is short, and the next batch writes the log from its start. `journal_size_limit` then cuts the file back to a quarter of the
 //! threshold, so the threshold measures new frames again.
 
 use std::cell::Cell;
@@ -337,8 +337,8 @@ fn restart_log(conn: &mut DbConn, config: &WriterConfig, stats: &WriterStats) {
     }
 }
 
-/// What a checkpoint reports: the frames in the log when it began, and how many of them are
-/// copied back into the database.
+/// What a checkpoint reports (SQLite's `busy` and `log` columns): whether it was kept from
+/// finishing, and the frames in the log when it began.
 #[derive(diesel::QueryableByName)]
 struct Checkpointed {
     #[diesel(sql_type = diesel::sql_types::Integer)]
@@ -350,7 +350,9 @@ struct Checkpointed {
 fn checkpoint(conn: &mut DbConn, mode: &str) -> diesel::QueryResult<Checkpointed> {
     use diesel::RunQueryDsl;
     let DbConn::Sqlite(c) = conn else {
-        return Err(diesel::result::Error::NotFound);
+        return Err(diesel::result::Error::QueryBuilderError(
+            "checkpoints are SQLite's; the writer runs on SQLite only".into(),
+        ));
     };
     diesel::sql_query(format!("PRAGMA wal_checkpoint({mode})")).get_result(c)
 }
