@@ -97,11 +97,7 @@ async fn a_retry_after_a_restart_gets_the_committed_answer(app: TestApp) {
         .call_with_id("new-1", "StartDeposit", start.clone())
         .await
         .unwrap_err();
-    assert_eq!(
-        err.code(),
-        Some(lockerhub::protocol::ErrorCode::ProtocolError),
-        "{err:?}"
-    );
+    assert_eq!(err.code(), Some(ErrorCode::ProtocolError), "{err:?}");
     let boot = sim.boot().await.unwrap();
     assert!(boot.discrepancies.is_empty(), "{:?}", boot.discrepancies);
     let retry = sim.call_with_id("close-1", "DoorEvent", close.clone()).await.unwrap();

@@ -204,10 +204,7 @@ impl LockerActor {
                 }
             },
         );
-        match stored {
-            Some(r) => self.stored_answer_wins(checked, r, super::may_have_answered_before),
-            None => checked,
-        }
+        self.answered_before_wins(checked, stored)
     }
 
     /// Opens the compartment a code unlocks: a recipient's pickup code or QR token, or a

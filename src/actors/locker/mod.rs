@@ -264,7 +264,17 @@ impl LockerActor {
                 payload.ok_or_else(|| DeviceError::Failed(AppError::internal("a device call produced no answer")))
             },
         );
-        match stored {
+        self.answered_before_wins(work, stored)
+    }
+
+    /// For a recorded call (`record`), an answer stored before under its id wins over an
+    /// outcome that [`may_have_answered_before`]; an unrecorded call's outcome stands.
+    fn answered_before_wins<T: 'static>(
+        &self,
+        work: ResponseActFuture<Self, Result<T, DeviceError>>,
+        record: Option<CallRecord>,
+    ) -> ResponseActFuture<Self, Result<T, DeviceError>> {
+        match record {
             Some(r) => self.stored_answer_wins(work, r, may_have_answered_before),
             None => work,
         }
