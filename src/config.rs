@@ -90,6 +90,9 @@ pub struct Settings {
     pub device_call_timeout_secs: u64,
     /// A kiosk interaction bound by a courier code ends after this much silence (10–3600).
     pub kiosk_interaction_timeout_secs: u64,
+    /// How far a 1.1 locker's clock may be off, in the recipient's favour, when it checks a QR
+    /// token's expiry offline (0-3600; docs/protocol.md §15.2).
+    pub offline_clock_skew_secs: u64,
     /// How long the answer to a state-changing device call is kept in the database for a retry
     /// after a server restart (at most `DEVICE_CALLS_PER_LOCKER` per locker).
     pub device_call_retention_secs: u64,
@@ -207,6 +210,7 @@ impl Default for Settings {
             deposit_timeout_secs: 300,
             device_call_timeout_secs: 30,
             kiosk_interaction_timeout_secs: 120,
+            offline_clock_skew_secs: 300,
             device_call_retention_secs: 86_400,
             dwell_hours: 72,
             reservation_hours: 24,
@@ -288,6 +292,8 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
                                                                     reported as outcome unknown, never replayed)
   kiosk_interaction_timeout_secs LOCKERHUB_KIOSK_INTERACTION_TIMEOUT_SECS 120 (10-3600; a courier code binds
                                                                     deposits to its carrier until this silence)
+  offline_clock_skew_secs     LOCKERHUB_OFFLINE_CLOCK_SKEW_SECS     300 (0-3600; a 1.1 locker's clock allowance
+                                                                    for QR token expiry offline)
   device_call_retention_secs  LOCKERHUB_DEVICE_CALL_RETENTION_SECS  86400 (answers kept for retries across a restart;
                                                                     at most 512 per locker)
   dwell_hours                 LOCKERHUB_DWELL_HOURS                 72
@@ -382,6 +388,9 @@ impl Settings {
         }
         if !(10..=3600).contains(&self.kiosk_interaction_timeout_secs) {
             return Err("kiosk_interaction_timeout_secs must be between 10 and 3600".into());
+        }
+        if self.offline_clock_skew_secs > 3600 {
+            return Err("offline_clock_skew_secs must be between 0 and 3600".into());
         }
         if self.device_call_retention_secs == 0 {
             return Err("device_call_retention_secs must be positive".into());

@@ -79,6 +79,14 @@ impl ServerKey {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// A 32-byte key for one purpose, derived from this one (HMAC-SHA256 over the label), so
+    /// each use of the server key has its own and none can be turned into another.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     pub fn encrypt(&self, plaintext: &str) -> String {
         let cipher = ChaCha20Poly1305::new((&self.0).into());
         let mut nonce = [0u8; 12];

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod notify;
 pub mod protocol;
+pub mod qr_token;
 pub mod ratelimit;
 pub mod signing;
 pub mod simulator;

@@ -15,9 +15,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::domain::journal::{JournalEvent, PickupBy, MAX_EVENTS_PER_CALL};
 use crate::domain::Size;
 use crate::protocol::messages::*;
-use crate::protocol::{Frame, FrameError, PROTOCOL_VERSION};
+use crate::protocol::{Frame, FrameError, PROTOCOL_VERSION, PROTOCOL_VERSION_OFFLINE};
 
 /// How long a simulated call waits for its answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,6 +58,9 @@ pub struct SimCompartment {
 /// How the simulated hardware behaves.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
+    /// Speak protocol 1.1 (docs/protocol.md §15): boot with an offline object, accept signed QR
+    /// tokens while offline, journal what it does and replay it. Off: a 1.0 device.
+    pub offline_capable: bool,
     /// Answer the server's `OpenCompartment` calls (false simulates a device that goes quiet).
     pub answer_open_commands: bool,
     /// Socket read buffer; small for large fleets.
@@ -80,6 +84,7 @@ pub enum RemoteOpenHands {
 impl Default for Behaviour {
     fn default() -> Self {
         Self {
+            offline_capable: false,
             answer_open_commands: true,
             read_buffer: 4 * 1024,
             remote_open: RemoteOpenHands::default(),
@@ -88,6 +93,37 @@ impl Default for Behaviour {
 }
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, FrameError>>>>>;
+
+/// Where the simulated device reads its clock; real time unless a test sets one.
+pub type DeviceClock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
+/// A 1.1 device's offline side: what its boot gave it, its journal and its spent tokens.
+/// Kept across reconnects, as a real locker keeps it in storage.
+#[derive(Default)]
+pub struct OfflineSide {
+    pub qr_keys: Vec<crate::qr_token::PublicKey>,
+    pub skew_secs: i64,
+    /// The number the next journaled event gets.
+    pub next_seq: i64,
+    /// Events the server has not confirmed, oldest first.
+    pub journal: Vec<JournalEvent>,
+    /// Spent token ids, with their expiry (Unix seconds): kept until then.
+    pub spent: HashMap<String, i64>,
+    clock: Option<DeviceClock>,
+}
+
+/// Why the simulated kiosk refused a QR token while offline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfflineRefusal {
+    #[error("this device does not work offline (protocol 1.0)")]
+    NotOfflineCapable,
+    #[error("invalid QR code: {0}")]
+    Invalid(#[from] crate::qr_token::QrError),
+    #[error("the compartment is empty or unknown")]
+    Empty,
+    #[error("this QR code was already used")]
+    Spent,
+}
 
 /// A connected simulated locker. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -105,6 +141,8 @@ pub struct SimLocker {
     /// Server calls received (action, payload), for tests to inspect.
     pub server_calls: Arc<Mutex<Vec<(String, Value)>>>,
     closed: Arc<tokio::sync::Notify>,
+    /// The 1.1 device's offline side (unused by a 1.0 device).
+    pub offline: Arc<Mutex<OfflineSide>>,
     /// Set when the connection is gone (its reader ended, or a write failed), before the
     /// waiting calls are failed: a call registered after that sees it and fails at once
     /// instead of waiting out its timeout.
@@ -157,6 +195,10 @@ impl SimLocker {
             next_id: Arc::new(AtomicU64::new(1)),
             id_prefix: crate::credentials::generate_token("")[..10].to_string(),
             server_calls: Arc::default(),
+            offline: Arc::new(Mutex::new(OfflineSide {
+                next_seq: 1,
+                ..OfflineSide::default()
+            })),
             closed: Arc::new(tokio::sync::Notify::new()),
             dead: Arc::default(),
         };
@@ -409,13 +451,126 @@ impl SimLocker {
     }
 
     pub async fn boot(&self) -> Result<BootResponse, SimError> {
+        let offline = self.behaviour.offline_capable.then(|| {
+            let side = self.side();
+            OfflineBoot {
+                journal: JournalState {
+                    next_seq: side.next_seq,
+                    pending: side.journal.len() as i64,
+                },
+                clock: self.device_now_with(&side),
+                local_list_version: None,
+            }
+        });
         let payload = json!(BootNotification {
             firmware_version: "sim-1.0".into(),
-            protocol_version: PROTOCOL_VERSION.into(),
+            protocol_version: if offline.is_some() {
+                PROTOCOL_VERSION_OFFLINE
+            } else {
+                PROTOCOL_VERSION
+            }
+            .into(),
             compartments: self.snapshot(),
+            offline,
         });
         let v = self.call("BootNotification", payload).await?;
-        serde_json::from_value(v).map_err(|e| SimError::Unexpected(e.to_string()))
+        let resp: BootResponse = serde_json::from_value(v).map_err(|e| SimError::Unexpected(e.to_string()))?;
+        if let Some(o) = &resp.offline {
+            let mut side = self.side();
+            side.qr_keys = o.qr_keys.clone();
+            side.skew_secs = o.allowed_skew_secs;
+            let applied = o.journal.applied_through;
+            side.journal.retain(|e| e.seq > applied);
+            // A device whose journal is behind the server's (restored storage) never reuses a
+            // number the server has applied.
+            side.next_seq = side.next_seq.max(applied + 1);
+        }
+        Ok(resp)
+    }
+
+    fn side(&self) -> std::sync::MutexGuard<'_, OfflineSide> {
+        self.offline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn device_now_with(&self, side: &OfflineSide) -> chrono::DateTime<chrono::Utc> {
+        side.clock.as_ref().map_or_else(chrono::Utc::now, |c| c())
+    }
+
+    /// Sets where the device reads its clock (a test's clock, perhaps skewed).
+    pub fn set_clock(&self, clock: DeviceClock) {
+        self.side().clock = Some(clock);
+    }
+
+    /// The journal events the server has not confirmed.
+    pub fn journal(&self) -> Vec<JournalEvent> {
+        self.side().journal.clone()
+    }
+
+    /// The kiosk while offline (1.1): a recipient scans a signed QR token. The device checks
+    /// it with no server (signature, locker, expiry with the skew allowance, compartment
+    /// occupied, not spent), opens the door, the parcel is taken out, the door closes, and the
+    /// pickup is journaled. Returns the compartment.
+    pub fn pickup_offline_qr(&self, token: &str) -> Result<i32, OfflineRefusal> {
+        if !self.behaviour.offline_capable {
+            return Err(OfflineRefusal::NotOfflineCapable);
+        }
+        let mut side = self.side();
+        let now = self.device_now_with(&side);
+        let claims = crate::qr_token::check(token, &side.qr_keys, &self.locker_id, now.timestamp(), side.skew_secs)?;
+        let keep_until = now.timestamp() - side.skew_secs;
+        side.spent.retain(|_, exp| *exp >= keep_until);
+        if side.spent.contains_key(&claims.j) {
+            return Err(OfflineRefusal::Spent);
+        }
+        {
+            let mut map = self.compartments.lock().unwrap_or_else(|e| e.into_inner());
+            let c = map
+                .get_mut(&claims.c)
+                .filter(|c| c.occupied)
+                .ok_or(OfflineRefusal::Empty)?;
+            // The door opens, the parcel leaves, the door closes: the token is spent.
+            c.occupied = false;
+            c.door_open = false;
+        }
+        side.spent.insert(claims.j.clone(), claims.exp);
+        let seq = side.next_seq;
+        side.next_seq += 1;
+        side.journal.push(JournalEvent {
+            seq,
+            at: now,
+            kind: "pickup".into(),
+            compartment: Some(claims.c),
+            by: Some(PickupBy::QrToken(token.to_string())),
+        });
+        Ok(claims.c)
+    }
+
+    /// Replays the journal after a boot (1.1), in calls that fit the frame limit, from where the
+    /// server says it is; returns every result. Bounded: at most one call per event, plus one
+    /// resend after a `JournalGap`.
+    pub async fn replay_journal(&self) -> Result<Vec<Value>, SimError> {
+        let mut results = Vec::new();
+        let mut gaps = 0;
+        for _ in 0..=self.journal().len() + 1 {
+            let batch = journal_batch(&self.journal());
+            if batch.is_empty() {
+                return Ok(results);
+            }
+            match self.call("ReplayJournal", json!({"events": batch})).await {
+                Ok(v) => {
+                    let applied = v["applied_through"].as_i64().unwrap_or(0);
+                    self.side().journal.retain(|e| e.seq > applied);
+                    results.extend(v["results"].as_array().cloned().unwrap_or_default());
+                }
+                Err(SimError::Refused(e)) if e.code == crate::protocol::ErrorCode::JournalGap && gaps == 0 => {
+                    gaps += 1;
+                    let expected = e.details["expected_seq"].as_i64().unwrap_or(0);
+                    self.side().journal.retain(|ev| ev.seq >= expected);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SimError::Unexpected("the journal did not drain".into()))
     }
 
     /// Reports a door change, updating the simulated state first.
@@ -581,4 +736,20 @@ impl SimLocker {
             c.occupied = occupied;
         }
     }
+}
+
+/// The oldest events that fit one `ReplayJournal` call: at most [`MAX_EVENTS_PER_CALL`], and
+/// within the frame limit with room for the frame's head.
+fn journal_batch(journal: &[JournalEvent]) -> Vec<JournalEvent> {
+    let room = crate::protocol::MAX_FRAME_BYTES - 512;
+    let mut size = 0;
+    journal
+        .iter()
+        .take(MAX_EVENTS_PER_CALL)
+        .take_while(|e| {
+            size += serde_json::to_string(e).map_or(room, |t| t.len() + 1);
+            size <= room
+        })
+        .cloned()
+        .collect()
 }

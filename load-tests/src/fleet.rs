@@ -100,6 +100,7 @@ impl Fleet {
                     firmware_version: "sim-1.0".into(),
                     protocol_version: PROTOCOL_VERSION.into(),
                     compartments: sim.snapshot(),
+                    offline: None,
                 });
                 sim.call("BootNotification", payload).await.map(|_| 0)
             }

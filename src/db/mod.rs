@@ -12,6 +12,7 @@ pub mod direct;
 pub mod faults;
 pub mod inbound;
 pub mod interrupted;
+pub mod journal;
 pub mod lockers;
 pub mod lockouts;
 pub mod notifications;

@@ -290,6 +290,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    locker_journal (locker_id, seq) {
+        locker_id -> Text,
+        seq -> BigInt,
+        kind -> Text,
+        compartment -> Nullable<Integer>,
+        parcel_id -> Nullable<Text>,
+        device_at -> Text,
+        occurred_at -> Timestamp,
+        outcome -> Text,
+        detail -> Text,
+        received_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(lockers -> sites (site_id));
 diesel::joinable!(sections -> lockers (locker_id));
 diesel::joinable!(sections -> carriers (carrier_id));
@@ -323,4 +338,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     remote_opens,
     code_guesses,
     lockouts,
+    locker_journal,
 );

@@ -41,9 +41,13 @@ pub fn typed_code(raw: &str) -> Option<&str> {
     (!code.is_empty() && code.len() <= 32 && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
 }
 
+/// The longest scanned text that can be one of our QR tokens (a signed 1.1 token is about
+/// 300 characters; a 1.0 one 47).
+pub const MAX_QR_TOKEN_LEN: usize = 400;
+
 /// A scanned QR token as it is looked up, or `None` when it is too long to be one of ours.
 pub fn scanned_token(raw: &str) -> Option<&str> {
-    (raw.len() <= 128).then(|| raw.trim())
+    (raw.len() <= MAX_QR_TOKEN_LEN).then(|| raw.trim())
 }
 
 #[cfg(test)]
@@ -61,6 +65,6 @@ mod tests {
     #[test]
     fn tokens_have_a_length_limit() {
         assert_eq!(scanned_token(" lhq_abc "), Some("lhq_abc"));
-        assert_eq!(scanned_token(&"x".repeat(129)), None);
+        assert_eq!(scanned_token(&"x".repeat(MAX_QR_TOKEN_LEN + 1)), None);
     }
 }

@@ -5,6 +5,7 @@ pub mod deposit;
 pub mod effects;
 pub mod hardware;
 pub mod inputs;
+pub mod journal;
 pub mod kiosk;
 pub mod lifecycle;
 pub mod lockout;

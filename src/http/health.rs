@@ -36,11 +36,17 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError
 #[get("/qr/{token}")]
 pub async fn qr(token: web::Path<String>) -> Result<HttpResponse, AppError> {
     let token = token.into_inner();
-    let well_formed = token.starts_with("lhq_")
-        && token.len() <= 64
-        && token[4..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    // A 1.0 token (`lhq_`, at most 64 characters) or a signed 1.1 one (`lhq2.`, base64url
+    // parts joined by dots): docs/protocol.md §7.10 and §15.3.
+    let body_ok = |rest: &str, dots: bool| {
+        rest.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (dots && b == b'.'))
+    };
+    let well_formed = match (token.strip_prefix("lhq_"), token.strip_prefix(crate::qr_token::PREFIX)) {
+        (Some(rest), _) => token.len() <= 64 && body_ok(rest, false),
+        (_, Some(rest)) => token.len() <= crate::qr_token::MAX_LEN && body_ok(rest, true),
+        _ => false,
+    };
     if !well_formed {
         return Err(AppError::not_found("no such QR code"));
     }

@@ -23,6 +23,9 @@ pub enum ErrorCode {
     LockedOut,
     /// The request does not fit the current state (e.g. a compartment already in use).
     InvalidState,
+    /// A journal replay that does not continue where the server is (1.1): resend from
+    /// `details.expected_seq`.
+    JournalGap,
 }
 
 impl ErrorCode {
@@ -37,6 +40,7 @@ impl ErrorCode {
             Self::InvalidCode => "InvalidCode",
             Self::LockedOut => "LockedOut",
             Self::InvalidState => "InvalidState",
+            Self::JournalGap => "JournalGap",
         }
     }
 
@@ -51,6 +55,7 @@ impl ErrorCode {
             Self::InvalidCode,
             Self::LockedOut,
             Self::InvalidState,
+            Self::JournalGap,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)

@@ -14,6 +14,57 @@ pub struct BootNotification {
     pub firmware_version: String,
     pub protocol_version: String,
     pub compartments: Vec<CompartmentSnapshot>,
+    /// A 1.1 device's offline state (docs/protocol.md §15.2); a 1.0 device sends none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<OfflineBoot>,
+}
+
+/// What a 1.1 device tells the server of its offline side when it boots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineBoot {
+    pub journal: JournalState,
+    /// The device's clock at boot (RFC 3339): the server measures its offset from it.
+    pub clock: chrono::DateTime<chrono::Utc>,
+    /// The local code list version it holds (reserved: this server sends no list yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_list_version: Option<i64>,
+}
+
+/// Where a device's journal stands: the number its next event gets, and how many events it
+/// holds that the server has not confirmed (they are `next_seq - pending .. next_seq - 1`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalState {
+    pub next_seq: i64,
+    pub pending: i64,
+}
+
+/// The boot result's offline part, for a 1.1 device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfflineAccepted {
+    /// Allowance, in seconds and in the recipient's favour, for every expiry the device checks.
+    pub allowed_skew_secs: i64,
+    /// The keys a QR token may be signed with (`qr_token::PublicKey`).
+    pub qr_keys: Vec<crate::qr_token::PublicKey>,
+    pub journal: JournalAccepted,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalAccepted {
+    /// The last sequence number the server has applied; the device replays from the next.
+    pub applied_through: i64,
+    /// `at_boot`, or `after_replay`: the discrepancies of this boot's snapshot are decided
+    /// once the journal is replayed through the last event the device holds, and come in
+    /// that `ReplayJournal` result.
+    pub reconcile: String,
+}
+
+/// `ReplayJournal` (1.1): journaled events, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayJournal {
+    pub events: Vec<crate::domain::journal::JournalEvent>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +84,9 @@ pub struct BootResponse {
     pub heartbeat_interval: u64,
     pub config: BootConfig,
     pub discrepancies: Vec<Discrepancy>,
+    /// For a 1.1 device only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<OfflineAccepted>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,6 +231,8 @@ pub enum DeviceRequest {
         collection_code: String,
     },
     FaultNotification(FaultNotification),
+    /// A 1.1 device replays what it journaled offline.
+    ReplayJournal(ReplayJournal),
 }
 
 #[derive(Deserialize)]
@@ -221,6 +277,19 @@ impl DeviceRequest {
             "CollectReturn" => Self::CollectReturn {
                 collection_code: payload::<CollectionCode>(action, v)?.collection_code,
             },
+            "ReplayJournal" => {
+                let r: ReplayJournal = payload(action, v)?;
+                if r.events.is_empty() || r.events.len() > crate::domain::journal::MAX_EVENTS_PER_CALL {
+                    return Err(FrameError::new(
+                        ErrorCode::ProtocolError,
+                        format!(
+                            "invalid ReplayJournal payload: 1 to {} events per call",
+                            crate::domain::journal::MAX_EVENTS_PER_CALL
+                        ),
+                    ));
+                }
+                Self::ReplayJournal(r)
+            }
             other => {
                 return Err(FrameError::new(
                     ErrorCode::NotImplemented,
@@ -245,6 +314,7 @@ impl DeviceRequest {
             Self::Pickup(_) => "Pickup",
             Self::FaultNotification(_) => "FaultNotification",
             Self::CollectReturn { .. } => "CollectReturn",
+            Self::ReplayJournal(_) => "ReplayJournal",
         }
     }
 }

@@ -15,3 +15,6 @@ pub use frame_limit::{MAX_BOOT_FRAME_BYTES, MAX_FRAME_BYTES};
 
 /// The protocol version this server speaks. A device with another major version is rejected.
 pub const PROTOCOL_VERSION: &str = "1.0";
+/// The version a device that works offline speaks (docs/protocol.md §15); same major, so a 1.0
+/// server would still accept its boot and answer its new calls `NotImplemented`.
+pub const PROTOCOL_VERSION_OFFLINE: &str = "1.1";

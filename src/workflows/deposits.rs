@@ -308,7 +308,7 @@ pub fn complete_because(
     let (parcel, carrier, away_until) = parcel_rows::with_carrier_and_absence(conn, parcel_id)?;
     let site_dwell_hours = sites::dwell_hours(conn, &ctx.site_id)?;
     let code = unique_code(conn, ctx, key, code_len)?;
-    let qr_token = generate_token("lhq_");
+    let token_at = now();
     let facts = DepositFacts {
         parcel_id,
         tracking_number: &parcel.tracking_number,
@@ -323,7 +323,15 @@ pub fn complete_because(
         carrier_dwell_hours: carrier.dwell_hours.map(i64::from),
         away_until,
     };
-    let decided = policy.deposited(now(), &facts, &code, &qr_token);
+    let deadline = policy.deadline(
+        token_at,
+        facts.site_dwell_hours,
+        facts.carrier_dwell_hours,
+        facts.away_until,
+    );
+    let grace = policy.clock.hours(QR_TOKEN_GRACE_HOURS);
+    let qr_token = signed_qr_token(key, &ctx.locker_id, number, parcel_id, deadline + grace);
+    let decided = policy.deposited(token_at, &facts, &code, &qr_token);
     let mut detail = json!({"compartment": number, "pickup_deadline": crate::db::ts_string(decided.deadline)});
     if let Some(r) = reason {
         detail["reason"] = json!(r);
@@ -358,6 +366,7 @@ pub fn reissue_code(
     ctx: &LockerCtx,
     key: &ServerKey,
     code_len: usize,
+    qr_grace: chrono::Duration,
     parcel_id: &str,
     actor: &str,
 ) -> Result<String, AppError> {
@@ -374,7 +383,12 @@ pub fn reissue_code(
         });
     }
     let code = unique_code(conn, ctx, key, code_len).map_err(AppError::from)?;
-    let qr_token = generate_token("lhq_");
+    let number = match &parcel.compartment_id {
+        Some(id) => number_of(conn, id)?,
+        None => return Err(AppError::internal("a parcel in a locker has no compartment")),
+    };
+    let deadline = parcel.pickup_deadline.unwrap_or_else(now);
+    let qr_token = signed_qr_token(key, &ctx.locker_id, number, parcel_id, deadline + qr_grace);
     diesel::update(parcels::table.find(parcel_id))
         .set((
             parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, &code)),
@@ -390,6 +404,31 @@ pub fn reissue_code(
         .pop()
         .ok_or_else(|| AppError::internal("a reissued code queued no notification"))?;
     Ok(id)
+}
+
+/// How long a signed QR token outlives its parcel's pickup deadline: an expired parcel can
+/// still be picked up until the carrier collects it, and a locker that is offline meanwhile
+/// cannot hear that it was collected (docs/protocol.md §15.3).
+pub const QR_TOKEN_GRACE_HOURS: i64 = 72;
+
+/// A new signed QR token (protocol 1.1) for the parcel in compartment `number`, with a fresh
+/// token id, valid until `exp` ([`QR_TOKEN_GRACE_HOURS`] after the pickup deadline).
+fn signed_qr_token(
+    key: &ServerKey,
+    locker_id: &str,
+    number: i32,
+    parcel_id: &str,
+    exp: chrono::NaiveDateTime,
+) -> String {
+    crate::qr_token::QrSigner::new(key).issue(crate::qr_token::Claims {
+        v: 1,
+        kid: String::new(),
+        l: locker_id.to_string(),
+        c: number,
+        p: parcel_id.to_string(),
+        j: generate_token("")[..16].to_string(),
+        exp: exp.and_utc().timestamp(),
+    })
 }
 
 /// A numeric code no live parcel at this locker has. The check and the write happen in the

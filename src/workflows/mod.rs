@@ -9,5 +9,6 @@ pub mod effects;
 pub mod expiry;
 pub mod hardware;
 pub mod interrupted;
+pub mod journal;
 pub mod pickups;
 pub mod remote_open;

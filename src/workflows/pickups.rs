@@ -15,6 +15,7 @@ use crate::domain::parcel::ParcelState;
 use crate::domain::CompartmentStatus;
 use crate::error::OpError;
 use crate::on_backend;
+use crate::qr_token;
 
 /// The parcel a pickup code or QR token opens at this locker, with its compartment number.
 /// One statement per kind of credential, with a fixed shape so the prepared statement is
@@ -47,6 +48,15 @@ pub fn find(
             let Some(token) = scanned_token(raw) else {
                 return Ok(None);
             };
+            // A signed token is checked before anything is looked up: a forged one, or one
+            // for another locker, costs no query.
+            if qr_token::is_signed_token(token) {
+                let keys = [qr_token::QrSigner::new(key).public_key()];
+                match qr_token::verify(token, &keys) {
+                    Ok(claims) if claims.l == ctx.locker_id => {}
+                    _ => return Ok(None),
+                }
+            }
             let hash = hash_token(token);
             on_backend!(conn, |c| here
                 .filter(parcels::qr_token_hash.eq(&hash))
@@ -74,10 +84,23 @@ pub use crate::domain::lifecycle::TakenBy;
 /// returned), its codes are void, the compartment is free, the carrier is told, and its
 /// remaining deadlines are cancelled.
 pub fn taken_out(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i32, by: TakenBy) -> Result<(), OpError> {
+    taken_out_at(conn, ctx, parcel_id, number, by, now(), |_, _| ())
+}
+
+/// [`taken_out`] at time `t` (a pickup a locker journaled offline happened before it is
+/// applied); `amend` adds to the event's detail and to the effects (the carrier's webhook).
+pub fn taken_out_at(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    parcel_id: &str,
+    number: i32,
+    by: TakenBy,
+    t: chrono::NaiveDateTime,
+    amend: impl FnOnce(&mut serde_json::Value, &mut crate::domain::effects::Effects),
+) -> Result<(), OpError> {
     let parcel = parcel_rows::get(conn, parcel_id)?;
-    let t = now();
     let at = parcel.at(Some(&ctx.locker_id), Some(number));
-    let (to, event, effects) = lifecycle::taken_out(&at, by, t);
+    let (to, event, mut effects) = lifecycle::taken_out(&at, by, t);
     // Taking the parcel out voids every code that could open its compartment.
     let change = ParcelChange {
         pickup_code_hash: Some(None),
@@ -87,10 +110,12 @@ pub fn taken_out(conn: &mut DbConn, ctx: &LockerCtx, parcel_id: &str, number: i3
         returned_at: (by == TakenBy::Carrier).then_some(t),
         ..ParcelChange::default()
     };
+    let mut detail = json!({"compartment": number});
+    amend(&mut detail, &mut effects);
     let note = EventNote {
         kind: event,
         actor: &ctx.actor(),
-        detail: json!({"compartment": number}),
+        detail,
     };
     parcel_rows::change_from_current(conn, parcel_id, to, change, note)?;
     settle_status(conn, &ctx.locker_id, number, CompartmentStatus::Free)?;

@@ -15,16 +15,16 @@ use crate::db_test;
 use crate::helpers::{assert_error, eventually, TestApp};
 
 /// A site with one locker (layout given as size runs), one carrier and one resident.
-struct World {
-    site: String,
-    locker: String,
-    credential: String,
-    carrier: String,
-    recipient: String,
-    layout: Vec<(i32, Size)>,
+pub(crate) struct World {
+    pub site: String,
+    pub locker: String,
+    pub credential: String,
+    pub carrier: String,
+    pub recipient: String,
+    pub layout: Vec<(i32, Size)>,
 }
 
-async fn world(app: &TestApp, runs: &[(Size, i32)]) -> World {
+pub(crate) async fn world(app: &TestApp, runs: &[(Size, i32)]) -> World {
     let site = app.site().await;
     let layout_json: Vec<Value> = runs
         .iter()
@@ -60,7 +60,7 @@ async fn device(app: &TestApp, w: &World) -> SimLocker {
 
 /// Waits (bounded) until the locker shows as disconnected: the session's end is recorded
 /// after the socket closes, asynchronously.
-async fn disconnected(app: &TestApp, locker: &str, what: &str) {
+pub(crate) async fn disconnected(app: &TestApp, locker: &str, what: &str) {
     eventually(Duration::from_secs(5), what, || async {
         let (_, l) = app.get(&format!("/api/v1/lockers/{locker}")).await;
         (l["connected"] == false).then_some(())
@@ -68,7 +68,7 @@ async fn disconnected(app: &TestApp, locker: &str, what: &str) {
     .await;
 }
 
-async fn parcel(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn parcel(app: &TestApp, id: &str) -> Value {
     let (s, v) = app.get(&format!("/api/v1/parcels/{id}")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v

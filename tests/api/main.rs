@@ -15,6 +15,7 @@ mod http_edge;
 mod invariants;
 mod lockers;
 mod notifications;
+mod offline;
 mod operations;
 mod outbox_wakeups;
 mod parcels;

@@ -175,7 +175,8 @@ pub fn secrets_in(mail: &Mail) -> (String, String) {
         .nth(1)
         .map(|rest| {
             rest.chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                // base64url parts, joined by dots in a signed (1.1) token
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
                 .collect()
         })
         .expect("a QR link in the mail");

@@ -96,8 +96,9 @@ impl Handler<ResendCode> for LockerActor {
     fn handle(&mut self, msg: ResendCode, _: &mut Context<Self>) -> Self::Result {
         let key = self.deps.key.clone();
         let len = self.deps.settings.pickup_code_length;
+        let grace = self.deps.clock.hours(deposits::QR_TOKEN_GRACE_HOURS);
         AtomicResponse::new(self.db_op(
-            move |c, me| deposits::reissue_code(c, me, &key, len, &msg.parcel_id, &msg.actor),
+            move |c, me| deposits::reissue_code(c, me, &key, len, grace, &msg.parcel_id, &msg.actor),
             |id, _, _| Ok(id),
         ))
     }

@@ -14,6 +14,8 @@ use crate::error::{AppError, OpError};
 use crate::protocol::messages::*;
 use crate::protocol::DeviceError;
 use crate::protocol::{ErrorCode, Frame, FrameError, PROTOCOL_VERSION};
+use crate::qr_token::QrSigner;
+use crate::workflows::journal::AfterReplay;
 
 /// At most this many residents answer one `SearchDirectory`.
 pub(super) const DIRECTORY_RESULTS: i64 = 5;
@@ -50,7 +52,10 @@ pub(super) fn changes_state(req: &DeviceRequest) -> bool {
         | DeviceRequest::ListCarriers
         | DeviceRequest::IdentifyCourier { .. }
         | DeviceRequest::EndInteraction
-        | DeviceRequest::SearchDirectory { .. } => false,
+        | DeviceRequest::SearchDirectory { .. }
+        // Applied once per sequence number, whatever the message id: a retry is answered from
+        // the journal's stored outcomes.
+        | DeviceRequest::ReplayJournal(_) => false,
         DeviceRequest::StartDeposit(_)
         | DeviceRequest::DoesNotFit(_)
         | DeviceRequest::CancelDeposit(_)
@@ -177,6 +182,15 @@ impl LockerActor {
             let timeout = chrono::Duration::seconds(self.deps.settings.kiosk_interaction_timeout_secs as i64);
             self.kiosk.activity(self.deps.clock.now(), timeout);
         }
+        let serves_someone = matches!(
+            req,
+            DeviceRequest::StartDeposit(_) | DeviceRequest::Pickup(_) | DeviceRequest::CollectReturn { .. }
+        );
+        if serves_someone {
+            if let Err(e) = self.replay_first() {
+                return fail(e);
+            }
+        }
         match req {
             DeviceRequest::BootNotification(b) => self.boot(b),
             DeviceRequest::Heartbeat => done(json!({"server_time": crate::db::ts_string(crate::db::now())})),
@@ -190,6 +204,7 @@ impl LockerActor {
             DeviceRequest::IdentifyCourier { courier_code } => self.identify_courier(courier_code),
             DeviceRequest::EndInteraction => done(json!({"ended": self.kiosk.end()})),
             DeviceRequest::SearchDirectory { query } => self.search_directory(query),
+            DeviceRequest::ReplayJournal(r) => self.replay_journal(r),
             DeviceRequest::StartDeposit(s) => self.start_deposit(s),
             DeviceRequest::DoesNotFit(r) => self.does_not_fit(r.deposit_id),
             DeviceRequest::CancelDeposit(r) => self.cancel_deposit(r.deposit_id, ctx),
@@ -218,9 +233,23 @@ impl LockerActor {
                 heartbeat_interval: settings.device_heartbeat_secs,
                 config,
                 discrepancies: vec![],
+                offline: None,
             };
             return done(json!(resp));
         }
+        // A 1.1 device: its journal and clock (docs/protocol.md §15.2).
+        let offline = b.offline.clone();
+        if let Some(o) = &offline {
+            if let Err(e) = super::journal::check_journal_state(&o.journal) {
+                return fail(e);
+            }
+        }
+        // Measured on the application's clock, which the journal's times are corrected to.
+        let clock_offset = offline
+            .as_ref()
+            .map(|o| self.deps.clock.now().and_utc() - o.clock)
+            .unwrap_or_default();
+        let snapshot = offline.is_some().then(|| b.compartments.clone());
         let busy = self.busy();
         let id = self.id.clone();
         let waiting = self.awaiting_sessions();
@@ -253,10 +282,19 @@ impl LockerActor {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                let found = crate::workflows::hardware::reconcile(c, me, &b.compartments, &busy)?;
-                Ok((found, decided, lockers::slots(c, &id)?))
+                // A device that holds journal events the server has not applied is reconciled
+                // after it replays them: its sensors already show what it did offline.
+                let journal = match &b.offline {
+                    Some(o) => Some(super::journal::journal_at_boot(c, me, &o.journal)?),
+                    None => None,
+                };
+                let found = match journal {
+                    Some((_, true)) => Vec::new(),
+                    _ => crate::workflows::hardware::reconcile(c, me, &b.compartments, &busy)?,
+                };
+                Ok((found, decided, lockers::slots(c, &id)?, journal))
             },
-            move |(found, decided, slots), act, ctx| {
+            move |(found, decided, slots, journal), act, ctx| {
                 act.settled(decided, ctx);
                 act.slots = slots;
                 for n in act.doors.keys().copied().collect::<Vec<_>>() {
@@ -266,12 +304,36 @@ impl LockerActor {
                 if !found.is_empty() {
                     tracing::warn!(locker = %act.id, discrepancies = found.len(), "boot snapshot differs from the database");
                 }
+                let offline_answer = match (journal, offline, snapshot) {
+                    (Some((applied_through, defer)), Some(o), Some(snapshot)) => {
+                        act.offline = Some(super::journal::OfflineSession {
+                            clock_offset,
+                            after_replay: defer.then(|| AfterReplay {
+                                snapshot,
+                                through: o.journal.next_seq - 1,
+                            }),
+                        });
+                        Some(OfflineAccepted {
+                            allowed_skew_secs: settings.offline_clock_skew_secs as i64,
+                            qr_keys: vec![QrSigner::new(&act.deps.key).public_key()],
+                            journal: JournalAccepted {
+                                applied_through,
+                                reconcile: if defer { "after_replay" } else { "at_boot" }.into(),
+                            },
+                        })
+                    }
+                    _ => {
+                        act.offline = None;
+                        None
+                    }
+                };
                 Ok(json!(BootResponse {
                     status: "Accepted".into(),
                     server_time: crate::db::ts_string(crate::db::now()),
                     heartbeat_interval: settings.device_heartbeat_secs,
                     config,
                     discrepancies: found,
+                    offline: offline_answer,
                 }))
             },
         )

@@ -31,6 +31,7 @@ mod dedup;
 mod deposit;
 mod dispatch;
 mod doors;
+mod journal;
 mod remote_open;
 
 use self::dedup::Dedup;
@@ -67,6 +68,8 @@ pub struct LockerActor {
     kiosk: Kiosk,
     /// What a device session must present to attach; kept across restarts of this actor.
     auth: Option<admin::DeviceAuth>,
+    /// A 1.1 session's offline side, from its boot (`None` for a 1.0 device).
+    offline: Option<journal::OfflineSession>,
 }
 
 type Reply = Result<Value, DeviceError>;
@@ -126,6 +129,7 @@ impl LockerActor {
             next_call: 0,
             kiosk: Kiosk::default(),
             auth: None,
+            offline: None,
         }
     }
 

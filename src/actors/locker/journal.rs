@@ -1,0 +1,141 @@
+//! A 1.1 device's offline side (docs/protocol.md §15): what its boot says of its journal and
+//! clock, and `ReplayJournal`.
+
+use actix::prelude::*;
+use serde_json::json;
+
+use super::{fail, refuse, LockerActor, Reply};
+use crate::db::journal as rows;
+use crate::db::lockers::LockerCtx;
+use crate::db::DbConn;
+use crate::domain::CompartmentStatus;
+use crate::error::OpError;
+use crate::protocol::messages::{JournalState, ReplayJournal};
+use crate::protocol::{DeviceError, ErrorCode, FrameError};
+use crate::workflows::journal::{AfterReplay, Replayed};
+
+/// What the server keeps of a 1.1 session between its boot and its replay.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OfflineSession {
+    /// Server clock minus device clock, measured at boot: corrects the journal's times.
+    pub clock_offset: chrono::Duration,
+    /// The boot's reconciliation, waiting for the journal (`None`: it ran at boot).
+    pub after_replay: Option<AfterReplay>,
+}
+
+/// Largest sequence number a device may report (JSON numbers stay exact below 2^53).
+const MAX_SEQ: i64 = 1 << 53;
+
+/// Checks what a booting device says of its journal: `next_seq` from 1, `pending` events
+/// below it.
+pub(super) fn check_journal_state(j: &JournalState) -> Result<(), DeviceError> {
+    if !(1..=MAX_SEQ).contains(&j.next_seq) || j.pending < 0 || j.pending >= j.next_seq {
+        return Err(refuse(
+            ErrorCode::ProtocolError,
+            "offline.journal: next_seq must be 1 to 2^53 and pending 0 to next_seq - 1",
+        ));
+    }
+    Ok(())
+}
+
+/// At a 1.1 boot, in its transaction: how far the journal is applied, after recording as lost
+/// the events the device no longer holds (its oldest pending event is past the next one the
+/// server expects). Returns `applied_through`, and whether the device holds events beyond it
+/// (then the snapshot is reconciled after the replay).
+pub(super) fn journal_at_boot(conn: &mut DbConn, me: &LockerCtx, j: &JournalState) -> Result<(i64, bool), OpError> {
+    let mut applied = rows::applied_through(conn, &me.locker_id)?;
+    let first_held = j.next_seq - j.pending;
+    if first_held - 1 > applied {
+        let (from, to) = (applied + 1, first_held - 1);
+        let now = crate::db::now();
+        rows::insert(
+            conn,
+            &me.locker_id,
+            &rows::Applied {
+                seq: to,
+                kind: "lost".into(),
+                compartment: None,
+                parcel_id: None,
+                device_at: crate::db::ts_string(now),
+                occurred_at: now,
+                outcome: crate::domain::journal::Outcome::Lost,
+                detail: json!({"reason": format!("events {from} to {to} were never replayed")}),
+            },
+        )?;
+        crate::workflows::hardware::fault(
+            conn,
+            me,
+            None,
+            "journal_lost",
+            &format!("the locker no longer holds journal events {from} to {to}; its boot snapshot decides"),
+        )?;
+        applied = to;
+    }
+    Ok((applied, j.next_seq - 1 > applied))
+}
+
+impl LockerActor {
+    /// `ReplayJournal`: applies what the device journaled offline, once per event.
+    pub(super) fn replay_journal(&mut self, r: ReplayJournal) -> ResponseActFuture<Self, Reply> {
+        let Some(session) = &self.offline else {
+            return fail(refuse(
+                ErrorCode::ProtocolError,
+                "ReplayJournal needs a 1.1 boot (BootNotification with an offline object)",
+            ));
+        };
+        let offset = session.clock_offset;
+        let after = session.after_replay.clone();
+        let busy = self.busy();
+        let key = self.deps.key.clone();
+        let now = self.deps.clock.now();
+        self.db_op(
+            move |c, me| -> Result<Replayed, DeviceError> {
+                let after = after.as_ref().map(|a| (a, &busy));
+                let times = crate::workflows::journal::Times { offset, now };
+                Ok(crate::workflows::journal::replay(c, me, &key, &r.events, times, after)?)
+            },
+            |replayed, act, _| match replayed {
+                Replayed::Gap { expected_seq } => Err(DeviceError::Refused(
+                    FrameError::new(
+                        ErrorCode::JournalGap,
+                        format!("the journal continues at {expected_seq}; resend from there"),
+                    )
+                    .with_details(json!({"expected_seq": expected_seq})),
+                )),
+                Replayed::Applied {
+                    applied_through,
+                    results,
+                    freed,
+                    reconciled,
+                } => {
+                    for n in freed {
+                        act.set_slot(n, CompartmentStatus::Free);
+                    }
+                    let mut out = json!({"applied_through": applied_through, "results": results});
+                    if let Some(found) = reconciled {
+                        for d in &found {
+                            act.set_slot(d.compartment, CompartmentStatus::OutOfService);
+                        }
+                        if let Some(s) = act.offline.as_mut() {
+                            s.after_replay = None;
+                        }
+                        out["discrepancies"] = json!(found);
+                    }
+                    Ok(out)
+                }
+            },
+        )
+    }
+
+    /// A device that booted with journal events the server has not applied serves nobody
+    /// until it has replayed them (§15.4): what it did offline comes first.
+    pub(super) fn replay_first(&self) -> Result<(), DeviceError> {
+        match self.offline.as_ref().and_then(|s| s.after_replay.as_ref()) {
+            Some(a) => Err(refuse(
+                ErrorCode::ProtocolError,
+                format!("replay the journal through {} first (ReplayJournal)", a.through),
+            )),
+            None => Ok(()),
+        }
+    }
+}

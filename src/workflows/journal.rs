@@ -1,0 +1,213 @@
+//! Applying a 1.1 locker's offline journal (docs/protocol.md §15.4): one `ReplayJournal` call
+//! is one transaction, in which each new event is applied and stored with its outcome.
+
+use diesel::prelude::*;
+use serde_json::{json, Value};
+
+use crate::credentials::{hash_token, ServerKey};
+use crate::db::compartments::number_of;
+use crate::db::journal::{self as rows, Applied};
+use crate::db::lockers::LockerCtx;
+use crate::db::{parcels as parcel_rows, DbConn};
+use crate::domain::hardware::{CompartmentSnapshot, Discrepancy};
+use crate::domain::journal::{self, Happened, JournalEvent, Outcome, ParcelNow, PickupVerdict, Plan};
+use crate::domain::lifecycle::TakenBy;
+use crate::error::OpError;
+use crate::qr_token::{self, QrSigner};
+
+/// A boot's reconciliation that waits for the journal: the snapshot the device booted with,
+/// run once the journal is applied through `through` (the last event the device had then).
+#[derive(Debug, Clone)]
+pub struct AfterReplay {
+    pub snapshot: Vec<CompartmentSnapshot>,
+    pub through: i64,
+}
+
+/// The clock a replay corrects the journal's times with: the device's offset from the
+/// application's clock (measured at boot), and the application's time now.
+#[derive(Debug, Clone, Copy)]
+pub struct Times {
+    pub offset: chrono::Duration,
+    pub now: chrono::NaiveDateTime,
+}
+
+/// What a replay did.
+#[derive(Debug)]
+pub enum Replayed {
+    /// Not the next sequence numbers; nothing was applied.
+    Gap { expected_seq: i64 },
+    Applied {
+        applied_through: i64,
+        /// One per event of the call, in order: `{"seq", "outcome", ...}`.
+        results: Vec<Value>,
+        /// Compartments emptied by offline pickups.
+        freed: Vec<i32>,
+        /// The boot's reconciliation, if it ran now (the journal is applied through its end).
+        reconciled: Option<Vec<Discrepancy>>,
+    },
+}
+
+/// Applies the new events of one call, in order, each with its time corrected (`times`).
+/// Events applied before are answered with their stored outcomes and change nothing.
+pub fn replay(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    events: &[JournalEvent],
+    times: Times,
+    after: Option<(&AfterReplay, &std::collections::HashSet<i32>)>,
+) -> Result<Replayed, OpError> {
+    let mut applied = rows::applied_through(conn, &ctx.locker_id)?;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let fresh = match journal::plan(&seqs, applied) {
+        Plan::Gap { expected_seq } => return Ok(Replayed::Gap { expected_seq }),
+        Plan::Apply { fresh } => fresh,
+    };
+    let mut results = Vec::with_capacity(events.len());
+    if fresh.start > 0 {
+        for (seq, outcome, detail) in rows::outcomes(conn, &ctx.locker_id, seqs[0], seqs[fresh.start - 1])? {
+            let mut r: Value = serde_json::from_str(&detail).unwrap_or_else(|_| json!({}));
+            r["seq"] = json!(seq);
+            r["outcome"] = json!(outcome);
+            results.push(r);
+        }
+    }
+    let signer = QrSigner::new(key);
+    let mut freed = Vec::new();
+    for e in &events[fresh] {
+        let (applied_row, freed_now) = apply_one(conn, ctx, &signer, e, times)?;
+        rows::insert(conn, &ctx.locker_id, &applied_row)?;
+        let mut r = applied_row.detail.clone();
+        r["seq"] = json!(e.seq);
+        r["outcome"] = json!(applied_row.outcome.as_str());
+        results.push(r);
+        freed.extend(freed_now);
+        applied = e.seq;
+    }
+    let reconciled = match after {
+        Some((a, busy)) if applied >= a.through => {
+            Some(crate::workflows::hardware::reconcile(conn, ctx, &a.snapshot, busy)?)
+        }
+        _ => None,
+    };
+    Ok(Replayed::Applied {
+        applied_through: applied,
+        results,
+        freed,
+        reconciled,
+    })
+}
+
+/// Applies one event: its journal row, and the compartment it emptied.
+fn apply_one(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    signer: &QrSigner,
+    e: &JournalEvent,
+    times: Times,
+) -> Result<(Applied, Option<i32>), OpError> {
+    let Times { offset, now: t } = times;
+    let row = |outcome, parcel_id: Option<&str>, occurred_at, detail| Applied {
+        seq: e.seq,
+        kind: e.kind.chars().take(32).collect(),
+        compartment: e.compartment,
+        parcel_id: parcel_id.map(str::to_string),
+        device_at: e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        occurred_at,
+        outcome,
+        detail,
+    };
+    let rejected = |conn: &mut DbConn, reason: &str| -> Result<(Applied, Option<i32>), OpError> {
+        crate::workflows::hardware::fault(
+            conn,
+            ctx,
+            None,
+            "journal_rejected",
+            &format!(
+                "journal #{} ({}): {reason}",
+                e.seq,
+                e.kind.chars().take(32).collect::<String>()
+            ),
+        )?;
+        let at = journal::corrected_time(e.at, offset, t, None);
+        Ok((row(Outcome::Rejected, None, at, json!({"reason": reason})), None))
+    };
+    let (number, token) = match e.happened() {
+        Ok(Happened::PickupByQr { compartment, token }) => (compartment, token),
+        Err(reason) => return rejected(conn, reason),
+    };
+    let claims = match qr_token::verify(token, &[signer.public_key()]) {
+        Ok(c) if c.l == ctx.locker_id && c.c == number => c,
+        Ok(_) => return rejected(conn, "the QR token is for another locker or compartment"),
+        Err(err) => return rejected(conn, &format!("the QR token is not one this server signed: {err}")),
+    };
+    let Some(parcel) = parcel_rows::get(conn, &claims.p).optional()? else {
+        return rejected(conn, "the QR token names a parcel this server does not know");
+    };
+    let compartment = match &parcel.compartment_id {
+        Some(id) => Some(number_of(conn, id)?),
+        None => None,
+    };
+    let held = ParcelNow {
+        state: parcel.state(),
+        locker_id: parcel.locker_id.as_deref(),
+        compartment,
+        token_current: parcel.qr_token_hash.as_deref() == Some(hash_token(token).as_str()),
+    };
+    let occurred_at = journal::corrected_time(e.at, offset, t, parcel.deposited_at);
+    match journal::decide_pickup(&held, &ctx.locker_id, number) {
+        PickupVerdict::PickedUp { conflicts } => {
+            crate::workflows::pickups::taken_out_at(
+                conn,
+                ctx,
+                &parcel.id,
+                number,
+                TakenBy::Recipient,
+                occurred_at,
+                |detail, effects| journal::mark_offline(detail, effects, e.seq, occurred_at, &conflicts),
+            )?;
+            if !conflicts.is_empty() {
+                let names = serde_json::to_string(&conflicts).unwrap_or_default();
+                crate::workflows::hardware::fault(
+                    conn,
+                    ctx,
+                    None,
+                    "offline_conflict",
+                    &format!(
+                        "compartment {number}: parcel {} picked up offline (journal #{}) despite {names}",
+                        parcel.id, e.seq
+                    ),
+                )?;
+            }
+            let detail = json!({"parcel_id": parcel.id, "conflicts": conflicts});
+            Ok((
+                row(Outcome::PickedUp, Some(&parcel.id), occurred_at, detail),
+                Some(number),
+            ))
+        }
+        PickupVerdict::AlreadyMoved => {
+            // The history says what the locker reported; the parcel's state stays.
+            parcel_rows::record_event(
+                conn,
+                &parcel.id,
+                "offline_pickup_after_move",
+                None,
+                &ctx.actor(),
+                json!({"compartment": number, "seq": e.seq, "offline": true,
+                       "occurred_at": crate::db::ts_string(occurred_at), "state": parcel.state}),
+            )?;
+            crate::workflows::hardware::fault(
+                conn,
+                ctx,
+                None,
+                "offline_conflict",
+                &format!(
+                    "compartment {number}: journal #{} reports parcel {} picked up offline, but it is {}",
+                    e.seq, parcel.id, parcel.state
+                ),
+            )?;
+            let detail = json!({"parcel_id": parcel.id, "conflicts": []});
+            Ok((row(Outcome::AlreadyMoved, Some(&parcel.id), occurred_at, detail), None))
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! Device protocol 1.1 (docs/protocol.md §15): a locker that keeps serving QR pickups while its
+//! network is down, journals them, and replays the journal when it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use lockerhub::domain::Size;
+use lockerhub::protocol::messages::Identify;
+use lockerhub::protocol::ErrorCode;
+use lockerhub::qr_token::QrError;
+use lockerhub::simulator::{Behaviour, OfflineRefusal, SimLocker};
+use serde_json::{json, Value};
+
+use crate::db_test;
+use crate::device::{disconnected, parcel, world, World};
+use crate::helpers::{assert_error, eventually, TestApp};
+
+db_test!(
+    offline_qr_pickups_are_replayed_once_at_their_own_times,
+    a_token_resent_while_offline_still_opens_and_the_conflict_is_recorded,
+    a_parcel_that_expired_while_offline_is_picked_up_and_its_return_withdrawn,
+    a_pickup_journaled_twice_applies_once,
+    a_locker_checks_tokens_offline_and_the_server_checks_them_online,
+    bad_journals_get_their_answer_and_change_nothing,
+    lost_journal_events_are_recorded_and_the_snapshot_decides,
+    a_1_0_device_sees_nothing_of_the_offline_side,
+);
+
+/// A 1.1 locker whose clock is the app's clock moved by `skew` (a device clock that is off).
+async fn offline_device(app: &TestApp, w: &World, skew: chrono::Duration) -> SimLocker {
+    let behaviour = Behaviour {
+        offline_capable: true,
+        ..Behaviour::default()
+    };
+    let sim = SimLocker::connect_with(&app.ws_base(), &w.locker, &w.credential, &w.layout, behaviour, None)
+        .await
+        .expect("connects");
+    let clock = app.clock.clone();
+    sim.set_clock(Arc::new(move || clock.now().and_utc() + skew));
+    let boot = sim.boot().await.expect("boots");
+    assert_eq!(boot.status, "Accepted");
+    let offline = boot.offline.expect("a 1.1 boot gets the offline side");
+    assert_eq!(offline.allowed_skew_secs, 300);
+    assert_eq!(offline.qr_keys.len(), 1);
+    assert_eq!(offline.qr_keys[0].alg, "Ed25519");
+    sim
+}
+
+/// Deposits a parcel for the world's resident; returns its id and its QR token (from the email).
+async fn deposited(app: &TestApp, sim: &SimLocker, w: &World) -> (String, String) {
+    let open = sim
+        .deposit(&w.carrier, Identify::Phone("555-010-2030".into()), Size::S, None)
+        .await
+        .expect("deposits");
+    let (_, qr) = app.pickup_secrets(&open.deposit_id).await;
+    (open.deposit_id, qr)
+}
+
+/// Drops the locker's connection and waits until the server has seen it go.
+async fn cut(app: &TestApp, sim: &SimLocker, w: &World) {
+    sim.disconnect().await;
+    disconnected(app, &w.locker, "the locker shows as offline").await;
+}
+
+/// Back online: reconnects and boots (the journal is not replayed yet).
+async fn back(sim: &SimLocker) -> (SimLocker, Value) {
+    let sim = sim.reconnect().await.expect("reconnects");
+    let boot = sim.boot().await.expect("boots");
+    assert_eq!(boot.status, "Accepted");
+    let v = serde_json::to_value(&boot).unwrap();
+    (sim, v)
+}
+
+fn picked_up_hooks(hooks: &[(String, Value)]) -> Vec<&Value> {
+    hooks
+        .iter()
+        .filter(|(t, _)| t == "parcel.picked_up")
+        .map(|(_, v)| v)
+        .collect()
+}
+
+async fn faults(app: &TestApp, locker: &str) -> Vec<Value> {
+    let (s, v) = app.get(&format!("/api/v1/lockers/{locker}/faults")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn ts(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str().expect("a timestamp").parse().expect("RFC 3339")
+}
+
+async fn offline_qr_pickups_are_replayed_once_at_their_own_times(app: TestApp) {
+    let w = world(&app, &[(Size::S, 3)]).await;
+    // The device's clock runs an hour fast: the server corrects it by the offset it measures.
+    let sim = offline_device(&app, &w, chrono::Duration::hours(1)).await;
+    let (a, qr_a) = deposited(&app, &sim, &w).await;
+    let (b, qr_b) = deposited(&app, &sim, &w).await;
+    assert!(qr_a.starts_with("lhq2."), "a signed token: {qr_a}");
+    let svg = app
+        .client
+        .get(app.url(&format!("/qr/{qr_a}")))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(svg.status(), StatusCode::OK, "the QR link of a signed token renders");
+
+    cut(&app, &sim, &w).await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    let offline_at = app.clock.now();
+    let na = sim
+        .pickup_offline_qr(&qr_a)
+        .expect("the locker opens for a good token offline");
+    let nb = sim.pickup_offline_qr(&qr_b).expect("and for the other parcel");
+    assert_eq!(
+        sim.pickup_offline_qr(&qr_a),
+        Err(OfflineRefusal::Spent),
+        "a token opens once"
+    );
+    app.clock.advance(Duration::from_secs(20 * 60));
+
+    let (sim, boot) = back(&sim).await;
+    assert_eq!(boot["offline"]["journal"]["applied_through"], 0);
+    assert_eq!(boot["offline"]["journal"]["reconcile"], "after_replay");
+    assert_eq!(
+        boot["discrepancies"],
+        json!([]),
+        "the empty compartments wait for the journal"
+    );
+    // Nobody is served before the journal is in.
+    let err = sim.call("Pickup", json!({"code": "12345678"})).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ProtocolError));
+
+    let journal = sim.journal();
+    assert_eq!(journal.len(), 2);
+    let results = sim.replay_journal().await.expect("replays");
+    let outcomes: Vec<&str> = results.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["picked_up", "picked_up"]);
+    assert!(sim.journal().is_empty(), "the server confirmed every event");
+
+    for (id, number) in [(&a, na), (&b, nb)] {
+        let p = parcel(&app, id).await;
+        assert_eq!(p["state"], "picked_up");
+        let at = ts(&p["picked_up_at"]).naive_utc();
+        let off = (at - offline_at).num_seconds().abs();
+        assert!(off <= 2, "picked up at the offline time {offline_at}, not {at}");
+        assert_eq!(app.statuses(&w.locker).await[&(number as i64)], "free");
+        let hooks = app.webhooks_for(id).await;
+        let picked = picked_up_hooks(&hooks);
+        assert_eq!(picked.len(), 1, "the carrier hears of the pickup once");
+        assert_eq!(picked[0]["data"]["offline"], true);
+        assert_eq!(ts(&picked[0]["data"]["picked_up_at"]).naive_utc(), at);
+    }
+    assert!(faults(&app, &w.locker).await.is_empty(), "nothing for the operator");
+
+    // The same journal again, as a device that missed the answer would send it: the stored
+    // outcomes, and nothing changes.
+    let again = sim
+        .call("ReplayJournal", json!({"events": journal}))
+        .await
+        .expect("a replay of applied events is answered");
+    assert_eq!(again["applied_through"], 2);
+    assert_eq!(again["results"][0]["outcome"], "picked_up");
+    assert_eq!(again["results"][1]["seq"], 2);
+    assert_eq!(picked_up_hooks(&app.webhooks_for(&a).await).len(), 1);
+    // And the next boot has nothing to wait for; the locker serves again.
+    let (sim, boot) = back(&sim).await;
+    assert_eq!(boot["offline"]["journal"]["applied_through"], 2);
+    assert_eq!(boot["offline"]["journal"]["reconcile"], "at_boot");
+    assert_eq!(boot["discrepancies"], json!([]));
+    sim.deposit(&w.carrier, Identify::Phone("555-010-2030".into()), Size::S, None)
+        .await
+        .expect("the freed compartments take parcels again");
+}
+
+async fn a_token_resent_while_offline_still_opens_and_the_conflict_is_recorded(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let (id, old_qr) = deposited(&app, &sim, &w).await;
+    cut(&app, &sim, &w).await;
+    let (s, v) = app.post(&format!("/api/v1/parcels/{id}/resend-code"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    // The locker cannot know: the old token still opens it offline.
+    sim.pickup_offline_qr(&old_qr).expect("opens offline");
+    let (sim, _) = back(&sim).await;
+    let results = sim.replay_journal().await.unwrap();
+    assert_eq!(results[0]["outcome"], "picked_up", "the pickup stands");
+    assert_eq!(results[0]["conflicts"], json!(["code_revoked"]));
+    assert_eq!(parcel(&app, &id).await["state"], "picked_up");
+    assert_eq!(picked_up_hooks(&app.webhooks_for(&id).await).len(), 1);
+    let f = faults(&app, &w.locker).await;
+    assert!(
+        f.iter().any(|f| f["kind"] == "offline_conflict"
+            && f["detail"].as_str().unwrap().contains("code_revoked")
+            && f["compartment_number"].is_null()),
+        "the operator is told, and no compartment is taken out of service: {f:?}"
+    );
+}
+
+async fn a_parcel_that_expired_while_offline_is_picked_up_and_its_return_withdrawn(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let (id, qr) = deposited(&app, &sim, &w).await;
+    cut(&app, &sim, &w).await;
+    // Past the 72-hour dwell: the parcel expires and the carrier is asked to collect it.
+    app.advance(Duration::from_secs(73 * 3600)).await;
+    eventually(Duration::from_secs(10), "the parcel expires", || async {
+        (parcel(&app, &id).await["state"] == "expired").then_some(())
+    })
+    .await;
+    // The token outlives the deadline: the locker, which never heard, still opens.
+    sim.pickup_offline_qr(&qr).expect("opens offline after the deadline");
+    let (sim, _) = back(&sim).await;
+    let results = sim.replay_journal().await.unwrap();
+    assert_eq!(results[0]["outcome"], "picked_up");
+    assert_eq!(results[0]["conflicts"], json!(["after_expiry"]));
+    let p = parcel(&app, &id).await;
+    assert_eq!(p["state"], "picked_up");
+    let hooks = app.webhooks_for(&id).await;
+    let kinds: Vec<&str> = hooks.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(kinds.contains(&"parcel.return_requested"), "{kinds:?}");
+    let picked = picked_up_hooks(&hooks);
+    assert_eq!(picked.len(), 1);
+    assert_eq!(
+        picked[0]["data"]["after_expiry"], true,
+        "the carrier learns its return request is withdrawn"
+    );
+    // Nothing is left for the carrier to collect: no deadline is pending for the parcel.
+    assert_eq!(pending_deadlines(&app, &id).await, 0);
+}
+
+async fn pending_deadlines(app: &TestApp, parcel_id: &str) -> i64 {
+    use diesel::prelude::*;
+    use lockerhub::db::schema::deadlines as d;
+    let pid = parcel_id.to_string();
+    app.db
+        .run(move |c| {
+            Ok(d::table
+                .filter(d::parcel_id.eq(&pid))
+                .filter(d::fired_at.is_null())
+                .filter(d::cancelled_at.is_null())
+                .count()
+                .get_result(c)?)
+        })
+        .await
+        .unwrap()
+}
+
+async fn a_pickup_journaled_twice_applies_once(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let (id, qr) = deposited(&app, &sim, &w).await;
+    let at = app.clock.now().and_utc().to_rfc3339();
+    let event = |seq: i64| json!({"seq": seq, "at": at, "kind": "pickup", "compartment": 1, "by": {"qr_token": qr}});
+    let r = sim
+        .call("ReplayJournal", json!({"events": [event(1), event(2)]}))
+        .await
+        .expect("applied");
+    assert_eq!(r["applied_through"], 2);
+    assert_eq!(r["results"][0]["outcome"], "picked_up");
+    assert_eq!(
+        r["results"][1]["outcome"], "already_moved",
+        "the parcel had left; the event goes into its history only"
+    );
+    assert_eq!(parcel(&app, &id).await["state"], "picked_up");
+    assert_eq!(picked_up_hooks(&app.webhooks_for(&id).await).len(), 1);
+    let p = parcel(&app, &id).await;
+    let kinds: Vec<&str> = p["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"offline_pickup_after_move"), "{kinds:?}");
+}
+
+async fn a_locker_checks_tokens_offline_and_the_server_checks_them_online(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let (id, qr) = deposited(&app, &sim, &w).await;
+    // One character of the signature changed: a forgery, refused offline and online.
+    let mut forged = qr.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert!(matches!(
+        sim.pickup_offline_qr(&forged),
+        Err(OfflineRefusal::Invalid(QrError::BadSignature | QrError::Malformed))
+    ));
+    let err = sim.call("Pickup", json!({"qr_token": forged})).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidCode));
+    // Another locker's device (another locker id) refuses the token.
+    let (locker2, credential2) = app.locker(&w.site, json!([{"size": "S", "count": 1}])).await;
+    let w2 = World {
+        locker: locker2,
+        credential: credential2,
+        layout: vec![(1, Size::S)],
+        site: w.site.clone(),
+        carrier: w.carrier.clone(),
+        recipient: w.recipient.clone(),
+    };
+    let sim2 = offline_device(&app, &w2, chrono::Duration::zero()).await;
+    sim2.tamper(1, false, true);
+    assert_eq!(
+        sim2.pickup_offline_qr(&qr),
+        Err(OfflineRefusal::Invalid(QrError::OtherLocker))
+    );
+    let err = sim2.call("Pickup", json!({"qr_token": qr})).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidCode), "online too");
+    // Past the token's expiry (deadline + 72 h) and the skew allowance: refused offline.
+    let late = chrono::Duration::hours(72 + 72) + chrono::Duration::seconds(301);
+    let clock = app.clock.clone();
+    sim.set_clock(Arc::new(move || clock.now().and_utc() + late));
+    assert_eq!(
+        sim.pickup_offline_qr(&qr),
+        Err(OfflineRefusal::Invalid(QrError::Expired))
+    );
+    // Online, the token opens as ever.
+    let open = sim
+        .call("Pickup", json!({"qr_token": qr}))
+        .await
+        .expect("online pickup");
+    assert_eq!(open["parcel_id"], id.as_str());
+}
+
+async fn bad_journals_get_their_answer_and_change_nothing(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    // A 1.0 device cannot replay.
+    let old = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    old.boot().await.unwrap();
+    let at = app.clock.now().and_utc().to_rfc3339();
+    let ev = |seq: i64, token: &str| json!({"seq": seq, "at": at, "kind": "pickup", "compartment": 1, "by": {"qr_token": token}});
+    let err = old
+        .call("ReplayJournal", json!({"events": [ev(1, "lhq2.x.y")]}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ProtocolError));
+    drop(old);
+
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let (id, qr) = deposited(&app, &sim, &w).await;
+    let gap = |r: Result<Value, lockerhub::simulator::SimError>, expected: i64| {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::JournalGap), "{e:?}");
+        match e {
+            lockerhub::simulator::SimError::Refused(f) => assert_eq!(f.details["expected_seq"], expected),
+            other => panic!("{other:?}"),
+        }
+    };
+    // A gap, a duplicate, numbers out of order: JournalGap, resend from 1.
+    gap(sim.call("ReplayJournal", json!({"events": [ev(2, &qr)]})).await, 1);
+    gap(
+        sim.call("ReplayJournal", json!({"events": [ev(1, &qr), ev(1, &qr)]}))
+            .await,
+        1,
+    );
+    gap(
+        sim.call("ReplayJournal", json!({"events": [ev(2, &qr), ev(1, &qr)]}))
+            .await,
+        1,
+    );
+    // Malformed: an event that does not parse, an empty call, too many events.
+    for bad in [
+        json!({"events": [{"seq": 1, "at": "yesterday", "kind": "pickup", "compartment": 1, "by": {"qr_token": qr}}]}),
+        json!({"events": [ev(1, &qr), {"seq": 2, "at": at, "kind": "pickup", "compartment": "one"}]}),
+        json!({"events": []}),
+        json!({"events": (1..=101).map(|s| json!({"seq": s, "at": at, "kind": "door"})).collect::<Vec<_>>()}),
+        json!({"events": [ev(1, &qr)], "extra": true}),
+    ] {
+        let e = sim.call("ReplayJournal", bad.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::ProtocolError), "{bad}");
+    }
+    assert_eq!(parcel(&app, &id).await["state"], "deposited", "nothing was applied");
+    // A forged token in the journal: rejected (counted as applied), the parcel stays.
+    let mut forged = qr.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let r = sim
+        .call(
+            "ReplayJournal",
+            json!({"events": [ev(1, &forged), {"seq": 2, "at": at, "kind": "door", "compartment": 1}]}),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(r["applied_through"], 2);
+    assert_eq!(r["results"][0]["outcome"], "rejected");
+    assert_eq!(
+        r["results"][1]["outcome"], "rejected",
+        "kinds this server does not apply"
+    );
+    assert!(r["results"][1]["reason"].as_str().unwrap().contains("QR token only"));
+    assert_eq!(parcel(&app, &id).await["state"], "deposited");
+    let f = faults(&app, &w.locker).await;
+    assert_eq!(f.iter().filter(|f| f["kind"] == "journal_rejected").count(), 2, "{f:?}");
+    assert_eq!(
+        app.statuses(&w.locker).await[&1],
+        "occupied",
+        "no compartment out of service"
+    );
+    // A boot with an impossible journal state.
+    let e = sim
+        .call(
+            "BootNotification",
+            json!({"firmware_version": "x", "protocol_version": "1.1", "compartments": sim.snapshot(),
+                   "offline": {"journal": {"next_seq": 3, "pending": 3}, "clock": at}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::ProtocolError));
+    // An oversize journal call is over the frame limit: refused before it is parsed.
+    let big: Vec<Value> = (3..=100).map(|s| ev(s, &"x".repeat(300))).collect();
+    let text = json!([2, "big-1", "ReplayJournal", {"events": big}]).to_string();
+    assert!(text.len() > lockerhub::protocol::MAX_FRAME_BYTES);
+    let _ = sim
+        .send_raw(tokio_tungstenite::tungstenite::Message::text(text), "big-1")
+        .await;
+    assert_eq!(parcel(&app, &id).await["state"], "deposited");
+    let (s, _) = app.get("/readyz").await;
+    assert_eq!(s, StatusCode::OK, "the server is up");
+}
+
+async fn lost_journal_events_are_recorded_and_the_snapshot_decides(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let (id, _) = deposited(&app, &sim, &w).await;
+    // The device lost events 1 to 7 (storage wiped) and took the parcel out meanwhile: it
+    // reports journal events 8 and 9 pending, and an empty compartment.
+    sim.tamper(1, false, false);
+    let at = app.clock.now().and_utc().to_rfc3339();
+    let boot = sim
+        .call(
+            "BootNotification",
+            json!({"firmware_version": "x", "protocol_version": "1.1", "compartments": sim.snapshot(),
+                   "offline": {"journal": {"next_seq": 10, "pending": 2}, "clock": at}}),
+        )
+        .await
+        .expect("boots");
+    assert_eq!(boot["offline"]["journal"]["applied_through"], 7);
+    assert_eq!(boot["offline"]["journal"]["reconcile"], "after_replay");
+    let r = sim
+        .call(
+            "ReplayJournal",
+            json!({"events": [{"seq": 8, "at": at, "kind": "door", "compartment": 2},
+                              {"seq": 9, "at": at, "kind": "door", "compartment": 2}]}),
+        )
+        .await
+        .expect("applied");
+    assert_eq!(r["applied_through"], 9);
+    // With the journal in, the boot snapshot is reconciled: the parcel nobody accounts for
+    // is a discrepancy for the operator, as at any boot.
+    let kinds: Vec<&str> = r["discrepancies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["parcel_missing"]);
+    let f = faults(&app, &w.locker).await;
+    assert!(f.iter().any(|f| f["kind"] == "journal_lost"), "{f:?}");
+    assert_eq!(parcel(&app, &id).await["state"], "deposited", "a person decides");
+    // Asked again, the lost range is answered as lost.
+    let again = sim
+        .call(
+            "ReplayJournal",
+            json!({"events": [{"seq": 7, "at": at, "kind": "door"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again["results"][0]["outcome"], "lost");
+}
+
+async fn a_1_0_device_sees_nothing_of_the_offline_side(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    let raw = sim
+        .call(
+            "BootNotification",
+            json!({"firmware_version": "x", "protocol_version": "1.0", "compartments": sim.snapshot()}),
+        )
+        .await
+        .unwrap();
+    assert!(raw.get("offline").is_none(), "{raw}");
+    assert_eq!(
+        sim.pickup_offline_qr("lhq2.a.b"),
+        Err(OfflineRefusal::NotOfflineCapable)
+    );
+    let e = app.get("/qr/lhq2.not!valid").await;
+    assert_error(&e, StatusCode::NOT_FOUND, "not_found");
+}
