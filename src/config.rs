@@ -93,6 +93,10 @@ pub struct Settings {
     /// How far a 1.1 locker's clock may be off, in the recipient's favour, when it checks a QR
     /// token's expiry offline (0-3600; docs/protocol.md §15.2).
     pub offline_clock_skew_secs: u64,
+    /// Argon2id memory (KiB) and passes of a 1.1 locker's local code list verifiers
+    /// (docs/protocol.md §15.8; default the OWASP minimum, 19 MiB and 2 passes).
+    pub offline_list_kdf_m_kib: u32,
+    pub offline_list_kdf_t: u32,
     /// How long the answer to a state-changing device call is kept in the database for a retry
     /// after a server restart (at most `DEVICE_CALLS_PER_LOCKER` per locker).
     pub device_call_retention_secs: u64,
@@ -211,6 +215,8 @@ impl Default for Settings {
             device_call_timeout_secs: 30,
             kiosk_interaction_timeout_secs: 120,
             offline_clock_skew_secs: 300,
+            offline_list_kdf_m_kib: 19 * 1024,
+            offline_list_kdf_t: 2,
             device_call_retention_secs: 86_400,
             dwell_hours: 72,
             reservation_hours: 24,
@@ -294,6 +300,9 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
                                                                     deposits to its carrier until this silence)
   offline_clock_skew_secs     LOCKERHUB_OFFLINE_CLOCK_SKEW_SECS     300 (0-3600; a 1.1 locker's clock allowance
                                                                     for QR token expiry offline)
+  offline_list_kdf_m_kib      LOCKERHUB_OFFLINE_LIST_KDF_M_KIB      19456 (Argon2id memory of local code list
+                                                                    verifiers; 8-262144)
+  offline_list_kdf_t          LOCKERHUB_OFFLINE_LIST_KDF_T          2 (Argon2id passes; 1-10)
   device_call_retention_secs  LOCKERHUB_DEVICE_CALL_RETENTION_SECS  86400 (answers kept for retries across a restart;
                                                                     at most 512 per locker)
   dwell_hours                 LOCKERHUB_DWELL_HOURS                 72
@@ -389,6 +398,9 @@ impl Settings {
         if !(10..=3600).contains(&self.kiosk_interaction_timeout_secs) {
             return Err("kiosk_interaction_timeout_secs must be between 10 and 3600".into());
         }
+        if !self.offline_list_kdf().valid() {
+            return Err("offline_list_kdf_m_kib must be 8 to 262144 and offline_list_kdf_t 1 to 10".into());
+        }
         if self.offline_clock_skew_secs > 3600 {
             return Err("offline_clock_skew_secs must be between 0 and 3600".into());
         }
@@ -448,6 +460,15 @@ impl Settings {
 
     pub fn db_connect_timeout(&self) -> Duration {
         Duration::from_secs(self.db_connect_timeout_secs)
+    }
+
+    /// The Argon2id parameters of local code list verifiers.
+    pub fn offline_list_kdf(&self) -> crate::offline_list::Kdf {
+        crate::offline_list::Kdf {
+            m_kib: self.offline_list_kdf_m_kib,
+            t: self.offline_list_kdf_t,
+            ..crate::offline_list::Kdf::DEFAULT
+        }
     }
 
     /// The configured server key, or the one kept in `<data_dir>/secret.key` (created on first start).

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod notify;
+pub mod offline_list;
 pub mod protocol;
 pub mod qr_token;
 pub mod ratelimit;

@@ -110,6 +110,15 @@ pub struct OfflineSide {
     /// Spent token ids, with their expiry (Unix seconds): kept until then.
     pub spent: HashMap<String, i64>,
     clock: Option<DeviceClock>,
+    /// The local code list: its key (from boot), version, salt, cost and entries.
+    pub list_key: Option<[u8; 32]>,
+    pub list_version: Option<i64>,
+    pub list_salt: String,
+    pub list_kdf: Option<crate::offline_list::Kdf>,
+    pub list: BTreeMap<String, ListEntry>,
+    /// The wrong-code allowance (from boot) and what is left of it, kept across reboots.
+    pub guessing: Option<crate::domain::lockout::Policy>,
+    pub guesses: Option<crate::domain::lockout::GuessState>,
 }
 
 /// Why the simulated kiosk refused a QR token while offline.
@@ -123,6 +132,12 @@ pub enum OfflineRefusal {
     Empty,
     #[error("this QR code was already used")]
     Spent,
+    #[error("no local code list yet")]
+    NoList,
+    #[error("wrong code")]
+    WrongCode,
+    #[error("too many wrong codes; try again in {0} s")]
+    LockedOut(i64),
 }
 
 /// A connected simulated locker. Cheap to clone; clones share the connection.
@@ -342,6 +357,13 @@ impl SimLocker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((action.clone(), payload.clone()));
+        if action == "SendLocalList" && self.behaviour.offline_capable {
+            let answer = self.take_list(payload);
+            let _ = self
+                .out
+                .send(Message::text(Frame::Result { id, payload: answer }.to_text()));
+            return;
+        }
         if action != "OpenCompartment" || !self.behaviour.answer_open_commands {
             return;
         }
@@ -459,7 +481,7 @@ impl SimLocker {
                     pending: side.journal.len() as i64,
                 },
                 clock: self.device_now_with(&side),
-                local_list_version: None,
+                local_list_version: side.list_version,
             }
         });
         let payload = json!(BootNotification {
@@ -479,6 +501,17 @@ impl SimLocker {
             let mut side = self.side();
             side.qr_keys = o.qr_keys.clone();
             side.skew_secs = o.allowed_skew_secs;
+            side.guessing = Some(o.guessing.into());
+            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&o.local_list.list_key)
+                .ok()
+                .and_then(|k| <[u8; 32]>::try_from(k).ok());
+            if key != side.list_key {
+                // A new key (another epoch): the old list opens nothing; a full one follows.
+                side.list.clear();
+                side.list_version = None;
+            }
+            side.list_key = key;
             let applied = o.journal.applied_through;
             side.journal.retain(|e| e.seq > applied);
             // A device whose journal is behind the server's (restored storage) never reuses a
@@ -533,16 +566,121 @@ impl SimLocker {
             c.door_open = false;
         }
         side.spent.insert(claims.j.clone(), claims.exp);
+        self.journal_event(
+            &mut side,
+            now,
+            "pickup",
+            Some(claims.c),
+            Some(PickupBy::QrToken(token.to_string())),
+        );
+        Ok(claims.c)
+    }
+
+    /// Applies a `SendLocalList`: a full list replaces the one held; a differential one applies
+    /// only on the version it was made from (else `VersionMismatch`, and the server sends all).
+    fn take_list(&self, payload: Value) -> Value {
+        let Ok(u) = serde_json::from_value::<SendLocalList>(payload) else {
+            return json!({"status": "Failed"});
+        };
+        let mut side = self.side();
+        match (u.update.as_str(), u.base_version) {
+            ("full", _) => side.list.clear(),
+            ("differential", Some(base)) if side.list_version == Some(base) => {
+                for id in &u.remove {
+                    side.list.remove(id);
+                }
+            }
+            ("differential", _) => return json!({"status": "VersionMismatch", "version": side.list_version}),
+            _ => return json!({"status": "Failed"}),
+        }
+        for e in u.upsert {
+            side.list.insert(e.entry.clone(), e);
+        }
+        side.list_version = Some(u.version);
+        side.list_salt = u.list_salt;
+        side.list_kdf = Some(u.kdf);
+        json!({"status": "Accepted", "version": u.version})
+    }
+
+    /// The kiosk while offline (1.1): a recipient types a pickup code and second factor. The
+    /// device applies the wrong-code allowance, selects the entries by the factor's tag, runs
+    /// the slow hash for those only, and on a match opens the compartment (the parcel is taken
+    /// out and the door closes) and journals the pickup; a miss is journaled as a wrong code.
+    pub fn pickup_offline_code(&self, code: &str, factor: &str) -> Result<i32, OfflineRefusal> {
+        if !self.behaviour.offline_capable {
+            return Err(OfflineRefusal::NotOfflineCapable);
+        }
+        let mut side = self.side();
+        let (Some(key), Some(kdf), Some(policy)) = (side.list_key, side.list_kdf, side.guessing) else {
+            return Err(OfflineRefusal::NoList);
+        };
+        let now = self.device_now_with(&side);
+        let at = now.naive_utc();
+        let mut guesses = side
+            .guesses
+            .clone()
+            .unwrap_or_else(|| crate::domain::lockout::GuessState::fresh(at));
+        if let Some(left) = guesses.locked(at) {
+            return Err(OfflineRefusal::LockedOut(left.num_seconds().max(1)));
+        }
+        let factor = crate::domain::second_factor::normalise(factor);
+        let tag = crate::offline_list::tag(&key, "pickup", &factor);
+        let found = side
+            .list
+            .values()
+            .filter(|e| {
+                e.kind == "pickup" && e.tag == tag && e.expires_at.timestamp() + side.skew_secs >= now.timestamp()
+            })
+            .find(|e| {
+                crate::offline_list::check(&key, &kdf, &side.list_salt, &e.entry, code.trim(), &factor, &e.verifier)
+            })
+            .cloned();
+        let Some(entry) = found else {
+            let started = guesses.fail(&policy, at);
+            side.guesses = Some(guesses);
+            self.journal_event(&mut side, now, "wrong_code", None, None);
+            return Err(match started {
+                Some(l) => OfflineRefusal::LockedOut(l.length.num_seconds().max(1)),
+                None => OfflineRefusal::WrongCode,
+            });
+        };
+        {
+            let mut map = self.compartments.lock().unwrap_or_else(|e| e.into_inner());
+            let c = map
+                .get_mut(&entry.compartment)
+                .filter(|c| c.occupied)
+                .ok_or(OfflineRefusal::Empty)?;
+            c.occupied = false;
+            c.door_open = false;
+        }
+        side.list.remove(&entry.entry);
+        self.journal_event(
+            &mut side,
+            now,
+            "pickup",
+            Some(entry.compartment),
+            Some(PickupBy::Entry(entry.entry)),
+        );
+        Ok(entry.compartment)
+    }
+
+    fn journal_event(
+        &self,
+        side: &mut OfflineSide,
+        at: chrono::DateTime<chrono::Utc>,
+        kind: &str,
+        compartment: Option<i32>,
+        by: Option<PickupBy>,
+    ) {
         let seq = side.next_seq;
         side.next_seq += 1;
         side.journal.push(JournalEvent {
             seq,
-            at: now,
-            kind: "pickup".into(),
-            compartment: Some(claims.c),
-            by: Some(PickupBy::QrToken(token.to_string())),
+            at,
+            kind: kind.into(),
+            compartment,
+            by,
         });
-        Ok(claims.c)
     }
 
     /// Replays the journal after a boot (1.1), in calls that fit the frame limit, from where the

@@ -440,6 +440,9 @@ pub struct LockerCtx {
     pub locker_name: String,
     pub site_id: String,
     pub code_salt: String,
+    /// Whether the locker's device keeps a local code list (it booted as 1.1): codes issued
+    /// for it then get a list entry (`db::local_lists`).
+    pub offline_list: bool,
 }
 
 impl LockerCtx {

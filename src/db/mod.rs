@@ -13,6 +13,7 @@ pub mod faults;
 pub mod inbound;
 pub mod interrupted;
 pub mod journal;
+pub mod local_lists;
 pub mod lockers;
 pub mod lockouts;
 pub mod notifications;

@@ -305,6 +305,34 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    local_lists (locker_id) {
+        locker_id -> Text,
+        version -> BigInt,
+        epoch -> Integer,
+        salt -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    local_list_entries (id) {
+        id -> Text,
+        locker_id -> Text,
+        parcel_id -> Text,
+        kind -> Text,
+        compartment -> Integer,
+        code_hash -> Text,
+        sealed -> Nullable<Text>,
+        tag -> Nullable<Integer>,
+        verifier -> Nullable<Text>,
+        expires_at -> Timestamp,
+        added_version -> Nullable<BigInt>,
+        removed_version -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(lockers -> sites (site_id));
 diesel::joinable!(sections -> lockers (locker_id));
 diesel::joinable!(sections -> carriers (carrier_id));
@@ -339,4 +367,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     code_guesses,
     lockouts,
     locker_journal,
+    local_lists,
+    local_list_entries,
 );

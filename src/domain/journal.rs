@@ -35,6 +35,11 @@ pub struct JournalEvent {
 pub enum Happened<'a> {
     /// The recipient's parcel left compartment `compartment`, opened for this signed token.
     PickupByQr { compartment: i32, token: &'a str },
+    /// The recipient's parcel left compartment `compartment`, opened for a typed code (and
+    /// factor) that matched this local list entry.
+    PickupByEntry { compartment: i32, entry: &'a str },
+    /// A typed pickup code that matched no entry: counted toward the locker's lockout.
+    WrongCode,
 }
 
 impl JournalEvent {
@@ -45,8 +50,14 @@ impl JournalEvent {
                 compartment,
                 token: token.as_str(),
             }),
-            ("pickup", _, _) => Err("a pickup names its compartment and the QR token that opened it"),
-            _ => Err("this server applies journaled pickups by QR token only"),
+            ("pickup", Some(compartment), Some(PickupBy::Entry(entry))) => Ok(Happened::PickupByEntry {
+                compartment,
+                entry: entry.as_str(),
+            }),
+            ("pickup", _, _) => Err("a pickup names its compartment and the QR token or list entry that opened it"),
+            ("wrong_code", _, None) => Ok(Happened::WrongCode),
+            ("wrong_code", _, Some(_)) => Err("a wrong code names nothing it opened"),
+            _ => Err("this server applies journaled pickups and wrong codes only"),
         }
     }
 }
@@ -56,6 +67,8 @@ impl JournalEvent {
 pub enum PickupBy {
     /// The signed token the recipient scanned, whole.
     QrToken(String),
+    /// The local list entry the typed code and factor matched.
+    Entry(String),
 }
 
 /// Which events of a call are new, or why none may be applied.
@@ -113,6 +126,8 @@ pub enum Outcome {
     Rejected,
     /// Never replayed: the device lost it (its boot reported a journal starting past it).
     Lost,
+    /// A wrong code, counted toward the locker's lockout at its own time.
+    Counted,
 }
 
 impl Outcome {
@@ -122,13 +137,20 @@ impl Outcome {
             Outcome::AlreadyMoved => "already_moved",
             Outcome::Rejected => "rejected",
             Outcome::Lost => "lost",
+            Outcome::Counted => "counted",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::PickedUp, Self::AlreadyMoved, Self::Rejected, Self::Lost]
-            .into_iter()
-            .find(|o| o.as_str() == s)
+        [
+            Self::PickedUp,
+            Self::AlreadyMoved,
+            Self::Rejected,
+            Self::Lost,
+            Self::Counted,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
     }
 }
 
@@ -297,7 +319,21 @@ mod tests {
         let other: JournalEvent = serde_json::from_value(serde_json::json!({
             "seq": 4, "at": "2026-11-24T11:02:13Z", "kind": "wrong_code", "compartment": 7}))
         .unwrap();
-        assert!(other.happened().is_err());
+        assert!(other.happened().is_ok(), "a wrong code is counted");
+        let door: JournalEvent = serde_json::from_value(serde_json::json!({
+            "seq": 5, "at": "2026-11-24T11:02:13Z", "kind": "door", "compartment": 7}))
+        .unwrap();
+        assert!(door.happened().is_err());
+        let by_entry: JournalEvent = serde_json::from_value(serde_json::json!({
+            "seq": 6, "at": "2026-11-24T11:02:13Z", "kind": "pickup", "compartment": 7, "by": {"entry": "e-1"}}))
+        .unwrap();
+        assert_eq!(
+            by_entry.happened(),
+            Ok(Happened::PickupByEntry {
+                compartment: 7,
+                entry: "e-1"
+            })
+        );
         for bad in [
             serde_json::json!({"seq": 3, "at": "yesterday", "kind": "pickup", "compartment": 7, "by": {"qr_token": "t"}}),
             serde_json::json!({"seq": "3", "at": "2026-11-24T11:02:13Z", "kind": "pickup", "compartment": 7, "by": {"qr_token": "t"}}),

@@ -48,6 +48,75 @@ pub struct OfflineAccepted {
     /// The keys a QR token may be signed with (`qr_token::PublicKey`).
     pub qr_keys: Vec<crate::qr_token::PublicKey>,
     pub journal: JournalAccepted,
+    /// The local code list: the version the server holds, and the key of its epoch.
+    pub local_list: LocalListInfo,
+    /// The wrong-code allowance the device applies offline (the server's settings).
+    pub guessing: GuessingLimits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalListInfo {
+    pub version: i64,
+    pub epoch: i32,
+    /// `list_key` (32 bytes, base64url): what the device checks verifiers and tags with.
+    pub list_key: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct GuessingLimits {
+    pub attempts: u32,
+    pub window_secs: i64,
+    pub lockout_secs: i64,
+    pub lockout_max_secs: i64,
+}
+
+impl From<crate::domain::lockout::Policy> for GuessingLimits {
+    fn from(p: crate::domain::lockout::Policy) -> Self {
+        Self {
+            attempts: p.attempts,
+            window_secs: p.window.num_seconds(),
+            lockout_secs: p.base.num_seconds(),
+            lockout_max_secs: p.max.num_seconds(),
+        }
+    }
+}
+
+impl From<GuessingLimits> for crate::domain::lockout::Policy {
+    fn from(g: GuessingLimits) -> Self {
+        Self {
+            attempts: g.attempts,
+            window: chrono::Duration::seconds(g.window_secs),
+            base: chrono::Duration::seconds(g.lockout_secs),
+            max: chrono::Duration::seconds(g.lockout_max_secs),
+        }
+    }
+}
+
+/// `SendLocalList` (server → 1.1 device): the local code list, whole or since `base_version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendLocalList {
+    pub version: i64,
+    /// `full` or `differential`.
+    pub update: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<i64>,
+    pub list_salt: String,
+    pub kdf: crate::offline_list::Kdf,
+    pub upsert: Vec<ListEntry>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// One entry of the local code list: a verifier, never a code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub entry: String,
+    /// `pickup`.
+    pub kind: String,
+    pub compartment: i32,
+    pub tag: u8,
+    pub verifier: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

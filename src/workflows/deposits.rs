@@ -331,6 +331,7 @@ pub fn complete_because(
     );
     let grace = policy.clock.hours(QR_TOKEN_GRACE_HOURS);
     let qr_token = signed_qr_token(key, &ctx.locker_id, number, parcel_id, deadline + grace);
+    list_entry(conn, ctx, key, parcel_id, number, &code, deadline + grace)?;
     let decided = policy.deposited(token_at, &facts, &code, &qr_token);
     let mut detail = json!({"compartment": number, "pickup_deadline": crate::db::ts_string(decided.deadline)});
     if let Some(r) = reason {
@@ -389,6 +390,7 @@ pub fn reissue_code(
     };
     let deadline = parcel.pickup_deadline.unwrap_or_else(now);
     let qr_token = signed_qr_token(key, &ctx.locker_id, number, parcel_id, deadline + qr_grace);
+    list_entry(conn, ctx, key, parcel_id, number, &code, deadline + qr_grace).map_err(AppError::from)?;
     diesel::update(parcels::table.find(parcel_id))
         .set((
             parcels::pickup_code_hash.eq(key.code_hash(&ctx.code_salt, &code)),
@@ -429,6 +431,40 @@ fn signed_qr_token(
         j: generate_token("")[..16].to_string(),
         exp: exp.and_utc().timestamp(),
     })
+}
+
+/// For a locker that keeps a local code list (1.1), the entry for a code just issued: sealed
+/// (code and the recipient's second factor encrypted under the server key) until a list sync
+/// makes its verifier off the write path (docs/protocol.md §15.8).
+fn list_entry(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    parcel_id: &str,
+    number: i32,
+    code: &str,
+    expires_at: chrono::NaiveDateTime,
+) -> Result<(), OpError> {
+    if !ctx.offline_list {
+        return Ok(());
+    }
+    let factor = crate::db::lockouts::factor_for_parcel(conn, parcel_id)?
+        .and_then(|(phone, unit)| crate::domain::second_factor::expected(phone.as_deref(), &unit))
+        .unwrap_or_default();
+    let entry = format!("e-{}", new_id());
+    crate::db::local_lists::add(
+        conn,
+        &crate::db::local_lists::NewEntry {
+            id: &entry,
+            locker_id: &ctx.locker_id,
+            parcel_id,
+            compartment: number,
+            code_hash: &key.code_hash(&ctx.code_salt, code),
+            sealed: &key.encrypt(&format!("{code}\0{factor}")),
+            expires_at,
+        },
+    )?;
+    Ok(())
 }
 
 /// A numeric code no live parcel at this locker has. The check and the write happen in the

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use crate::credentials::{hash_token, ServerKey};
 use crate::db::compartments::number_of;
 use crate::db::journal::{self as rows, Applied};
+use crate::db::local_lists;
 use crate::db::lockers::LockerCtx;
+use crate::db::lockouts::{self, CodeKind};
 use crate::db::{parcels as parcel_rows, DbConn};
 use crate::domain::hardware::{CompartmentSnapshot, Discrepancy};
 use crate::domain::journal::{self, Happened, JournalEvent, Outcome, ParcelNow, PickupVerdict, Plan};
@@ -29,6 +31,8 @@ pub struct AfterReplay {
 pub struct Times {
     pub offset: chrono::Duration,
     pub now: chrono::NaiveDateTime,
+    /// The wrong-code allowance journaled wrong codes are counted against.
+    pub guessing: crate::domain::lockout::Policy,
 }
 
 /// What a replay did.
@@ -106,7 +110,7 @@ fn apply_one(
     e: &JournalEvent,
     times: Times,
 ) -> Result<(Applied, Option<i32>), OpError> {
-    let Times { offset, now: t } = times;
+    let Times { offset, now: t, .. } = times;
     let row = |outcome, parcel_id: Option<&str>, occurred_at, detail| Applied {
         seq: e.seq,
         kind: e.kind.chars().take(32).collect(),
@@ -132,17 +136,27 @@ fn apply_one(
         let at = journal::corrected_time(e.at, offset, t, None);
         Ok((row(Outcome::Rejected, None, at, json!({"reason": reason})), None))
     };
-    let (number, token) = match e.happened() {
-        Ok(Happened::PickupByQr { compartment, token }) => (compartment, token),
+    // Which parcel the event names, and whether the credential used is still its current one.
+    let (number, parcel_id, current_hash) = match e.happened() {
+        Ok(Happened::PickupByQr { compartment, token }) => match qr_token::verify(token, &[signer.public_key()]) {
+            Ok(c) if c.l == ctx.locker_id && c.c == compartment => (compartment, c.p, hash_token(token)),
+            Ok(_) => return rejected(conn, "the QR token is for another locker or compartment"),
+            Err(err) => return rejected(conn, &format!("the QR token is not one this server signed: {err}")),
+        },
+        Ok(Happened::PickupByEntry { compartment, entry }) => match local_lists::find(conn, &ctx.locker_id, entry)? {
+            Some((parcel_id, n, code_hash)) if n == compartment => (compartment, parcel_id, code_hash),
+            Some(_) => return rejected(conn, "the list entry is for another compartment"),
+            None => return rejected(conn, "the list entry is not one this server issued to this locker"),
+        },
+        Ok(Happened::WrongCode) => {
+            let at = journal::corrected_time(e.at, offset, t, None);
+            count_wrong_code(conn, ctx, times.guessing, at)?;
+            return Ok((row(Outcome::Counted, None, at, json!({})), None));
+        }
         Err(reason) => return rejected(conn, reason),
     };
-    let claims = match qr_token::verify(token, &[signer.public_key()]) {
-        Ok(c) if c.l == ctx.locker_id && c.c == number => c,
-        Ok(_) => return rejected(conn, "the QR token is for another locker or compartment"),
-        Err(err) => return rejected(conn, &format!("the QR token is not one this server signed: {err}")),
-    };
-    let Some(parcel) = parcel_rows::get(conn, &claims.p).optional()? else {
-        return rejected(conn, "the QR token names a parcel this server does not know");
+    let Some(parcel) = parcel_rows::get(conn, &parcel_id).optional()? else {
+        return rejected(conn, "the event names a parcel this server does not know");
     };
     let compartment = match &parcel.compartment_id {
         Some(id) => Some(number_of(conn, id)?),
@@ -152,7 +166,9 @@ fn apply_one(
         state: parcel.state(),
         locker_id: parcel.locker_id.as_deref(),
         compartment,
-        token_current: parcel.qr_token_hash.as_deref() == Some(hash_token(token).as_str()),
+        token_current: [&parcel.qr_token_hash, &parcel.pickup_code_hash]
+            .iter()
+            .any(|h| h.as_deref() == Some(current_hash.as_str())),
     };
     let occurred_at = journal::corrected_time(e.at, offset, t, parcel.deposited_at);
     match journal::decide_pickup(&held, &ctx.locker_id, number) {
@@ -210,4 +226,23 @@ fn apply_one(
             Ok((row(Outcome::AlreadyMoved, Some(&parcel.id), occurred_at, detail), None))
         }
     }
+}
+
+/// A wrong code typed at the locker while it was offline: counted toward its pickup-code
+/// allowance at the time it was typed, as if it had been typed online (a lockout it starts is
+/// recorded), so going offline never resets the limit. A wrong code typed while a lockout was
+/// already running is not counted again, as online.
+fn count_wrong_code(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    policy: crate::domain::lockout::Policy,
+    at: chrono::NaiveDateTime,
+) -> Result<(), OpError> {
+    let mut state = lockouts::state(conn, &ctx.locker_id, CodeKind::Pickup, at)?;
+    if state.locked(at).is_some() {
+        return Ok(());
+    }
+    let started = state.fail(&policy, at);
+    lockouts::save(conn, &ctx.locker_id, CodeKind::Pickup, &state, started.as_ref(), at)?;
+    Ok(())
 }

@@ -10,5 +10,6 @@ pub mod expiry;
 pub mod hardware;
 pub mod interrupted;
 pub mod journal;
+pub mod local_list;
 pub mod pickups;
 pub mod remote_open;

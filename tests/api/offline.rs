@@ -25,6 +25,8 @@ db_test!(
     bad_journals_get_their_answer_and_change_nothing,
     lost_journal_events_are_recorded_and_the_snapshot_decides,
     a_1_0_device_sees_nothing_of_the_offline_side,
+    offline_code_pickups_use_the_local_list_and_wrong_codes_count_after_replay,
+    the_local_list_follows_deposits_pickups_and_resends,
 );
 
 /// A 1.1 locker whose clock is the app's clock moved by `skew` (a device clock that is off).
@@ -389,7 +391,10 @@ async fn bad_journals_get_their_answer_and_change_nothing(app: TestApp) {
         r["results"][1]["outcome"], "rejected",
         "kinds this server does not apply"
     );
-    assert!(r["results"][1]["reason"].as_str().unwrap().contains("QR token only"));
+    assert!(r["results"][1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("pickups and wrong codes only"));
     assert_eq!(parcel(&app, &id).await["state"], "deposited");
     let f = faults(&app, &w.locker).await;
     assert_eq!(f.iter().filter(|f| f["kind"] == "journal_rejected").count(), 2, "{f:?}");
@@ -489,4 +494,119 @@ async fn a_1_0_device_sees_nothing_of_the_offline_side(app: TestApp) {
     );
     let e = app.get("/qr/lhq2.not!valid").await;
     assert_error(&e, StatusCode::NOT_FOUND, "not_found");
+}
+
+/// Waits (bounded) until the device's local list holds `n` entries at a version above `above`.
+async fn list_holds(sim: &SimLocker, n: usize, above: Option<i64>) -> i64 {
+    eventually(Duration::from_secs(20), "the local list reaches the device", || async {
+        let side = sim.offline.lock().unwrap();
+        (side.list.len() == n && side.list_version > above).then(|| side.list_version.unwrap())
+    })
+    .await
+}
+
+async fn offline_code_pickups_use_the_local_list_and_wrong_codes_count_after_replay(app: TestApp) {
+    let w = world(&app, &[(Size::S, 3)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let v0 = list_holds(&sim, 0, None).await;
+    let (a, _) = deposited(&app, &sim, &w).await;
+    let (b, _) = deposited(&app, &sim, &w).await;
+    let v2 = list_holds(&sim, 2, Some(v0)).await;
+    let (code_a, _) = app.pickup_secrets(&a).await;
+    let (code_b, _) = app.pickup_secrets(&b).await;
+    // The list holds verifiers, never a code.
+    let sent = format!("{:?}", sim.server_calls.lock().unwrap());
+    assert!(sent.contains("SendLocalList") && !sent.contains(&code_a) && !sent.contains(&code_b));
+
+    cut(&app, &sim, &w).await;
+    // Right code, wrong factor; wrong code: both refused offline, and journaled.
+    assert_eq!(sim.pickup_offline_code(&code_a, "9999"), Err(OfflineRefusal::WrongCode));
+    assert_eq!(
+        sim.pickup_offline_code("00000000", "2030"),
+        Err(OfflineRefusal::WrongCode)
+    );
+    let na = sim
+        .pickup_offline_code(&code_a, "20 30")
+        .expect("the code and factor open offline");
+    // The device's allowance (3 in these tests) is spent: the next wrong code starts a
+    // lockout offline, as online, and then even the right code is not checked.
+    assert_eq!(
+        sim.pickup_offline_code("11111111", "2030"),
+        Err(OfflineRefusal::WrongCode)
+    );
+    assert!(matches!(
+        sim.pickup_offline_code("22222222", "2030"),
+        Err(OfflineRefusal::LockedOut(_))
+    ));
+    assert!(matches!(
+        sim.pickup_offline_code(&code_b, "2030"),
+        Err(OfflineRefusal::LockedOut(_))
+    ));
+
+    let (sim, _) = back(&sim).await;
+    let results = sim.replay_journal().await.unwrap();
+    let outcomes: Vec<&str> = results.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["counted", "counted", "picked_up", "counted", "counted"]);
+    let p = parcel(&app, &a).await;
+    assert_eq!(p["state"], "picked_up");
+    assert_eq!(app.statuses(&w.locker).await[&(na as i64)], "free");
+    assert_eq!(picked_up_hooks(&app.webhooks_for(&a).await).len(), 1);
+    // Going offline did not reset the limit: the wrong codes started a lockout here too.
+    let (s, l) = app.get(&format!("/api/v1/lockers/{}/lockouts", w.locker)).await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    assert_eq!(l["items"].as_array().unwrap().len(), 1, "{l}");
+    let e = sim
+        .call("Pickup", json!({"code": code_b, "second_factor": "2030"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LockedOut));
+    // The picked-up parcel's entry leaves the list.
+    list_holds(&sim, 1, Some(v2)).await;
+}
+
+async fn the_local_list_follows_deposits_pickups_and_resends(app: TestApp) {
+    let w = world(&app, &[(Size::S, 3)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let v0 = list_holds(&sim, 0, None).await;
+    let (a, _) = deposited(&app, &sim, &w).await;
+    let v1 = list_holds(&sim, 1, Some(v0)).await;
+    let (b, _) = deposited(&app, &sim, &w).await;
+    let v2 = list_holds(&sim, 2, Some(v1)).await;
+    let (code_a, qr_a) = app.pickup_secrets(&a).await;
+    // Picked up online: its entry is removed by a differential update.
+    sim.pickup(lockerhub::protocol::messages::Pickup::QrToken(qr_a))
+        .await
+        .expect("online pickup");
+    let v3 = list_holds(&sim, 1, Some(v2)).await;
+    let calls = sim.server_calls.lock().unwrap().clone();
+    let last = calls.iter().rev().find(|(a, _)| a == "SendLocalList").unwrap();
+    assert_eq!(last.1["update"], "differential");
+    assert_eq!(last.1["remove"].as_array().unwrap().len(), 1);
+    assert_eq!(sim.pickup_offline_code(&code_a, "2030"), Err(OfflineRefusal::WrongCode));
+    // A resend replaces b's entry: the old code opens nothing offline, the new one does.
+    let (old_b, _) = app.pickup_secrets(&b).await;
+    let (s, v) = app.post(&format!("/api/v1/parcels/{b}/resend-code"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    list_holds(&sim, 1, Some(v3)).await;
+    let tracking = parcel(&app, &b).await["tracking_number"].as_str().unwrap().to_string();
+    let new_b = eventually(Duration::from_secs(20), "the new code is mailed", || async {
+        // The newest mail for the parcel; the old code's until the new one arrives.
+        let mail = app
+            .smtp
+            .wait_for(&format!("({tracking})"), Duration::from_millis(1))
+            .await?;
+        let code = crate::smtp::secrets_in(&mail).0;
+        (code != old_b).then_some(code)
+    })
+    .await;
+    assert_ne!(new_b, old_b);
+    cut(&app, &sim, &w).await;
+    assert_eq!(sim.pickup_offline_code(&old_b, "2030"), Err(OfflineRefusal::WrongCode));
+    sim.pickup_offline_code(&new_b, "2030")
+        .expect("the new code opens offline");
+    // A device that claims a list version the server never had gets the whole list.
+    let (sim, _) = back(&sim).await;
+    let results = sim.replay_journal().await.unwrap();
+    assert_eq!(results.last().unwrap()["outcome"], "picked_up");
+    assert_eq!(parcel(&app, &b).await["state"], "picked_up");
 }

@@ -11,7 +11,7 @@ CREATE TABLE locker_journal (
     -- The event's time as the device's clock gave it, and corrected to the server's.
     device_at TEXT NOT NULL,
     occurred_at TIMESTAMP NOT NULL,
-    outcome TEXT NOT NULL CHECK (outcome IN ('picked_up', 'already_moved', 'rejected', 'lost')),
+    outcome TEXT NOT NULL CHECK (outcome IN ('picked_up', 'already_moved', 'rejected', 'lost', 'counted')),
     -- JSON: conflicts decided by rule, or why the event was rejected.
     detail TEXT NOT NULL DEFAULT '{}',
     received_at TIMESTAMP NOT NULL,

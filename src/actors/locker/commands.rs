@@ -94,12 +94,16 @@ impl Handler<ResendCode> for LockerActor {
     type Result = AtomicResponse<Self, Result<String, AppError>>;
 
     fn handle(&mut self, msg: ResendCode, _: &mut Context<Self>) -> Self::Result {
+        // The new code's list entry reaches a 1.1 device with the sync that follows.
         let key = self.deps.key.clone();
         let len = self.deps.settings.pickup_code_length;
         let grace = self.deps.clock.hours(deposits::QR_TOKEN_GRACE_HOURS);
         AtomicResponse::new(self.db_op(
             move |c, me| deposits::reissue_code(c, me, &key, len, grace, &msg.parcel_id, &msg.actor),
-            |id, _, _| Ok(id),
+            |id, act, ctx| {
+                act.sync_list(ctx);
+                Ok(id)
+            },
         ))
     }
 }

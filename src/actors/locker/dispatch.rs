@@ -86,6 +86,12 @@ impl LockerActor {
         // all the same (a server restart while the device waited for it).
         let booted = self.booted || is_boot;
         let action = msg.request.action();
+        // Door closings issue and void codes (deposits, pickups, returns), and so does a replay:
+        // a 1.1 device's local list follows.
+        let list_may_change = matches!(
+            msg.request,
+            DeviceRequest::DoorEvent(_) | DeviceRequest::ReplayJournal(_)
+        );
         self.recording = record.then(|| CallRecord {
             msg_id: id.clone(),
             fingerprint,
@@ -98,7 +104,10 @@ impl LockerActor {
         if let Some(unchecked) = self.recording.take() {
             work = self.stored_answer_wins(work, unchecked, |_| true);
         }
-        Box::pin(work.map(move |res, act, _| {
+        Box::pin(work.map(move |res, act, ctx| {
+            if list_may_change && res.is_ok() {
+                act.sync_list(ctx);
+            }
             let res = match res {
                 Err(DeviceError::Replayed(payload)) => Ok(payload),
                 other => other,
@@ -285,11 +294,14 @@ impl LockerActor {
                 // A device that holds journal events the server has not applied is reconciled
                 // after it replays them: its sensors already show what it did offline.
                 let journal = match &b.offline {
-                    Some(o) => Some(super::journal::journal_at_boot(c, me, &o.journal)?),
+                    Some(o) => Some((
+                        super::journal::journal_at_boot(c, me, &o.journal)?,
+                        crate::db::local_lists::head(c, &me.locker_id)?,
+                    )),
                     None => None,
                 };
                 let found = match journal {
-                    Some((_, true)) => Vec::new(),
+                    Some(((_, true), _)) => Vec::new(),
                     _ => crate::workflows::hardware::reconcile(c, me, &b.compartments, &busy)?,
                 };
                 Ok((found, decided, lockers::slots(c, &id)?, journal))
@@ -305,14 +317,23 @@ impl LockerActor {
                     tracing::warn!(locker = %act.id, discrepancies = found.len(), "boot snapshot differs from the database");
                 }
                 let offline_answer = match (journal, offline, snapshot) {
-                    (Some((applied_through, defer)), Some(o), Some(snapshot)) => {
+                    (Some(((applied_through, defer), head)), Some(o), Some(snapshot)) => {
                         act.offline = Some(super::journal::OfflineSession {
                             clock_offset,
                             after_replay: defer.then(|| AfterReplay {
                                 snapshot,
                                 through: o.journal.next_seq - 1,
                             }),
+                            list: super::local_list::ListState {
+                                device_version: o.local_list_version,
+                                ..Default::default()
+                            },
                         });
+                        // Codes issued from now on get list entries.
+                        if let Some(me) = act.me.as_mut() {
+                            me.offline_list = true;
+                        }
+                        act.sync_list(ctx);
                         Some(OfflineAccepted {
                             allowed_skew_secs: settings.offline_clock_skew_secs as i64,
                             qr_keys: vec![QrSigner::new(&act.deps.key).public_key()],
@@ -320,10 +341,19 @@ impl LockerActor {
                                 applied_through,
                                 reconcile: if defer { "after_replay" } else { "at_boot" }.into(),
                             },
+                            local_list: LocalListInfo {
+                                version: head.version,
+                                epoch: head.epoch,
+                                list_key: crate::workflows::local_list::list_key_text(&act.deps.key, &act.id, &head),
+                            },
+                            guessing: super::codes::lockout_policy(&settings).into(),
                         })
                     }
                     _ => {
                         act.offline = None;
+                        if let Some(me) = act.me.as_mut() {
+                            me.offline_list = false;
+                        }
                         None
                     }
                 };

@@ -21,6 +21,8 @@ pub(super) struct OfflineSession {
     pub clock_offset: chrono::Duration,
     /// The boot's reconciliation, waiting for the journal (`None`: it ran at boot).
     pub after_replay: Option<AfterReplay>,
+    /// The device's local code list.
+    pub list: super::local_list::ListState,
 }
 
 /// Largest sequence number a device may report (JSON numbers stay exact below 2^53).
@@ -88,10 +90,11 @@ impl LockerActor {
         let busy = self.busy();
         let key = self.deps.key.clone();
         let now = self.deps.clock.now();
+        let guessing = super::codes::lockout_policy(&self.deps.settings);
         self.db_op(
             move |c, me| -> Result<Replayed, DeviceError> {
                 let after = after.as_ref().map(|a| (a, &busy));
-                let times = crate::workflows::journal::Times { offset, now };
+                let times = crate::workflows::journal::Times { offset, now, guessing };
                 Ok(crate::workflows::journal::replay(c, me, &key, &r.events, times, after)?)
             },
             |replayed, act, _| match replayed {

@@ -32,6 +32,7 @@ mod deposit;
 mod dispatch;
 mod doors;
 mod journal;
+mod local_list;
 mod remote_open;
 
 use self::dedup::Dedup;
@@ -84,6 +85,8 @@ fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<L
         locker_name: l.name,
         site_id: l.site_id,
         code_salt: l.code_salt,
+        // Until the device boots as 1.1 (`dispatch::boot`).
+        offline_list: false,
     };
     let found = match recover {
         Some(keep) => interrupted::load(c, &me, keep)?,

@@ -30,7 +30,10 @@ pub(super) type PendingCall = (
 impl Handler<DeviceAnswer> for LockerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: DeviceAnswer, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: DeviceAnswer, ctx: &mut Context<Self>) {
+        if self.list_answer(&msg.msg_id, &msg.answer, ctx) {
+            return;
+        }
         if let Some((tx, number, open, _)) = self.pending.remove(&msg.msg_id) {
             // Register the open door now: its DoorEvent may be the very next message.
             if msg

@@ -1,0 +1,2 @@
+DROP TABLE local_list_entries;
+DROP TABLE local_lists;

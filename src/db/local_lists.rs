@@ -1,0 +1,201 @@
+//! Rows of a 1.1 locker's local code list (`local_lists`, `local_list_entries`).
+//!
+//! An entry is inserted, sealed, in the transaction that issues its code (the code and factor
+//! encrypted under the server key: the verifier's slow hash is made later, off the write
+//! path). A sync makes the verifiers, and retires the entries whose code is no longer the
+//! parcel's; each sync that changes anything is one new list version. Retired rows are kept
+//! for a while so a device a few versions behind gets a differential update.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{local_list_entries as e, local_lists, parcels};
+use super::{now, DbConn};
+
+/// How many versions back a differential update reaches; a device further behind gets a full list.
+pub const DIFF_VERSIONS: i64 = 64;
+
+/// A locker's list: its version, key epoch and salt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub version: i64,
+    pub epoch: i32,
+    pub salt: String,
+}
+
+/// The list's head, if the locker has one.
+pub fn current(conn: &mut DbConn, locker_id: &str) -> QueryResult<Option<Head>> {
+    Ok(local_lists::table
+        .find(locker_id)
+        .select((local_lists::version, local_lists::epoch, local_lists::salt))
+        .get_result::<(i64, i32, String)>(conn)
+        .optional()?
+        .map(|(version, epoch, salt)| Head { version, epoch, salt }))
+}
+
+/// The list's head, created (version 0) if the locker has none yet.
+pub fn head(conn: &mut DbConn, locker_id: &str) -> QueryResult<Head> {
+    if let Some(h) = current(conn, locker_id)? {
+        return Ok(h);
+    }
+    let salt = crate::credentials::generate_token("")[..22].to_string();
+    diesel::insert_into(local_lists::table)
+        .values((
+            local_lists::locker_id.eq(locker_id),
+            local_lists::version.eq(0i64),
+            local_lists::epoch.eq(1),
+            local_lists::salt.eq(&salt),
+            local_lists::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(Head {
+        version: 0,
+        epoch: 1,
+        salt,
+    })
+}
+
+/// A new entry, sealed: its code and factor encrypted until its verifier is made.
+pub struct NewEntry<'a> {
+    pub id: &'a str,
+    pub locker_id: &'a str,
+    pub parcel_id: &'a str,
+    pub compartment: i32,
+    pub code_hash: &'a str,
+    pub sealed: &'a str,
+    pub expires_at: NaiveDateTime,
+}
+
+pub fn add(conn: &mut DbConn, n: &NewEntry<'_>) -> QueryResult<()> {
+    diesel::insert_into(e::table)
+        .values((
+            e::id.eq(n.id),
+            e::locker_id.eq(n.locker_id),
+            e::parcel_id.eq(n.parcel_id),
+            e::kind.eq("pickup"),
+            e::compartment.eq(n.compartment),
+            e::code_hash.eq(n.code_hash),
+            e::sealed.eq(n.sealed),
+            e::expires_at.eq(n.expires_at),
+            e::created_at.eq(now()),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Entries still sealed (no verifier yet) and live: (id, sealed).
+pub fn sealed(conn: &mut DbConn, locker_id: &str) -> QueryResult<Vec<(String, String)>> {
+    e::table
+        .filter(e::locker_id.eq(locker_id))
+        .filter(e::removed_version.is_null())
+        .filter(e::sealed.is_not_null())
+        .select((e::id, e::sealed.assume_not_null()))
+        .load(conn)
+}
+
+/// Live entries whose code is no longer their parcel's (picked up, resent, returned, removed)
+/// or that have expired.
+pub fn stale(conn: &mut DbConn, locker_id: &str, at: NaiveDateTime) -> QueryResult<Vec<String>> {
+    e::table
+        .inner_join(parcels::table.on(parcels::id.eq(e::parcel_id)))
+        .filter(e::locker_id.eq(locker_id))
+        .filter(e::removed_version.is_null())
+        .filter(
+            parcels::pickup_code_hash
+                .is_null()
+                .or(parcels::pickup_code_hash.ne(e::code_hash.nullable()))
+                .or(e::expires_at.lt(at)),
+        )
+        .select(e::id)
+        .load(conn)
+}
+
+/// Stores made verifiers (id, tag, verifier) and retires `stale`, as one new version if there
+/// is anything; forgets rows retired more than [`DIFF_VERSIONS`] ago. Returns the version.
+pub fn commit(
+    conn: &mut DbConn,
+    locker_id: &str,
+    verified: &[(String, u8, String)],
+    stale: &[String],
+) -> QueryResult<i64> {
+    let h = head(conn, locker_id)?;
+    if verified.is_empty() && stale.is_empty() {
+        return Ok(h.version);
+    }
+    let v = h.version + 1;
+    for (id, tag, verifier) in verified {
+        diesel::update(e::table.find(id).filter(e::removed_version.is_null()))
+            .set((
+                e::tag.eq(i32::from(*tag)),
+                e::verifier.eq(verifier),
+                e::sealed.eq(None::<String>),
+                e::added_version.eq(v),
+            ))
+            .execute(conn)?;
+    }
+    for id in stale {
+        diesel::update(e::table.find(id))
+            .set((e::removed_version.eq(v), e::sealed.eq(None::<String>)))
+            .execute(conn)?;
+    }
+    diesel::delete(
+        e::table
+            .filter(e::locker_id.eq(locker_id))
+            .filter(e::removed_version.lt(v - DIFF_VERSIONS)),
+    )
+    .execute(conn)?;
+    diesel::update(local_lists::table.find(locker_id))
+        .set((local_lists::version.eq(v), local_lists::updated_at.eq(now())))
+        .execute(conn)?;
+    Ok(v)
+}
+
+/// One entry as the device gets it.
+#[derive(Debug, Clone, Queryable, serde::Serialize)]
+pub struct Entry {
+    pub id: String,
+    pub compartment: i32,
+    pub tag: i32,
+    pub verifier: String,
+    #[serde(serialize_with = "super::ts::serialize")]
+    pub expires_at: NaiveDateTime,
+}
+
+/// The live entries with verifiers, or (with `since`) those added after version `since`.
+pub fn upserts(conn: &mut DbConn, locker_id: &str, since: Option<i64>) -> QueryResult<Vec<Entry>> {
+    let q = e::table
+        .filter(e::locker_id.eq(locker_id))
+        .filter(e::removed_version.is_null())
+        .filter(e::verifier.is_not_null())
+        .filter(e::added_version.gt(since.unwrap_or(0)))
+        .order(e::id.asc())
+        .select((
+            e::id,
+            e::compartment,
+            e::tag.assume_not_null(),
+            e::verifier.assume_not_null(),
+            e::expires_at,
+        ));
+    q.load(conn)
+}
+
+/// The ids of entries the device has (added at or before `since`) that were retired after it.
+pub fn removals(conn: &mut DbConn, locker_id: &str, since: i64) -> QueryResult<Vec<String>> {
+    e::table
+        .filter(e::locker_id.eq(locker_id))
+        .filter(e::added_version.le(since))
+        .filter(e::removed_version.gt(since))
+        .order(e::id.asc())
+        .select(e::id)
+        .load(conn)
+}
+
+/// The parcel, compartment and code hash an entry stood for, if this locker issued it.
+pub fn find(conn: &mut DbConn, locker_id: &str, id: &str) -> QueryResult<Option<(String, i32, String)>> {
+    e::table
+        .find(id)
+        .filter(e::locker_id.eq(locker_id))
+        .select((e::parcel_id, e::compartment, e::code_hash))
+        .get_result(conn)
+        .optional()
+}
