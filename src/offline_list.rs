@@ -156,7 +156,7 @@ mod tests {
         .valid());
     }
 
-    /// The cost of one check at the default parameters, for docs/security.md §9.6. A
+    /// The cost of one check at the default parameters, for docs/security.md §9.5. A
     /// measurement, not a test: `cargo test --release --lib offline_list -- --ignored --nocapture`.
     #[test]
     #[ignore = "a measurement; run on its own in release"]
