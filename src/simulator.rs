@@ -735,6 +735,24 @@ impl SimLocker {
         Ok(v.get("outcome").and_then(Value::as_str).unwrap_or_default().to_string())
     }
 
+    /// Reports the door's truth (1.1): `forced` (it opened without a command) or `blocked`
+    /// (unlocked, it did not open). The simulated door stays closed.
+    pub async fn door_alarm(&self, number: i32, kind: AlarmKind) -> Result<Value, SimError> {
+        let at = {
+            let side = self.side();
+            self.device_now_with(&side)
+        };
+        self.call(
+            "DoorAlarm",
+            json!(DoorAlarm {
+                compartment: number,
+                kind,
+                at: Some(at),
+            }),
+        )
+        .await
+    }
+
     /// Closes a door the server opened remotely (see [`RemoteOpenHands::LeaveOpen`]), taking
     /// the parcel out first or not. Waits (bounded) for the door to have opened. Returns the
     /// closing `DoorEvent`'s outcome.

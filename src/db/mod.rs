@@ -4,6 +4,7 @@
 //! pool uses its own manager that dispatches on the URL scheme and reports what went wrong.
 
 pub mod admin_keys;
+pub mod alerts;
 pub mod carriers;
 pub mod compartments;
 pub mod deadlines;

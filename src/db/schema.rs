@@ -333,6 +333,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    alerts (id) {
+        id -> Text,
+        locker_id -> Text,
+        compartment -> Nullable<Integer>,
+        kind -> Text,
+        detail -> Text,
+        created_at -> Timestamp,
+        acknowledged_at -> Nullable<Timestamp>,
+        acknowledged_by -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(lockers -> sites (site_id));
 diesel::joinable!(sections -> lockers (locker_id));
 diesel::joinable!(sections -> carriers (carrier_id));
@@ -369,4 +382,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     locker_journal,
     local_lists,
     local_list_entries,
+    alerts,
 );

@@ -1,6 +1,7 @@
 //! HTTP routes. Handlers stay thin: parse input, call the database layer or an actor, map the result.
 
 pub mod admin_keys;
+pub mod alerts;
 pub mod auth;
 pub mod carrier_api;
 pub mod carriers;
@@ -69,7 +70,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
             .configure(recipients::routes)
             .configure(parcels::routes)
             .configure(remote_opens::routes)
-            .configure(admin_keys::routes),
+            .configure(admin_keys::routes)
+            .configure(alerts::routes),
     );
 }
 

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::contract::Contract;
-use super::{admin_keys, carriers, health, lockers, lockouts, parcels, recipients, remote_opens, sites};
+use super::{admin_keys, alerts, carriers, health, lockers, lockouts, parcels, recipients, remote_opens, sites};
 
 struct AdminAuth;
 
@@ -77,6 +77,7 @@ impl Modify for AdminAuth {
         remote_opens::approve, remote_opens::reject, remote_opens::list_for_parcel,
         admin_keys::create, admin_keys::list, admin_keys::get_one, admin_keys::revoke,
         lockouts::list,
+        alerts::list, alerts::acknowledge,
         carriers::create, carriers::list, carriers::get_one, carriers::update,
         carriers::deliveries, carriers::redeliver_one, carriers::redeliver_dead, carriers::rotate_secret,
         recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,

@@ -129,6 +129,26 @@ pub struct JournalAccepted {
     pub reconcile: String,
 }
 
+/// `DoorAlarm` (1.1): the door's truth apart from commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorAlarm {
+    pub compartment: i32,
+    pub kind: AlarmKind,
+    /// When the device saw it (kept in the fault's detail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlarmKind {
+    /// The door opened with no open command: the device did not unlock it.
+    Forced,
+    /// The device unlocked the door and it did not open in the hardware's time.
+    Blocked,
+}
+
 /// `ReplayJournal` (1.1): journaled events, in order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,6 +322,8 @@ pub enum DeviceRequest {
     FaultNotification(FaultNotification),
     /// A 1.1 device replays what it journaled offline.
     ReplayJournal(ReplayJournal),
+    /// A 1.1 device reports a forced or blocked door.
+    DoorAlarm(DoorAlarm),
 }
 
 #[derive(Deserialize)]
@@ -346,6 +368,7 @@ impl DeviceRequest {
             "CollectReturn" => Self::CollectReturn {
                 collection_code: payload::<CollectionCode>(action, v)?.collection_code,
             },
+            "DoorAlarm" => Self::DoorAlarm(payload(action, v)?),
             "ReplayJournal" => {
                 let r: ReplayJournal = payload(action, v)?;
                 if r.events.is_empty() || r.events.len() > crate::domain::journal::MAX_EVENTS_PER_CALL {
@@ -384,6 +407,7 @@ impl DeviceRequest {
             Self::FaultNotification(_) => "FaultNotification",
             Self::CollectReturn { .. } => "CollectReturn",
             Self::ReplayJournal(_) => "ReplayJournal",
+            Self::DoorAlarm(_) => "DoorAlarm",
         }
     }
 }

@@ -9,8 +9,7 @@ use crate::domain::hardware::{CompartmentSnapshot, Discrepancy, Door};
 use crate::domain::CompartmentStatus;
 use crate::error::OpError;
 
-/// Takes a compartment out of service and records the fault for the property manager.
-pub fn fault(conn: &mut DbConn, ctx: &LockerCtx, number: Option<i32>, kind: &str, detail: &str) -> Result<(), OpError> {
+fn record(conn: &mut DbConn, ctx: &LockerCtx, number: Option<i32>, kind: &str, detail: &str) -> Result<(), OpError> {
     diesel::insert_into(faults::table)
         .values((
             faults::id.eq(new_id()),
@@ -21,6 +20,37 @@ pub fn fault(conn: &mut DbConn, ctx: &LockerCtx, number: Option<i32>, kind: &str
             faults::created_at.eq(now()),
         ))
         .execute(conn)?;
+    Ok(())
+}
+
+/// Records a fault that needs a person and raises it as an operator alert, leaving the
+/// compartment in service (an offline conflict, a journal event rejected or lost, a door
+/// blocked once).
+pub fn alert(conn: &mut DbConn, ctx: &LockerCtx, number: Option<i32>, kind: &str, detail: &str) -> Result<(), OpError> {
+    record(conn, ctx, number, kind, detail)?;
+    crate::db::alerts::raise(conn, &ctx.locker_id, number, kind, detail)?;
+    Ok(())
+}
+
+/// [`fault`] (the compartment leaves service), raised as an operator alert of `alert_kind`
+/// too: a forced door (`door_forced`, also for a 1.0 device's unexpected `DoorEvent opened`),
+/// a door blocked twice in a row.
+pub fn alerting_fault(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    number: i32,
+    kind: &str,
+    alert_kind: &str,
+    detail: &str,
+) -> Result<(), OpError> {
+    fault(conn, ctx, Some(number), kind, detail)?;
+    crate::db::alerts::raise(conn, &ctx.locker_id, Some(number), alert_kind, detail)?;
+    Ok(())
+}
+
+/// Takes a compartment out of service and records the fault for the property manager.
+pub fn fault(conn: &mut DbConn, ctx: &LockerCtx, number: Option<i32>, kind: &str, detail: &str) -> Result<(), OpError> {
+    record(conn, ctx, number, kind, detail)?;
     if let Some(n) = number {
         diesel::update(
             compartments::table

@@ -122,7 +122,7 @@ fn apply_one(
         detail,
     };
     let rejected = |conn: &mut DbConn, reason: &str| -> Result<(Applied, Option<i32>), OpError> {
-        crate::workflows::hardware::fault(
+        crate::workflows::hardware::alert(
             conn,
             ctx,
             None,
@@ -184,7 +184,7 @@ fn apply_one(
             )?;
             if !conflicts.is_empty() {
                 let names = serde_json::to_string(&conflicts).unwrap_or_default();
-                crate::workflows::hardware::fault(
+                crate::workflows::hardware::alert(
                     conn,
                     ctx,
                     None,
@@ -212,7 +212,7 @@ fn apply_one(
                 json!({"compartment": number, "seq": e.seq, "offline": true,
                        "occurred_at": crate::db::ts_string(occurred_at), "state": parcel.state}),
             )?;
-            crate::workflows::hardware::fault(
+            crate::workflows::hardware::alert(
                 conn,
                 ctx,
                 None,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use awc::http::StatusCode;
 use lockerhub::domain::Size;
-use lockerhub::protocol::messages::Identify;
+use lockerhub::protocol::messages::{AlarmKind, Identify};
 use lockerhub::protocol::ErrorCode;
 use lockerhub::qr_token::QrError;
 use lockerhub::simulator::{Behaviour, OfflineRefusal, SimLocker};
@@ -27,6 +27,8 @@ db_test!(
     a_1_0_device_sees_nothing_of_the_offline_side,
     offline_code_pickups_use_the_local_list_and_wrong_codes_count_after_replay,
     the_local_list_follows_deposits_pickups_and_resends,
+    a_forced_door_leaves_service_and_alerts_the_operator,
+    a_blocked_door_ends_its_session_and_twice_leaves_service,
 );
 
 /// A 1.1 locker whose clock is the app's clock moved by `skew` (a device clock that is off).
@@ -197,6 +199,8 @@ async fn a_token_resent_while_offline_still_opens_and_the_conflict_is_recorded(a
             && f["compartment_number"].is_null()),
         "the operator is told, and no compartment is taken out of service: {f:?}"
     );
+    let alerts = open_alerts(&app).await;
+    assert!(alerts.iter().any(|a| a["kind"] == "offline_conflict"), "{alerts:?}");
 }
 
 async fn a_parcel_that_expired_while_offline_is_picked_up_and_its_return_withdrawn(app: TestApp) {
@@ -604,9 +608,130 @@ async fn the_local_list_follows_deposits_pickups_and_resends(app: TestApp) {
     assert_eq!(sim.pickup_offline_code(&old_b, "2030"), Err(OfflineRefusal::WrongCode));
     sim.pickup_offline_code(&new_b, "2030")
         .expect("the new code opens offline");
-    // A device that claims a list version the server never had gets the whole list.
     let (sim, _) = back(&sim).await;
     let results = sim.replay_journal().await.unwrap();
     assert_eq!(results.last().unwrap()["outcome"], "picked_up");
     assert_eq!(parcel(&app, &b).await["state"], "picked_up");
+
+    // A device that claims a list version from the future (a restored server database, a
+    // device moved between servers) is never trusted: it gets the whole list.
+    let (c, _) = deposited(&app, &sim, &w).await;
+    let held = list_holds(&sim, 1, None).await;
+    sim.offline.lock().unwrap().list_version = Some(held + 1000);
+    let (sim, _) = back(&sim).await;
+    eventually(
+        Duration::from_secs(20),
+        "a full list replaces the unknown one",
+        || async {
+            let side = sim.offline.lock().unwrap();
+            (side.list_version == Some(held) && side.list.len() == 1).then_some(())
+        },
+    )
+    .await;
+    let calls = sim.server_calls.lock().unwrap().clone();
+    let last = calls.iter().rev().find(|(a, _)| a == "SendLocalList").unwrap();
+    assert_eq!(last.1["update"], "full");
+    let (code_c, _) = app.pickup_secrets(&c).await;
+    cut(&app, &sim, &w).await;
+    sim.pickup_offline_code(&code_c, "2030").expect("the full list opens");
+}
+
+async fn open_alerts(app: &TestApp) -> Vec<Value> {
+    let (s, v) = app.get("/api/v1/alerts").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn a_forced_door_leaves_service_and_alerts_the_operator(app: TestApp) {
+    let w = world(&app, &[(Size::S, 3)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let (id, _) = deposited(&app, &sim, &w).await;
+    assert!(open_alerts(&app).await.is_empty());
+    let r = sim.door_alarm(1, AlarmKind::Forced).await.expect("answered");
+    assert_eq!(r["outcome"], "fault");
+    assert_eq!(app.statuses(&w.locker).await[&1], "out_of_service");
+    assert_eq!(parcel(&app, &id).await["state"], "deposited", "the operator decides");
+    let f = faults(&app, &w.locker).await;
+    assert!(
+        f.iter()
+            .any(|f| f["kind"] == "door_forced" && f["compartment_number"] == 1),
+        "{f:?}"
+    );
+    let alerts = open_alerts(&app).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["kind"], "door_forced");
+    assert_eq!(alerts[0]["locker_id"], w.locker.as_str());
+    // Acknowledged: no longer open, still listed with open=false; a second acknowledgement
+    // keeps the first.
+    let aid = alerts[0]["id"].as_str().unwrap().to_string();
+    let (s, a) = app.post(&format!("/api/v1/alerts/{aid}/acknowledge"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert!(a["acknowledged_by"].as_str().unwrap().starts_with("admin:"));
+    let (_, again) = app.post(&format!("/api/v1/alerts/{aid}/acknowledge"), json!({})).await;
+    assert_eq!(again["acknowledged_at"], a["acknowledged_at"]);
+    assert!(open_alerts(&app).await.is_empty());
+    let (_, all) = app.get("/api/v1/alerts?open=false").await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 1);
+    let e = app.post("/api/v1/alerts/nope/acknowledge", json!({})).await;
+    assert_error(&e, StatusCode::NOT_FOUND, "not_found");
+    // Bad alarms change nothing.
+    let e = sim
+        .call("DoorAlarm", json!({"compartment": 2, "kind": "melted"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::ProtocolError));
+    let e = sim.door_alarm(99, AlarmKind::Forced).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    assert_eq!(app.statuses(&w.locker).await[&2], "free");
+    // A 1.0 device's door opened without a command is a forced door too.
+    let old = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    old.boot().await.unwrap();
+    assert_eq!(
+        old.door(3, lockerhub::protocol::messages::DoorChange::Opened)
+            .await
+            .unwrap(),
+        "fault"
+    );
+    let alerts = open_alerts(&app).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0]["kind"].as_str(), alerts[0]["compartment"].as_i64()),
+        (Some("door_forced"), Some(3))
+    );
+}
+
+async fn a_blocked_door_ends_its_session_and_twice_leaves_service(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let (id, qr) = deposited(&app, &sim, &w).await;
+    let open = sim.call("Pickup", json!({"qr_token": qr})).await.expect("unlocks");
+    let n = open["compartment"].as_i64().unwrap() as i32;
+    // The door does not open: the pickup session ends, the parcel stays, the operator is told.
+    sim.door_alarm(n, AlarmKind::Blocked).await.expect("answered");
+    assert_eq!(parcel(&app, &id).await["state"], "deposited");
+    assert_eq!(
+        app.statuses(&w.locker).await[&(n as i64)],
+        "occupied",
+        "still in service"
+    );
+    assert_eq!(open_alerts(&app).await.len(), 1);
+    // The session is over: a door event for it is no longer a pickup.
+    let kinds: Vec<String> = parcel(&app, &id).await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.contains(&"pickup_timed_out".to_string()), "{kinds:?}");
+    // Tried again, blocked again: out of service until a person sees to it.
+    sim.call("Pickup", json!({"qr_token": qr}))
+        .await
+        .expect("unlocks again");
+    sim.door_alarm(n, AlarmKind::Blocked).await.expect("answered");
+    assert_eq!(app.statuses(&w.locker).await[&(n as i64)], "out_of_service");
+    let alerts = open_alerts(&app).await;
+    assert_eq!(alerts.len(), 2);
+    assert!(alerts.iter().all(|a| a["kind"] == "door_blocked"));
 }

@@ -62,6 +62,7 @@ pub(super) fn changes_state(req: &DeviceRequest) -> bool {
         | DeviceRequest::DoorEvent(_)
         | DeviceRequest::Pickup(_)
         | DeviceRequest::FaultNotification(_)
+        | DeviceRequest::DoorAlarm(_)
         | DeviceRequest::CollectReturn { .. } => true,
     }
 }
@@ -214,6 +215,7 @@ impl LockerActor {
             DeviceRequest::EndInteraction => done(json!({"ended": self.kiosk.end()})),
             DeviceRequest::SearchDirectory { query } => self.search_directory(query),
             DeviceRequest::ReplayJournal(r) => self.replay_journal(r),
+            DeviceRequest::DoorAlarm(a) => self.door_alarm(a, ctx),
             DeviceRequest::StartDeposit(s) => self.start_deposit(s),
             DeviceRequest::DoesNotFit(r) => self.does_not_fit(r.deposit_id),
             DeviceRequest::CancelDeposit(r) => self.cancel_deposit(r.deposit_id, ctx),

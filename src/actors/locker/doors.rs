@@ -194,6 +194,10 @@ impl LockerActor {
         if !self.slots.iter().any(|s| s.number == number) {
             return fail(refuse(ErrorCode::NotFound, format!("no compartment {number}")));
         }
+        if ev.door == DoorChange::Opened {
+            // It opens: whatever blocked it before is gone.
+            self.blocked.remove(&number);
+        }
         // What closing the door means depends on the sensor only while a parcel moves.
         let moves_parcel = self.doors.get(&number).is_some_and(|d| d.parcel_id().is_some());
         let occupied = match (ev.door, ev.occupied) {
@@ -305,11 +309,14 @@ impl LockerActor {
             }
             (None, DoorChange::Opened) => self.db_change(
                 move |c, me| {
-                    crate::workflows::hardware::fault(
+                    // The door's truth (1.1 §15.9): opened with no command is a forced door,
+                    // whichever protocol reported it.
+                    crate::workflows::hardware::alerting_fault(
                         c,
                         me,
-                        Some(number),
+                        number,
                         "unexpected_door_open",
+                        "door_forced",
                         "door opened without a command",
                     )
                 },
@@ -320,6 +327,85 @@ impl LockerActor {
                 },
             ),
             (None, DoorChange::Closed) => done(json!(DoorEventResponse { outcome: "none".into() })),
+        }
+    }
+
+    /// `DoorAlarm` (1.1, docs/protocol.md §15.9). `forced`: a fault, the compartment out of
+    /// service until a person returns it, and an operator alert. `blocked`: the door session
+    /// ends as a timeout would, a fault and an alert; a second `blocked` in a row (no opening
+    /// between) also takes the compartment out of service.
+    pub(super) fn door_alarm(&mut self, a: DoorAlarm, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Reply> {
+        let number = a.compartment;
+        if !self.slots.iter().any(|s| s.number == number) {
+            return fail(refuse(ErrorCode::NotFound, format!("no compartment {number}")));
+        }
+        let seen =
+            a.at.map(|t| format!(" (device time {})", t.to_rfc3339()))
+                .unwrap_or_default();
+        if a.kind == AlarmKind::Forced {
+            let detail = format!("the door opened without an open command{seen}");
+            return self.db_change(
+                move |c, me| {
+                    crate::workflows::hardware::alerting_fault(c, me, number, "door_forced", "door_forced", &detail)
+                },
+                outcome("fault"),
+                move |_, act, _| {
+                    act.set_slot(number, CompartmentStatus::OutOfService);
+                    Ok(())
+                },
+            );
+        }
+        let again = !self.blocked.insert(number);
+        let ended = match self
+            .doors
+            .get(&number)
+            .and_then(DoorSession::parcel_id)
+            .map(str::to_string)
+        {
+            Some(pid) => self.door_timed_out(number, pid, ctx),
+            None => {
+                self.doors.remove(&number);
+                None
+            }
+        };
+        let alarm = move |act: &mut Self| {
+            act.db_change(
+                move |c, me| {
+                    if again {
+                        let detail = format!("the door did not open when unlocked, twice in a row{seen}");
+                        crate::workflows::hardware::alerting_fault(
+                            c,
+                            me,
+                            number,
+                            "door_blocked",
+                            "door_blocked",
+                            &detail,
+                        )
+                    } else {
+                        let detail = format!("the door did not open when unlocked{seen}");
+                        crate::workflows::hardware::alert(c, me, Some(number), "door_blocked", &detail)
+                    }
+                },
+                outcome("fault"),
+                move |_, act, _| {
+                    if again {
+                        act.set_slot(number, CompartmentStatus::OutOfService);
+                    }
+                    Ok(())
+                },
+            )
+        };
+        match ended {
+            // The session's end commits first; the alarm's transaction, which stores this
+            // call's answer, follows.
+            Some(end) => {
+                let record = self.recording.take();
+                Box::pin(end.then(move |(), act, _| {
+                    act.recording = record;
+                    alarm(act)
+                }))
+            }
+            None => alarm(self),
         }
     }
 

@@ -64,7 +64,7 @@ pub(super) fn journal_at_boot(conn: &mut DbConn, me: &LockerCtx, j: &JournalStat
                 detail: json!({"reason": format!("events {from} to {to} were never replayed")}),
             },
         )?;
-        crate::workflows::hardware::fault(
+        crate::workflows::hardware::alert(
             conn,
             me,
             None,

@@ -71,6 +71,9 @@ pub struct LockerActor {
     auth: Option<admin::DeviceAuth>,
     /// A 1.1 session's offline side, from its boot (`None` for a 1.0 device).
     offline: Option<journal::OfflineSession>,
+    /// Compartments whose door was last reported blocked (`DoorAlarm`), until it opens: a
+    /// second blocked report in a row takes the compartment out of service.
+    blocked: HashSet<i32>,
 }
 
 type Reply = Result<Value, DeviceError>;
@@ -133,6 +136,7 @@ impl LockerActor {
             kiosk: Kiosk::default(),
             auth: None,
             offline: None,
+            blocked: HashSet::new(),
         }
     }
 
