@@ -105,6 +105,10 @@ pub struct Settings {
     pub webhook_retry_base_ms: u64,
     pub webhook_max_attempts: i32,
     pub webhook_timeout_secs: u64,
+    /// Where operator alerts are sent as signed webhooks (docs/protocol.md §15.9), with the
+    /// `whsec_` secret they are signed with; no URL, no webhook (alerts stay in the admin API).
+    pub operator_webhook_url: Option<String>,
+    pub operator_webhook_secret: Option<Secret>,
     pub outbox_poll_ms: u64,
     pub secret_rotation_overlap_hours: u32,
     /// Base URL recipients reach this server at (QR links in messages).
@@ -223,6 +227,8 @@ impl Default for Settings {
             webhook_retry_base_ms: 5_000,
             webhook_max_attempts: 15,
             webhook_timeout_secs: 10,
+            operator_webhook_url: None,
+            operator_webhook_secret: None,
             outbox_poll_ms: 30_000,
             secret_rotation_overlap_hours: 24,
             public_url: "http://127.0.0.1:8080".into(),
@@ -310,6 +316,8 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
   webhook_retry_base_ms       LOCKERHUB_WEBHOOK_RETRY_BASE_MS       5000 (doubles per attempt, capped at 8 h, with jitter)
   webhook_max_attempts        LOCKERHUB_WEBHOOK_MAX_ATTEMPTS        15 (about a day), then dead-lettered
   webhook_timeout_secs        LOCKERHUB_WEBHOOK_TIMEOUT_SECS        10
+  operator_webhook_url        LOCKERHUB_OPERATOR_WEBHOOK_URL        (none) operator alerts as signed webhooks
+  operator_webhook_secret     LOCKERHUB_OPERATOR_WEBHOOK_SECRET     whsec_... (required with the URL)
   outbox_poll_ms              LOCKERHUB_OUTBOX_POLL_MS              30000 (a safety net: commits wake the outbox actors)
   secret_rotation_overlap_hours LOCKERHUB_SECRET_ROTATION_OVERLAP_HOURS 24
 Notifications (a channel with nothing configured goes to the log transport: log + database):
@@ -397,6 +405,25 @@ impl Settings {
         }
         if !(10..=3600).contains(&self.kiosk_interaction_timeout_secs) {
             return Err("kiosk_interaction_timeout_secs must be between 10 and 3600".into());
+        }
+        if let Some(u) = &self.operator_webhook_url {
+            let ok = url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return Err("operator_webhook_url must be an http or https URL".into());
+            }
+            let secret = self
+                .operator_webhook_secret
+                .as_ref()
+                .map(Secret::expose)
+                .unwrap_or_default();
+            let key = secret.strip_prefix("whsec_").unwrap_or_default();
+            use base64::Engine;
+            if base64::engine::general_purpose::STANDARD
+                .decode(key)
+                .map_or(true, |k| k.len() < 16)
+            {
+                return Err("operator_webhook_secret must be whsec_ and base64 of at least 16 bytes".into());
+            }
         }
         if !self.offline_list_kdf().valid() {
             return Err("offline_list_kdf_m_kib must be 8 to 262144 and offline_list_kdf_t 1 to 10".into());
@@ -517,6 +544,8 @@ const TEXT_SETTINGS: &[&str] = &[
     "push_token",
     "templates_dir",
     "pickup_second_factor",
+    "operator_webhook_url",
+    "operator_webhook_secret",
 ];
 
 /// Environment variables as settings: text settings keep their value as written; every other
@@ -565,6 +594,31 @@ mod tests {
 
     /// Every setting that is text (a string, or absent by default: all optional settings are
     /// text) is read verbatim from the environment.
+    #[test]
+    fn offline_and_operator_settings_are_checked() {
+        let with = |f: &dyn Fn(&mut Settings)| {
+            let mut s = Settings::default();
+            f(&mut s);
+            s.validate()
+        };
+        assert!(with(&|_| {}).is_ok());
+        assert!(with(&|s| s.offline_clock_skew_secs = 3601).is_err());
+        assert!(with(&|s| s.offline_list_kdf_m_kib = 1).is_err());
+        assert!(with(&|s| s.offline_list_kdf_t = 0).is_err());
+        let url = |s: &mut Settings| s.operator_webhook_url = Some("https://ops.example.org/alerts".into());
+        assert!(with(&|s| url(s)).is_err(), "a URL needs a secret");
+        assert!(with(&|s| {
+            url(s);
+            s.operator_webhook_secret = Some(Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+        })
+        .is_ok());
+        assert!(with(&|s| {
+            s.operator_webhook_url = Some("ftp://x".into());
+            s.operator_webhook_secret = Some(Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+        })
+        .is_err());
+    }
+
     #[test]
     fn text_settings_list_is_complete() {
         let defaults = Serialized::defaults(Settings::default()).data().unwrap();

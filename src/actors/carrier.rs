@@ -54,7 +54,7 @@ impl CarrierActor {
         }
     }
 
-    fn http_client(timeout: Duration) -> awc::Client {
+    pub(crate) fn http_client(timeout: Duration) -> awc::Client {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

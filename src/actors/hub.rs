@@ -11,6 +11,7 @@ use super::messages::{
     OutboxQueued, ReloadCarrier, ScheduledDeadlines, Shutdown,
 };
 use super::notifier::NotificationActor;
+use super::operator::OperatorActor;
 use super::retry::retry_delay;
 use super::timeouts::TimeoutActor;
 use super::LockerDeps;
@@ -20,6 +21,8 @@ pub struct Hub {
     lockers: HashMap<String, Addr<LockerActor>>,
     carriers: HashMap<String, Addr<CarrierActor>>,
     notifier: Option<Addr<NotificationActor>>,
+    /// Sends operator alerts as webhooks, when `operator_webhook_url` is set.
+    operator: Option<Addr<OperatorActor>>,
     timeouts: Option<Addr<TimeoutActor>>,
     /// Locker actors are spread over these threads; each actor still runs one message at a time.
     arbiters: Vec<ArbiterHandle>,
@@ -34,6 +37,7 @@ impl Hub {
             lockers: HashMap::new(),
             carriers: HashMap::new(),
             notifier: None,
+            operator: None,
             timeouts: None,
             arbiters,
             next: 0,
@@ -114,6 +118,17 @@ impl Actor for Hub {
             );
             self.notifier = Some(Supervisor::start_in_arbiter(&arbiter, move |_| {
                 NotificationActor::new(db, settings, clock)
+            }));
+        }
+        if self.deps.settings.operator_webhook_url.is_some() && self.operator.is_none() {
+            let arbiter = self.next_arbiter();
+            let (db, settings, clock) = (
+                self.deps.db.clone(),
+                self.deps.settings.clone(),
+                self.deps.clock.clone(),
+            );
+            self.operator = Some(Supervisor::start_in_arbiter(&arbiter, move |_| {
+                OperatorActor::new(db, settings, clock)
             }));
         }
         self.start_carriers(0, ctx);
@@ -250,6 +265,11 @@ impl Handler<OutboxQueued> for Hub {
                 n.do_send(Kick);
             }
         }
+        if msg.0.alerts {
+            if let Some(o) = &self.operator {
+                o.do_send(Kick);
+            }
+        }
         if !msg.0.deadlines.is_empty() {
             if let Some(t) = &self.timeouts {
                 t.do_send(DeadlinesQueued {
@@ -313,6 +333,7 @@ impl Handler<Shutdown> for Hub {
         self.lockers.clear();
         self.carriers.clear();
         self.notifier = None;
+        self.operator = None;
         self.timeouts = None;
         for a in self.arbiters.drain(..) {
             a.stop();

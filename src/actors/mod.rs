@@ -16,6 +16,7 @@ pub mod hub;
 pub mod locker;
 pub mod messages;
 pub mod notifier;
+pub mod operator;
 pub mod outbox_slots;
 pub mod retry;
 pub mod session;

@@ -25,7 +25,8 @@ pub struct Alert {
     pub acknowledged_by: Option<String>,
 }
 
-/// Raises an alert, in the caller's transaction.
+/// Raises an alert, in the caller's transaction. The operator's webhook for it is queued with
+/// it (the row is its own outbox entry), and the operator actor is woken after the commit.
 pub fn raise(
     conn: &mut DbConn,
     locker_id: &str,
@@ -33,6 +34,7 @@ pub fn raise(
     kind: &str,
     detail: &str,
 ) -> QueryResult<()> {
+    let t = now();
     diesel::insert_into(alerts::table)
         .values((
             alerts::id.eq(new_id()),
@@ -40,7 +42,52 @@ pub fn raise(
             alerts::compartment.eq(compartment),
             alerts::kind.eq(kind),
             alerts::detail.eq(detail),
-            alerts::created_at.eq(now()),
+            alerts::created_at.eq(t),
+            alerts::next_attempt_at.eq(t),
+        ))
+        .execute(conn)?;
+    super::wake::alert_raised();
+    Ok(())
+}
+
+/// Alerts whose webhook is due by `at`, oldest first, with the attempts made so far.
+pub fn due(conn: &mut DbConn, at: chrono::NaiveDateTime, limit: i64) -> QueryResult<Vec<(Alert, i32)>> {
+    alerts::table
+        .filter(alerts::delivery.eq("pending"))
+        .filter(alerts::next_attempt_at.le(at))
+        .order(alerts::id.asc())
+        .limit(limit)
+        .select((Alert::as_select(), alerts::attempts))
+        .load(conn)
+}
+
+/// The webhook for an alert was delivered.
+pub fn delivered(conn: &mut DbConn, id: &str, at: chrono::NaiveDateTime) -> QueryResult<()> {
+    diesel::update(alerts::table.find(id))
+        .set((
+            alerts::delivery.eq("delivered"),
+            alerts::attempts.eq(alerts::attempts + 1),
+            alerts::delivered_at.eq(at),
+            alerts::last_error.eq(None::<String>),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// An attempt failed: try again at `next`, or give up (`dead`) when `next` is `None`.
+pub fn attempt_failed(
+    conn: &mut DbConn,
+    id: &str,
+    error: &str,
+    next: Option<chrono::NaiveDateTime>,
+) -> QueryResult<()> {
+    let error: String = error.chars().take(500).collect();
+    diesel::update(alerts::table.find(id))
+        .set((
+            alerts::delivery.eq(if next.is_some() { "pending" } else { "dead" }),
+            alerts::attempts.eq(alerts::attempts + 1),
+            alerts::next_attempt_at.eq(next.unwrap_or_else(now)),
+            alerts::last_error.eq(error),
         ))
         .execute(conn)
         .map(drop)

@@ -343,6 +343,11 @@ diesel::table! {
         created_at -> Timestamp,
         acknowledged_at -> Nullable<Timestamp>,
         acknowledged_by -> Nullable<Text>,
+        delivery -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_error -> Nullable<Text>,
+        delivered_at -> Nullable<Timestamp>,
     }
 }
 

@@ -20,11 +20,13 @@ pub struct Wakeups {
     pub notifications: bool,
     /// When the deadlines scheduled fall due (the timeout actor schedules the near ones).
     pub deadlines: BTreeSet<NaiveDateTime>,
+    /// Whether an operator alert was raised (its webhook is queued with it).
+    pub alerts: bool,
 }
 
 impl Wakeups {
     pub fn is_empty(&self) -> bool {
-        self.carriers.is_empty() && !self.notifications && self.deadlines.is_empty()
+        self.carriers.is_empty() && !self.notifications && self.deadlines.is_empty() && !self.alerts
     }
 }
 
@@ -40,6 +42,10 @@ pub(super) fn webhook_queued(carrier_id: &str) {
 
 pub(super) fn notification_queued() {
     QUEUED.with(|q| q.borrow_mut().notifications = true);
+}
+
+pub(super) fn alert_raised() {
+    QUEUED.with(|q| q.borrow_mut().alerts = true);
 }
 
 pub(super) fn deadline_scheduled(due_at: NaiveDateTime) {

@@ -306,6 +306,7 @@ impl TestApp {
             carriers: Default::default(),
             notifications: true,
             deadlines: Default::default(),
+            alerts: true,
         };
         self.hub.send(OutboxQueued(notifier)).await.expect("the hub answers");
     }

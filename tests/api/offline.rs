@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::db_test;
 use crate::device::{disconnected, parcel, world, World};
-use crate::helpers::{assert_error, eventually, TestApp};
+use crate::helpers::{assert_error, eventually, header, HeldPort, Receiver, TestApp};
 
 db_test!(
     offline_qr_pickups_are_replayed_once_at_their_own_times,
@@ -734,4 +734,82 @@ async fn a_blocked_door_ends_its_session_and_twice_leaves_service(app: TestApp) 
     let alerts = open_alerts(&app).await;
     assert_eq!(alerts.len(), 2);
     assert!(alerts.iter().all(|a| a["kind"] == "door_blocked"));
+}
+
+/// The operator's endpoint: a port held until the receiver starts, and its signing secret.
+fn operator_endpoint() -> (HeldPort, String, impl FnOnce(&mut lockerhub::config::Settings)) {
+    let held = HeldPort::new();
+    let url = format!("http://127.0.0.1:{}/alerts", held.port());
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string();
+    let s2 = secret.clone();
+    let tweak = move |s: &mut lockerhub::config::Settings| {
+        s.operator_webhook_url = Some(url);
+        s.operator_webhook_secret = Some(lockerhub::config::Secret::new(s2));
+    };
+    (held, secret, tweak)
+}
+
+mod operator_alerts_are_signed_webhooks_at_least_once {
+    use crate::helpers::{stop_servers, TestApp};
+
+    #[actix_web::test]
+    async fn sqlite() {
+        let (held, secret, tweak) = super::operator_endpoint();
+        super::operator_alerts_are_signed_webhooks_at_least_once(TestApp::sqlite_with(tweak).await, held, secret).await;
+        stop_servers().await
+    }
+
+    #[actix_web::test]
+    #[cfg_attr(not(postgres_tests), ignore = "PostgreSQL: set TEST_DATABASE_URL to run")]
+    async fn postgres() {
+        let (held, secret, tweak) = super::operator_endpoint();
+        super::operator_alerts_are_signed_webhooks_at_least_once(TestApp::postgres_with(tweak).await, held, secret)
+            .await;
+        stop_servers().await
+    }
+}
+
+async fn alert_delivery(app: &TestApp) -> (String, i32) {
+    use diesel::prelude::*;
+    use lockerhub::db::schema::alerts as a;
+    app.db
+        .run(|c| Ok(a::table.select((a::delivery, a::attempts)).first(c)?))
+        .await
+        .unwrap()
+}
+
+async fn operator_alerts_are_signed_webhooks_at_least_once(app: TestApp, held: HeldPort, secret: String) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    sim.door_alarm(2, AlarmKind::Forced).await.expect("answered");
+    // Nobody listens yet: the first attempt fails and is kept for a retry.
+    eventually(Duration::from_secs(10), "a failed first attempt", || async {
+        let (delivery, attempts) = alert_delivery(&app).await;
+        (delivery == "pending" && attempts >= 1).then_some(())
+    })
+    .await;
+    let rx = Receiver::start_on(held.release(), 0).await;
+    app.advance_outboxes(Duration::from_secs(2 * 3600)).await;
+    let got = rx.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1, "delivered once the endpoint answers");
+    let (headers, body) = &got[0];
+    let id = header(headers, "webhook-id");
+    lockerhub::signing::verify(
+        &[secret],
+        Some(id),
+        Some(header(headers, "webhook-timestamp")),
+        Some(header(headers, "webhook-signature")),
+        body,
+        chrono::Utc::now().timestamp(),
+    )
+    .expect("signed with the operator secret");
+    let v: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["type"], "alert.raised");
+    assert_eq!(v["data"]["kind"], "door_forced");
+    assert_eq!(v["data"]["id"], id);
+    assert_eq!(v["data"]["compartment"], 2);
+    eventually(Duration::from_secs(10), "recorded as delivered", || async {
+        (alert_delivery(&app).await.0 == "delivered").then_some(())
+    })
+    .await;
 }
