@@ -118,11 +118,18 @@ pub fn commit(
     verified: &[(String, u8, String)],
     stale: &[String],
 ) -> QueryResult<i64> {
-    let h = head(conn, locker_id)?;
     if verified.is_empty() && stale.is_empty() {
-        return Ok(h.version);
+        return Ok(head(conn, locker_id)?.version);
     }
-    let v = h.version + 1;
+    // Incremented in place, then read: on PostgreSQL the update holds the row until commit, so
+    // two syncs of one locker never make the same version.
+    diesel::update(local_lists::table.find(locker_id))
+        .set((
+            local_lists::version.eq(local_lists::version + 1),
+            local_lists::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    let v = head(conn, locker_id)?.version;
     for (id, tag, verifier) in verified {
         diesel::update(e::table.find(id).filter(e::removed_version.is_null()))
             .set((
@@ -144,9 +151,6 @@ pub fn commit(
             .filter(e::removed_version.lt(v - DIFF_VERSIONS)),
     )
     .execute(conn)?;
-    diesel::update(local_lists::table.find(locker_id))
-        .set((local_lists::version.eq(v), local_lists::updated_at.eq(now())))
-        .execute(conn)?;
     Ok(v)
 }
 

@@ -87,7 +87,7 @@ pub enum Plan {
 pub fn plan(seqs: &[i64], applied_through: i64) -> Plan {
     let expected_seq = applied_through + 1;
     let gap = Plan::Gap { expected_seq };
-    if seqs.first().is_some_and(|s| *s < 1) || seqs.windows(2).any(|w| w[1] != w[0] + 1) {
+    if seqs.first().is_some_and(|s| *s < 1) || seqs.windows(2).any(|w| w[0].checked_add(1) != Some(w[1])) {
         return gap;
     }
     let start = seqs.iter().position(|s| *s > applied_through).unwrap_or(seqs.len());
@@ -109,7 +109,9 @@ pub fn corrected_time(
     now: NaiveDateTime,
     not_before: Option<NaiveDateTime>,
 ) -> NaiveDateTime {
-    let t = (device_at.naive_utc() + offset).min(now);
+    // Checked: an absurd offset or time (the caller refuses them; this never panics anyway)
+    // counts as now.
+    let t = device_at.naive_utc().checked_add_signed(offset).unwrap_or(now).min(now);
     not_before.map_or(t, |nb| t.max(nb))
 }
 

@@ -103,7 +103,8 @@ pub struct SendLocalList {
     pub list_salt: String,
     pub kdf: crate::offline_list::Kdf,
     pub upsert: Vec<ListEntry>,
-    #[serde(default)]
+    /// Only in a differential update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
 

@@ -9,7 +9,15 @@ use crate::domain::hardware::{CompartmentSnapshot, Discrepancy, Door};
 use crate::domain::CompartmentStatus;
 use crate::error::OpError;
 
-fn record(conn: &mut DbConn, ctx: &LockerCtx, number: Option<i32>, kind: &str, detail: &str) -> Result<(), OpError> {
+/// Records a fault for the property manager, leaving the compartment in service and raising no
+/// alert (the caller raises one for several: a replay's rejected events).
+pub fn record(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    number: Option<i32>,
+    kind: &str,
+    detail: &str,
+) -> Result<(), OpError> {
     diesel::insert_into(faults::table)
         .values((
             faults::id.eq(new_id()),

@@ -69,13 +69,24 @@ pub fn replay(
     };
     let mut results = Vec::with_capacity(events.len());
     if fresh.start > 0 {
-        for (seq, outcome, detail) in rows::outcomes(conn, &ctx.locker_id, seqs[0], seqs[fresh.start - 1])? {
+        // One answer per event: a number inside a range recorded as lost has no row of its own.
+        let stored: std::collections::HashMap<i64, (String, String)> =
+            rows::outcomes(conn, &ctx.locker_id, seqs[0], seqs[fresh.start - 1])?
+                .into_iter()
+                .map(|(seq, outcome, detail)| (seq, (outcome, detail)))
+                .collect();
+        for seq in &seqs[..fresh.start] {
+            let (outcome, detail) = stored
+                .get(seq)
+                .cloned()
+                .unwrap_or_else(|| (Outcome::Lost.as_str().to_string(), "{}".to_string()));
             let mut r: Value = serde_json::from_str(&detail).unwrap_or_else(|_| json!({}));
             r["seq"] = json!(seq);
             r["outcome"] = json!(outcome);
             results.push(r);
         }
     }
+    let fresh_at = results.len();
     let signer = QrSigner::new(key);
     let mut freed = Vec::new();
     for e in &events[fresh] {
@@ -87,6 +98,21 @@ pub fn replay(
         results.push(r);
         freed.extend(freed_now);
         applied = e.seq;
+    }
+    // One alert for a replay's rejected events, however many: a broken or hostile device
+    // cannot flood the operator (each is a fault of its own).
+    let rejected: Vec<&Value> = results[fresh_at..]
+        .iter()
+        .filter(|r| r["outcome"] == Outcome::Rejected.as_str())
+        .collect();
+    if let Some(first) = rejected.first() {
+        let detail = format!(
+            "{} journal event(s) rejected; the first, #{}: {}",
+            rejected.len(),
+            first["seq"],
+            first["reason"].as_str().unwrap_or_default()
+        );
+        crate::db::alerts::raise(conn, &ctx.locker_id, None, "journal_rejected", &detail)?;
     }
     let reconciled = match after {
         Some((a, busy)) if applied >= a.through => {
@@ -122,7 +148,7 @@ fn apply_one(
         detail,
     };
     let rejected = |conn: &mut DbConn, reason: &str| -> Result<(Applied, Option<i32>), OpError> {
-        crate::workflows::hardware::alert(
+        crate::workflows::hardware::record(
             conn,
             ctx,
             None,

@@ -76,6 +76,19 @@ async fn back(sim: &SimLocker) -> (SimLocker, Value) {
     (sim, v)
 }
 
+/// Boots again (raw) claiming `pending` journal events numbered from 1, as a device that
+/// journaled them offline would: the server then accepts replays of those numbers.
+async fn boot_claiming(app: &TestApp, sim: &SimLocker, pending: i64) -> Value {
+    let at = app.clock.now().and_utc().to_rfc3339();
+    sim.call(
+        "BootNotification",
+        json!({"firmware_version": "x", "protocol_version": "1.1", "compartments": sim.snapshot(),
+               "offline": {"journal": {"next_seq": pending + 1, "pending": pending}, "clock": at}}),
+    )
+    .await
+    .expect("boots")
+}
+
 fn picked_up_hooks(hooks: &[(String, Value)]) -> Vec<&Value> {
     hooks
         .iter()
@@ -256,6 +269,7 @@ async fn a_pickup_journaled_twice_applies_once(app: TestApp) {
     let w = world(&app, &[(Size::S, 2)]).await;
     let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
     let (id, qr) = deposited(&app, &sim, &w).await;
+    boot_claiming(&app, &sim, 2).await;
     let at = app.clock.now().and_utc().to_rfc3339();
     let event = |seq: i64| json!({"seq": seq, "at": at, "kind": "pickup", "compartment": 1, "by": {"qr_token": qr}});
     let r = sim
@@ -346,6 +360,13 @@ async fn bad_journals_get_their_answer_and_change_nothing(app: TestApp) {
 
     let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
     let (id, qr) = deposited(&app, &sim, &w).await;
+    // Events beyond the journal the device reported at boot (none yet) are refused.
+    let e = sim
+        .call("ReplayJournal", json!({"events": [ev(1, &qr)]}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::ProtocolError));
+    boot_claiming(&app, &sim, 2).await;
     let gap = |r: Result<Value, lockerhub::simulator::SimError>, expected: i64| {
         let e = r.unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::JournalGap), "{e:?}");
@@ -373,6 +394,9 @@ async fn bad_journals_get_their_answer_and_change_nothing(app: TestApp) {
         json!({"events": []}),
         json!({"events": (1..=101).map(|s| json!({"seq": s, "at": at, "kind": "door"})).collect::<Vec<_>>()}),
         json!({"events": [ev(1, &qr)], "extra": true}),
+        // A clock that cannot be right, or a number that cannot be.
+        json!({"events": [{"seq": 1, "at": "+262143-12-31T23:59:59Z", "kind": "wrong_code"}]}),
+        json!({"events": [{"seq": i64::MAX, "at": at, "kind": "wrong_code"}]}),
     ] {
         let e = sim.call("ReplayJournal", bad.clone()).await.unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::ProtocolError), "{bad}");
@@ -417,6 +441,15 @@ async fn bad_journals_get_their_answer_and_change_nothing(app: TestApp) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::ProtocolError));
+    let e = sim
+        .call(
+            "BootNotification",
+            json!({"firmware_version": "x", "protocol_version": "1.1", "compartments": sim.snapshot(),
+                   "offline": {"journal": {"next_seq": 3, "pending": 2}, "clock": "3000-01-01T00:00:00Z"}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::ProtocolError), "a clock that cannot be right");
     // An oversize journal call is over the frame limit: refused before it is parsed.
     let big: Vec<Value> = (3..=100).map(|s| ev(s, &"x".repeat(300))).collect();
     let text = json!([2, "big-1", "ReplayJournal", {"events": big}]).to_string();

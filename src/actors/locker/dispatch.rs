@@ -251,7 +251,8 @@ impl LockerActor {
         // A 1.1 device: its journal and clock (docs/protocol.md §15.2).
         let offline = b.offline.clone();
         if let Some(o) = &offline {
-            if let Err(e) = super::journal::check_journal_state(&o.journal) {
+            let checked = super::journal::check_journal_state(&o.journal).and(super::journal::check_clock(&o.clock));
+            if let Err(e) = checked {
                 return fail(e);
             }
         }
@@ -318,6 +319,7 @@ impl LockerActor {
                 if !found.is_empty() {
                     tracing::warn!(locker = %act.id, discrepancies = found.len(), "boot snapshot differs from the database");
                 }
+                act.boots += 1;
                 let offline_answer = match (journal, offline, snapshot) {
                     (Some(((applied_through, defer), head)), Some(o), Some(snapshot)) => {
                         act.offline = Some(super::journal::OfflineSession {
@@ -328,8 +330,10 @@ impl LockerActor {
                             }),
                             list: super::local_list::ListState {
                                 device_version: o.local_list_version,
+                                generation: act.boots,
                                 ..Default::default()
                             },
+                            journal_end: o.journal.next_seq - 1,
                         });
                         // Codes issued from now on get list entries.
                         if let Some(me) = act.me.as_mut() {

@@ -23,6 +23,9 @@ pub(super) struct OfflineSession {
     pub after_replay: Option<AfterReplay>,
     /// The device's local code list.
     pub list: super::local_list::ListState,
+    /// The last journal event the device held at boot: nothing beyond it can have happened
+    /// offline in this session.
+    pub journal_end: i64,
 }
 
 /// Largest sequence number a device may report (JSON numbers stay exact below 2^53).
@@ -36,6 +39,48 @@ pub(super) fn check_journal_state(j: &JournalState) -> Result<(), DeviceError> {
             ErrorCode::ProtocolError,
             "offline.journal: next_seq must be 1 to 2^53 and pending 0 to next_seq - 1",
         ));
+    }
+    Ok(())
+}
+
+/// The earliest and latest time a device may give (its boot clock, a journaled event): outside
+/// them it is a broken clock, refused before any arithmetic on it.
+fn sane_time(t: &chrono::DateTime<chrono::Utc>) -> bool {
+    use chrono::Datelike;
+    (2000..=2200).contains(&t.year())
+}
+
+/// Refuses a device clock that cannot be right.
+pub(super) fn check_clock(t: &chrono::DateTime<chrono::Utc>) -> Result<(), DeviceError> {
+    if sane_time(t) {
+        Ok(())
+    } else {
+        Err(refuse(
+            ErrorCode::ProtocolError,
+            "offline.clock must be a time between 2000 and 2200",
+        ))
+    }
+}
+
+/// Checks a replay's events before anything is applied: sequence numbers in range and not
+/// beyond the journal the device reported at boot, times that a clock could give.
+fn check_events(r: &ReplayJournal, journal_end: i64) -> Result<(), DeviceError> {
+    for e in &r.events {
+        if !(1..=journal_end.min(MAX_SEQ)).contains(&e.seq) {
+            return Err(refuse(
+                ErrorCode::ProtocolError,
+                format!(
+                    "journal event {} is not in 1 to {journal_end}, the journal reported at boot",
+                    e.seq
+                ),
+            ));
+        }
+        if !sane_time(&e.at) {
+            return Err(refuse(
+                ErrorCode::ProtocolError,
+                format!("journal event {}: at must be a time between 2000 and 2200", e.seq),
+            ));
+        }
     }
     Ok(())
 }
@@ -85,6 +130,9 @@ impl LockerActor {
                 "ReplayJournal needs a 1.1 boot (BootNotification with an offline object)",
             ));
         };
+        if let Err(e) = check_events(&r, session.journal_end) {
+            return fail(e);
+        }
         let offset = session.clock_offset;
         let after = session.after_replay.clone();
         let busy = self.busy();

@@ -23,7 +23,13 @@ pub(super) struct ListState {
     pub again: bool,
     /// `SendLocalList` calls awaiting the device's answer, with the version each sends.
     pub sent: Vec<(String, i64)>,
+    /// Which boot this state belongs to: a sync started before a later boot is dropped.
+    pub generation: u64,
 }
+
+/// Verifier batches made at once, server-wide: each Argon2id run takes its memory (19 MiB by
+/// default), so many lockers syncing together (after a restart) must not take it all at once.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 impl LockerActor {
     /// Brings the device's list up to date, if this is a 1.1 session.
@@ -40,6 +46,7 @@ impl LockerActor {
         // The version the device holds, or will once it takes the update on its way: a diff is
         // made from there, and a device that refuses it (`VersionMismatch`) gets the whole list.
         let device_version = state.sent.first().map(|(_, v)| *v).or(state.device_version);
+        let generation = state.generation;
         let (db, key, id) = (self.deps.db.clone(), self.deps.key.clone(), self.id.clone());
         let kdf = self.deps.settings.offline_list_kdf();
         let now = self.deps.clock.now();
@@ -53,6 +60,7 @@ impl LockerActor {
                 })
                 .await?;
             let (k, i) = (key.clone(), id.clone());
+            let _slot = HASHING.acquire().await.map_err(|e| AppError::internal(e.to_string()))?;
             let verified =
                 actix_web::rt::task::spawn_blocking(move || workflow::make_verifiers(&k, &i, &head, &kdf, sealed))
                     .await
@@ -61,6 +69,10 @@ impl LockerActor {
                 .await
         };
         ctx.spawn(work.into_actor(self).map(move |res, act, ctx| {
+            // A device that booted again meanwhile has a new list state, and gets its own sync.
+            if act.offline.as_ref().is_none_or(|s| s.list.generation != generation) {
+                return;
+            }
             match res {
                 Ok(Some(update)) => act.send_list(wire(update, kdf)),
                 Ok(None) => {}
@@ -70,7 +82,7 @@ impl LockerActor {
             }
             let again = act.offline.as_mut().is_some_and(|s| {
                 s.list.syncing = false;
-                s.list.again
+                std::mem::take(&mut s.list.again)
             });
             if again {
                 act.sync_list(ctx);

@@ -74,6 +74,8 @@ pub struct LockerActor {
     /// Compartments whose door was last reported blocked (`DoorAlarm`), until it opens: a
     /// second blocked report in a row takes the compartment out of service.
     blocked: HashSet<i32>,
+    /// Accepted boots so far: tells a 1.1 session's state from an earlier one's.
+    boots: u64,
 }
 
 type Reply = Result<Value, DeviceError>;
@@ -137,6 +139,7 @@ impl LockerActor {
             auth: None,
             offline: None,
             blocked: HashSet::new(),
+            boots: 0,
         }
     }
 
@@ -154,8 +157,10 @@ impl LockerActor {
             async move { db.run(move |c| load(c, &id, recover.as_ref())).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok((me, slots, auth, found)) => {
+                    Ok((mut me, slots, auth, found)) => {
                         act.recovered = true;
+                        // A 1.1 session that outlived an internal restart keeps its list.
+                        me.offline_list = act.offline.is_some();
                         act.me = Some(me);
                         act.auth = Some(auth);
                         act.adopt_slots(slots);
@@ -362,6 +367,13 @@ impl Supervised for LockerActor {
         tracing::warn!(locker = %self.id, "locker actor restarting from the database");
         self.me = None;
         self.slots.clear();
+        // A restart drops the context's futures, a list sync among them: the next change
+        // syncs from what the device was last known to hold.
+        if let Some(s) = self.offline.as_mut() {
+            s.list.syncing = false;
+            s.list.again = false;
+            s.list.sent.clear();
+        }
     }
 }
 
