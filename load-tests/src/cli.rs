@@ -148,6 +148,16 @@ pub struct RunArgs {
     /// as growth from wave to wave.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub waves: u32,
+    /// After the traffic (and the storm and waves), this many lockers (at most --lockers) go
+    /// through an offline phase (protocol 1.1, docs/protocol.md §15): each reconnects as a 1.1
+    /// device, takes one deposit, loses its network, and lets the recipient in by the signed QR
+    /// token from the notification; then all reconnect at once and replay their journals, and
+    /// every such parcel must be `picked_up` on the server. 0: no offline phase. lockerhub only,
+    /// and it needs the server's database (the QR tokens are read from its outbox). Each
+    /// deposit at a 1.1 locker costs the server an Argon2id hash (about 33 ms of CPU), so keep
+    /// it to a few hundred.
+    #[arg(long, default_value_t = 0)]
+    pub offline: usize,
     /// Crash test: this many seconds into the traffic, kill the server with SIGKILL, start it
     /// again on the same database, and reconnect every locker while the traffic goes on. The
     /// verification then shows whether any acknowledged deposit or pickup was lost and whether
@@ -186,6 +196,11 @@ impl RunArgs {
         self
     }
 
+    /// Lockers in the offline phase: --offline, capped by the fleet.
+    pub fn offline_lockers(&self) -> usize {
+        self.offline.min(self.lockers)
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight
             .unwrap_or_else(|| ((self.rate * 4.0).ceil() as usize).max(256))
@@ -216,6 +231,9 @@ impl RunArgs {
             if k == 0 || k >= self.duration {
                 return Err("--kill-after must be within the traffic (--duration)".into());
             }
+        }
+        if self.offline > 0 && self.server_url.is_some() && self.server_db.is_none() {
+            return Err("--offline reads QR tokens from the server's outbox: give --server-db".into());
         }
         if self.time_limit == 0 || self.phase_timeout == 0 {
             return Err("--time-limit and --phase-timeout must be positive".into());
@@ -329,5 +347,31 @@ mod tests {
             "k",
         ]);
         assert_eq!(smoke.run.resolved().kill_after, None);
+    }
+
+    #[test]
+    fn the_offline_phase_is_capped_by_the_fleet_and_needs_the_outbox() {
+        let args = Cli::parse_from(["lockerhub-load", "--lockers", "20", "--offline", "50"]).run;
+        assert_eq!(args.offline_lockers(), 20);
+        assert_eq!(
+            Cli::parse_from(["lockerhub-load"]).run.offline_lockers(),
+            0,
+            "off by default"
+        );
+        let remote = |db: &[&str]| {
+            let mut argv = vec![
+                "lockerhub-load",
+                "--offline",
+                "5",
+                "--server-url",
+                "http://127.0.0.1:8080",
+                "--admin-key",
+                "k",
+            ];
+            argv.extend_from_slice(db);
+            Cli::parse_from(argv).run.validate()
+        };
+        assert!(remote(&[]).is_err(), "no database, no QR tokens");
+        assert!(remote(&["--server-db", "sqlite://data/lockerhub.db"]).is_ok());
     }
 }

@@ -48,6 +48,14 @@ pub struct SlotState {
     saved: Option<BTreeMap<i32, SimCompartment>>,
 }
 
+impl SlotState {
+    /// Keeps the hardware's state while the locker has no session: the next reconnect boots
+    /// with it.
+    pub fn park(&mut self, compartments: BTreeMap<i32, SimCompartment>) {
+        self.saved = Some(compartments);
+    }
+}
+
 pub struct Fleet {
     pub target: Target,
     pub ws_base: String,

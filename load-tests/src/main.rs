@@ -10,6 +10,7 @@ mod fleet;
 mod hooks;
 mod http;
 mod metrics;
+mod offline;
 mod outbox;
 mod progress;
 mod provision;

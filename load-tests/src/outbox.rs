@@ -1,6 +1,6 @@
 //! Pickup codes, as the recipient would get them: read from the server's notification outbox
-//! (the payload's `pickup_code`) on its own thread, through lockerhub's own database layer, so
-//! the same reader works on SQLite and PostgreSQL.
+//! (the payload's `pickup_code`, and once asked for its `qr_token`) on its own thread, through
+//! lockerhub's own database layer, so the same reader works on SQLite and PostgreSQL.
 //!
 //! Pending rows are read by queueing time from a little before the newest one seen (ids already seen
 //! are skipped): on PostgreSQL transactions commit in any order, so a row may appear after a
@@ -23,6 +23,11 @@ const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 pub struct Codes {
     /// Parcel id -> (pickup code, when the reader first saw it).
     codes: Mutex<HashMap<String, (String, Instant)>>,
+    /// Parcel id -> (signed QR token, when first seen), kept only after `keep_qr_tokens`: the
+    /// offline phase needs a few, and the traffic's tens of thousands (about 310 bytes each)
+    /// would be this process's memory for nothing.
+    qr_tokens: Mutex<HashMap<String, (String, Instant)>>,
+    keep_qr: AtomicBool,
     arrived: tokio::sync::Notify,
     stop: AtomicBool,
     /// Set when the reader gave up (cannot open or read the database).
@@ -37,6 +42,8 @@ impl Codes {
     pub fn start(database_url: &str, deadline: Instant) -> Arc<Codes> {
         let codes = Arc::new(Codes {
             codes: Mutex::default(),
+            qr_tokens: Mutex::default(),
+            keep_qr: AtomicBool::new(false),
             arrived: tokio::sync::Notify::new(),
             stop: AtomicBool::new(false),
             failed: Mutex::default(),
@@ -88,6 +95,12 @@ impl Codes {
                 }
                 fresh += 1;
                 let v: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                if let Some(token) = v["qr_token"].as_str().filter(|_| self.keep_qr.load(Ordering::SeqCst)) {
+                    self.qr_tokens
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(parcel_id.clone(), (token.to_string(), seen_at));
+                }
                 if let Some(code) = v["pickup_code"]
                     .as_str()
                     .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
@@ -109,12 +122,32 @@ impl Codes {
     /// The pickup code of a parcel, once its notification is queued, and when it was first
     /// seen; None after `within`.
     pub async fn wait(&self, parcel_id: &str, within: Duration) -> Option<(String, Instant)> {
+        self.wait_in(&self.codes, parcel_id, within).await
+    }
+
+    /// From now on, keep the QR tokens of the notifications read (for `wait_qr`).
+    pub fn keep_qr_tokens(&self) {
+        self.keep_qr.store(true, Ordering::SeqCst);
+    }
+
+    /// The signed QR token (`lhq2.…`) of a parcel deposited after `keep_qr_tokens`, once its
+    /// notification is queued, and when it was first seen; None after `within`.
+    pub async fn wait_qr(&self, parcel_id: &str, within: Duration) -> Option<(String, Instant)> {
+        self.wait_in(&self.qr_tokens, parcel_id, within).await
+    }
+
+    async fn wait_in(
+        &self,
+        map: &Mutex<HashMap<String, (String, Instant)>>,
+        parcel_id: &str,
+        within: Duration,
+    ) -> Option<(String, Instant)> {
         let until = tokio::time::Instant::now() + within;
         loop {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            if let Some(c) = self.codes.lock().unwrap_or_else(|e| e.into_inner()).remove(parcel_id) {
+            if let Some(c) = map.lock().unwrap_or_else(|e| e.into_inner()).remove(parcel_id) {
                 return Some(c);
             }
             if tokio::time::timeout_at(until, arrived).await.is_err() {

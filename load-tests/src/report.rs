@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::cli::RunArgs;
 use crate::fleet::{ConnectReport, StormReport};
 use crate::metrics::{ErrorCount, Latency};
+use crate::offline::OfflineReport;
 use crate::provision::ProvisionReport;
 use crate::sys::{FileLimit, Sample};
 use crate::traffic::{ParcelReport, TrafficReport};
@@ -69,6 +70,8 @@ pub struct TargetReport {
     pub kill: Option<KillReport>,
     /// Disconnect/reconnect waves (`--waves`).
     pub waves: Option<WavesReport>,
+    /// Lockers offline with a QR pickup each, then back and replayed (`--offline`).
+    pub offline: Option<OfflineReport>,
     pub parcels: Option<ParcelReport>,
     pub latency: BTreeMap<String, Latency>,
     pub errors: ErrorsReport,
@@ -405,6 +408,26 @@ pub fn print(r: &Report) {
                 k.failed.as_deref().map(|e| format!("; FAILED: {e}")).unwrap_or_default()
             );
         }
+        if let Some(o) = &t.offline {
+            let ms = |v: Option<f64>| v.map(f).unwrap_or_else(|| "-".into());
+            println!(
+                "{name:>10} offline: {} lockers as 1.1 of {}, {} deposited, {} QR tokens, {} picked up offline in {:.1} s; \
+                 {} replayed in {:.2} s = {:.0}/s (per locker p50 {} ms, p99 {} ms), outcomes {:?}; {} verified picked_up",
+                o.booted_1_1,
+                o.lockers,
+                o.deposited,
+                o.qr_tokens,
+                o.picked_up_offline,
+                o.offline_secs,
+                o.replayed,
+                o.replay_secs,
+                o.replay_rate_per_sec,
+                ms(o.replay_p50_ms),
+                ms(o.replay_p99_ms),
+                o.outcomes,
+                o.verified
+            );
+        }
         if let Some(p) = &t.parcels {
             println!(
                 "{name:>10} parcels: {} deposited, {} picked up, {} pickups unconfirmed, {} lost, {} compartments held by two parcels",
@@ -512,6 +535,15 @@ pub fn checks(r: &Report, smoke: bool, pickups_expected: bool) -> Checks {
             k.failed.is_none() && k.lockers_back == k.lockers,
         ));
     }
+    if let Some(o) = &lh.offline {
+        list.push((
+            format!(
+                "{} of {} offline pickups replayed and verified picked_up",
+                o.verified, o.lockers
+            ),
+            o.lockers > 0 && o.verified == o.lockers && o.replayed == o.lockers,
+        ));
+    }
     if smoke {
         let outage = lh.errors.by_class.get("outage").copied().unwrap_or(0);
         let other = lh.errors.total - lh.errors.protocol - outage;
@@ -599,6 +631,28 @@ mod tests {
         );
         assert!(
             c.failures.iter().any(|f| f.contains("back after the kill")),
+            "{:?}",
+            c.failures
+        );
+    }
+
+    #[test]
+    fn an_offline_pickup_not_verified_fails_the_run() {
+        let with = |verified: usize| {
+            let mut r = report(ParcelReport::default(), ErrorsReport::default(), None);
+            r.lockerhub.offline = Some(OfflineReport {
+                lockers: 5,
+                replayed: 5,
+                verified,
+                ..OfflineReport::default()
+            });
+            checks(&r, false, false)
+        };
+        assert!(with(5).passed, "{:?}", with(5).failures);
+        let c = with(4);
+        assert!(!c.passed);
+        assert!(
+            c.failures.iter().any(|f| f.starts_with("4 of 5 offline pickups")),
             "{:?}",
             c.failures
         );

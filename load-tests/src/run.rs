@@ -1,5 +1,6 @@
 //! One run: (optionally) the echo floor, then lockerhub, each through the same phases:
-//! provision, connect the fleet, carrier traffic, reconnect storm, verification.
+//! provision, connect the fleet, carrier traffic, reconnect storm, verification; lockerhub
+//! also through the offline phase (`--offline`) before the verification.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use crate::cli::RunArgs;
 use crate::fleet::{Fleet, Slot, Target};
 use crate::http::Api;
 use crate::metrics::{ErrorClass, Metrics};
+use crate::offline::{self, OfflineReport};
 use crate::outbox::Codes;
 use crate::progress::say;
 use crate::provision::{self, Plan};
@@ -262,6 +264,37 @@ async fn kill_during(
     k
 }
 
+/// The offline phase (`--offline`): `n` lockers offline with a pickup each, then all back
+/// and replayed, then verified through the admin API. Times `offline` and `replay` as phases.
+async fn offline_phase(
+    args: &RunArgs,
+    ctx: &Ctx,
+    phases: &mut Vec<Phase>,
+    pid: Option<u32>,
+    n: usize,
+    deadline: Instant,
+) -> OfflineReport {
+    let Some(codes) = &ctx.codes else {
+        let message = "no outbox reader: the QR tokens cannot be read";
+        ctx.metrics
+            .error("offline", ErrorClass::Other, "no outbox reader", message);
+        return OfflineReport {
+            lockers: n,
+            ..OfflineReport::default()
+        };
+    };
+    codes.keep_qr_tokens();
+    say(format!("lockerhub: offline phase, {n} lockers (protocol 1.1)"));
+    let clock = Clock::start(pid);
+    let (mut report, cut) = offline::take_offline(ctx, n, args.connect_concurrency, within(args, deadline)).await;
+    phases.push(clock.end("offline"));
+    let clock = Clock::start(pid);
+    let picked = offline::come_back(ctx, cut, &mut report, args.connect_concurrency, within(args, deadline)).await;
+    phases.push(clock.end("replay"));
+    offline::verify(ctx, &picked, &mut report, within(args, deadline)).await;
+    report
+}
+
 /// Lockers among `ids` that the server lists as connected (bounded paging).
 async fn connected_server_side(api: &Api, ids: &HashSet<&str>, within: Duration) -> anyhow::Result<usize> {
     let deadline = tokio::time::Instant::now() + within;
@@ -451,6 +484,12 @@ async fn run_target(
             w.growth_pct = 100.0 * (last - first) / first.max(1e-9);
         }
         rep.waves = Some(w);
+    }
+
+    // Lockers that keep working offline (protocol 1.1), and their journals replayed.
+    let offline = args.offline_lockers();
+    if target == Target::Lockerhub && offline > 0 {
+        rep.offline = Some(offline_phase(args, &ctx, &mut rep.phases, ep.pid, offline, deadline).await);
     }
 
     // No lost parcels: the ledger against the server's records.

@@ -52,7 +52,7 @@ pub struct Ctx {
 }
 
 /// How long a recipient waits for the code to show up in the outbox.
-const CODE_WAIT: Duration = Duration::from_secs(15);
+pub const CODE_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TrafficReport {
@@ -93,7 +93,7 @@ impl Fleet {
 }
 
 impl Ctx {
-    fn ledger(&self, parcel: &str, fate: Fate) {
+    pub fn ledger(&self, parcel: &str, fate: Fate) {
         self.ledger
             .lock()
             .unwrap_or_else(|e| e.into_inner())
