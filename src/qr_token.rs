@@ -15,6 +15,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::sync::{Arc, Mutex};
+
 use crate::credentials::ServerKey;
 
 /// What every 1.1 token starts with.
@@ -93,6 +95,24 @@ impl QrSigner {
         let key = SigningKey::from_bytes(&server_key.derive("lockerhub qr signing key v1"));
         let kid = hex::encode(&Sha256::digest(key.verifying_key().as_bytes())[..6]);
         Self { key, kid }
+    }
+
+    /// The signer of `server_key`, derived once per process: deposits sign on the write path,
+    /// and deriving the key (a scalar multiplication) each time would double the cost of it.
+    /// A handful of server keys at most are ever live in one process (tests run several apps).
+    pub fn of(server_key: &ServerKey) -> Arc<QrSigner> {
+        static CACHE: Mutex<Vec<([u8; 32], Arc<QrSigner>)>> = Mutex::new(Vec::new());
+        let id = server_key.derive("lockerhub qr signer id");
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, s)) = cache.iter().find(|(k, _)| *k == id) {
+            return s.clone();
+        }
+        let signer = Arc::new(QrSigner::new(server_key));
+        if cache.len() >= 8 {
+            cache.remove(0);
+        }
+        cache.push((id, signer.clone()));
+        signer
     }
 
     pub fn kid(&self) -> &str {
@@ -245,5 +265,8 @@ mod tests {
     fn the_same_server_key_signs_alike() {
         let k = ServerKey::generate();
         assert_eq!(QrSigner::new(&k).public_key(), QrSigner::new(&k).public_key());
+        assert_eq!(QrSigner::of(&k).public_key(), QrSigner::new(&k).public_key());
+        let other = ServerKey::generate();
+        assert_ne!(QrSigner::of(&other).kid(), QrSigner::of(&k).kid());
     }
 }

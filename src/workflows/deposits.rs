@@ -422,7 +422,7 @@ fn signed_qr_token(
     parcel_id: &str,
     exp: chrono::NaiveDateTime,
 ) -> String {
-    crate::qr_token::QrSigner::new(key).issue(crate::qr_token::Claims {
+    crate::qr_token::QrSigner::of(key).issue(crate::qr_token::Claims {
         v: 1,
         kid: String::new(),
         l: locker_id.to_string(),

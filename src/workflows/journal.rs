@@ -87,7 +87,7 @@ pub fn replay(
         }
     }
     let fresh_at = results.len();
-    let signer = QrSigner::new(key);
+    let signer = QrSigner::of(key);
     let mut freed = Vec::new();
     for e in &events[fresh] {
         let (applied_row, freed_now) = apply_one(conn, ctx, &signer, e, times)?;

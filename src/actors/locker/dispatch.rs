@@ -342,7 +342,7 @@ impl LockerActor {
                         act.sync_list(ctx);
                         Some(OfflineAccepted {
                             allowed_skew_secs: settings.offline_clock_skew_secs as i64,
-                            qr_keys: vec![QrSigner::new(&act.deps.key).public_key()],
+                            qr_keys: vec![QrSigner::of(&act.deps.key).public_key()],
                             journal: JournalAccepted {
                                 applied_through,
                                 reconcile: if defer { "after_replay" } else { "at_boot" }.into(),
