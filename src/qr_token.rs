@@ -115,6 +115,12 @@ impl QrSigner {
         signer
     }
 
+    /// [`verify`] under this server's own key, as the server checks a token (no key list to
+    /// encode and decode).
+    pub fn verify(&self, token: &str) -> Result<Claims, QrError> {
+        verify_with(token, |kid| (kid == self.kid).then(|| self.key.verifying_key()))
+    }
+
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -148,6 +154,13 @@ pub fn is_signed_token(token: &str) -> bool {
 /// Checks a token's signature under one of `keys` and returns its claims, without judging
 /// locker or expiry (see [`check`]).
 pub fn verify(token: &str, keys: &[PublicKey]) -> Result<Claims, QrError> {
+    verify_with(token, |kid| {
+        keys.iter().find(|k| k.kid == kid).and_then(PublicKey::verifying_key)
+    })
+}
+
+/// [`verify`], with the verifying key of a `kid` found by `key_of`.
+fn verify_with(token: &str, key_of: impl FnOnce(&str) -> Option<VerifyingKey>) -> Result<Claims, QrError> {
     if token.len() > MAX_LEN {
         return Err(QrError::Malformed);
     }
@@ -163,11 +176,7 @@ pub fn verify(token: &str, keys: &[PublicKey]) -> Result<Claims, QrError> {
     if claims.v != 1 {
         return Err(QrError::Malformed);
     }
-    let key = keys
-        .iter()
-        .find(|k| k.kid == claims.kid)
-        .and_then(PublicKey::verifying_key)
-        .ok_or(QrError::UnknownKey)?;
+    let key = key_of(&claims.kid).ok_or(QrError::UnknownKey)?;
     key.verify(&[CONTEXT, &body].concat(), &Signature::from_bytes(&sig))
         .map_err(|_| QrError::BadSignature)?;
     Ok(claims)
@@ -250,6 +259,9 @@ mod tests {
         );
         assert_eq!(verify(&theirs, &keys), Err(QrError::BadSignature));
         assert_eq!(verify(&other.issue(claims()), &keys), Err(QrError::UnknownKey));
+        assert_eq!(s.verify(&other.issue(claims())), Err(QrError::UnknownKey));
+        assert_eq!(s.verify(&forged), Err(QrError::BadSignature));
+        assert_eq!(s.verify(&t).map(|c| c.c), Ok(7));
         assert_eq!(verify("lhq_abc", &keys), Err(QrError::Malformed));
         assert_eq!(verify("lhq2.!!!.???", &keys), Err(QrError::Malformed));
         assert_eq!(

@@ -37,6 +37,27 @@ pub struct CarrierActor {
     loading: bool,
 }
 
+/// A webhook POST of `body` under message id `id`, signed now with every one of `secrets`
+/// (Standard Webhooks headers): what carriers and the operator endpoint receive alike.
+pub(crate) fn post_signed(
+    client: &awc::Client,
+    url: &str,
+    secrets: &[String],
+    id: &str,
+    body: Vec<u8>,
+) -> awc::SendClientRequest {
+    let ts = chrono::Utc::now().timestamp();
+    let signature = signing::signature_header(secrets, id, ts, &body);
+    client
+        .post(url)
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("webhook-id", id.to_string()))
+        .insert_header(("webhook-timestamp", ts.to_string()))
+        .insert_header(("webhook-signature", signature))
+        .insert_header(("user-agent", concat!("lockerhub/", env!("CARGO_PKG_VERSION"))))
+        .send_body(body)
+}
+
 impl CarrierActor {
     pub fn new(carrier_id: String, db: Db, key: ServerKey, settings: Arc<Settings>, clock: Clock) -> Self {
         Self {
@@ -173,18 +194,8 @@ impl CarrierActor {
             .client
             .get_or_insert_with(|| Self::http_client(Duration::from_secs(self.settings.webhook_timeout_secs)));
         let secrets = carrier.signing_secrets(&self.key, now());
-        let ts = chrono::Utc::now().timestamp();
-        let body = d.payload.clone().into_bytes();
-        let signature = signing::signature_header(&secrets, &d.id, ts, &body);
         let started = Instant::now();
-        let send = client
-            .post(url)
-            .insert_header(("content-type", "application/json"))
-            .insert_header(("webhook-id", d.id.clone()))
-            .insert_header(("webhook-timestamp", ts.to_string()))
-            .insert_header(("webhook-signature", signature))
-            .insert_header(("user-agent", concat!("lockerhub/", env!("CARGO_PKG_VERSION"))))
-            .send_body(body);
+        let send = post_signed(client, &url, &secrets, &d.id, d.payload.clone().into_bytes());
         let attempt = d.attempts + 1;
         let base = Duration::from_millis(self.settings.webhook_retry_base_ms);
         let max = self.settings.webhook_max_attempts;

@@ -9,14 +9,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::json;
 
-use super::carrier::CarrierActor;
+use super::carrier::{post_signed, CarrierActor};
 use super::messages::Kick;
 use super::retry::backoff;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::alerts::{self, Alert};
 use crate::db::Db;
-use crate::signing;
 
 /// Alerts read per pump.
 const BATCH: i64 = 20;
@@ -110,19 +109,10 @@ impl OperatorActor {
 
 /// One signed POST of an alert; an error says why it did not arrive.
 async fn send(client: &awc::Client, url: &str, secret: &str, alert: &Alert) -> Result<(), String> {
-    let ts = chrono::Utc::now().timestamp();
     let body = json!({"type": "alert.raised", "timestamp": crate::db::ts_string(crate::db::now()), "data": alert})
         .to_string()
         .into_bytes();
-    let signature = signing::signature_header(&[secret.to_string()], &alert.id, ts, &body);
-    let resp = client
-        .post(url)
-        .insert_header(("content-type", "application/json"))
-        .insert_header(("webhook-id", alert.id.clone()))
-        .insert_header(("webhook-timestamp", ts.to_string()))
-        .insert_header(("webhook-signature", signature))
-        .insert_header(("user-agent", concat!("lockerhub/", env!("CARGO_PKG_VERSION"))))
-        .send_body(body)
+    let resp = post_signed(client, url, &[secret.to_string()], &alert.id, body)
         .await
         .map_err(|e| e.to_string())?;
     if resp.status().is_success() {

@@ -111,15 +111,15 @@ pub fn stale(conn: &mut DbConn, locker_id: &str, at: NaiveDateTime) -> QueryResu
 }
 
 /// Stores made verifiers (id, tag, verifier) and retires `stale`, as one new version if there
-/// is anything; forgets rows retired more than [`DIFF_VERSIONS`] ago. Returns the version.
+/// is anything; forgets rows retired more than [`DIFF_VERSIONS`] ago. Returns the head after it.
 pub fn commit(
     conn: &mut DbConn,
     locker_id: &str,
     verified: &[(String, u8, String)],
     stale: &[String],
-) -> QueryResult<i64> {
+) -> QueryResult<Head> {
     if verified.is_empty() && stale.is_empty() {
-        return Ok(head(conn, locker_id)?.version);
+        return head(conn, locker_id);
     }
     // Incremented in place, then read: on PostgreSQL the update holds the row until commit, so
     // two syncs of one locker never make the same version.
@@ -129,7 +129,8 @@ pub fn commit(
             local_lists::updated_at.eq(now()),
         ))
         .execute(conn)?;
-    let v = head(conn, locker_id)?.version;
+    let h = head(conn, locker_id)?;
+    let v = h.version;
     for (id, tag, verifier) in verified {
         diesel::update(e::table.find(id).filter(e::removed_version.is_null()))
             .set((
@@ -151,7 +152,7 @@ pub fn commit(
             .filter(e::removed_version.lt(v - DIFF_VERSIONS)),
     )
     .execute(conn)?;
-    Ok(v)
+    Ok(h)
 }
 
 /// One entry as the device gets it.

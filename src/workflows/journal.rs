@@ -15,7 +15,7 @@ use crate::domain::hardware::{CompartmentSnapshot, Discrepancy};
 use crate::domain::journal::{self, Happened, JournalEvent, Outcome, ParcelNow, PickupVerdict, Plan};
 use crate::domain::lifecycle::TakenBy;
 use crate::error::OpError;
-use crate::qr_token::{self, QrSigner};
+use crate::qr_token::QrSigner;
 
 /// A boot's reconciliation that waits for the journal: the snapshot the device booted with,
 /// run once the journal is applied through `through` (the last event the device had then).
@@ -164,7 +164,7 @@ fn apply_one(
     };
     // Which parcel the event names, and whether the credential used is still its current one.
     let (number, parcel_id, current_hash) = match e.happened() {
-        Ok(Happened::PickupByQr { compartment, token }) => match qr_token::verify(token, &[signer.public_key()]) {
+        Ok(Happened::PickupByQr { compartment, token }) => match signer.verify(token) {
             Ok(c) if c.l == ctx.locker_id && c.c == compartment => (compartment, c.p, hash_token(token)),
             Ok(_) => return rejected(conn, "the QR token is for another locker or compartment"),
             Err(err) => return rejected(conn, &format!("the QR token is not one this server signed: {err}")),
@@ -271,4 +271,40 @@ fn count_wrong_code(
     let started = state.fail(&policy, at);
     lockouts::save(conn, &ctx.locker_id, CodeKind::Pickup, &state, started.as_ref(), at)?;
     Ok(())
+}
+
+/// At a 1.1 boot, in its transaction: how far the journal is applied, after recording as lost
+/// the events the device no longer holds (its oldest pending event is past the next one the
+/// server expects). Returns `applied_through`, and whether the device holds events beyond it
+/// (then the snapshot is reconciled after the replay).
+pub fn at_boot(conn: &mut DbConn, me: &LockerCtx, next_seq: i64, pending: i64) -> Result<(i64, bool), OpError> {
+    let mut applied = rows::applied_through(conn, &me.locker_id)?;
+    let first_held = next_seq - pending;
+    if first_held - 1 > applied {
+        let (from, to) = (applied + 1, first_held - 1);
+        let now = crate::db::now();
+        rows::insert(
+            conn,
+            &me.locker_id,
+            &rows::Applied {
+                seq: to,
+                kind: "lost".into(),
+                compartment: None,
+                parcel_id: None,
+                device_at: crate::db::ts_string(now),
+                occurred_at: now,
+                outcome: Outcome::Lost,
+                detail: json!({"reason": format!("events {from} to {to} were never replayed")}),
+            },
+        )?;
+        crate::workflows::hardware::alert(
+            conn,
+            me,
+            None,
+            "journal_lost",
+            &format!("the locker no longer holds journal events {from} to {to}; its boot snapshot decides"),
+        )?;
+        applied = to;
+    }
+    Ok((applied, next_seq - 1 > applied))
 }

@@ -66,11 +66,11 @@ pub fn settle(
     device_version: Option<i64>,
 ) -> Result<Option<ListUpdate>, AppError> {
     let stale = local_lists::stale(conn, locker_id, now)?;
-    let version = local_lists::commit(conn, locker_id, verified, &stale)?;
+    let head = local_lists::commit(conn, locker_id, verified, &stale)?;
+    let version = head.version;
     if device_version == Some(version) {
         return Ok(None);
     }
-    let head = local_lists::head(conn, locker_id)?;
     let base = device_version.filter(|dv| *dv >= 0 && *dv < version && version - dv <= DIFF_VERSIONS);
     let upsert = local_lists::upserts(conn, locker_id, base)?;
     let remove = match base {

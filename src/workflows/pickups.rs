@@ -51,8 +51,7 @@ pub fn find(
             // A signed token is checked before anything is looked up: a forged one, or one
             // for another locker, costs no query.
             if qr_token::is_signed_token(token) {
-                let keys = [qr_token::QrSigner::of(key).public_key()];
-                match qr_token::verify(token, &keys) {
+                match qr_token::QrSigner::of(key).verify(token) {
                     Ok(claims) if claims.l == ctx.locker_id => {}
                     _ => return Ok(None),
                 }

@@ -298,7 +298,7 @@ impl LockerActor {
                 // after it replays them: its sensors already show what it did offline.
                 let journal = match &b.offline {
                     Some(o) => Some((
-                        super::journal::journal_at_boot(c, me, &o.journal)?,
+                        crate::workflows::journal::at_boot(c, me, o.journal.next_seq, o.journal.pending)?,
                         crate::db::local_lists::head(c, &me.locker_id)?,
                     )),
                     None => None,

@@ -5,11 +5,7 @@ use actix::prelude::*;
 use serde_json::json;
 
 use super::{fail, refuse, LockerActor, Reply};
-use crate::db::journal as rows;
-use crate::db::lockers::LockerCtx;
-use crate::db::DbConn;
 use crate::domain::CompartmentStatus;
-use crate::error::OpError;
 use crate::protocol::messages::{JournalState, ReplayJournal};
 use crate::protocol::{DeviceError, ErrorCode, FrameError};
 use crate::workflows::journal::{AfterReplay, Replayed};
@@ -83,42 +79,6 @@ fn check_events(r: &ReplayJournal, journal_end: i64) -> Result<(), DeviceError> 
         }
     }
     Ok(())
-}
-
-/// At a 1.1 boot, in its transaction: how far the journal is applied, after recording as lost
-/// the events the device no longer holds (its oldest pending event is past the next one the
-/// server expects). Returns `applied_through`, and whether the device holds events beyond it
-/// (then the snapshot is reconciled after the replay).
-pub(super) fn journal_at_boot(conn: &mut DbConn, me: &LockerCtx, j: &JournalState) -> Result<(i64, bool), OpError> {
-    let mut applied = rows::applied_through(conn, &me.locker_id)?;
-    let first_held = j.next_seq - j.pending;
-    if first_held - 1 > applied {
-        let (from, to) = (applied + 1, first_held - 1);
-        let now = crate::db::now();
-        rows::insert(
-            conn,
-            &me.locker_id,
-            &rows::Applied {
-                seq: to,
-                kind: "lost".into(),
-                compartment: None,
-                parcel_id: None,
-                device_at: crate::db::ts_string(now),
-                occurred_at: now,
-                outcome: crate::domain::journal::Outcome::Lost,
-                detail: json!({"reason": format!("events {from} to {to} were never replayed")}),
-            },
-        )?;
-        crate::workflows::hardware::alert(
-            conn,
-            me,
-            None,
-            "journal_lost",
-            &format!("the locker no longer holds journal events {from} to {to}; its boot snapshot decides"),
-        )?;
-        applied = to;
-    }
-    Ok((applied, j.next_seq - 1 > applied))
 }
 
 impl LockerActor {
