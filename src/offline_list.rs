@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! list_key = HMAC-SHA256(derive(server key, "lockerhub offline list v1"), locker_id ‖ 0 ‖ epoch)
-//! tag      = HMAC-SHA256(list_key, "tag" ‖ 0 ‖ kind ‖ 0 ‖ factor)[0]
+//! tag      = HMAC-SHA256(list_key, "tag" ‖ 0 ‖ kind ‖ 0 ‖ factor or code, by kind)[0]
 //! verifier = HMAC-SHA256(list_key, Argon2id(code ‖ 0 ‖ factor, salt = list_salt ‖ entry id))
 //! ```
 //!
@@ -53,6 +53,59 @@ impl Kdf {
     pub fn valid(&self) -> bool {
         Params::new(self.m_kib, self.t, self.p, Some(32)).is_ok() && self.m_kib <= 256 * 1024 && self.t <= 10
     }
+}
+
+/// What an entry lets a kiosk do offline, and which typed inputs make its verifier:
+///
+/// | kind | code | factor | the tag is of |
+/// |---|---|---|---|
+/// | `pickup` | the pickup code | the recipient's second factor | the factor |
+/// | `collection` | the collection code | H(courier code) | the factor |
+/// | `courier` | H(courier code) | (empty) | the code |
+/// | `deposit` | the tracking number | H(courier code) | the code |
+///
+/// H is SHA-256 in lower-case hex, as the server stores courier codes: the server never holds a
+/// courier code itself, and a list thief who wants a collection code must find the carrier's
+/// 60-bit courier code first. A tag of a code (courier, tracking number) tells a thief 8 bits
+/// of something that is either 60 bits strong or printed on the parcel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    Pickup,
+    Collection,
+    Courier,
+    Deposit,
+}
+
+impl EntryKind {
+    pub const ALL: [EntryKind; 4] = [Self::Pickup, Self::Collection, Self::Courier, Self::Deposit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pickup => "pickup",
+            Self::Collection => "collection",
+            Self::Courier => "courier",
+            Self::Deposit => "deposit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Which of an entry's two inputs its tag is made of.
+    pub fn tagged<'a>(self, code: &'a str, factor: &'a str) -> &'a str {
+        match self {
+            Self::Pickup | Self::Collection => factor,
+            Self::Courier | Self::Deposit => code,
+        }
+    }
+}
+
+/// A courier code as the server holds it and a kiosk derives it from the typed code
+/// (`H(courier code)` above).
+pub fn courier_hash(typed: &str) -> String {
+    crate::credentials::hash_token(typed.trim())
 }
 
 fn mac(key: &[u8]) -> Hmac<Sha256> {

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::domain::journal::{JournalEvent, PickupBy, MAX_EVENTS_PER_CALL};
 use crate::domain::Size;
+use crate::offline_list::EntryKind;
 use crate::protocol::messages::*;
 use crate::protocol::{Frame, FrameError, PROTOCOL_VERSION, PROTOCOL_VERSION_OFFLINE};
 
@@ -118,7 +119,34 @@ pub struct OfflineSide {
     pub list: BTreeMap<String, ListEntry>,
     /// The wrong-code allowance (from boot) and what is left of it, kept across reboots.
     pub guessing: Option<crate::domain::lockout::Policy>,
-    pub guesses: Option<crate::domain::lockout::GuessState>,
+    /// Per kind of code (`pickup`, `collection`, `courier`), as the server counts them.
+    pub guesses: BTreeMap<&'static str, crate::domain::lockout::GuessState>,
+    /// The courier identified at the kiosk offline: H(courier code), the factor of their
+    /// collection and deposit entries.
+    pub courier: Option<String>,
+}
+
+impl OfflineSide {
+    /// The live entry of `kind` that `code` and `factor` open: only the entries with the tag
+    /// of what the kind tags are run through the slow hash (docs/protocol.md §15.8).
+    fn find_entry(
+        &self,
+        key: &[u8; 32],
+        kdf: &crate::offline_list::Kdf,
+        kind: EntryKind,
+        code: &str,
+        factor: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<ListEntry> {
+        let tag = crate::offline_list::tag(key, kind.as_str(), kind.tagged(code, factor));
+        self.list
+            .values()
+            .filter(|e| {
+                e.kind == kind.as_str() && e.tag == tag && e.expires_at.timestamp() + self.skew_secs >= now.timestamp()
+            })
+            .find(|e| crate::offline_list::check(key, kdf, &self.list_salt, &e.entry, code, factor, &e.verifier))
+            .cloned()
+    }
 }
 
 /// Why the simulated kiosk refused a QR token while offline.
@@ -138,6 +166,12 @@ pub enum OfflineRefusal {
     WrongCode,
     #[error("too many wrong codes; try again in {0} s")]
     LockedOut(i64),
+    #[error("identify with your courier code first")]
+    CourierFirst,
+    #[error("no reservation for this parcel here")]
+    NoReservation,
+    #[error("the reserved compartment is not empty")]
+    NotEmpty,
 }
 
 /// A connected simulated locker. Cheap to clone; clones share the connection.
@@ -607,6 +641,113 @@ impl SimLocker {
     /// the slow hash for those only, and on a match opens the compartment (the parcel is taken
     /// out and the door closes) and journals the pickup; a miss is journaled as a wrong code.
     pub fn pickup_offline_code(&self, code: &str, factor: &str) -> Result<i32, OfflineRefusal> {
+        let factor = crate::domain::second_factor::normalise(factor);
+        self.take_out_offline(EntryKind::Pickup, code.trim(), &factor)
+    }
+
+    /// The kiosk while offline (1.1): a driver identifies with their courier code, checked
+    /// against the list's courier entries (counted like online, as `courier` wrong codes). The
+    /// kiosk then accepts their collection codes and pre-advised deposits.
+    pub fn identify_courier_offline(&self, code: &str) -> Result<(), OfflineRefusal> {
+        let h = crate::offline_list::courier_hash(code);
+        self.side().courier = None;
+        self.guarded(EntryKind::Courier, |side, key, kdf, now| {
+            side.find_entry(key, kdf, EntryKind::Courier, &h, "", now)
+        })?;
+        self.side().courier = Some(h);
+        Ok(())
+    }
+
+    /// The kiosk while offline (1.1): the identified driver types a collection code; a match
+    /// opens the expired parcel's compartment, the parcel is taken out, and the collection is
+    /// journaled. A miss counts as a wrong `collection` code.
+    pub fn collect_offline(&self, code: &str) -> Result<i32, OfflineRefusal> {
+        let h = self.side().courier.clone().ok_or(OfflineRefusal::CourierFirst)?;
+        self.take_out_offline(EntryKind::Collection, code.trim(), &h)
+    }
+
+    /// The kiosk while offline (1.1): the identified driver scans a pre-advised parcel's
+    /// tracking number; its reserved compartment opens, the parcel goes in, the door closes, and
+    /// the deposit is journaled. The locker issues no code: the server does when it hears.
+    pub fn deposit_offline(&self, tracking_number: &str) -> Result<i32, OfflineRefusal> {
+        if !self.behaviour.offline_capable {
+            return Err(OfflineRefusal::NotOfflineCapable);
+        }
+        let mut side = self.side();
+        let h = side.courier.clone().ok_or(OfflineRefusal::CourierFirst)?;
+        let (Some(key), Some(kdf)) = (side.list_key, side.list_kdf) else {
+            return Err(OfflineRefusal::NoList);
+        };
+        let tn =
+            crate::domain::inputs::TrackingNumber::parse(tracking_number).map_err(|_| OfflineRefusal::NoReservation)?;
+        let now = self.device_now_with(&side);
+        // Not a guess: a tracking number is printed on the parcel (online, an unknown one is
+        // `NotFound`, not counted).
+        let entry = side
+            .find_entry(&key, &kdf, EntryKind::Deposit, tn.as_str(), &h, now)
+            .ok_or(OfflineRefusal::NoReservation)?;
+        let number = entry.compartment.ok_or(OfflineRefusal::NoReservation)?;
+        {
+            let mut map = self.compartments.lock().unwrap_or_else(|e| e.into_inner());
+            let c = map
+                .get_mut(&number)
+                .filter(|c| !c.occupied)
+                .ok_or(OfflineRefusal::NotEmpty)?;
+            c.occupied = true;
+            c.door_open = false;
+        }
+        side.list.remove(&entry.entry);
+        self.journal_event(
+            &mut side,
+            now,
+            "deposit",
+            Some(number),
+            Some(PickupBy::Entry(entry.entry)),
+        );
+        Ok(number)
+    }
+
+    /// A code that empties a compartment offline (pickup, collection): found under the
+    /// allowance of its kind, the parcel taken out, the event journaled, the entry dropped.
+    fn take_out_offline(&self, kind: EntryKind, code: &str, factor: &str) -> Result<i32, OfflineRefusal> {
+        let entry = self.guarded(kind, |side, key, kdf, now| {
+            side.find_entry(key, kdf, kind, code, factor, now)
+        })?;
+        let number = entry.compartment.ok_or(OfflineRefusal::Empty)?;
+        let mut side = self.side();
+        {
+            let mut map = self.compartments.lock().unwrap_or_else(|e| e.into_inner());
+            let c = map
+                .get_mut(&number)
+                .filter(|c| c.occupied)
+                .ok_or(OfflineRefusal::Empty)?;
+            c.occupied = false;
+            c.door_open = false;
+        }
+        side.list.remove(&entry.entry);
+        let now = self.device_now_with(&side);
+        self.journal_event(
+            &mut side,
+            now,
+            kind.as_str(),
+            Some(number),
+            Some(PickupBy::Entry(entry.entry)),
+        );
+        Ok(number)
+    }
+
+    /// Runs `find` under the wrong-code allowance of `kind`, as the server would: refused
+    /// unchecked during a lockout; a miss is journaled as a wrong code of that kind and counted.
+    fn guarded(
+        &self,
+        kind: EntryKind,
+        find: impl FnOnce(
+            &OfflineSide,
+            &[u8; 32],
+            &crate::offline_list::Kdf,
+            chrono::DateTime<chrono::Utc>,
+        ) -> Option<ListEntry>,
+    ) -> Result<ListEntry, OfflineRefusal> {
         if !self.behaviour.offline_capable {
             return Err(OfflineRefusal::NotOfflineCapable);
         }
@@ -616,52 +757,26 @@ impl SimLocker {
         };
         let now = self.device_now_with(&side);
         let at = now.naive_utc();
+        let kind_name = kind.as_str();
         let mut guesses = side
             .guesses
-            .clone()
+            .get(kind_name)
+            .cloned()
             .unwrap_or_else(|| crate::domain::lockout::GuessState::fresh(at));
         if let Some(left) = guesses.locked(at) {
             return Err(OfflineRefusal::LockedOut(left.num_seconds().max(1)));
         }
-        let factor = crate::domain::second_factor::normalise(factor);
-        let tag = crate::offline_list::tag(&key, "pickup", &factor);
-        let found = side
-            .list
-            .values()
-            .filter(|e| {
-                e.kind == "pickup" && e.tag == tag && e.expires_at.timestamp() + side.skew_secs >= now.timestamp()
-            })
-            .find(|e| {
-                crate::offline_list::check(&key, &kdf, &side.list_salt, &e.entry, code.trim(), &factor, &e.verifier)
-            })
-            .cloned();
-        let Some(entry) = found else {
-            let started = guesses.fail(&policy, at);
-            side.guesses = Some(guesses);
-            self.journal_event(&mut side, now, "wrong_code", None, None);
-            return Err(match started {
-                Some(l) => OfflineRefusal::LockedOut(l.length.num_seconds().max(1)),
-                None => OfflineRefusal::WrongCode,
-            });
-        };
-        {
-            let mut map = self.compartments.lock().unwrap_or_else(|e| e.into_inner());
-            let c = map
-                .get_mut(&entry.compartment)
-                .filter(|c| c.occupied)
-                .ok_or(OfflineRefusal::Empty)?;
-            c.occupied = false;
-            c.door_open = false;
+        if let Some(found) = find(&side, &key, &kdf, now) {
+            return Ok(found);
         }
-        side.list.remove(&entry.entry);
-        self.journal_event(
-            &mut side,
-            now,
-            "pickup",
-            Some(entry.compartment),
-            Some(PickupBy::Entry(entry.entry)),
-        );
-        Ok(entry.compartment)
+        let started = guesses.fail(&policy, at);
+        side.guesses.insert(kind_name, guesses);
+        let code_kind = (kind != EntryKind::Pickup).then(|| kind_name.to_string());
+        self.journal_event_of(&mut side, now, "wrong_code", None, None, code_kind);
+        Err(match started {
+            Some(l) => OfflineRefusal::LockedOut(l.length.num_seconds().max(1)),
+            None => OfflineRefusal::WrongCode,
+        })
     }
 
     fn journal_event(
@@ -672,6 +787,18 @@ impl SimLocker {
         compartment: Option<i32>,
         by: Option<PickupBy>,
     ) {
+        self.journal_event_of(side, at, kind, compartment, by, None)
+    }
+
+    fn journal_event_of(
+        &self,
+        side: &mut OfflineSide,
+        at: chrono::DateTime<chrono::Utc>,
+        kind: &str,
+        compartment: Option<i32>,
+        by: Option<PickupBy>,
+        code_kind: Option<String>,
+    ) {
         let seq = side.next_seq;
         side.next_seq += 1;
         side.journal.push(JournalEvent {
@@ -680,6 +807,7 @@ impl SimLocker {
             kind: kind.into(),
             compartment,
             by,
+            code_kind,
         });
     }
 

@@ -179,6 +179,16 @@ pub fn update(conn: &mut DbConn, id: &str, mut changes: CarrierChanges) -> Query
     get(conn, id)
 }
 
+/// The carrier's courier code hash (what a 1.1 locker's list entries are bound to), if it has one.
+pub fn courier_hash(conn: &mut DbConn, id: &str) -> QueryResult<Option<String>> {
+    carriers::table
+        .find(id)
+        .select(carriers::courier_code_hash)
+        .get_result::<Option<String>>(conn)
+        .optional()
+        .map(Option::flatten)
+}
+
 pub fn by_courier_code(conn: &mut DbConn, code: &str) -> QueryResult<Option<Carrier>> {
     carriers::table
         .filter(carriers::courier_code_hash.eq(hash_token(code.trim())))

@@ -59,6 +59,17 @@ pub fn compartment_id(conn: &mut DbConn, locker_id: &str, number: i32) -> QueryR
     lockers::compartment_by_number(conn, locker_id, number).map(|c| c.id)
 }
 
+/// A compartment's status, by number.
+pub fn status_of(conn: &mut DbConn, locker_id: &str, number: i32) -> QueryResult<Option<CompartmentStatus>> {
+    let s: Option<String> = compartments::table
+        .filter(compartments::locker_id.eq(locker_id))
+        .filter(compartments::number.eq(number))
+        .select(compartments::status)
+        .get_result(conn)
+        .optional()?;
+    Ok(s.and_then(|s| CompartmentStatus::parse(&s)))
+}
+
 pub fn number_of(conn: &mut DbConn, compartment_id: &str) -> QueryResult<i32> {
     compartments::table
         .find(compartment_id)

@@ -9,8 +9,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{local_list_entries as e, local_lists, parcels};
+use super::schema::{carriers, local_list_entries as e, local_lists, parcels};
 use super::{now, DbConn};
+use crate::domain::parcel::ParcelState;
+use crate::offline_list::EntryKind;
 
 /// How many versions back a differential update reaches; a device further behind gets a full list.
 pub const DIFF_VERSIONS: i64 = 64;
@@ -56,12 +58,17 @@ pub fn head(conn: &mut DbConn, locker_id: &str) -> QueryResult<Head> {
 }
 
 /// A new entry, sealed: its code and factor encrypted until its verifier is made.
+/// `binding` is what the entry stands for, and it is retired when that changes: the code hash
+/// of a pickup or collection code, the compartment id of a reservation, the courier code hash
+/// of a carrier.
 pub struct NewEntry<'a> {
     pub id: &'a str,
+    pub kind: EntryKind,
     pub locker_id: &'a str,
-    pub parcel_id: &'a str,
-    pub compartment: i32,
-    pub code_hash: &'a str,
+    pub parcel_id: Option<&'a str>,
+    pub carrier_id: Option<&'a str>,
+    pub compartment: Option<i32>,
+    pub binding: &'a str,
     pub sealed: &'a str,
     pub expires_at: NaiveDateTime,
 }
@@ -72,9 +79,10 @@ pub fn add(conn: &mut DbConn, n: &NewEntry<'_>) -> QueryResult<()> {
             e::id.eq(n.id),
             e::locker_id.eq(n.locker_id),
             e::parcel_id.eq(n.parcel_id),
-            e::kind.eq("pickup"),
+            e::carrier_id.eq(n.carrier_id),
+            e::kind.eq(n.kind.as_str()),
             e::compartment.eq(n.compartment),
-            e::code_hash.eq(n.code_hash),
+            e::code_hash.eq(n.binding),
             e::sealed.eq(n.sealed),
             e::expires_at.eq(n.expires_at),
             e::created_at.eq(now()),
@@ -83,31 +91,101 @@ pub fn add(conn: &mut DbConn, n: &NewEntry<'_>) -> QueryResult<()> {
         .map(drop)
 }
 
-/// Entries still sealed (no verifier yet) and live: (id, sealed).
-pub fn sealed(conn: &mut DbConn, locker_id: &str) -> QueryResult<Vec<(String, String)>> {
-    e::table
+/// Entries still sealed (no verifier yet) and live: (id, kind, sealed).
+pub fn sealed(conn: &mut DbConn, locker_id: &str) -> QueryResult<Vec<(String, EntryKind, String)>> {
+    let rows: Vec<(String, String, String)> = e::table
         .filter(e::locker_id.eq(locker_id))
         .filter(e::removed_version.is_null())
         .filter(e::sealed.is_not_null())
-        .select((e::id, e::sealed.assume_not_null()))
-        .load(conn)
+        .select((e::id, e::kind, e::sealed.assume_not_null()))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, kind, sealed)| Some((id, EntryKind::parse(&kind)?, sealed)))
+        .collect())
 }
 
-/// Live entries whose code is no longer their parcel's (picked up, resent, returned, removed)
-/// or that have expired.
+/// Live entries that no longer stand for what they were made for, or that have expired: a
+/// pickup code that is no longer its parcel's (picked up, resent, returned, removed), a
+/// collection code likewise or whose parcel is no longer expired, a reservation whose parcel
+/// no longer holds that compartment reserved, a courier code its carrier no longer has (or an
+/// inactive carrier's).
 pub fn stale(conn: &mut DbConn, locker_id: &str, at: NaiveDateTime) -> QueryResult<Vec<String>> {
-    e::table
-        .inner_join(parcels::table.on(parcels::id.eq(e::parcel_id)))
+    let live = e::table
+        .filter(e::locker_id.eq(locker_id))
+        .filter(e::removed_version.is_null());
+    let mut out: Vec<String> = live.filter(e::expires_at.lt(at)).select(e::id).load(conn)?;
+    let by_parcel = live.inner_join(parcels::table.on(parcels::id.nullable().eq(e::parcel_id)));
+    out.extend(
+        by_parcel
+            .filter(e::kind.eq(EntryKind::Pickup.as_str()))
+            .filter(
+                parcels::pickup_code_hash
+                    .is_null()
+                    .or(parcels::pickup_code_hash.ne(e::code_hash.nullable())),
+            )
+            .select(e::id)
+            .load::<String>(conn)?,
+    );
+    out.extend(
+        by_parcel
+            .filter(e::kind.eq(EntryKind::Collection.as_str()))
+            .filter(
+                parcels::collection_code_hash
+                    .is_null()
+                    .or(parcels::collection_code_hash.ne(e::code_hash.nullable()))
+                    .or(parcels::state.ne(ParcelState::Expired.as_str())),
+            )
+            .select(e::id)
+            .load::<String>(conn)?,
+    );
+    out.extend(
+        by_parcel
+            .filter(e::kind.eq(EntryKind::Deposit.as_str()))
+            .filter(
+                parcels::compartment_id
+                    .is_null()
+                    .or(parcels::compartment_id.ne(e::code_hash.nullable()))
+                    .or(parcels::state.ne(ParcelState::Reserved.as_str())),
+            )
+            .select(e::id)
+            .load::<String>(conn)?,
+    );
+    out.extend(
+        live.inner_join(carriers::table.on(carriers::id.nullable().eq(e::carrier_id)))
+            .filter(e::kind.eq(EntryKind::Courier.as_str()))
+            .filter(
+                carriers::active
+                    .eq(false)
+                    .or(carriers::courier_code_hash.is_null())
+                    .or(carriers::courier_code_hash.ne(e::code_hash.nullable())),
+            )
+            .select(e::id)
+            .load::<String>(conn)?,
+    );
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The active carriers whose courier code this locker's list does not carry yet (a new
+/// carrier, a new list): (carrier id, courier code hash).
+pub fn couriers_missing(conn: &mut DbConn, locker_id: &str) -> QueryResult<Vec<(String, String)>> {
+    let carried: Vec<String> = e::table
         .filter(e::locker_id.eq(locker_id))
         .filter(e::removed_version.is_null())
-        .filter(
-            parcels::pickup_code_hash
-                .is_null()
-                .or(parcels::pickup_code_hash.ne(e::code_hash.nullable()))
-                .or(e::expires_at.lt(at)),
-        )
-        .select(e::id)
-        .load(conn)
+        .filter(e::kind.eq(EntryKind::Courier.as_str()))
+        .select(e::code_hash)
+        .load(conn)?;
+    let all: Vec<(String, Option<String>)> = carriers::table
+        .filter(carriers::active.eq(true))
+        .select((carriers::id, carriers::courier_code_hash))
+        .load(conn)?;
+    Ok(all
+        .into_iter()
+        .filter_map(|(id, h)| Some((id, h?)))
+        .filter(|(_, h)| !carried.contains(h))
+        .collect())
 }
 
 /// Stores made verifiers (id, tag, verifier) and retires `stale`, as one new version if there
@@ -156,13 +234,13 @@ pub fn commit(
 }
 
 /// One entry as the device gets it.
-#[derive(Debug, Clone, Queryable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable)]
 pub struct Entry {
     pub id: String,
-    pub compartment: i32,
+    pub kind: String,
+    pub compartment: Option<i32>,
     pub tag: i32,
     pub verifier: String,
-    #[serde(serialize_with = "super::ts::serialize")]
     pub expires_at: NaiveDateTime,
 }
 
@@ -176,6 +254,7 @@ pub fn upserts(conn: &mut DbConn, locker_id: &str, since: Option<i64>) -> QueryR
         .order(e::id.asc())
         .select((
             e::id,
+            e::kind,
             e::compartment,
             e::tag.assume_not_null(),
             e::verifier.assume_not_null(),
@@ -195,12 +274,22 @@ pub fn removals(conn: &mut DbConn, locker_id: &str, since: i64) -> QueryResult<V
         .load(conn)
 }
 
-/// The parcel, compartment and code hash an entry stood for, if this locker issued it.
-pub fn find(conn: &mut DbConn, locker_id: &str, id: &str) -> QueryResult<Option<(String, i32, String)>> {
+/// What a journal event's entry stood for, if this locker's list had it.
+#[derive(Debug, Clone, Queryable)]
+pub struct Issued {
+    pub kind: String,
+    pub parcel_id: Option<String>,
+    pub compartment: Option<i32>,
+    /// See [`NewEntry`]'s `binding`.
+    pub binding: String,
+}
+
+/// The entry `id`, if this locker's list had it (live or retired).
+pub fn find(conn: &mut DbConn, locker_id: &str, id: &str) -> QueryResult<Option<Issued>> {
     e::table
         .find(id)
         .filter(e::locker_id.eq(locker_id))
-        .select((e::parcel_id, e::compartment, e::code_hash))
+        .select((e::kind, e::parcel_id, e::compartment, e::code_hash))
         .get_result(conn)
         .optional()
 }

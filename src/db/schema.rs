@@ -319,9 +319,10 @@ diesel::table! {
     local_list_entries (id) {
         id -> Text,
         locker_id -> Text,
-        parcel_id -> Text,
+        parcel_id -> Nullable<Text>,
+        carrier_id -> Nullable<Text>,
         kind -> Text,
-        compartment -> Integer,
+        compartment -> Nullable<Integer>,
         code_hash -> Text,
         sealed -> Nullable<Text>,
         tag -> Nullable<Integer>,

@@ -28,6 +28,18 @@ pub struct JournalEvent {
     pub compartment: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<PickupBy>,
+    /// For a `wrong_code`: which code was wrong, `pickup` (the default), `collection` or `courier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_kind: Option<String>,
+}
+
+/// Which kind of code a journaled wrong code was typed as: each counts toward its own
+/// allowance, as online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrongCodeOf {
+    Pickup,
+    Collection,
+    Courier,
 }
 
 /// What a journaled event asks of the server, once it is known to be one this server applies.
@@ -38,13 +50,26 @@ pub enum Happened<'a> {
     /// The recipient's parcel left compartment `compartment`, opened for a typed code (and
     /// factor) that matched this local list entry.
     PickupByEntry { compartment: i32, entry: &'a str },
-    /// A typed pickup code that matched no entry: counted toward the locker's lockout.
-    WrongCode,
+    /// An expired parcel left compartment `compartment`, opened for a carrier's collection code
+    /// that matched this entry (the driver identified with their courier code first).
+    Collection { compartment: i32, entry: &'a str },
+    /// A pre-advised parcel was put into its reserved compartment `compartment`, opened for the
+    /// tracking number and courier code that matched this entry.
+    Deposit { compartment: i32, entry: &'a str },
+    /// A typed code that matched no entry: counted toward the locker's lockout of its kind.
+    WrongCode(WrongCodeOf),
 }
 
 impl JournalEvent {
     /// What the event asks, or why this server cannot apply it (its `rejected` reason).
     pub fn happened(&self) -> Result<Happened<'_>, &'static str> {
+        let entry = match &self.by {
+            Some(PickupBy::Entry(entry)) => Some(entry.as_str()),
+            _ => None,
+        };
+        if self.kind != "wrong_code" && self.code_kind.is_some() {
+            return Err("only a wrong code names a code kind");
+        }
         match (self.kind.as_str(), self.compartment, &self.by) {
             ("pickup", Some(compartment), Some(PickupBy::QrToken(token))) => Ok(Happened::PickupByQr {
                 compartment,
@@ -55,9 +80,24 @@ impl JournalEvent {
                 entry: entry.as_str(),
             }),
             ("pickup", _, _) => Err("a pickup names its compartment and the QR token or list entry that opened it"),
-            ("wrong_code", _, None) => Ok(Happened::WrongCode),
+            ("collection", Some(compartment), Some(PickupBy::Entry(_))) => Ok(Happened::Collection {
+                compartment,
+                entry: entry.unwrap_or_default(),
+            }),
+            ("collection", _, _) => Err("a collection names its compartment and the list entry that opened it"),
+            ("deposit", Some(compartment), Some(PickupBy::Entry(_))) => Ok(Happened::Deposit {
+                compartment,
+                entry: entry.unwrap_or_default(),
+            }),
+            ("deposit", _, _) => Err("a deposit names its compartment and the list entry that opened it"),
+            ("wrong_code", _, None) => match self.code_kind.as_deref() {
+                None | Some("pickup") => Ok(Happened::WrongCode(WrongCodeOf::Pickup)),
+                Some("collection") => Ok(Happened::WrongCode(WrongCodeOf::Collection)),
+                Some("courier") => Ok(Happened::WrongCode(WrongCodeOf::Courier)),
+                Some(_) => Err("a wrong code is of a pickup, collection or courier code"),
+            },
             ("wrong_code", _, Some(_)) => Err("a wrong code names nothing it opened"),
-            _ => Err("this server applies journaled pickups and wrong codes only"),
+            _ => Err("this server applies journaled pickups, collections, deposits and wrong codes only"),
         }
     }
 }
@@ -130,6 +170,10 @@ pub enum Outcome {
     Lost,
     /// A wrong code, counted toward the locker's lockout at its own time.
     Counted,
+    /// The expired parcel was collected for return, at the event's time.
+    Returned,
+    /// The pre-advised parcel was deposited, at the event's time.
+    Deposited,
 }
 
 impl Outcome {
@@ -140,6 +184,8 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::Lost => "lost",
             Outcome::Counted => "counted",
+            Outcome::Returned => "returned",
+            Outcome::Deposited => "deposited",
         }
     }
 
@@ -150,6 +196,8 @@ impl Outcome {
             Self::Rejected,
             Self::Lost,
             Self::Counted,
+            Self::Returned,
+            Self::Deposited,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)
@@ -165,6 +213,9 @@ pub enum Conflict {
     CodeRevoked,
     /// The parcel had expired (its return was requested) before the locker heard.
     AfterExpiry,
+    /// The parcel's reservation had lapsed (expired) before the locker heard; the compartment
+    /// was still free, so the deposit took it again.
+    ReservationLapsed,
 }
 
 /// What the server holds of the parcel a journaled pickup names.
@@ -203,6 +254,66 @@ pub fn decide_pickup(parcel: &ParcelNow<'_>, locker_id: &str, number: i32) -> Pi
     PickupVerdict::PickedUp { conflicts }
 }
 
+/// Decides a journaled return collection: like a pickup, the parcel must still be in that
+/// compartment, and expired (only an expired parcel has a collection code). The collection
+/// stands whatever else changed; a collection code replaced meanwhile is `code_revoked`.
+pub fn decide_collection(parcel: &ParcelNow<'_>, locker_id: &str, number: i32) -> PickupVerdict {
+    let here = parcel.locker_id == Some(locker_id) && parcel.compartment == Some(number);
+    if !here || parcel.state != ParcelState::Expired {
+        return PickupVerdict::AlreadyMoved;
+    }
+    let conflicts = if parcel.token_current {
+        Vec::new()
+    } else {
+        vec![Conflict::CodeRevoked]
+    };
+    PickupVerdict::PickedUp { conflicts }
+}
+
+/// What the server holds of the parcel and compartment a journaled deposit names.
+#[derive(Debug, Clone, Copy)]
+pub struct DepositNow<'a> {
+    pub state: ParcelState,
+    pub locker_id: Option<&'a str>,
+    /// The compartment the parcel holds reserved, if any.
+    pub compartment: Option<i32>,
+    /// Whether compartment `number` is free on the server (for a lapsed reservation).
+    pub number_free: bool,
+}
+
+/// What a journaled deposit does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepositVerdict {
+    /// The parcel is deposited in that compartment; with `reclaim`, the compartment is claimed
+    /// for it again first (its reservation had lapsed).
+    Deposited { reclaim: bool, conflicts: Vec<Conflict> },
+    /// The compartment went to another parcel meanwhile: the server cannot place the parcel
+    /// the locker holds; a person decides (the boot snapshot shows the compartment occupied).
+    Unplaceable,
+    /// The parcel moved on meanwhile (cancelled, deposited elsewhere).
+    AlreadyMoved,
+}
+
+/// Decides a journaled pre-advised deposit into compartment `number` of `locker_id`. The
+/// parcel is in the compartment (the door closed on it), so the deposit stands where the
+/// server can place it: still reserved there, or its reservation lapsed and the compartment
+/// is still free.
+pub fn decide_deposit(d: &DepositNow<'_>, locker_id: &str, number: i32) -> DepositVerdict {
+    let at_locker = d.locker_id == Some(locker_id);
+    match d.state {
+        ParcelState::Reserved if at_locker && d.compartment == Some(number) => DepositVerdict::Deposited {
+            reclaim: false,
+            conflicts: Vec::new(),
+        },
+        ParcelState::Expected if at_locker && d.number_free => DepositVerdict::Deposited {
+            reclaim: true,
+            conflicts: vec![Conflict::ReservationLapsed],
+        },
+        ParcelState::Expected | ParcelState::Reserved if at_locker => DepositVerdict::Unplaceable,
+        _ => DepositVerdict::AlreadyMoved,
+    }
+}
+
 /// Marks a pickup applied from the journal: its history event says it happened offline (with
 /// the sequence number, the time it happened and the conflicts decided), and so does the
 /// carrier's `parcel.picked_up` webhook (`offline`, and `after_expiry` when the return it was
@@ -220,7 +331,9 @@ pub fn mark_offline(
     detail["conflicts"] = serde_json::json!(conflicts);
     for w in &mut effects.webhooks {
         w.data["offline"] = serde_json::json!(true);
-        w.data["after_expiry"] = serde_json::json!(conflicts.contains(&Conflict::AfterExpiry));
+        if w.event == "parcel.picked_up" {
+            w.data["after_expiry"] = serde_json::json!(conflicts.contains(&Conflict::AfterExpiry));
+        }
     }
 }
 

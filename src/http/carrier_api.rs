@@ -265,11 +265,8 @@ async fn resolve_pre_advice(
     if phone.is_none() && email.is_none() && o.recipient.recipient_id.is_none() {
         return Err(AppError::invalid("recipient needs a phone, an email or a recipient_id"));
     }
-    let reserve_until = now()
-        + state
-            .settings
-            .clock()
-            .hours(i64::from(state.settings.reservation_hours));
+    // The application's clock: the reservation's expiry is a deadline compared with it.
+    let reserve_until = state.clock.now() + state.clock.hours(i64::from(state.settings.reservation_hours));
     let (carrier_id, event_id) = (carrier.id.clone(), event_id.to_string());
     state
         .db

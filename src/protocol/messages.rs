@@ -112,9 +112,11 @@ pub struct SendLocalList {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListEntry {
     pub entry: String,
-    /// `pickup`.
+    /// `pickup`, `collection`, `courier` or `deposit` (docs/protocol.md §15.8).
     pub kind: String,
-    pub compartment: i32,
+    /// The compartment it opens; none for a courier entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compartment: Option<i32>,
     pub tag: u8,
     pub verifier: String,
     pub expires_at: chrono::DateTime<chrono::Utc>,

@@ -11,14 +11,16 @@ use crate::db::compartments::{claim, settle_status};
 use crate::db::lockers::LockerCtx;
 use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::{compartments, parcels};
-use crate::db::{new_id, now, parcels as parcel_rows, DbConn};
+use crate::db::{carriers, new_id, now, parcels as parcel_rows, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::deposit::{decide_reservation, Reservation};
 use crate::domain::lifecycle::{self, ParcelAt};
 use crate::domain::parcel::ParcelState;
 use crate::domain::{CompartmentStatus, Size};
 use crate::error::AppError;
+use crate::offline_list::EntryKind;
 use crate::workflows::effects::persist;
+use crate::workflows::local_list::{add_parcel_entry, ParcelEntry};
 
 /// A pre-advice, parsed and resolved to a site, recipient and locker.
 #[derive(Debug, Clone)]
@@ -53,6 +55,7 @@ pub struct PreAdviceOutcome {
 pub fn pre_advise(
     conn: &mut DbConn,
     ctx: &LockerCtx,
+    key: &ServerKey,
     p: &PreAdvice,
     slots: &[Slot],
     busy: &HashSet<i32>,
@@ -100,7 +103,7 @@ pub fn pre_advise(
             other => other,
         })?;
     parcel_rows::record_event(conn, &id, "pre_advised", None, &actor, json!({"event_id": p.event_id}))?;
-    let Some((number, _, reserved)) = reserve else {
+    let Some((number, comp_id, reserved)) = reserve else {
         // A resident who needs an accessible compartment cannot use a plain one: rather than
         // reserve one silently, the pre-advice is refused (and rolled back) with the reason,
         // so the carrier can reroute or deliver in person. docs: README "Carriers",
@@ -136,6 +139,19 @@ pub fn pre_advise(
         json!({"compartment": number, "until": crate::db::ts_string(p.reserve_until)}),
     )?;
     persist(conn, &lifecycle::reserved(&at(&id, p, &ctx.locker_id), p.reserve_until))?;
+    // A 1.1 locker may take this deposit offline, from this carrier's driver (docs/protocol.md §15.8).
+    if let Some(courier) = carriers::courier_hash(conn, &p.carrier_id)? {
+        let entry = ParcelEntry {
+            kind: EntryKind::Deposit,
+            parcel_id: &id,
+            compartment: number,
+            binding: &comp_id,
+            code: &p.tracking_number,
+            factor: &courier,
+            expires_at: p.reserve_until,
+        };
+        add_parcel_entry(conn, ctx, key, &entry)?;
+    }
     Ok(PreAdviceOutcome {
         parcel_id: id,
         state: ParcelState::Reserved.as_str().into(),
@@ -221,13 +237,46 @@ pub fn issue_collection_code(
             .get_result(conn)?;
         if taken == 0 {
             diesel::update(parcels::table.find(parcel_id))
-                .set((parcels::collection_code_hash.eq(hash), parcels::updated_at.eq(now())))
+                .set((parcels::collection_code_hash.eq(&hash), parcels::updated_at.eq(now())))
                 .execute(conn)?;
             parcel_rows::record_event(conn, parcel_id, "collection_code_issued", None, actor, json!({}))?;
+            collection_entry(conn, ctx, key, &p.carrier_id, parcel_id, number, &code, &hash)?;
             return Ok((code, number));
         }
     }
     Err(AppError::internal("could not find a free collection code"))
+}
+
+/// How long a collection code opens a 1.1 locker offline, from its issue (online it opens until
+/// the parcel is collected): the list entry's expiry (docs/protocol.md §15.8).
+pub const COLLECTION_ENTRY_DAYS: i64 = 7;
+
+/// For a 1.1 locker, the list entry of a collection code just issued: its factor is the
+/// carrier's courier code hash, so offline the driver identifies with the courier code first.
+#[allow(clippy::too_many_arguments)]
+fn collection_entry(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    carrier_id: &str,
+    parcel_id: &str,
+    number: i32,
+    code: &str,
+    hash: &str,
+) -> Result<(), AppError> {
+    let Some(courier) = carriers::courier_hash(conn, carrier_id)? else {
+        return Ok(());
+    };
+    let entry = ParcelEntry {
+        kind: EntryKind::Collection,
+        parcel_id,
+        compartment: number,
+        binding: hash,
+        code,
+        factor: &courier,
+        expires_at: now() + chrono::Duration::days(COLLECTION_ENTRY_DAYS),
+    };
+    add_parcel_entry(conn, ctx, key, &entry)
 }
 
 /// A pre-advised parcel as the lifecycle rules see it.

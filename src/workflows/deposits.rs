@@ -23,6 +23,8 @@ use crate::domain::parcel::ParcelState;
 use crate::domain::refusal::Refusal;
 use crate::domain::{CompartmentStatus, Size};
 use crate::error::{AppError, OpError};
+use crate::offline_list::EntryKind;
+use crate::workflows::local_list::{add_parcel_entry, ParcelEntry};
 
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -304,11 +306,74 @@ pub fn complete_because(
     number: i32,
     reason: Option<&str>,
 ) -> Result<(), OpError> {
+    finish(conn, ctx, key, policy, parcel_id, number, reason, None)
+}
+
+/// A deposit a 1.1 locker journaled offline (docs/protocol.md §15.4).
+#[derive(Debug, Clone, Copy)]
+pub struct Offline<'a> {
+    pub seq: i64,
+    /// When the door closed on the parcel, on the server's clock.
+    pub occurred_at: chrono::NaiveDateTime,
+    pub conflicts: &'a [crate::domain::journal::Conflict],
+}
+
+/// A pre-advised parcel a locker took in offline, into compartment `number` (its reservation,
+/// or with `reclaim` the same compartment claimed again after the reservation lapsed): it is
+/// deposited at the event's time. The pickup code is issued now (the locker cannot issue
+/// codes), so the dwell window starts now, when the recipient is told; the parcel's
+/// `deposited_at` and the carrier's webhook carry the event's time.
+#[allow(clippy::too_many_arguments)]
+pub fn deposited_offline(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    policy: &DepositPolicy,
+    parcel_id: &str,
+    number: i32,
+    reclaim: bool,
+    offline: &Offline<'_>,
+) -> Result<(), OpError> {
+    if reclaim {
+        claim(conn, &ctx.locker_id, number)?;
+        let comp = lockers::compartment_by_number(conn, &ctx.locker_id, number)?;
+        parcel_rows::change_state(
+            conn,
+            parcel_id,
+            ParcelState::Expected,
+            ParcelState::Reserved,
+            ParcelChange {
+                compartment_id: Some(Some(comp.id)),
+                ..ParcelChange::default()
+            },
+            EventNote {
+                kind: "reserved",
+                actor: &ctx.actor(),
+                detail: json!({"compartment": number, "offline": true, "seq": offline.seq,
+                               "reason": "reservation_lapsed"}),
+            },
+        )?;
+    }
+    finish(conn, ctx, key, policy, parcel_id, number, None, Some(offline))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    key: &ServerKey,
+    policy: &DepositPolicy,
+    parcel_id: &str,
+    number: i32,
+    reason: Option<&str>,
+    offline: Option<&Offline<'_>>,
+) -> Result<(), OpError> {
     let code_len = policy.pickup_code_length;
     let (parcel, carrier, away_until) = parcel_rows::with_carrier_and_absence(conn, parcel_id)?;
     let site_dwell_hours = sites::dwell_hours(conn, &ctx.site_id)?;
     let code = unique_code(conn, ctx, key, code_len)?;
-    let token_at = now();
+    // The application's clock: deadlines are compared with it (tests move it forward).
+    let token_at = policy.clock.now();
     let facts = DepositFacts {
         parcel_id,
         tracking_number: &parcel.tracking_number,
@@ -332,10 +397,17 @@ pub fn complete_because(
     let grace = policy.clock.hours(QR_TOKEN_GRACE_HOURS);
     let qr_token = signed_qr_token(key, &ctx.locker_id, number, parcel_id, deadline + grace);
     list_entry(conn, ctx, key, parcel_id, number, &code, deadline + grace)?;
-    let decided = policy.deposited(token_at, &facts, &code, &qr_token);
+    let mut decided = policy.deposited(token_at, &facts, &code, &qr_token);
     let mut detail = json!({"compartment": number, "pickup_deadline": crate::db::ts_string(decided.deadline)});
     if let Some(r) = reason {
         detail["reason"] = json!(r);
+    }
+    if let Some(o) = offline {
+        decided.at = o.occurred_at;
+        crate::domain::journal::mark_offline(&mut detail, &mut decided.effects, o.seq, o.occurred_at, o.conflicts);
+        for w in &mut decided.effects.webhooks {
+            w.data["deposited_at"] = json!(crate::domain::effects::rfc3339(o.occurred_at));
+        }
     }
     parcel_rows::change_state(
         conn,
@@ -451,19 +523,16 @@ fn list_entry(
     let factor = crate::db::lockouts::factor_for_parcel(conn, parcel_id)?
         .and_then(|(phone, unit)| crate::domain::second_factor::expected(phone.as_deref(), &unit))
         .unwrap_or_default();
-    let entry = format!("e-{}", new_id());
-    crate::db::local_lists::add(
-        conn,
-        &crate::db::local_lists::NewEntry {
-            id: &entry,
-            locker_id: &ctx.locker_id,
-            parcel_id,
-            compartment: number,
-            code_hash: &key.code_hash(&ctx.code_salt, code),
-            sealed: &key.encrypt(&format!("{code}\0{factor}")),
-            expires_at,
-        },
-    )?;
+    let entry = ParcelEntry {
+        kind: EntryKind::Pickup,
+        parcel_id,
+        compartment: number,
+        binding: &key.code_hash(&ctx.code_salt, code),
+        code,
+        factor: &factor,
+        expires_at,
+    };
+    add_parcel_entry(conn, ctx, key, &entry)?;
     Ok(())
 }
 

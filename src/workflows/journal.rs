@@ -5,17 +5,23 @@ use diesel::prelude::*;
 use serde_json::{json, Value};
 
 use crate::credentials::{hash_token, ServerKey};
+use crate::db::compartments as compartment_rows;
 use crate::db::compartments::number_of;
 use crate::db::journal::{self as rows, Applied};
-use crate::db::local_lists;
+use crate::db::local_lists::{self, Issued};
 use crate::db::lockers::LockerCtx;
 use crate::db::lockouts::{self, CodeKind};
 use crate::db::{parcels as parcel_rows, DbConn};
 use crate::domain::hardware::{CompartmentSnapshot, Discrepancy};
-use crate::domain::journal::{self, Happened, JournalEvent, Outcome, ParcelNow, PickupVerdict, Plan};
+use crate::domain::journal::{
+    self, DepositNow, DepositVerdict, Happened, JournalEvent, Outcome, ParcelNow, PickupVerdict, Plan, WrongCodeOf,
+};
 use crate::domain::lifecycle::TakenBy;
+use crate::domain::CompartmentStatus;
 use crate::error::OpError;
+use crate::offline_list::EntryKind;
 use crate::qr_token::QrSigner;
+use crate::workflows::deposits;
 
 /// A boot's reconciliation that waits for the journal: the snapshot the device booted with,
 /// run once the journal is applied through `through` (the last event the device had then).
@@ -27,12 +33,14 @@ pub struct AfterReplay {
 
 /// The clock a replay corrects the journal's times with: the device's offset from the
 /// application's clock (measured at boot), and the application's time now.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Times {
     pub offset: chrono::Duration,
     pub now: chrono::NaiveDateTime,
     /// The wrong-code allowance journaled wrong codes are counted against.
     pub guessing: crate::domain::lockout::Policy,
+    /// How a deposit replayed from the journal issues its code and deadlines.
+    pub deposit: crate::domain::deposit::DepositPolicy,
 }
 
 /// What a replay did.
@@ -44,8 +52,8 @@ pub enum Replayed {
         applied_through: i64,
         /// One per event of the call, in order: `{"seq", "outcome", ...}`.
         results: Vec<Value>,
-        /// Compartments emptied by offline pickups.
-        freed: Vec<i32>,
+        /// Compartments emptied (offline pickups, collections) or filled (offline deposits).
+        slots: Vec<Slot>,
         /// The boot's reconciliation, if it ran now (the journal is applied through its end).
         reconciled: Option<Vec<Discrepancy>>,
     },
@@ -88,15 +96,15 @@ pub fn replay(
     }
     let fresh_at = results.len();
     let signer = QrSigner::of(key);
-    let mut freed = Vec::new();
+    let mut slots = Vec::new();
     for e in &events[fresh] {
-        let (applied_row, freed_now) = apply_one(conn, ctx, &signer, e, times)?;
+        let (applied_row, slot) = apply_one(conn, ctx, key, &signer, e, &times)?;
         rows::insert(conn, &ctx.locker_id, &applied_row)?;
         let mut r = applied_row.detail.clone();
         r["seq"] = json!(e.seq);
         r["outcome"] = json!(applied_row.outcome.as_str());
         results.push(r);
-        freed.extend(freed_now);
+        slots.extend(slot);
         applied = e.seq;
     }
     // One alert for a replay's rejected events, however many: a broken or hostile device
@@ -123,20 +131,28 @@ pub fn replay(
     Ok(Replayed::Applied {
         applied_through: applied,
         results,
-        freed,
+        slots,
         reconciled,
     })
 }
 
-/// Applies one event: its journal row, and the compartment it emptied.
+/// What one applied event did to a compartment, for the actor's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Freed(i32),
+    Occupied(i32),
+}
+
+/// Applies one event: its journal row, and what it did to a compartment.
 fn apply_one(
     conn: &mut DbConn,
     ctx: &LockerCtx,
+    key: &ServerKey,
     signer: &QrSigner,
     e: &JournalEvent,
-    times: Times,
-) -> Result<(Applied, Option<i32>), OpError> {
-    let Times { offset, now: t, .. } = times;
+    times: &Times,
+) -> Result<(Applied, Option<Slot>), OpError> {
+    let (offset, t) = (times.offset, times.now);
     let row = |outcome, parcel_id: Option<&str>, occurred_at, detail| Applied {
         seq: e.seq,
         kind: e.kind.chars().take(32).collect(),
@@ -147,7 +163,7 @@ fn apply_one(
         outcome,
         detail,
     };
-    let rejected = |conn: &mut DbConn, reason: &str| -> Result<(Applied, Option<i32>), OpError> {
+    let rejected = |conn: &mut DbConn, reason: &str| -> Result<(Applied, Option<Slot>), OpError> {
         crate::workflows::hardware::record(
             conn,
             ctx,
@@ -162,21 +178,50 @@ fn apply_one(
         let at = journal::corrected_time(e.at, offset, t, None);
         Ok((row(Outcome::Rejected, None, at, json!({"reason": reason})), None))
     };
-    // Which parcel the event names, and whether the credential used is still its current one.
-    let (number, parcel_id, current_hash) = match e.happened() {
+    // The entry a typed code matched: this locker's, of the kind the event says, for its compartment.
+    let by_entry = |conn: &mut DbConn, kind: EntryKind, compartment: i32, entry: &str| {
+        Ok::<_, OpError>(match local_lists::find(conn, &ctx.locker_id, entry)? {
+            Some(i) if i.kind != kind.as_str() => Err(format!("the list entry is not a {} entry", kind.as_str())),
+            Some(i) if i.compartment != Some(compartment) => Err("the list entry is for another compartment".into()),
+            Some(Issued {
+                parcel_id: Some(p),
+                binding,
+                ..
+            }) => Ok((p, binding)),
+            _ => Err("the list entry is not one this server issued to this locker".into()),
+        })
+    };
+    // Which parcel the event names, and what the credential used was bound to.
+    let (what, number, parcel_id, binding) = match e.happened() {
         Ok(Happened::PickupByQr { compartment, token }) => match signer.verify(token) {
-            Ok(c) if c.l == ctx.locker_id && c.c == compartment => (compartment, c.p, hash_token(token)),
+            Ok(c) if c.l == ctx.locker_id && c.c == compartment => (Kind::Pickup, compartment, c.p, hash_token(token)),
             Ok(_) => return rejected(conn, "the QR token is for another locker or compartment"),
             Err(err) => return rejected(conn, &format!("the QR token is not one this server signed: {err}")),
         },
-        Ok(Happened::PickupByEntry { compartment, entry }) => match local_lists::find(conn, &ctx.locker_id, entry)? {
-            Some((parcel_id, n, code_hash)) if n == compartment => (compartment, parcel_id, code_hash),
-            Some(_) => return rejected(conn, "the list entry is for another compartment"),
-            None => return rejected(conn, "the list entry is not one this server issued to this locker"),
+        Ok(Happened::PickupByEntry { compartment, entry }) => {
+            match by_entry(conn, EntryKind::Pickup, compartment, entry)? {
+                Ok((p, b)) => (Kind::Pickup, compartment, p, b),
+                Err(reason) => return rejected(conn, &reason),
+            }
+        }
+        Ok(Happened::Collection { compartment, entry }) => {
+            match by_entry(conn, EntryKind::Collection, compartment, entry)? {
+                Ok((p, b)) => (Kind::Collection, compartment, p, b),
+                Err(reason) => return rejected(conn, &reason),
+            }
+        }
+        Ok(Happened::Deposit { compartment, entry }) => match by_entry(conn, EntryKind::Deposit, compartment, entry)? {
+            Ok((p, b)) => (Kind::Deposit, compartment, p, b),
+            Err(reason) => return rejected(conn, &reason),
         },
-        Ok(Happened::WrongCode) => {
+        Ok(Happened::WrongCode(of)) => {
             let at = journal::corrected_time(e.at, offset, t, None);
-            count_wrong_code(conn, ctx, times.guessing, at)?;
+            let kind = match of {
+                WrongCodeOf::Pickup => CodeKind::Pickup,
+                WrongCodeOf::Collection => CodeKind::Collect,
+                WrongCodeOf::Courier => CodeKind::Courier,
+            };
+            count_wrong_code(conn, ctx, kind, times.guessing, at)?;
             return Ok((row(Outcome::Counted, None, at, json!({})), None));
         }
         Err(reason) => return rejected(conn, reason),
@@ -188,63 +233,142 @@ fn apply_one(
         Some(id) => Some(number_of(conn, id)?),
         None => None,
     };
+    let conflict_alert = |conn: &mut DbConn, text: String| -> Result<(), OpError> {
+        crate::workflows::hardware::alert(conn, ctx, None, "offline_conflict", &text)?;
+        Ok(())
+    };
+    if what == Kind::Deposit {
+        let held = DepositNow {
+            state: parcel.state(),
+            locker_id: parcel.locker_id.as_deref(),
+            compartment,
+            number_free: compartment_rows::status_of(conn, &ctx.locker_id, number)? == Some(CompartmentStatus::Free),
+        };
+        // Never before the parcel was pre-advised.
+        let occurred_at = journal::corrected_time(e.at, offset, t, Some(parcel.created_at));
+        return match journal::decide_deposit(&held, &ctx.locker_id, number) {
+            DepositVerdict::Deposited { reclaim, conflicts } => {
+                let offline = deposits::Offline {
+                    seq: e.seq,
+                    occurred_at,
+                    conflicts: &conflicts,
+                };
+                deposits::deposited_offline(conn, ctx, key, &times.deposit, &parcel.id, number, reclaim, &offline)?;
+                if !conflicts.is_empty() {
+                    conflict_alert(
+                        conn,
+                        format!(
+                            "compartment {number}: parcel {} deposited offline (journal #{}) after its reservation lapsed",
+                            parcel.id, e.seq
+                        ),
+                    )?;
+                }
+                let detail = json!({"parcel_id": parcel.id, "conflicts": conflicts});
+                Ok((
+                    row(Outcome::Deposited, Some(&parcel.id), occurred_at, detail),
+                    Some(Slot::Occupied(number)),
+                ))
+            }
+            DepositVerdict::Unplaceable => {
+                after_move(
+                    conn,
+                    ctx,
+                    &parcel,
+                    "offline_deposit_unplaced",
+                    number,
+                    e.seq,
+                    occurred_at,
+                )?;
+                rejected(
+                    conn,
+                    "the compartment went to another parcel meanwhile; a person decides",
+                )
+            }
+            DepositVerdict::AlreadyMoved => {
+                after_move(
+                    conn,
+                    ctx,
+                    &parcel,
+                    "offline_deposit_after_move",
+                    number,
+                    e.seq,
+                    occurred_at,
+                )?;
+                conflict_alert(
+                    conn,
+                    format!(
+                        "compartment {number}: journal #{} reports parcel {} deposited offline, but it is {}",
+                        e.seq, parcel.id, parcel.state
+                    ),
+                )?;
+                let detail = json!({"parcel_id": parcel.id, "conflicts": []});
+                Ok((row(Outcome::AlreadyMoved, Some(&parcel.id), occurred_at, detail), None))
+            }
+        };
+    }
     let held = ParcelNow {
         state: parcel.state(),
         locker_id: parcel.locker_id.as_deref(),
         compartment,
-        token_current: [&parcel.qr_token_hash, &parcel.pickup_code_hash]
-            .iter()
-            .any(|h| h.as_deref() == Some(current_hash.as_str())),
+        token_current: match what {
+            Kind::Collection => parcel.collection_code_hash.as_deref() == Some(binding.as_str()),
+            _ => [&parcel.qr_token_hash, &parcel.pickup_code_hash]
+                .iter()
+                .any(|h| h.as_deref() == Some(binding.as_str())),
+        },
     };
     let occurred_at = journal::corrected_time(e.at, offset, t, parcel.deposited_at);
-    match journal::decide_pickup(&held, &ctx.locker_id, number) {
+    let (verdict, by, outcome, done, word) = match what {
+        Kind::Collection => (
+            journal::decide_collection(&held, &ctx.locker_id, number),
+            TakenBy::Carrier,
+            Outcome::Returned,
+            "collected for return",
+            "collection",
+        ),
+        _ => (
+            journal::decide_pickup(&held, &ctx.locker_id, number),
+            TakenBy::Recipient,
+            Outcome::PickedUp,
+            "picked up",
+            "pickup",
+        ),
+    };
+    match verdict {
         PickupVerdict::PickedUp { conflicts } => {
             crate::workflows::pickups::taken_out_at(
                 conn,
                 ctx,
                 &parcel.id,
                 number,
-                TakenBy::Recipient,
+                by,
                 occurred_at,
                 |detail, effects| journal::mark_offline(detail, effects, e.seq, occurred_at, &conflicts),
             )?;
             if !conflicts.is_empty() {
                 let names = serde_json::to_string(&conflicts).unwrap_or_default();
-                crate::workflows::hardware::alert(
+                conflict_alert(
                     conn,
-                    ctx,
-                    None,
-                    "offline_conflict",
-                    &format!(
-                        "compartment {number}: parcel {} picked up offline (journal #{}) despite {names}",
+                    format!(
+                        "compartment {number}: parcel {} {done} offline (journal #{}) despite {names}",
                         parcel.id, e.seq
                     ),
                 )?;
             }
             let detail = json!({"parcel_id": parcel.id, "conflicts": conflicts});
             Ok((
-                row(Outcome::PickedUp, Some(&parcel.id), occurred_at, detail),
-                Some(number),
+                row(outcome, Some(&parcel.id), occurred_at, detail),
+                Some(Slot::Freed(number)),
             ))
         }
         PickupVerdict::AlreadyMoved => {
             // The history says what the locker reported; the parcel's state stays.
-            parcel_rows::record_event(
+            let event = format!("offline_{word}_after_move");
+            after_move(conn, ctx, &parcel, &event, number, e.seq, occurred_at)?;
+            conflict_alert(
                 conn,
-                &parcel.id,
-                "offline_pickup_after_move",
-                None,
-                &ctx.actor(),
-                json!({"compartment": number, "seq": e.seq, "offline": true,
-                       "occurred_at": crate::db::ts_string(occurred_at), "state": parcel.state}),
-            )?;
-            crate::workflows::hardware::alert(
-                conn,
-                ctx,
-                None,
-                "offline_conflict",
-                &format!(
-                    "compartment {number}: journal #{} reports parcel {} picked up offline, but it is {}",
+                format!(
+                    "compartment {number}: journal #{} reports parcel {} {done} offline, but it is {}",
                     e.seq, parcel.id, parcel.state
                 ),
             )?;
@@ -254,22 +378,54 @@ fn apply_one(
     }
 }
 
-/// A wrong code typed at the locker while it was offline: counted toward its pickup-code
-/// allowance at the time it was typed, as if it had been typed online (a lockout it starts is
+/// Which credential a journaled event used, once its entry or token is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pickup,
+    Collection,
+    Deposit,
+}
+
+/// Records in a parcel's history what the locker reported of it offline, when the server had
+/// moved it on meanwhile; its state stays.
+fn after_move(
+    conn: &mut DbConn,
+    ctx: &LockerCtx,
+    parcel: &crate::db::parcels::Parcel,
+    event: &str,
+    number: i32,
+    seq: i64,
+    occurred_at: chrono::NaiveDateTime,
+) -> Result<(), OpError> {
+    parcel_rows::record_event(
+        conn,
+        &parcel.id,
+        event,
+        None,
+        &ctx.actor(),
+        json!({"compartment": number, "seq": seq, "offline": true,
+               "occurred_at": crate::db::ts_string(occurred_at), "state": parcel.state}),
+    )?;
+    Ok(())
+}
+
+/// A wrong code typed at the locker while it was offline: counted toward its allowance for
+/// that kind of code at the time it was typed, as if it had been typed online (a lockout it starts is
 /// recorded), so going offline never resets the limit. A wrong code typed while a lockout was
 /// already running is not counted again, as online.
 fn count_wrong_code(
     conn: &mut DbConn,
     ctx: &LockerCtx,
+    kind: CodeKind,
     policy: crate::domain::lockout::Policy,
     at: chrono::NaiveDateTime,
 ) -> Result<(), OpError> {
-    let mut state = lockouts::state(conn, &ctx.locker_id, CodeKind::Pickup, at)?;
+    let mut state = lockouts::state(conn, &ctx.locker_id, kind, at)?;
     if state.locked(at).is_some() {
         return Ok(());
     }
     let started = state.fail(&policy, at);
-    lockouts::save(conn, &ctx.locker_id, CodeKind::Pickup, &state, started.as_ref(), at)?;
+    lockouts::save(conn, &ctx.locker_id, kind, &state, started.as_ref(), at)?;
     Ok(())
 }
 

@@ -23,7 +23,7 @@ pub(crate) struct Carrier {
     pub(crate) id: String,
     api_key: String,
     secret: String,
-    courier_code: String,
+    pub(crate) courier_code: String,
 }
 
 pub(crate) async fn carrier(app: &TestApp, code: &str, webhook_url: Option<&str>) -> Carrier {

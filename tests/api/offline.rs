@@ -12,6 +12,7 @@ use lockerhub::qr_token::QrError;
 use lockerhub::simulator::{Behaviour, OfflineRefusal, SimLocker};
 use serde_json::{json, Value};
 
+use crate::carrier_api::{carrier, event, Carrier};
 use crate::db_test;
 use crate::device::{disconnected, parcel, world, World};
 use crate::helpers::{assert_error, eventually, header, HeldPort, Receiver, TestApp};
@@ -422,7 +423,7 @@ async fn bad_journals_get_their_answer_and_change_nothing(app: TestApp) {
     assert!(r["results"][1]["reason"]
         .as_str()
         .unwrap()
-        .contains("pickups and wrong codes only"));
+        .contains("pickups, collections, deposits and wrong codes only"));
     assert_eq!(parcel(&app, &id).await["state"], "deposited");
     let f = faults(&app, &w.locker).await;
     assert_eq!(f.iter().filter(|f| f["kind"] == "journal_rejected").count(), 2, "{f:?}");
@@ -533,11 +534,19 @@ async fn a_1_0_device_sees_nothing_of_the_offline_side(app: TestApp) {
     assert_error(&e, StatusCode::NOT_FOUND, "not_found");
 }
 
-/// Waits (bounded) until the device's local list holds `n` entries at a version above `above`.
+/// Waits (bounded) until the device's local list holds `n` pickup entries at a version above
+/// `above`.
 async fn list_holds(sim: &SimLocker, n: usize, above: Option<i64>) -> i64 {
+    list_holds_kind(sim, "pickup", n, above).await
+}
+
+/// Waits (bounded) until the device's local list holds `n` entries of `kind` at a version
+/// above `above`.
+async fn list_holds_kind(sim: &SimLocker, kind: &str, n: usize, above: Option<i64>) -> i64 {
     eventually(Duration::from_secs(20), "the local list reaches the device", || async {
         let side = sim.offline.lock().unwrap();
-        (side.list.len() == n && side.list_version > above).then(|| side.list_version.unwrap())
+        let held = side.list.values().filter(|e| e.kind == kind).count();
+        (held == n && side.list_version > above).then(|| side.list_version.unwrap())
     })
     .await
 }
@@ -657,7 +666,8 @@ async fn the_local_list_follows_deposits_pickups_and_resends(app: TestApp) {
         "a full list replaces the unknown one",
         || async {
             let side = sim.offline.lock().unwrap();
-            (side.list_version == Some(held) && side.list.len() == 1).then_some(())
+            let pickups = side.list.values().filter(|e| e.kind == "pickup").count();
+            (side.list_version == Some(held) && pickups == 1).then_some(())
         },
     )
     .await;
@@ -845,4 +855,130 @@ async fn operator_alerts_are_signed_webhooks_at_least_once(app: TestApp, held: H
         (alert_delivery(&app).await.0 == "delivered").then_some(())
     })
     .await;
+}
+
+db_test!(offline_drivers_collect_returns_and_deposit_pre_advised_parcels with |s| {
+    // The pre-advice's reservation outlives the 73 hours the test moves the clock.
+    s.reservation_hours = 200;
+});
+
+/// A pre-advice by `c` for the world's resident at its locker; returns the parcel id and the
+/// compartment reserved.
+async fn pre_advised(app: &TestApp, c: &Carrier, w: &World, event_id: &str, tracking: &str) -> (String, i64) {
+    let body = json!({"type": "out_for_delivery", "data": {
+        "tracking_number": tracking, "locker_id": w.locker,
+        "recipient": {"phone": "+15550102030"}, "size": "S"}});
+    let (s, v) = event(app, c, event_id, body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["state"], "reserved", "{v}");
+    (
+        v["parcel_id"].as_str().unwrap().to_string(),
+        v["compartment"].as_i64().unwrap(),
+    )
+}
+
+async fn offline_drivers_collect_returns_and_deposit_pre_advised_parcels(app: TestApp) {
+    let rx = Receiver::start(0).await;
+    let w = world(&app, &[(Size::S, 3)]).await;
+    let dhl = carrier(&app, "dhl", Some(&rx.url)).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    // Both carriers' courier codes reach the list (as verifiers).
+    let v0 = list_holds_kind(&sim, "courier", 2, None).await;
+    // A parcel deposited by DHL expires; DHL asks for a collection code.
+    let open = sim
+        .deposit(&dhl.id, Identify::Phone("555-010-2030".into()), Size::S, Some("JD0001"))
+        .await
+        .expect("deposits");
+    let returned = open.deposit_id.clone();
+    app.advance(Duration::from_secs(73 * 3600)).await;
+    eventually(Duration::from_secs(10), "the parcel expires", || async {
+        (parcel(&app, &returned).await["state"] == "expired").then_some(())
+    })
+    .await;
+    let collect = json!({"type": "return_collection", "data": {"tracking_number": "JD0001"}});
+    let (s, v) = event(&app, &dhl, "c-1", collect).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let collection_code = v["collection_code"].as_str().unwrap().to_string();
+    // DHL pre-advises a parcel: a compartment is reserved, and the list gets its deposit entry.
+    let (advised, reserved) = pre_advised(&app, &dhl, &w, "p-1", "JD0002").await;
+    list_holds_kind(&sim, "collection", 1, Some(v0)).await;
+    list_holds_kind(&sim, "deposit", 1, Some(v0)).await;
+    let sent = format!("{:?}", sim.server_calls.lock().unwrap());
+    assert!(!sent.contains(&collection_code) && !sent.contains(&dhl.courier_code));
+
+    cut(&app, &sim, &w).await;
+    // Offline, a driver identifies first; a wrong courier code and a wrong collection code
+    // are refused and journaled, each to be counted against its own allowance.
+    assert_eq!(sim.collect_offline(&collection_code), Err(OfflineRefusal::CourierFirst));
+    assert_eq!(
+        sim.identify_courier_offline("NOTACOURIER1"),
+        Err(OfflineRefusal::WrongCode)
+    );
+    sim.identify_courier_offline(&dhl.courier_code)
+        .expect("the courier code opens offline");
+    assert_eq!(sim.collect_offline("00000000"), Err(OfflineRefusal::WrongCode));
+    let collected_from = sim
+        .collect_offline(&collection_code)
+        .expect("the collection code opens offline");
+    assert_eq!(collected_from as i64, open.compartment as i64);
+    assert_eq!(sim.deposit_offline("JD9999"), Err(OfflineRefusal::NoReservation));
+    let deposited_in = sim.deposit_offline("jd0002").expect("the reservation opens offline");
+    assert_eq!(deposited_in as i64, reserved);
+    let offline_at = app.clock.now().and_utc();
+
+    let (sim, boot) = back(&sim).await;
+    assert_eq!(boot["offline"]["journal"]["reconcile"], "after_replay");
+    let journal = sim.journal();
+    let results = sim.replay_journal().await.unwrap();
+    let outcomes: Vec<&str> = results.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["counted", "counted", "returned", "deposited"]);
+    // The return: collected at its offline time, the compartment free, DHL told once.
+    let p = parcel(&app, &returned).await;
+    assert_eq!(p["state"], "returned");
+    assert!((ts(&p["returned_at"]) - offline_at).num_seconds().abs() <= 5, "{p}");
+    let hooks = app.webhooks_for(&returned).await;
+    let returns: Vec<&Value> = hooks
+        .iter()
+        .filter(|(t, _)| t == "parcel.returned")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(returns.len(), 1, "{hooks:?}");
+    assert_eq!(returns[0]["data"]["offline"], true);
+    // The deposit: deposited at its offline time; the recipient gets a code now, DHL its webhook.
+    let p = parcel(&app, &advised).await;
+    assert_eq!(p["state"], "deposited", "{p}");
+    assert!((ts(&p["deposited_at"]) - offline_at).num_seconds().abs() <= 5, "{p}");
+    let delivered: Vec<Value> = app
+        .webhooks_for(&advised)
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "parcel.delivered_to_locker")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0]["data"]["offline"], true);
+    assert_eq!(delivered[0]["data"]["compartment"].as_i64(), Some(reserved));
+    let statuses = app.statuses(&w.locker).await;
+    assert_eq!(statuses[&(collected_from as i64)], "free");
+    assert_eq!(statuses[&reserved], "occupied");
+    // Both wrong codes counted where they belong (1 of 3 each: no lockout yet).
+    let (_, l) = app.get(&format!("/api/v1/lockers/{}/lockouts", w.locker)).await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 0, "{l}");
+    // The same journal again changes nothing.
+    let again = sim
+        .call("ReplayJournal", json!({"events": journal}))
+        .await
+        .expect("answered");
+    let again: Vec<&str> = again["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(again, outcomes);
+    assert_eq!(app.webhooks_for(&returned).await.len(), hooks.len());
+    // The recipient picks up online with the code issued at the replay.
+    let (code, _) = app.pickup_secrets(&advised).await;
+    let opened = sim.pickup_with_factor(&code, "2030").await.expect("opens online");
+    assert_eq!(opened.compartment as i64, reserved);
 }

@@ -17,15 +17,17 @@ impl Handler<PreAdviseParcel> for LockerActor {
         let slots = self.slots.clone();
         let busy = self.busy();
         let advice = msg.advice;
+        let key = self.deps.key.clone();
         AtomicResponse::new(self.db_op(
             move |c, me| {
-                let outcome = crate::workflows::carrier_events::pre_advise(c, me, &advice, &slots, &busy)?;
+                let outcome = crate::workflows::carrier_events::pre_advise(c, me, &key, &advice, &slots, &busy)?;
                 crate::db::inbound::remember(c, &advice.carrier_id, &advice.event_id, 202, &json!(outcome))?;
                 Ok(outcome)
             },
-            |outcome, act, _| {
+            |outcome, act, ctx| {
                 if let Some(n) = outcome.compartment {
                     act.set_slot(n, CompartmentStatus::Reserved);
+                    act.sync_list(ctx);
                 }
                 Ok(outcome)
             },
@@ -56,9 +58,10 @@ impl Handler<CancelParcel> for LockerActor {
                 crate::db::inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &body)?;
                 Ok((freed, body))
             },
-            |(freed, body), act, _| {
+            |(freed, body), act, ctx| {
                 if let Some(n) = freed {
                     act.set_slot(n, CompartmentStatus::Free);
+                    act.sync_list(ctx);
                 }
                 Ok(body)
             },
@@ -85,7 +88,10 @@ impl Handler<IssueCollectionCode> for LockerActor {
                 crate::db::inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &remembered)?;
                 Ok(body)
             },
-            |body, _, _| Ok(body),
+            |body, act, ctx| {
+                act.sync_list(ctx);
+                Ok(body)
+            },
         ))
     }
 }
@@ -127,9 +133,10 @@ impl Handler<ExpireReservation> for LockerActor {
                     }
                     crate::workflows::expiry::expire_reservation(c, me, &due)
                 },
-                |freed, act, _| {
+                |freed, act, ctx| {
                     if let Some(n) = freed {
                         act.set_slot(n, CompartmentStatus::Free);
+                        act.sync_list(ctx);
                     }
                     Ok(())
                 },

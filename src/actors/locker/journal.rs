@@ -8,7 +8,7 @@ use super::{fail, refuse, LockerActor, Reply};
 use crate::domain::CompartmentStatus;
 use crate::protocol::messages::{JournalState, ReplayJournal};
 use crate::protocol::{DeviceError, ErrorCode, FrameError};
-use crate::workflows::journal::{AfterReplay, Replayed};
+use crate::workflows::journal::{AfterReplay, Replayed, Slot};
 
 /// What the server keeps of a 1.1 session between its boot and its replay.
 #[derive(Debug, Clone, Default)]
@@ -99,10 +99,16 @@ impl LockerActor {
         let key = self.deps.key.clone();
         let now = self.deps.clock.now();
         let guessing = super::codes::lockout_policy(&self.deps.settings);
+        let deposit = self.deps.settings.deposit_policy(self.deps.clock.clone());
         self.db_op(
             move |c, me| -> Result<Replayed, DeviceError> {
                 let after = after.as_ref().map(|a| (a, &busy));
-                let times = crate::workflows::journal::Times { offset, now, guessing };
+                let times = crate::workflows::journal::Times {
+                    offset,
+                    now,
+                    guessing,
+                    deposit,
+                };
                 Ok(crate::workflows::journal::replay(c, me, &key, &r.events, times, after)?)
             },
             |replayed, act, _| match replayed {
@@ -116,11 +122,14 @@ impl LockerActor {
                 Replayed::Applied {
                     applied_through,
                     results,
-                    freed,
+                    slots,
                     reconciled,
                 } => {
-                    for n in freed {
-                        act.set_slot(n, CompartmentStatus::Free);
+                    for slot in slots {
+                        match slot {
+                            Slot::Freed(n) => act.set_slot(n, CompartmentStatus::Free),
+                            Slot::Occupied(n) => act.set_slot(n, CompartmentStatus::Occupied),
+                        }
                     }
                     let mut out = json!({"applied_through": applied_through, "results": results});
                     if let Some(found) = reconciled {

@@ -65,7 +65,7 @@ impl LockerActor {
                 actix_web::rt::task::spawn_blocking(move || workflow::make_verifiers(&k, &i, &head, &kdf, sealed))
                     .await
                     .map_err(|e| AppError::internal(e.to_string()))?;
-            db.transaction_as(move |c| workflow::settle(c, &id, &verified, now, device_version))
+            db.transaction_as(move |c| workflow::settle(c, &key, &id, &verified, now, device_version))
                 .await
         };
         ctx.spawn(work.into_actor(self).map(move |res, act, ctx| {
@@ -73,16 +73,21 @@ impl LockerActor {
             if act.offline.as_ref().is_none_or(|s| s.list.generation != generation) {
                 return;
             }
+            let mut more = false;
             match res {
-                Ok(Some(update)) => act.send_list(wire(update, kdf)),
-                Ok(None) => {}
+                Ok(settled) => {
+                    more = settled.more;
+                    if let Some(update) = settled.update {
+                        act.send_list(wire(update, kdf));
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(locker = %act.id, error = %e, "local code list not synced; the next change retries")
                 }
             }
             let again = act.offline.as_mut().is_some_and(|s| {
                 s.list.syncing = false;
-                std::mem::take(&mut s.list.again)
+                std::mem::take(&mut s.list.again) || more
             });
             if again {
                 act.sync_list(ctx);
@@ -160,7 +165,7 @@ fn wire(u: workflow::ListUpdate, kdf: crate::offline_list::Kdf) -> SendLocalList
             .into_iter()
             .map(|e| ListEntry {
                 entry: e.id,
-                kind: workflow::KIND.into(),
+                kind: e.kind,
                 compartment: e.compartment,
                 tag: u8::try_from(e.tag).unwrap_or_default(),
                 verifier: e.verifier,
