@@ -1,5 +1,7 @@
 //! The local code list of a 1.1 locker (docs/protocol.md §15.8): verifiers that let a locker
-//! check a typed pickup code and second factor with no server, without ever holding a code.
+//! check, with no server and without ever holding a code, a typed pickup code and second
+//! factor, a driver's courier code, a collection code, and a pre-advised parcel's tracking
+//! number (see [`EntryKind`] for what each kind's verifier is made of).
 //!
 //! ```text
 //! list_key = HMAC-SHA256(derive(server key, "lockerhub offline list v1"), locker_id ‖ 0 ‖ epoch)

@@ -21,8 +21,8 @@ pub struct JournalEvent {
     pub seq: i64,
     /// When it happened, by the device's clock (RFC 3339).
     pub at: DateTime<Utc>,
-    /// `pickup`; the other kinds of the design (docs/design/protocol-1.1.md §5.1) are answered
-    /// `rejected` by this server.
+    /// `pickup`, `collection`, `deposit` or `wrong_code`; the other kinds of the design
+    /// (docs/design/protocol-1.1.md §5.1) are answered `rejected` by this server.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compartment: Option<i32>,
@@ -204,8 +204,9 @@ impl Outcome {
     }
 }
 
-/// A rule that decided an offline pickup against what the server had changed meanwhile
-/// (docs/protocol.md §15.6). The pickup stands in every case: the door opened and the parcel left.
+/// A rule that decided an offline pickup, collection or deposit against what the server had
+/// changed meanwhile (docs/protocol.md §15.6). The event stands in every case a conflict is
+/// named: the door opened and the parcel left (or went in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Conflict {
@@ -457,5 +458,120 @@ mod tests {
         ] {
             assert!(serde_json::from_value::<JournalEvent>(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    fn ev(v: serde_json::Value) -> JournalEvent {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn collections_deposits_and_wrong_codes_of_each_kind_parse() {
+        let at = "2026-11-24T11:02:13Z";
+        assert_eq!(
+            ev(serde_json::json!({"seq": 1, "at": at, "kind": "collection", "compartment": 3, "by": {"entry": "e-9"}}))
+                .happened(),
+            Ok(Happened::Collection {
+                compartment: 3,
+                entry: "e-9"
+            })
+        );
+        assert_eq!(
+            ev(serde_json::json!({"seq": 1, "at": at, "kind": "deposit", "compartment": 4, "by": {"entry": "e-8"}}))
+                .happened(),
+            Ok(Happened::Deposit {
+                compartment: 4,
+                entry: "e-8"
+            })
+        );
+        for (kind, of) in [
+            (None, WrongCodeOf::Pickup),
+            (Some("pickup"), WrongCodeOf::Pickup),
+            (Some("collection"), WrongCodeOf::Collection),
+            (Some("courier"), WrongCodeOf::Courier),
+        ] {
+            let e = ev(serde_json::json!({"seq": 1, "at": at, "kind": "wrong_code", "code_kind": kind}));
+            assert_eq!(e.happened(), Ok(Happened::WrongCode(of)));
+        }
+        for bad in [
+            // A collection or deposit is opened by a list entry, never by a QR token.
+            serde_json::json!({"seq": 1, "at": at, "kind": "collection", "compartment": 3, "by": {"qr_token": "t"}}),
+            serde_json::json!({"seq": 1, "at": at, "kind": "deposit", "by": {"entry": "e-1"}}),
+            serde_json::json!({"seq": 1, "at": at, "kind": "wrong_code", "code_kind": "lottery"}),
+            serde_json::json!({"seq": 1, "at": at, "kind": "pickup", "compartment": 3, "by": {"entry": "e-1"},
+                               "code_kind": "pickup"}),
+        ] {
+            assert!(ev(bad.clone()).happened().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_collection_stands_only_for_an_expired_parcel_still_there() {
+        let p = |state, current| ParcelNow {
+            state,
+            locker_id: Some("L"),
+            compartment: Some(7),
+            token_current: current,
+        };
+        assert_eq!(
+            decide_collection(&p(ParcelState::Expired, true), "L", 7),
+            PickupVerdict::PickedUp { conflicts: vec![] }
+        );
+        assert_eq!(
+            decide_collection(&p(ParcelState::Expired, false), "L", 7),
+            PickupVerdict::PickedUp {
+                conflicts: vec![Conflict::CodeRevoked]
+            }
+        );
+        for moved in [ParcelState::Deposited, ParcelState::PickedUp, ParcelState::Returned] {
+            assert_eq!(decide_collection(&p(moved, true), "L", 7), PickupVerdict::AlreadyMoved);
+        }
+        assert_eq!(
+            decide_collection(&p(ParcelState::Expired, true), "L", 8),
+            PickupVerdict::AlreadyMoved
+        );
+    }
+
+    #[test]
+    fn a_deposit_stands_where_the_server_can_place_it() {
+        let d = |state, compartment, number_free| DepositNow {
+            state,
+            locker_id: Some("L"),
+            compartment,
+            number_free,
+        };
+        assert_eq!(
+            decide_deposit(&d(ParcelState::Reserved, Some(4), false), "L", 4),
+            DepositVerdict::Deposited {
+                reclaim: false,
+                conflicts: vec![]
+            }
+        );
+        assert_eq!(
+            decide_deposit(&d(ParcelState::Expected, None, true), "L", 4),
+            DepositVerdict::Deposited {
+                reclaim: true,
+                conflicts: vec![Conflict::ReservationLapsed]
+            }
+        );
+        // The compartment went to another parcel, or this one is reserved elsewhere now.
+        assert_eq!(
+            decide_deposit(&d(ParcelState::Expected, None, false), "L", 4),
+            DepositVerdict::Unplaceable
+        );
+        assert_eq!(
+            decide_deposit(&d(ParcelState::Reserved, Some(5), false), "L", 4),
+            DepositVerdict::Unplaceable
+        );
+        for moved in [ParcelState::Cancelled, ParcelState::Deposited, ParcelState::PickedUp] {
+            assert_eq!(
+                decide_deposit(&d(moved, Some(4), true), "L", 4),
+                DepositVerdict::AlreadyMoved
+            );
+        }
+        // Another locker's parcel is not placed here.
+        assert_eq!(
+            decide_deposit(&d(ParcelState::Reserved, Some(4), false), "M", 4),
+            DepositVerdict::AlreadyMoved
+        );
     }
 }

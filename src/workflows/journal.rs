@@ -279,10 +279,11 @@ fn apply_one(
                     e.seq,
                     occurred_at,
                 )?;
-                rejected(
-                    conn,
-                    "the compartment went to another parcel meanwhile; a person decides",
-                )
+                let why = "the compartment went to another parcel meanwhile; a person decides";
+                let (mut row, slot) = rejected(conn, why)?;
+                row.parcel_id = Some(parcel.id.clone());
+                row.detail["parcel_id"] = json!(parcel.id);
+                Ok((row, slot))
             }
             DepositVerdict::AlreadyMoved => {
                 after_move(

@@ -982,3 +982,162 @@ async fn offline_drivers_collect_returns_and_deposit_pre_advised_parcels(app: Te
     let opened = sim.pickup_with_factor(&code, "2030").await.expect("opens online");
     assert_eq!(opened.compartment as i64, reserved);
 }
+
+db_test!(
+    offline_deposits_whose_reservations_lapsed_are_decided_by_rule,
+    a_collection_code_replaced_while_offline_still_opens_and_is_recorded,
+);
+
+async fn offline_deposits_whose_reservations_lapsed_are_decided_by_rule(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let dhl = carrier(&app, "dhl", None).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let (a, _) = pre_advised(&app, &dhl, &w, "p-a", "JDA001").await;
+    let (b, _) = pre_advised(&app, &dhl, &w, "p-b", "JDB001").await;
+    list_holds_kind(&sim, "deposit", 2, None).await;
+    cut(&app, &sim, &w).await;
+    sim.identify_courier_offline(&dhl.courier_code).expect("identifies");
+    let na = sim.deposit_offline("JDA001").expect("a's reservation opens");
+    let nb = sim.deposit_offline("JDB001").expect("b's reservation opens");
+    // The server never hears: both reservations lapse (24 hours), and a new pre-advice takes
+    // one of the compartments it now believes free.
+    assert_eq!(
+        app.advance(Duration::from_secs(25 * 3600)).await,
+        2,
+        "both reservations expire"
+    );
+    assert_eq!(parcel(&app, &a).await["state"], "expected");
+    let (_, taken) = pre_advised(&app, &dhl, &w, "p-c", "JDC001").await;
+    let (lapsed, unplaced, n_lapsed) = if taken == nb as i64 { (a, b, na) } else { (b, a, nb) };
+
+    let (sim, _) = back(&sim).await;
+    let results = sim.replay_journal().await.unwrap();
+    assert_eq!(results.len(), 2, "{results:?}");
+    // The deposit into a compartment still free stands: reservation_lapsed.
+    let r = results
+        .iter()
+        .find(|r| r["parcel_id"] == lapsed.as_str())
+        .expect("a result for the lapsed parcel");
+    assert_eq!(r["outcome"], "deposited", "{results:?}");
+    assert_eq!(r["conflicts"], json!(["reservation_lapsed"]));
+    let p = parcel(&app, &lapsed).await;
+    assert_eq!(p["state"], "deposited");
+    assert_eq!(app.statuses(&w.locker).await[&(n_lapsed as i64)], "occupied");
+    // The one whose compartment went to another parcel cannot be placed: rejected, a person
+    // decides; its parcel stays expected and the other reservation stands.
+    let other: Vec<&Value> = results.iter().filter(|r| r["outcome"] == "rejected").collect();
+    assert_eq!(other.len(), 1, "{results:?}");
+    assert!(other[0]["reason"].as_str().unwrap().contains("another parcel"));
+    assert_eq!(other[0]["parcel_id"], unplaced.as_str());
+    assert_eq!(parcel(&app, &unplaced).await["state"], "expected");
+    let alerts = open_alerts(&app).await;
+    let kinds: Vec<&str> = alerts.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert!(
+        kinds.contains(&"offline_conflict") && kinds.contains(&"journal_rejected"),
+        "{kinds:?}"
+    );
+    let p = parcel(&app, &unplaced).await;
+    let kinds: Vec<&str> = p["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"offline_deposit_unplaced"), "{kinds:?}");
+}
+
+async fn a_collection_code_replaced_while_offline_still_opens_and_is_recorded(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
+    let dhl = carrier(&app, "dhl", None).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let open = sim
+        .deposit(&dhl.id, Identify::Phone("555-010-2030".into()), Size::S, Some("JD0003"))
+        .await
+        .expect("deposits");
+    app.advance(Duration::from_secs(73 * 3600)).await;
+    eventually(Duration::from_secs(10), "the parcel expires", || async {
+        (parcel(&app, &open.deposit_id).await["state"] == "expired").then_some(())
+    })
+    .await;
+    let collect = json!({"type": "return_collection", "data": {"tracking_number": "JD0003"}});
+    let (_, v) = event(&app, &dhl, "c-1", collect.clone()).await;
+    let old = v["collection_code"].as_str().unwrap().to_string();
+    list_holds_kind(&sim, "collection", 1, None).await;
+    cut(&app, &sim, &w).await;
+    // A new code while the locker is offline: the old one still opens there.
+    let (s, v) = event(&app, &dhl, "c-2", collect).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_ne!(v["collection_code"].as_str().unwrap(), old);
+    sim.identify_courier_offline(&dhl.courier_code).expect("identifies");
+    sim.collect_offline(&old).expect("the old code opens offline");
+    let (sim, _) = back(&sim).await;
+    let results = sim.replay_journal().await.unwrap();
+    assert_eq!(results[0]["outcome"], "returned");
+    assert_eq!(results[0]["conflicts"], json!(["code_revoked"]));
+    assert_eq!(parcel(&app, &open.deposit_id).await["state"], "returned");
+    assert!(open_alerts(&app).await.iter().any(|a| a["kind"] == "offline_conflict"));
+    // Journal entries that do not fit their event are rejected and change nothing.
+    let entry = {
+        let side = sim.offline.lock().unwrap();
+        side.list
+            .values()
+            .find(|e| e.kind == "courier")
+            .map(|e| e.entry.clone())
+    }
+    .expect("a courier entry");
+    let at = app.clock.now().and_utc().to_rfc3339();
+    let sim = {
+        let s = sim.reconnect().await.expect("reconnects");
+        boot_claiming(&app, &s, 4).await;
+        s
+    };
+    let r = sim
+        .call(
+            "ReplayJournal",
+            json!({"events": [
+                {"seq": 2, "at": at, "kind": "pickup", "compartment": 1, "by": {"entry": entry}},
+                {"seq": 3, "at": at, "kind": "wrong_code", "code_kind": "lottery"},
+                {"seq": 4, "at": at, "kind": "collection", "compartment": 1, "by": {"entry": entry}, "code_kind": "collection"}
+            ]}),
+        )
+        .await
+        .expect("answered");
+    let outcomes: Vec<&str> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["rejected", "rejected", "rejected"], "{r}");
+    assert!(
+        r["results"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a pickup entry"),
+        "{r}"
+    );
+}
+
+db_test!(a_deactivated_carriers_courier_code_leaves_the_list_within_a_day);
+
+async fn a_deactivated_carriers_courier_code_leaves_the_list_within_a_day(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let dhl = carrier(&app, "dhl", None).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let v = list_holds_kind(&sim, "courier", 2, None).await;
+    let (s, body) = app
+        .patch(&format!("/api/v1/carriers/{}", dhl.id), json!({"active": false}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Nothing at the locker changed: the list is refreshed at the first heartbeat a day on.
+    sim.call("Heartbeat", json!({})).await.expect("heartbeat");
+    assert_eq!(sim.offline.lock().unwrap().list_version, Some(v));
+    app.advance(Duration::from_secs(25 * 3600)).await;
+    sim.call("Heartbeat", json!({})).await.expect("heartbeat");
+    list_holds_kind(&sim, "courier", 1, Some(v)).await;
+    cut(&app, &sim, &w).await;
+    assert_eq!(
+        sim.identify_courier_offline(&dhl.courier_code),
+        Err(OfflineRefusal::WrongCode)
+    );
+}

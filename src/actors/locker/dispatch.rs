@@ -203,7 +203,10 @@ impl LockerActor {
         }
         match req {
             DeviceRequest::BootNotification(b) => self.boot(b),
-            DeviceRequest::Heartbeat => done(json!({"server_time": crate::db::ts_string(crate::db::now())})),
+            DeviceRequest::Heartbeat => {
+                self.refresh_list(ctx);
+                done(json!({"server_time": crate::db::ts_string(crate::db::now())}))
+            }
             DeviceRequest::ListCarriers => self.db_op(
                 |c, _| Ok(carriers::active(c)?),
                 |list, _, _| {

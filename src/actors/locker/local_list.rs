@@ -25,7 +25,13 @@ pub(super) struct ListState {
     pub sent: Vec<(String, i64)>,
     /// Which boot this state belongs to: a sync started before a later boot is dropped.
     pub generation: u64,
+    /// When the last sync settled (application clock).
+    pub synced_at: Option<chrono::NaiveDateTime>,
 }
+
+/// How often a list is synced when nothing at the locker changes: courier entries expire (30
+/// days) and a deactivated carrier's entry must go without waiting for a deposit.
+const REFRESH_HOURS: i64 = 24;
 
 /// Verifier batches made at once, server-wide: each Argon2id run takes its memory (19 MiB by
 /// default), so many lockers syncing together (after a restart) must not take it all at once.
@@ -77,6 +83,9 @@ impl LockerActor {
             match res {
                 Ok(settled) => {
                     more = settled.more;
+                    if let Some(s) = act.offline.as_mut() {
+                        s.list.synced_at = Some(act.deps.clock.now());
+                    }
                     if let Some(update) = settled.update {
                         act.send_list(wire(update, kdf));
                     }
@@ -93,6 +102,19 @@ impl LockerActor {
                 act.sync_list(ctx);
             }
         }));
+    }
+
+    /// At a heartbeat: syncs a list that has not been synced for [`REFRESH_HOURS`].
+    pub(super) fn refresh_list(&mut self, ctx: &mut Context<Self>) {
+        let now = self.deps.clock.now();
+        let due = self.deps.clock.hours(REFRESH_HOURS);
+        let stale = self
+            .offline
+            .as_ref()
+            .is_some_and(|s| s.list.synced_at.is_some_and(|t| now - t >= due));
+        if stale {
+            self.sync_list(ctx);
+        }
     }
 
     fn send_list(&mut self, update: SendLocalList) {
