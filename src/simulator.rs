@@ -122,8 +122,19 @@ pub struct OfflineSide {
     /// Per kind of code (`pickup`, `collection`, `courier`), as the server counts them.
     pub guesses: BTreeMap<&'static str, crate::domain::lockout::GuessState>,
     /// The courier identified at the kiosk offline: H(courier code), the factor of their
-    /// collection and deposit entries.
-    pub courier: Option<String>,
+    /// collection and deposit entries, with the courier entry that matched and when.
+    pub courier: Option<OfflineCourier>,
+    /// How long a kiosk interaction lasts without activity (from boot).
+    pub interaction_secs: i64,
+}
+
+/// A driver identified at the kiosk while offline. The identification ends, as online, when the
+/// interaction times out, at a boot, or when the list no longer carries its courier entry.
+#[derive(Debug, Clone)]
+pub struct OfflineCourier {
+    pub hash: String,
+    pub entry: String,
+    pub last_activity: chrono::DateTime<chrono::Utc>,
 }
 
 impl OfflineSide {
@@ -533,6 +544,8 @@ impl SimLocker {
         let resp: BootResponse = serde_json::from_value(v).map_err(|e| SimError::Unexpected(e.to_string()))?;
         if let Some(o) = &resp.offline {
             let mut side = self.side();
+            side.courier = None;
+            side.interaction_secs = i64::try_from(resp.config.kiosk_interaction_timeout_secs).unwrap_or(i64::MAX);
             side.qr_keys = o.qr_keys.clone();
             side.skew_secs = o.allowed_skew_secs;
             side.guessing = Some(o.guessing.into());
@@ -650,19 +663,47 @@ impl SimLocker {
     /// kiosk then accepts their collection codes and pre-advised deposits.
     pub fn identify_courier_offline(&self, code: &str) -> Result<(), OfflineRefusal> {
         let h = crate::offline_list::courier_hash(code);
-        self.side().courier = None;
-        self.guarded(EntryKind::Courier, |side, key, kdf, now| {
+        let entry = self.guarded(EntryKind::Courier, |side, key, kdf, now| {
             side.find_entry(key, kdf, EntryKind::Courier, &h, "", now)
         })?;
-        self.side().courier = Some(h);
+        let mut side = self.side();
+        let now = self.device_now_with(&side);
+        side.courier = Some(OfflineCourier {
+            hash: h,
+            entry: entry.entry,
+            last_activity: now,
+        });
         Ok(())
+    }
+
+    /// The identified driver's courier hash, if the identification still holds (and, as any
+    /// activity, it keeps the interaction alive).
+    fn identified_courier(&self) -> Result<String, OfflineRefusal> {
+        let mut side = self.side();
+        let now = self.device_now_with(&side);
+        let timeout = chrono::Duration::seconds(side.interaction_secs.min(86_400 * 365));
+        let live = side.courier.as_ref().filter(|c| {
+            now - c.last_activity <= timeout
+                && side
+                    .list
+                    .get(&c.entry)
+                    .is_some_and(|e| e.expires_at.timestamp() + side.skew_secs >= now.timestamp())
+        });
+        let Some(hash) = live.map(|c| c.hash.clone()) else {
+            side.courier = None;
+            return Err(OfflineRefusal::CourierFirst);
+        };
+        if let Some(c) = side.courier.as_mut() {
+            c.last_activity = now;
+        }
+        Ok(hash)
     }
 
     /// The kiosk while offline (1.1): the identified driver types a collection code; a match
     /// opens the expired parcel's compartment, the parcel is taken out, and the collection is
     /// journaled. A miss counts as a wrong `collection` code.
     pub fn collect_offline(&self, code: &str) -> Result<i32, OfflineRefusal> {
-        let h = self.side().courier.clone().ok_or(OfflineRefusal::CourierFirst)?;
+        let h = self.identified_courier()?;
         self.take_out_offline(EntryKind::Collection, code.trim(), &h)
     }
 
@@ -673,8 +714,8 @@ impl SimLocker {
         if !self.behaviour.offline_capable {
             return Err(OfflineRefusal::NotOfflineCapable);
         }
+        let h = self.identified_courier()?;
         let mut side = self.side();
-        let h = side.courier.clone().ok_or(OfflineRefusal::CourierFirst)?;
         let (Some(key), Some(kdf)) = (side.list_key, side.list_kdf) else {
             return Err(OfflineRefusal::NoList);
         };

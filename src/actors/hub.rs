@@ -235,6 +235,11 @@ impl Handler<CarrierChanged> for Hub {
         if !fresh {
             addr.do_send(ReloadCarrier);
         }
+        // Its courier code comes into (or leaves) every 1.1 locker's list. Only loaded lockers
+        // can have a device connected; the others sync at their device's boot.
+        for locker in self.lockers.values() {
+            locker.do_send(crate::actors::messages::SyncLocalList);
+        }
     }
 }
 

@@ -132,6 +132,12 @@ pub struct CarrierChanged {
     pub carrier_id: String,
 }
 
+/// Locker: bring a 1.1 device's local code list up to date now (a carrier was added or
+/// changed: its courier entry comes or goes everywhere).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SyncLocalList;
+
 /// Hub: deliveries were queued; look at the outbox now (one carrier, or all).
 #[derive(Message)]
 #[rtype(result = "()")]

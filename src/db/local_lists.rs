@@ -151,6 +151,15 @@ pub fn stale(conn: &mut DbConn, locker_id: &str, at: NaiveDateTime) -> QueryResu
             .select(e::id)
             .load::<String>(conn)?,
     );
+    // A deactivated carrier's collections and deposits go with its courier entry.
+    out.extend(
+        by_parcel
+            .inner_join(carriers::table.on(carriers::id.eq(parcels::carrier_id)))
+            .filter(e::kind.eq_any([EntryKind::Collection.as_str(), EntryKind::Deposit.as_str()]))
+            .filter(carriers::active.eq(false))
+            .select(e::id)
+            .load::<String>(conn)?,
+    );
     out.extend(
         live.inner_join(carriers::table.on(carriers::id.nullable().eq(e::carrier_id)))
             .filter(e::kind.eq(EntryKind::Courier.as_str()))
@@ -166,6 +175,15 @@ pub fn stale(conn: &mut DbConn, locker_id: &str, at: NaiveDateTime) -> QueryResu
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// Takes the list's row for this transaction (on PostgreSQL, until commit): two syncs of one
+/// locker then add its courier entries once.
+pub fn lock(conn: &mut DbConn, locker_id: &str) -> QueryResult<()> {
+    diesel::update(local_lists::table.find(locker_id))
+        .set(local_lists::updated_at.eq(now()))
+        .execute(conn)
+        .map(drop)
 }
 
 /// The active carriers whose courier code this locker's list does not carry yet (a new

@@ -183,6 +183,11 @@ pub async fn update(
         .db
         .run(move |c| carriers::update(c, &id, changes).map_err(|e| not_found(e, "carrier")))
         .await?;
+    // Its delivery actor takes the new settings, and every 1.1 locker's list the new state
+    // (a deactivated carrier's courier code stops identifying its drivers offline).
+    state.hub.do_send(CarrierChanged {
+        carrier_id: found.id.clone(),
+    });
     Ok(HttpResponse::Ok().json(found))
 }
 

@@ -140,7 +140,11 @@ pub fn pre_advise(
     )?;
     persist(conn, &lifecycle::reserved(&at(&id, p, &ctx.locker_id), p.reserve_until))?;
     // A 1.1 locker may take this deposit offline, from this carrier's driver (docs/protocol.md §15.8).
-    if let Some(courier) = carriers::courier_hash(conn, &p.carrier_id)? {
+    let courier = match ctx.offline_list {
+        true => carriers::courier_hash(conn, &p.carrier_id)?,
+        false => None,
+    };
+    if let Some(courier) = courier {
         let entry = ParcelEntry {
             kind: EntryKind::Deposit,
             parcel_id: &id,
@@ -200,7 +204,8 @@ pub fn cancel(conn: &mut DbConn, parcel_id: &str, actor: &str, reason: &str) -> 
     Ok(freed)
 }
 
-/// Issues a collection code for an expired parcel, unique among live codes at its locker.
+/// Issues a collection code for an expired parcel, unique among live codes at its locker, at
+/// `at` (the application's clock: a 1.1 locker's list entry for it expires from then).
 pub fn issue_collection_code(
     conn: &mut DbConn,
     ctx: &LockerCtx,
@@ -208,6 +213,7 @@ pub fn issue_collection_code(
     parcel_id: &str,
     len: usize,
     actor: &str,
+    at: NaiveDateTime,
 ) -> Result<(String, i32), AppError> {
     let p = parcel_rows::get(conn, parcel_id)?;
     if p.state() != ParcelState::Expired {
@@ -240,7 +246,7 @@ pub fn issue_collection_code(
                 .set((parcels::collection_code_hash.eq(&hash), parcels::updated_at.eq(now())))
                 .execute(conn)?;
             parcel_rows::record_event(conn, parcel_id, "collection_code_issued", None, actor, json!({}))?;
-            collection_entry(conn, ctx, key, &p.carrier_id, parcel_id, number, &code, &hash)?;
+            collection_entry(conn, ctx, key, &p.carrier_id, parcel_id, number, &code, &hash, at)?;
             return Ok((code, number));
         }
     }
@@ -263,7 +269,11 @@ fn collection_entry(
     number: i32,
     code: &str,
     hash: &str,
+    at: NaiveDateTime,
 ) -> Result<(), AppError> {
+    if !ctx.offline_list {
+        return Ok(());
+    }
     let Some(courier) = carriers::courier_hash(conn, carrier_id)? else {
         return Ok(());
     };
@@ -274,7 +284,7 @@ fn collection_entry(
         binding: hash,
         code,
         factor: &courier,
-        expires_at: now() + chrono::Duration::days(COLLECTION_ENTRY_DAYS),
+        expires_at: at + chrono::Duration::days(COLLECTION_ENTRY_DAYS),
     };
     add_parcel_entry(conn, ctx, key, &entry)
 }

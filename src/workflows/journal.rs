@@ -279,6 +279,14 @@ fn apply_one(
                     e.seq,
                     occurred_at,
                 )?;
+                conflict_alert(
+                    conn,
+                    format!(
+                        "compartment {number}: journal #{} reports parcel {} deposited offline, but its \
+                         reservation lapsed and the compartment went to another parcel; it is in there",
+                        e.seq, parcel.id
+                    ),
+                )?;
                 let why = "the compartment went to another parcel meanwhile; a person decides";
                 let (mut row, slot) = rejected(conn, why)?;
                 row.parcel_id = Some(parcel.id.clone());
@@ -318,7 +326,12 @@ fn apply_one(
                 .any(|h| h.as_deref() == Some(binding.as_str())),
         },
     };
-    let occurred_at = journal::corrected_time(e.at, offset, t, parcel.deposited_at);
+    // Never before the parcel went in; a collection never before it expired (its deadline).
+    let not_before = match what {
+        Kind::Collection => parcel.pickup_deadline.max(parcel.deposited_at),
+        _ => parcel.deposited_at,
+    };
+    let occurred_at = journal::corrected_time(e.at, offset, t, not_before);
     let (verdict, by, outcome, done, word) = match what {
         Kind::Collection => (
             journal::decide_collection(&held, &ctx.locker_id, number),

@@ -109,6 +109,11 @@ pub fn add_couriers(
     locker_id: &str,
     now: chrono::NaiveDateTime,
 ) -> Result<bool, AppError> {
+    if local_lists::couriers_missing(conn, locker_id)?.is_empty() {
+        return Ok(false);
+    }
+    // Checked again under the list's lock: another sync of this locker may have added them.
+    local_lists::lock(conn, locker_id)?;
     let missing = local_lists::couriers_missing(conn, locker_id)?;
     for (carrier_id, hash) in &missing {
         let id = format!("e-{}", crate::db::new_id());

@@ -1069,6 +1069,10 @@ async fn a_collection_code_replaced_while_offline_still_opens_and_is_recorded(ap
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_ne!(v["collection_code"].as_str().unwrap(), old);
     sim.identify_courier_offline(&dhl.courier_code).expect("identifies");
+    // An identification ends with the interaction, as online (120 s without activity).
+    app.advance(Duration::from_secs(200)).await;
+    assert_eq!(sim.collect_offline(&old), Err(OfflineRefusal::CourierFirst));
+    sim.identify_courier_offline(&dhl.courier_code).expect("identifies");
     sim.collect_offline(&old).expect("the old code opens offline");
     let (sim, _) = back(&sim).await;
     let results = sim.replay_journal().await.unwrap();
@@ -1118,26 +1122,52 @@ async fn a_collection_code_replaced_while_offline_still_opens_and_is_recorded(ap
     );
 }
 
-db_test!(a_deactivated_carriers_courier_code_leaves_the_list_within_a_day);
+db_test!(
+    a_deactivated_carrier_leaves_every_list_at_once,
+    an_idle_list_is_refreshed_at_a_heartbeat
+);
 
-async fn a_deactivated_carriers_courier_code_leaves_the_list_within_a_day(app: TestApp) {
-    let w = world(&app, &[(Size::S, 1)]).await;
+async fn a_deactivated_carrier_leaves_every_list_at_once(app: TestApp) {
+    let w = world(&app, &[(Size::S, 2)]).await;
     let dhl = carrier(&app, "dhl", None).await;
     let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
-    let v = list_holds_kind(&sim, "courier", 2, None).await;
+    pre_advised(&app, &dhl, &w, "p-1", "JD0004").await;
+    let v = list_holds_kind(&sim, "deposit", 1, None).await;
+    list_holds_kind(&sim, "courier", 2, None).await;
     let (s, body) = app
         .patch(&format!("/api/v1/carriers/{}", dhl.id), json!({"active": false}))
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    // Nothing at the locker changed: the list is refreshed at the first heartbeat a day on.
-    sim.call("Heartbeat", json!({})).await.expect("heartbeat");
-    assert_eq!(sim.offline.lock().unwrap().list_version, Some(v));
-    app.advance(Duration::from_secs(25 * 3600)).await;
-    sim.call("Heartbeat", json!({})).await.expect("heartbeat");
+    // Its courier entry and its reservation's entry leave the list with the next update.
     list_holds_kind(&sim, "courier", 1, Some(v)).await;
+    list_holds_kind(&sim, "deposit", 0, Some(v)).await;
     cut(&app, &sim, &w).await;
     assert_eq!(
         sim.identify_courier_offline(&dhl.courier_code),
         Err(OfflineRefusal::WrongCode)
     );
+    // A carrier added meanwhile reaches the list of a locker that comes back.
+    let gls = carrier(&app, "gls", None).await;
+    let (sim, _) = back(&sim).await;
+    list_holds_kind(&sim, "courier", 2, None).await;
+    cut(&app, &sim, &w).await;
+    sim.identify_courier_offline(&gls.courier_code)
+        .expect("the new carrier's drivers identify offline");
+}
+
+async fn an_idle_list_is_refreshed_at_a_heartbeat(app: TestApp) {
+    let w = world(&app, &[(Size::S, 1)]).await;
+    let sim = offline_device(&app, &w, chrono::Duration::zero()).await;
+    let v = list_holds_kind(&sim, "courier", 1, None).await;
+    let first = sim.offline.lock().unwrap().list.keys().next().cloned().unwrap();
+    // Nothing changes at the locker for 31 days: its courier entry (30 days) is made again at
+    // the first heartbeat, before a driver finds it expired.
+    app.advance(Duration::from_secs(31 * 24 * 3600)).await;
+    sim.call("Heartbeat", json!({})).await.expect("heartbeat");
+    eventually(Duration::from_secs(20), "a new courier entry", || async {
+        let side = sim.offline.lock().unwrap();
+        let entries: Vec<&String> = side.list.keys().collect();
+        (side.list_version > Some(v) && entries.len() == 1 && *entries[0] != first).then_some(())
+    })
+    .await;
 }

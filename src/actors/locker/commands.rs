@@ -75,11 +75,19 @@ impl Handler<IssueCollectionCode> for LockerActor {
     fn handle(&mut self, msg: IssueCollectionCode, _: &mut Context<Self>) -> Self::Result {
         let key = self.deps.key.clone();
         let len = self.deps.settings.pickup_code_length;
+        let clock = self.deps.clock.clone();
         AtomicResponse::new(self.db_op(
             move |c, me| {
                 let actor = format!("carrier:{}", msg.carrier_id);
-                let (code, number) =
-                    crate::workflows::carrier_events::issue_collection_code(c, me, &key, &msg.parcel_id, len, &actor)?;
+                let (code, number) = crate::workflows::carrier_events::issue_collection_code(
+                    c,
+                    me,
+                    &key,
+                    &msg.parcel_id,
+                    len,
+                    &actor,
+                    clock.now(),
+                )?;
                 let body = json!({"parcel_id": msg.parcel_id, "locker_id": me.locker_id, "compartment": number,
                                   "collection_code": code});
                 // The code is the carrier's to keep: what is remembered for a replay omits it.

@@ -174,6 +174,14 @@ impl LockerActor {
     }
 }
 
+impl Handler<crate::actors::messages::SyncLocalList> for LockerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::actors::messages::SyncLocalList, ctx: &mut Context<Self>) {
+        self.sync_list(ctx);
+    }
+}
+
 /// The `SendLocalList` payload of an update.
 fn wire(u: workflow::ListUpdate, kdf: crate::offline_list::Kdf) -> SendLocalList {
     SendLocalList {
