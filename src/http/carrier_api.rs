@@ -16,7 +16,7 @@ use crate::domain::parcel::ParcelState;
 use crate::domain::Size;
 use crate::error::AppError;
 use crate::signing;
-use crate::workflows::carrier_events::PreAdvice;
+use crate::workflows::carrier_events::{Cancelled, CollectionIssued, PreAdvice};
 
 pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
     cfg.service(
@@ -26,6 +26,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
             .service(get_parcel),
     );
 }
+
+/// The raw body, which the signature covers. (An alias, so that the OpenAPI derive does not
+/// take it for the documented request body.)
+type RawBody = web::Bytes;
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
@@ -62,18 +66,26 @@ async fn authenticate(state: &AppState, req: &HttpRequest, body: &[u8]) -> Resul
     Ok((carrier, id))
 }
 
-/// Where a pre-advised parcel goes and whom it is for.
-#[derive(Debug, Deserialize)]
+/// Whom a pre-advised parcel is for: a resident of the site, by phone, email or id (one is
+/// enough; phone, then email, is how the resident is looked up).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"phone": "+15550102030"}))]
 pub struct RecipientRef {
+    #[schema(max_length = 32)]
     pub phone: Option<String>,
+    #[schema(max_length = 254)]
     pub email: Option<String>,
     pub recipient_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A pre-advice: the parcel is on its way to a locker (`locker_id`) or to any locker of a site
+/// (`site_id`); a compartment of `size` is reserved if one is free.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutForDelivery {
+    /// 4 to 64 letters, digits or dashes; unique among this carrier's live parcels.
+    #[schema(pattern = "^[ ]*[A-Za-z0-9-]{4,64}[ ]*$", example = "1Z999AA10000000001")]
     pub tracking_number: String,
     pub site_id: Option<String>,
     pub locker_id: Option<String>,
@@ -81,22 +93,44 @@ pub struct OutForDelivery {
     pub size: Size,
 }
 
-#[derive(Debug, Deserialize)]
+/// One of this carrier's parcels, by tracking number.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParcelRef {
+    #[schema(pattern = "^[ ]*[A-Za-z0-9-]{4,64}[ ]*$", example = "1Z999AA10000000001")]
     pub tracking_number: String,
+    /// Kept in the parcel's history (at most 200 characters are kept).
     #[serde(default)]
     pub reason: String,
 }
 
-/// An inbound event: `{"type": "...", "data": {...}}`.
-#[derive(Debug, Deserialize)]
+/// An inbound event: `{"type": "...", "data": {...}}`. `out_for_delivery` pre-advises a
+/// parcel (answered 202 with what it led to); `cancel` and `redirect` cancel one not yet
+/// deposited (200, its compartment released); `return_collection` issues a collection code for
+/// an expired parcel (200).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CarrierEvent {
     OutForDelivery(OutForDelivery),
     Cancel(ParcelRef),
     Redirect(ParcelRef),
     ReturnCollection(ParcelRef),
+}
+
+/// What a 200 answer to an event holds, by the event's type.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum EventAnswer {
+    Cancelled(Cancelled),
+    CollectionIssued(CollectionIssued),
+}
+
+/// A carrier's view of one of its parcels: the parcel and its history, oldest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CarrierParcel {
+    pub parcel: parcels::Parcel,
+    pub events: Vec<parcels::ParcelEvent>,
 }
 
 fn parse_tracking(raw: &str) -> Result<String, AppError> {
@@ -106,12 +140,29 @@ fn parse_tracking(raw: &str) -> Result<String, AppError> {
 }
 
 /// Receives a carrier event. A replayed `webhook-id` gets the first answer and changes nothing.
+#[utoipa::path(
+    tag = "carrier",
+    path = "/carrier/v1/events",
+    request_body(content = CarrierEvent, examples(
+        ("out_for_delivery" = (value = json!({"type": "out_for_delivery", "data": {
+            "tracking_number": "1Z999AA10000000001", "locker_id": "0193a3c0-5b1e-7c39-9f1a-2d4e5f6a7b8c",
+            "recipient": {"phone": "+15550102030"}, "size": "S"}}))),
+        ("cancel" = (value = json!({"type": "cancel", "data": {"tracking_number": "1Z999AA10000000001",
+            "reason": "customer changed the address"}}))),
+        ("redirect" = (value = json!({"type": "redirect", "data": {"tracking_number": "1Z999AA10000000001"}}))),
+        ("return_collection" = (value = json!({"type": "return_collection", "data": {"tracking_number": "1Z999AA10000000001"}}))),
+    )),
+    security(("carrier" = [])),
+    responses(
+        (status = 202, description = "`out_for_delivery`: the parcel is expected, and reserved if a compartment was free (else `parcel.reservation_failed` follows)", body = crate::workflows::carrier_events::PreAdviceOutcome),
+        (status = 200, description = "`cancel`, `redirect`: the parcel is cancelled; `return_collection`: the collection code", body = EventAnswer),
+        (status = 404, description = "No such locker, site, or parcel of this carrier in a state the event applies to", body = crate::error::ErrorBody),
+        (status = 409, description = "The tracking number is already live, or a driver is depositing the parcel right now, or no accessible compartment fits", body = crate::error::ErrorBody),
+        (status = 422, description = "A field breaks a rule (a tracking number, a phone number, a recipient not at the site)", body = crate::error::ErrorBody),
+    )
+)]
 #[post("/events")]
-pub async fn post_event(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: web::Bytes,
-) -> Result<HttpResponse, AppError> {
+pub async fn post_event(req: HttpRequest, state: web::Data<AppState>, body: RawBody) -> Result<HttpResponse, AppError> {
     let (carrier, event_id) = authenticate(&state, &req, &body).await?;
     let (cid, eid) = (carrier.id.clone(), event_id.clone());
     if let Some((status, stored)) = state.db.read(move |c| Ok(inbound::answered(c, &cid, &eid)?)).await? {
@@ -198,24 +249,28 @@ async fn handle_event(
                     reason
                 },
             };
-            let body =
-                match parcel.locker_id {
-                    Some(l) => {
-                        let locker = state.hub.send(GetLocker { locker_id: l }).await.map_err(mailbox)?;
-                        locker.send(msg).await.map_err(mailbox)??
-                    }
-                    None => state
+            let body = match parcel.locker_id {
+                Some(l) => {
+                    let locker = state.hub.send(GetLocker { locker_id: l }).await.map_err(mailbox)?;
+                    locker.send(msg).await.map_err(mailbox)??
+                }
+                None => {
+                    state
                         .db
                         .transaction(move |c| {
                             let actor = format!("carrier:{}", msg.carrier_id);
                             crate::workflows::carrier_events::cancel(c, &msg.parcel_id, &actor, &msg.reason)?;
-                            let body =
-                                json!({"parcel_id": msg.parcel_id, "state": "cancelled", "released_compartment": null});
+                            let body = json!(Cancelled {
+                                parcel_id: msg.parcel_id.clone(),
+                                state: "cancelled".into(),
+                                released_compartment: None,
+                            });
                             inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &body)?;
                             Ok(body)
                         })
-                        .await?,
-                };
+                        .await?
+                }
+            };
             Ok((StatusCode::OK, body))
         }
         CarrierEvent::ReturnCollection(p) => {
@@ -314,22 +369,34 @@ async fn resolve_pre_advice(
 }
 
 /// A carrier's view of one of its own parcels. Another carrier's tracking number is a 404.
+/// The request is signed like an event, over an empty body.
+#[utoipa::path(
+    tag = "carrier",
+    path = "/carrier/v1/parcels/{tracking_number}",
+    params(("tracking_number" = String, Path, pattern = "^[A-Za-z0-9-]{4,64}$")),
+    security(("carrier" = [])),
+    responses(
+        (status = 200, description = "The parcel and its history", body = CarrierParcel),
+    )
+)]
 #[get("/parcels/{tracking_number}")]
 pub async fn get_parcel(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: RawBody,
 ) -> Result<HttpResponse, AppError> {
     let (carrier, _) = authenticate(&state, &req, &body).await?;
-    let tracking = parse_tracking(&path.into_inner())?;
+    // No parcel has a tracking number that does not parse.
+    let tracking =
+        parse_tracking(&path.into_inner()).map_err(|_| AppError::not_found("no parcel with this tracking number"))?;
     let found = state
         .db
         .read(move |c| {
             let p = inbound::find_for_carrier(c, &carrier.id, &tracking, &[])?
                 .ok_or_else(|| AppError::not_found("no parcel with this tracking number"))?;
             let events = parcels::events(c, &p.id)?;
-            Ok(json!({"parcel": p, "events": events}))
+            Ok(CarrierParcel { parcel: p, events })
         })
         .await?;
     Ok(HttpResponse::Ok().json(found))

@@ -12,14 +12,9 @@ use utoipa::Modify;
 
 use crate::db::page::MAX_LIMIT;
 
-/// Routes outside the OpenAPI document (the device WebSocket and the carrier API have their
-/// own specifications in docs/), with their methods, for `Allow` on a 405.
-pub const UNDOCUMENTED_ROUTES: &[(&str, &str)] = &[
-    ("/ws/v1/lockers/{id}", "GET"),
-    ("/carrier/v1/events", "POST"),
-    ("/carrier/v1/parcels/{tracking_number}", "GET"),
-    ("/api-docs/openapi.json", "GET"),
-];
+/// Routes outside the OpenAPI document (the device WebSocket has its own specification,
+/// docs/protocol.md), with their methods, for `Allow` on a 405.
+pub const UNDOCUMENTED_ROUTES: &[(&str, &str)] = &[("/ws/v1/lockers/{id}", "GET"), ("/api-docs/openapi.json", "GET")];
 
 pub struct Contract;
 
@@ -70,7 +65,13 @@ fn edge(op: &mut Operation, path: &str) {
         "429",
         "Too many failed authentications, or too many unauthenticated connections, from this address",
     );
-    if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+    if path.starts_with("/carrier/") {
+        add(
+            op,
+            "401",
+            "Missing or invalid API key, or a signature that does not verify (or is too old)",
+        );
+    } else if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
         add(op, "401", "Missing or invalid admin key");
     }
     if has_body(&op.request_body) {
@@ -145,6 +146,29 @@ pub fn finish(doc: &mut serde_json::Value) {
                 names.push(Value::Null);
             }
             tz["enum"] = Value::Array(names);
+        }
+    }
+    // An event is exactly `type` and `data` (the enum refuses anything else).
+    if let Some(variants) = schemas
+        .get_mut("CarrierEvent")
+        .and_then(|e| e.get_mut("oneOf"))
+        .and_then(Value::as_array_mut)
+    {
+        for v in variants {
+            v["additionalProperties"] = json!(false);
+            // A name for generated clients: `out_for_delivery` → `OutForDeliveryEvent`.
+            if let Some(kind) = v.pointer("/properties/type/enum/0").and_then(Value::as_str) {
+                let title: String = kind
+                    .split('_')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        c.next()
+                            .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                v["title"] = json!(format!("{title}Event"));
+            }
         }
     }
     if let Some(add) = schemas.get_mut("AddCompartments") {

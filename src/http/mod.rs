@@ -17,6 +17,7 @@ pub mod parcels;
 pub mod recipients;
 pub mod remote_opens;
 pub mod sites;
+pub mod webhook_docs;
 
 use std::sync::Arc;
 

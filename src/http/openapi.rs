@@ -5,9 +5,19 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::contract::Contract;
-use super::{admin_keys, alerts, carriers, health, lockers, lockouts, parcels, recipients, remote_opens, sites};
+use super::{
+    admin_keys, alerts, carrier_api, carriers, health, lockers, lockouts, parcels, recipients, remote_opens, sites,
+};
 
 struct AdminAuth;
+
+const CARRIER_AUTH: &str = "The carrier's API key as a bearer token, and on every request (a GET \
+signs an empty body) the Standard Webhooks headers: `webhook-id` (unique per request; an event \
+is idempotent by it: a repeat gets the first answer, with header `idempotent-replayed: true`), \
+`webhook-timestamp` (Unix seconds, at most 5 minutes off) and `webhook-signature`: `v1,` + \
+base64(HMAC-SHA256(key, \"{webhook-id}.{webhook-timestamp}.{body}\")), where key is the base64 \
+after the `whsec_` prefix of the carrier's webhook secret (during a rotation's overlap either \
+secret signs). A missing or wrong key or signature is 401.";
 
 /// Handlers are mounted under `/api/v1` by scope, which the path macros cannot see; and
 /// operation ids must be unique, so they are prefixed with the tag.
@@ -22,6 +32,7 @@ impl Modify for Prefix {
                 || path.starts_with("/readyz")
                 || path.starts_with("/qr/")
                 || path.starts_with("/api-docs")
+                || path.starts_with("/carrier/")
             {
                 path
             } else {
@@ -59,6 +70,19 @@ impl Modify for AdminAuth {
                     .build(),
             ),
         );
+        // Carrier systems: their API key, and a Standard Webhooks signature of each request.
+        // The signature headers are described here rather than as parameters: a client adds
+        // them to every request it sends (over the exact body bytes), as a transport hook.
+        components.add_security_scheme(
+            "carrier",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("lhc_…")
+                    .description(Some(CARRIER_AUTH))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -82,6 +106,7 @@ impl Modify for AdminAuth {
         carriers::deliveries, carriers::redeliver_one, carriers::redeliver_dead, carriers::rotate_secret,
         recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,
         parcels::search, parcels::get_one, parcels::resend_code, parcels::notifications_log, health::qr,
+        carrier_api::post_event, carrier_api::get_parcel,
     ),
     components(schemas(crate::error::ErrorBody))
 )]
@@ -93,6 +118,7 @@ pub async fn document() -> HttpResponse {
     let doc = DOC.get_or_init(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
         super::contract::finish(&mut doc);
+        super::webhook_docs::add(&mut doc);
         doc
     });
     HttpResponse::Ok().json(doc)

@@ -36,14 +36,38 @@ pub struct PreAdvice {
 }
 
 /// What a pre-advice led to; also the body of the answer to the carrier.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PreAdviceOutcome {
     pub parcel_id: String,
+    /// `reserved`, or `expected` when no compartment was free (`parcel.reservation_failed` follows).
     pub state: String,
     pub locker_id: Option<String>,
     pub compartment: Option<i32>,
     #[serde(serialize_with = "crate::db::ts::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub reserved_until: Option<NaiveDateTime>,
+}
+
+/// The answer to `cancel` or `redirect`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Cancelled {
+    pub parcel_id: String,
+    /// Always `cancelled`.
+    pub state: String,
+    /// The compartment the cancellation gave back, if the parcel held one.
+    pub released_compartment: Option<i32>,
+}
+
+/// The answer to `return_collection`: the code the driver types at the kiosk. On a replay of
+/// the same `webhook-id` the code is `null` (it is not stored): ask again with a new id.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CollectionIssued {
+    pub parcel_id: String,
+    pub locker_id: String,
+    pub compartment: i32,
+    pub collection_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Creates the expected parcel and, if a compartment fits, reserves it until `reserve_until`;

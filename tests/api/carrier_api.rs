@@ -378,6 +378,10 @@ async fn cancel_releases_and_full_locker_fails_reservation(app: TestApp) {
         "so the carrier can reroute"
     );
     assert_eq!(payload["data"]["tracking_number"], "1Z999AA10000000002");
+    assert!(app
+        .webhooks_match_the_document()
+        .await
+        .contains("parcel.reservation_failed"));
 
     let (s, c) = event(
         &app,
@@ -594,6 +598,14 @@ async fn return_collection_at_the_kiosk(app: TestApp) {
             "parcel.returned"
         ]
     );
+    // What the carrier received is what the OpenAPI document says it gets.
+    let (_, doc) = app.get("/api-docs/openapi.json").await;
+    for (_, body) in &got {
+        let body: Value = serde_json::from_slice(body).unwrap();
+        let name = lockerhub::http::webhook_docs::schema_name(body["type"].as_str().unwrap());
+        crate::helpers::conforms(&doc, &doc["components"]["schemas"][&name], &body, "").unwrap();
+    }
+    assert_eq!(app.webhooks_match_the_document().await.len(), 3);
 }
 
 async fn secret_rotation_keeps_both_valid(app: TestApp) {

@@ -318,6 +318,11 @@ async fn reservations_expire_and_release_the_compartment(app: TestApp) {
             .then_some(())
     })
     .await;
+    // Its body is what the OpenAPI document says.
+    assert!(app
+        .webhooks_match_the_document()
+        .await
+        .contains("parcel.reservation_expired"));
     // The driver can still deposit it by tracking number.
     let open = w
         .sim

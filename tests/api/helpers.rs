@@ -336,6 +336,35 @@ impl TestApp {
         crate::smtp::secrets_in(&mail)
     }
 
+    /// Checks every webhook queued so far against the schema the OpenAPI document gives for its
+    /// type (`webhooks`, docs: src/http/webhook_docs.rs); returns the types seen.
+    pub async fn webhooks_match_the_document(&self) -> std::collections::BTreeSet<String> {
+        use diesel::prelude::*;
+        use lockerhub::db::schema::webhook_outbox as w;
+        let (s, doc) = self.get("/api-docs/openapi.json").await;
+        assert_eq!(s, StatusCode::OK);
+        let rows: Vec<(String, String)> = self
+            .db
+            .run(|c| Ok(w::table.select((w::event_type, w::payload)).load(c)?))
+            .await
+            .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for (kind, payload) in rows {
+            let body: Value = serde_json::from_str(&payload).unwrap();
+            assert!(
+                doc["webhooks"].get(&kind).is_some(),
+                "webhook {kind} is not in the document"
+            );
+            let name = lockerhub::http::webhook_docs::schema_name(&kind);
+            let schema = &doc["components"]["schemas"][&name];
+            if let Err(e) = conforms(&doc, schema, &body, "") {
+                panic!("webhook {kind} does not match its schema: {e}\n{body}");
+            }
+            seen.insert(kind);
+        }
+        seen
+    }
+
     /// Webhook outbox events for a parcel, oldest first: (event type, payload).
     pub async fn webhooks_for(&self, parcel_id: &str) -> Vec<(String, Value)> {
         use diesel::prelude::*;
@@ -690,5 +719,87 @@ impl TestApp {
             .send(lockerhub::actors::messages::ScheduledDeadlines)
             .await
             .expect("the hub answers")
+    }
+}
+
+/// Whether `v` conforms to `schema`, for the JSON Schema the document's webhooks use: `$ref`,
+/// `type` (one or a list), `enum`, `properties`, `required`, `additionalProperties: false`,
+/// `format: date-time`. Err says where and why not.
+pub fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return conforms(doc, &doc["components"]["schemas"][name], v, at);
+    }
+    let type_ok = |t: &str| match t {
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "null" => v.is_null(),
+        _ => false,
+    };
+    match &schema["type"] {
+        Value::String(t) if !type_ok(t) => return Err(format!("{at}: {v} is not {t}")),
+        Value::Array(ts) if !ts.iter().any(|t| t.as_str().is_some_and(type_ok)) => {
+            return Err(format!("{at}: {v} is none of {ts:?}"))
+        }
+        _ => {}
+    }
+    if let Some(options) = schema["enum"].as_array() {
+        if !options.contains(v) {
+            return Err(format!("{at}: {v} is not one of {options:?}"));
+        }
+    }
+    if schema["format"] == "date-time" {
+        if let Some(t) = v.as_str() {
+            chrono::DateTime::parse_from_rfc3339(t).map_err(|e| format!("{at}: {t}: {e}"))?;
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        let props = schema["properties"].as_object();
+        for r in schema["required"].as_array().into_iter().flatten() {
+            let r = r.as_str().unwrap_or_default();
+            if !obj.contains_key(r) {
+                return Err(format!("{at}: {r} is missing"));
+            }
+        }
+        for (k, field) in obj {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => conforms(doc, s, field, &format!("{at}.{k}"))?,
+                None if schema["additionalProperties"] == false => {
+                    return Err(format!("{at}: {k} is not in the schema"))
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn conforms_refuses_what_a_schema_does_not_allow() {
+    let doc = serde_json::json!({"components": {"schemas": {"T": {"type": "object",
+        "properties": {"a": {"type": ["integer", "null"]}, "t": {"type": "string", "format": "date-time"},
+                       "k": {"type": "string", "enum": ["x"]}},
+        "required": ["a"], "additionalProperties": false}}}});
+    let s = serde_json::json!({"$ref": "#/components/schemas/T"});
+    assert!(conforms(
+        &doc,
+        &s,
+        &serde_json::json!({"a": 1, "k": "x", "t": "2026-11-24T09:15:02Z"}),
+        ""
+    )
+    .is_ok());
+    assert!(conforms(&doc, &s, &serde_json::json!({"a": null}), "").is_ok());
+    for bad in [
+        serde_json::json!({}),
+        serde_json::json!({"a": "1"}),
+        serde_json::json!({"a": 1, "b": 2}),
+        serde_json::json!({"a": 1, "k": "y"}),
+        serde_json::json!({"a": 1, "t": "yesterday"}),
+    ] {
+        assert!(conforms(&doc, &s, &bad, "").is_err(), "{bad}");
     }
 }

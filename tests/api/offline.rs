@@ -245,6 +245,8 @@ async fn a_parcel_that_expired_while_offline_is_picked_up_and_its_return_withdra
         picked[0]["data"]["after_expiry"], true,
         "the carrier learns its return request is withdrawn"
     );
+    let seen = app.webhooks_match_the_document().await;
+    assert!(seen.contains("parcel.picked_up") && seen.contains("parcel.return_requested"));
     // Nothing is left for the carrier to collect: no deadline is pending for the parcel.
     assert_eq!(pending_deadlines(&app, &id).await, 0);
 }
@@ -961,6 +963,9 @@ async fn offline_drivers_collect_returns_and_deposit_pre_advised_parcels(app: Te
     let statuses = app.statuses(&w.locker).await;
     assert_eq!(statuses[&(collected_from as i64)], "free");
     assert_eq!(statuses[&reserved], "occupied");
+    // Offline or not, the bodies are what the OpenAPI document says.
+    let seen = app.webhooks_match_the_document().await;
+    assert!(seen.contains("parcel.returned") && seen.contains("parcel.delivered_to_locker"));
     // Both wrong codes counted where they belong (1 of 3 each: no lockout yet).
     let (_, l) = app.get(&format!("/api/v1/lockers/{}/lockouts", w.locker)).await;
     assert_eq!(l["items"].as_array().unwrap().len(), 0, "{l}");

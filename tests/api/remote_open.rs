@@ -393,6 +393,7 @@ async fn a_parcel_taken_out_after_a_remote_open_is_removed(app: TestApp) {
     assert_eq!(removed.0, "parcel.removed");
     assert_eq!(removed.1["data"]["compartment"], n);
     assert!(removed.1["data"]["removed_at"].is_string());
+    assert!(app.webhooks_match_the_document().await.contains("parcel.removed"));
     // The code no longer opens anything.
     let err = sim.call("Pickup", json!({"code": code})).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidCode));

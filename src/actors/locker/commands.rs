@@ -8,6 +8,7 @@ use super::LockerActor;
 use crate::actors::messages::*;
 use crate::domain::CompartmentStatus;
 use crate::error::AppError;
+use crate::workflows::carrier_events::{Cancelled, CollectionIssued};
 use crate::workflows::deposits;
 
 impl Handler<PreAdviseParcel> for LockerActor {
@@ -54,7 +55,11 @@ impl Handler<CancelParcel> for LockerActor {
             move |c, _| {
                 let actor = format!("carrier:{}", msg.carrier_id);
                 let freed = crate::workflows::carrier_events::cancel(c, &msg.parcel_id, &actor, &msg.reason)?;
-                let body = json!({"parcel_id": msg.parcel_id, "state": "cancelled", "released_compartment": freed});
+                let body = json!(Cancelled {
+                    parcel_id: msg.parcel_id.clone(),
+                    state: "cancelled".into(),
+                    released_compartment: freed,
+                });
                 crate::db::inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &body)?;
                 Ok((freed, body))
             },
@@ -88,11 +93,18 @@ impl Handler<IssueCollectionCode> for LockerActor {
                     &actor,
                     clock.now(),
                 )?;
-                let body = json!({"parcel_id": msg.parcel_id, "locker_id": me.locker_id, "compartment": number,
-                                  "collection_code": code});
+                let issued = |collection_code, note: Option<&str>| {
+                    json!(CollectionIssued {
+                        parcel_id: msg.parcel_id.clone(),
+                        locker_id: me.locker_id.clone(),
+                        compartment: number,
+                        collection_code,
+                        note: note.map(str::to_string),
+                    })
+                };
+                let body = issued(Some(code), None);
                 // The code is the carrier's to keep: what is remembered for a replay omits it.
-                let remembered = json!({"parcel_id": msg.parcel_id, "locker_id": me.locker_id, "compartment": number,
-                                        "collection_code": null, "note": "already issued; request a new code with a new event id"});
+                let remembered = issued(None, Some("already issued; request a new code with a new event id"));
                 crate::db::inbound::remember(c, &msg.carrier_id, &msg.event_id, 200, &remembered)?;
                 Ok(body)
             },
