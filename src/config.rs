@@ -102,6 +102,8 @@ pub struct Settings {
     pub device_call_retention_secs: u64,
     pub dwell_hours: u32,
     pub reservation_hours: u32,
+    /// A locker offline for longer than this is `locker_unavailable` to bookings.
+    pub booking_offline_grace_secs: u64,
     pub webhook_retry_base_ms: u64,
     pub webhook_max_attempts: i32,
     pub webhook_timeout_secs: u64,
@@ -224,6 +226,7 @@ impl Default for Settings {
             device_call_retention_secs: 86_400,
             dwell_hours: 72,
             reservation_hours: 24,
+            booking_offline_grace_secs: 3600,
             webhook_retry_base_ms: 5_000,
             webhook_max_attempts: 15,
             webhook_timeout_secs: 10,
@@ -313,6 +316,8 @@ Settings (defaults < TOML file < DATABASE_URL < LOCKERHUB_* environment):
                                                                     at most 512 per locker)
   dwell_hours                 LOCKERHUB_DWELL_HOURS                 72
   reservation_hours           LOCKERHUB_RESERVATION_HOURS           24
+  booking_offline_grace_secs  LOCKERHUB_BOOKING_OFFLINE_GRACE_SECS  3600 (a locker offline longer is unavailable to
+                                                                    bookings)
   webhook_retry_base_ms       LOCKERHUB_WEBHOOK_RETRY_BASE_MS       5000 (doubles per attempt, capped at 8 h, with jitter)
   webhook_max_attempts        LOCKERHUB_WEBHOOK_MAX_ATTEMPTS        15 (about a day), then dead-lettered
   webhook_timeout_secs        LOCKERHUB_WEBHOOK_TIMEOUT_SECS        10

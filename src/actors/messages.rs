@@ -106,6 +106,17 @@ pub struct PreAdviseParcel {
     pub advice: crate::workflows::carrier_events::PreAdvice,
 }
 
+/// Carrier → locker: could it take a parcel of `size` from this carrier now (a pre-check)?
+/// Answered from the actor's memory, where allocation is decided; reserves nothing. `Ok` is
+/// the compartment it would get.
+#[derive(Message)]
+#[rtype(result = "Result<i32, crate::domain::booking::Rejection>")]
+pub struct CheckAvailability {
+    pub carrier_id: String,
+    pub size: crate::domain::Size,
+    pub needs_accessible: bool,
+}
+
 /// Carrier → locker: cancel or redirect a parcel not yet deposited, releasing its compartment.
 #[derive(Message)]
 #[rtype(result = "Result<Value, crate::error::AppError>")]

@@ -123,6 +123,15 @@ pub fn get(conn: &mut DbConn, id: &str) -> QueryResult<Locker> {
     lockers::table.find(id).select(Locker::as_select()).get_result(conn)
 }
 
+/// Every locker of a site (active or not), oldest first.
+pub fn at_site(conn: &mut DbConn, site_id: &str) -> QueryResult<Vec<Locker>> {
+    lockers::table
+        .filter(lockers::site_id.eq(site_id))
+        .order(lockers::id.asc())
+        .select(Locker::as_select())
+        .load(conn)
+}
+
 pub fn list(conn: &mut DbConn, site_id: Option<&str>, page: &Page) -> QueryResult<Paged<Locker>> {
     let mut q = lockers::table
         .select(Locker::as_select())

@@ -25,6 +25,7 @@ pub mod recipients;
 pub mod remote_opens;
 pub mod schema;
 pub mod sites;
+pub mod size_classes;
 pub mod ts;
 pub mod wake;
 pub mod writer;

@@ -335,6 +335,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    locker_size_classes (locker_id, size) {
+        locker_id -> Text,
+        size -> Text,
+        length_mm -> Integer,
+        width_mm -> Integer,
+        height_mm -> Integer,
+        max_weight_g -> Integer,
+    }
+}
+
+diesel::table! {
     alerts (id) {
         id -> Text,
         locker_id -> Text,
@@ -388,5 +399,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     locker_journal,
     local_lists,
     local_list_entries,
+    locker_size_classes,
     alerts,
 );

@@ -104,14 +104,15 @@ pub fn removed(p: &ParcelAt<'_>, now: NaiveDateTime) -> Effects {
     e
 }
 
-/// No compartment fits a pre-advised parcel: the carrier is told so it can reroute.
-pub fn reservation_failed(p: &ParcelAt<'_>, reason: String) -> Effects {
+/// No compartment fits a pre-advised parcel: the carrier is told why (a stable code, as a
+/// pre-check answers it) so it can reroute.
+pub fn reservation_failed(p: &ParcelAt<'_>, why: super::booking::Rejection, reason: String) -> Effects {
     let mut e = Effects::for_parcel(p.parcel_id);
     e.webhooks.push(Webhook {
         carrier_id: p.carrier_id.to_string(),
         event: "parcel.reservation_failed",
         data: json!({"parcel_id": p.parcel_id, "tracking_number": p.tracking_number,
-                     "locker_id": p.locker_id, "reason": reason}),
+                     "locker_id": p.locker_id, "reason_code": why.as_str(), "reason": reason}),
     });
     e
 }
@@ -198,8 +199,13 @@ mod tests {
 
     #[test]
     fn pre_advice_outcomes() {
-        let failed = reservation_failed(&parcel(), "no free compartment fits size L".into());
+        let failed = reservation_failed(
+            &parcel(),
+            super::super::booking::Rejection::LockerFull,
+            "no free compartment fits size L".into(),
+        );
         assert_eq!(failed.webhooks[0].event, "parcel.reservation_failed");
+        assert_eq!(failed.webhooks[0].data["reason_code"], "locker_full");
         assert!(failed.webhooks[0].data.get("compartment").is_none());
         assert_eq!(reserved(&parcel(), t()).deadlines, vec![("reservation_expiry", t())]);
         assert_eq!(cancelled(&parcel()).cancel, CancelDeadlines::All);

@@ -1,6 +1,7 @@
 //! Domain rules as plain types and functions: no actix, no database.
 
 pub mod allocation;
+pub mod booking;
 pub mod deposit;
 pub mod effects;
 pub mod hardware;

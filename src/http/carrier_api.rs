@@ -6,11 +6,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{bearer, client_ip, reject};
+use super::numbers::whole;
 use super::AppState;
-use crate::actors::messages::{CancelParcel, GetLocker, IssueCollectionCode, PreAdviseParcel};
+use crate::actors::messages::{CancelParcel, CheckAvailability, GetLocker, IssueCollectionCode, PreAdviseParcel};
 use crate::db::carriers::{self, Carrier};
 use crate::db::inbound;
-use crate::db::{lockers, now, parcels, recipients, sites};
+use crate::db::{lockers, now, parcels, recipients, sites, size_classes};
+use crate::domain::booking::{self, Dimensions, Rejection};
 use crate::domain::inputs::{Email, Phone, TrackingNumber};
 use crate::domain::parcel::ParcelState;
 use crate::domain::Size;
@@ -23,6 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
         web::scope("/carrier/v1")
             .app_data(web::PayloadConfig::default().limit(max_body))
             .service(post_event)
+            .service(precheck)
             .service(get_parcel),
     );
 }
@@ -303,23 +306,6 @@ async fn resolve_pre_advice(
     o: OutForDelivery,
 ) -> Result<(PreAdvice, Option<String>), AppError> {
     let tracking_number = parse_tracking(&o.tracking_number)?;
-    let phone = o
-        .recipient
-        .phone
-        .as_deref()
-        .map(Phone::parse)
-        .transpose()
-        .map_err(AppError::invalid)?;
-    let email = o
-        .recipient
-        .email
-        .as_deref()
-        .map(Email::parse)
-        .transpose()
-        .map_err(AppError::invalid)?;
-    if phone.is_none() && email.is_none() && o.recipient.recipient_id.is_none() {
-        return Err(AppError::invalid("recipient needs a phone, an email or a recipient_id"));
-    }
     // The application's clock: the reservation's expiry is a deadline compared with it.
     let reserve_until = state.clock.now() + state.clock.hours(i64::from(state.settings.reservation_hours));
     let (carrier_id, event_id) = (carrier.id.clone(), event_id.to_string());
@@ -344,15 +330,8 @@ async fn resolve_pre_advice(
                 ),
                 (None, None) => return Err(AppError::invalid("give site_id or locker_id")),
             };
-            let recipient = match (&o.recipient.recipient_id, &phone, &email) {
-                (Some(id), _, _) => recipients::get(c, id)
-                    .optional()?
-                    .filter(|r| r.site_id == site_id && r.active),
-                (None, Some(p), _) => recipients::by_phone(c, &site_id, p.as_str())?,
-                (None, None, Some(e)) => recipients::by_email(c, &site_id, &e.clone().into_inner())?,
-                _ => None,
-            }
-            .ok_or_else(|| AppError::invalid("no such recipient at this site"))?;
+            let recipient = find_recipient(c, &site_id, &o.recipient)?
+                .ok_or_else(|| AppError::invalid("no such recipient at this site"))?;
             let advice = PreAdvice {
                 event_id,
                 carrier_id,
@@ -366,6 +345,215 @@ async fn resolve_pre_advice(
             Ok((advice, locker_id))
         })
         .await
+}
+
+/// A pre-check: could a locker (or any locker of a site) take this parcel now? Give the size
+/// class, or the parcel's dimensions and weight (mapped through each locker's size classes).
+/// With a recipient, their need for an accessible compartment counts. Reserves nothing.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"locker_id": "0193a3b2-0d4f-7a11-8e2c-6b5a4c3d2e1f",
+    "dimensions": {"length_mm": 300, "width_mm": 200, "height_mm": 120}, "weight_g": 2500}))]
+pub struct Precheck {
+    pub locker_id: Option<String>,
+    pub site_id: Option<String>,
+    pub size: Option<Size>,
+    #[serde(default, deserialize_with = "whole")]
+    pub dimensions: Option<Dimensions>,
+    /// With `dimensions`: the parcel's weight.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub weight_g: Option<u32>,
+    pub recipient: Option<RecipientRef>,
+}
+
+/// The answer to a pre-check: where the parcel could go, or the stable reason it cannot.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Availability {
+    pub available: bool,
+    /// The locker that can take it (the first of the site's that can, for a site).
+    pub locker_id: Option<String>,
+    /// The size class it needs there.
+    pub size: Option<Size>,
+    /// Why not (`available: false`); for a site, the reason of its closest locker.
+    pub reason: Option<Rejection>,
+    pub message: Option<String>,
+}
+
+impl Availability {
+    fn no(reason: Rejection) -> Self {
+        Self {
+            available: false,
+            locker_id: None,
+            size: None,
+            reason: Some(reason),
+            message: Some(reason.message().into()),
+        }
+    }
+}
+
+/// Answers a pre-check from each candidate locker's actor, where allocation is decided.
+#[utoipa::path(
+    tag = "carrier",
+    path = "/carrier/v1/precheck",
+    request_body = Precheck,
+    security(("carrier" = [])),
+    responses(
+        (status = 200, description = "Whether the parcel could go there now, and if not why (a stable `reason`)", body = Availability),
+        (status = 404, description = "No such locker or site", body = crate::error::ErrorBody),
+        (status = 422, description = "Neither or both of `size` and `dimensions`, `dimensions` without `weight_g`, or neither `locker_id` nor `site_id`", body = crate::error::ErrorBody),
+    )
+)]
+#[post("/precheck")]
+pub async fn precheck(req: HttpRequest, state: web::Data<AppState>, body: RawBody) -> Result<HttpResponse, AppError> {
+    let (carrier, _) = authenticate(&state, &req, &body).await?;
+    let p: Precheck = serde_json::from_slice(&body).map_err(|e| AppError::BadRequest {
+        code: if e.is_data() { "invalid_body" } else { "malformed_json" },
+        message: format!("invalid pre-check: {e}"),
+    })?;
+    let parcel = match (p.size, p.dimensions, p.weight_g) {
+        (Some(size), None, None) => Ok(size),
+        (None, Some(d), Some(w)) => {
+            let d = d.parse().map_err(AppError::invalid)?;
+            if w > booking::MAX_G {
+                return Err(AppError::invalid(format!(
+                    "weight_g must be at most {}",
+                    booking::MAX_G
+                )));
+            }
+            Err((d, w))
+        }
+        _ => return Err(AppError::invalid("give size, or dimensions with weight_g")),
+    };
+    let grace =
+        chrono::Duration::seconds(i64::try_from(state.settings.booking_offline_grace_secs).unwrap_or(i64::MAX / 1000));
+    let now = state.clock.now();
+    let recipient = p.recipient;
+    let (locker_id, site_id) = (p.locker_id, p.site_id);
+    // Each candidate locker with what the database says of it: usable now, and its size.
+    let candidates = state
+        .db
+        .read(move |c| {
+            let site = match (&locker_id, &site_id) {
+                (Some(l), _) => {
+                    let locker = lockers::get(c, l)
+                        .optional()?
+                        .ok_or_else(|| AppError::not_found("unknown locker"))?;
+                    if site_id.as_ref().is_some_and(|s| *s != locker.site_id) {
+                        return Err(AppError::invalid("locker_id is not at site_id"));
+                    }
+                    locker.site_id
+                }
+                (None, Some(s)) => {
+                    sites::get(c, s)
+                        .optional()?
+                        .ok_or_else(|| AppError::not_found("unknown site"))?
+                        .id
+                }
+                (None, None) => return Err(AppError::invalid("give site_id or locker_id")),
+            };
+            let needs_accessible = match &recipient {
+                None => Ok(false),
+                Some(r) => find_recipient(c, &site, r)?
+                    .map(|r| r.needs_accessible)
+                    .ok_or(Rejection::RecipientInvalid),
+            };
+            let lockers: Vec<lockers::Locker> = match &locker_id {
+                Some(l) => vec![lockers::get(c, l)?],
+                None => lockers::at_site(c, &site)?,
+            };
+            let mut out = Vec::new();
+            for l in lockers {
+                let offline_since = (!l.connected).then_some(l.last_seen_at).flatten();
+                let usable = l.active && offline_since.is_none_or(|t| now - t <= grace);
+                let size = match parcel {
+                    Ok(size) => Ok(size),
+                    Err((d, w)) => booking::size_for(d, w, &size_classes::effective(c, &l.id)?.0),
+                };
+                out.push((l.id, usable, size));
+            }
+            Ok((needs_accessible, out))
+        })
+        .await?;
+    let (needs_accessible, lockers) = candidates;
+    let needs_accessible = match needs_accessible {
+        Ok(n) => n,
+        Err(r) => return Ok(HttpResponse::Ok().json(Availability::no(r))),
+    };
+    let mut reasons = Vec::new();
+    for (locker_id, usable, size) in lockers {
+        let size = match (usable, size) {
+            (false, _) => {
+                reasons.push(Rejection::LockerUnavailable);
+                continue;
+            }
+            (true, Err(r)) => {
+                reasons.push(r);
+                continue;
+            }
+            (true, Ok(size)) => size,
+        };
+        let locker = state
+            .hub
+            .send(GetLocker {
+                locker_id: locker_id.clone(),
+            })
+            .await
+            .map_err(|e| AppError::Unavailable(format!("hub: {e}")))?;
+        let check = CheckAvailability {
+            carrier_id: carrier.id.clone(),
+            size,
+            needs_accessible,
+        };
+        match locker.send(check).await {
+            Ok(Ok(_)) => {
+                return Ok(HttpResponse::Ok().json(Availability {
+                    available: true,
+                    locker_id: Some(locker_id),
+                    size: Some(size),
+                    reason: None,
+                    message: None,
+                }))
+            }
+            Ok(Err(r)) => reasons.push(r),
+            Err(e) => return Err(AppError::Unavailable(format!("locker actor: {e}"))),
+        }
+    }
+    // The closest miss: a locker that is there and working beats one that is not.
+    let reason = reasons
+        .iter()
+        .copied()
+        .min_by_key(|r| *r == Rejection::LockerUnavailable)
+        .unwrap_or(Rejection::LockerUnavailable);
+    Ok(HttpResponse::Ok().json(Availability::no(reason)))
+}
+
+/// The resident a carrier names, at `site`: by id, else phone, else email.
+fn find_recipient(
+    c: &mut crate::db::DbConn,
+    site: &str,
+    r: &RecipientRef,
+) -> Result<Option<crate::db::recipients::Recipient>, AppError> {
+    let phone = r
+        .phone
+        .as_deref()
+        .map(Phone::parse)
+        .transpose()
+        .map_err(AppError::invalid)?;
+    let email = r
+        .email
+        .as_deref()
+        .map(Email::parse)
+        .transpose()
+        .map_err(AppError::invalid)?;
+    Ok(match (&r.recipient_id, &phone, &email) {
+        (Some(id), _, _) => recipients::get(c, id)
+            .optional()?
+            .filter(|x| x.site_id == site && x.active),
+        (None, Some(p), _) => recipients::by_phone(c, site, p.as_str())?,
+        (None, None, Some(e)) => recipients::by_email(c, site, &e.clone().into_inner())?,
+        _ => return Err(AppError::invalid("recipient needs a phone, an email or a recipient_id")),
+    })
 }
 
 /// A carrier's view of one of its own parcels. Another carrier's tracking number is a 404.

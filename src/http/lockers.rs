@@ -12,7 +12,8 @@ use crate::actors::messages::{self as msg, GetLocker};
 use crate::db::faults::Fault;
 use crate::db::lockers::{self, Compartment, Locker, LockerChanges, NewCompartment, Section};
 use crate::db::page::Paged;
-use crate::db::{sites, DbConn};
+use crate::db::{sites, size_classes, DbConn};
+use crate::domain::booking::{check_classes, Dimensions, SizeClass};
 use crate::domain::inputs::Text;
 use crate::domain::Size;
 use crate::error::AppError;
@@ -29,6 +30,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(list_sections)
         .service(put_section)
         .service(delete_section)
+        .service(list_size_classes)
+        .service(put_size_classes)
         .service(list_faults);
 }
 
@@ -425,6 +428,133 @@ pub async fn update_compartment(
     };
     let updated = through_locker(&state, &id, change).await?;
     Ok(HttpResponse::Ok().json(updated))
+}
+
+/// A locker's size classes, by size: what each size's compartments hold inside. They map a
+/// carrier's parcel dimensions and weight to a size (`POST /carrier/v1/precheck`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[allow(non_snake_case)]
+pub struct SizeClasses {
+    pub S: Option<ClassSpec>,
+    pub M: Option<ClassSpec>,
+    pub L: Option<ClassSpec>,
+    pub XL: Option<ClassSpec>,
+    /// True while none are set: the classes are the defaults.
+    pub default: bool,
+}
+
+impl SizeClasses {
+    fn of(classes: &[SizeClass], default: bool) -> Self {
+        let spec = |size| {
+            classes.iter().find(|c| c.size == size).map(|c| ClassSpec {
+                inside: c.inside,
+                max_weight_g: c.max_weight_g,
+            })
+        };
+        Self {
+            S: spec(Size::S),
+            M: spec(Size::M),
+            L: spec(Size::L),
+            XL: spec(Size::XL),
+            default,
+        }
+    }
+}
+
+/// What one size's compartments hold inside.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSpec {
+    pub inside: Dimensions,
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_weight_g: u32,
+}
+
+/// Sets all of a locker's size classes at once, by size (none given: back to the defaults).
+/// A larger size must be at least as large, and hold at least as much, as a smaller one.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+pub struct PutSizeClasses {
+    #[serde(default, deserialize_with = "whole")]
+    pub S: Option<ClassSpec>,
+    #[serde(default, deserialize_with = "whole")]
+    pub M: Option<ClassSpec>,
+    #[serde(default, deserialize_with = "whole")]
+    pub L: Option<ClassSpec>,
+    #[serde(default, deserialize_with = "whole")]
+    pub XL: Option<ClassSpec>,
+}
+
+impl PutSizeClasses {
+    fn classes(&self) -> Vec<SizeClass> {
+        [
+            (Size::S, self.S),
+            (Size::M, self.M),
+            (Size::L, self.L),
+            (Size::XL, self.XL),
+        ]
+        .into_iter()
+        .filter_map(|(size, spec)| {
+            spec.map(|c| SizeClass {
+                size,
+                inside: c.inside,
+                max_weight_g: c.max_weight_g,
+            })
+        })
+        .collect()
+    }
+}
+
+#[utoipa::path(tag = "lockers", security(("admin" = [])),
+    params(("id" = String, Path, description = "Locker id")),
+    responses((status = 200, body = SizeClasses)))]
+#[get("/lockers/{id}/size-classes")]
+pub async fn list_size_classes(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let (classes, default) = state
+        .db
+        .read(move |c| {
+            locker_exists(c, &id)?;
+            Ok(size_classes::effective(c, &id)?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(SizeClasses::of(&classes, default)))
+}
+
+#[utoipa::path(tag = "lockers", request_body = PutSizeClasses, security(("admin" = [])),
+    params(("id" = String, Path, description = "Locker id")),
+    responses((status = 200, body = SizeClasses),
+              (status = 422, description = "A bound broken, or a larger size smaller (or holding less) than a smaller one", body = crate::error::ErrorBody)))]
+#[put("/lockers/{id}/size-classes")]
+pub async fn put_size_classes(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    // An object, read as one: serde would also take a struct of optional fields from an array.
+    body: web::Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<HttpResponse, AppError> {
+    let body: PutSizeClasses =
+        serde_json::from_value(serde_json::Value::Object(body.into_inner())).map_err(|e| AppError::BadRequest {
+            code: "invalid_body",
+            message: format!("invalid request body: {e}"),
+        })?;
+    let classes = body.classes();
+    check_classes(&classes).map_err(AppError::invalid)?;
+    let id = id.into_inner();
+    let (classes, default) = state
+        .db
+        .transaction(move |c| {
+            locker_exists(c, &id)?;
+            size_classes::replace(c, &id, &classes)?;
+            Ok(size_classes::effective(c, &id)?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(SizeClasses::of(&classes, default)))
 }
 
 #[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 200, body = [Section])))]

@@ -96,6 +96,7 @@ impl Modify for AdminAuth {
         lockers::create, lockers::list, lockers::get_one, lockers::update, lockers::rotate_credential,
         lockers::add_compartments, lockers::list_compartments, lockers::update_compartment,
         lockers::list_sections, lockers::put_section, lockers::delete_section,
+        lockers::list_size_classes, lockers::put_size_classes,
         lockers::list_faults,
         remote_opens::open_compartment, remote_opens::list_for_locker, remote_opens::get_one,
         remote_opens::approve, remote_opens::reject, remote_opens::list_for_parcel,
@@ -106,7 +107,7 @@ impl Modify for AdminAuth {
         carriers::deliveries, carriers::redeliver_one, carriers::redeliver_dead, carriers::rotate_secret,
         recipients::create, recipients::list, recipients::get_one, recipients::update, recipients::import_csv,
         parcels::search, parcels::get_one, parcels::resend_code, parcels::notifications_log, health::qr,
-        carrier_api::post_event, carrier_api::get_parcel,
+        carrier_api::post_event, carrier_api::precheck, carrier_api::get_parcel,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

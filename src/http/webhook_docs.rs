@@ -210,9 +210,11 @@ pub fn add(doc: &mut Value) {
             "parcel_id": {"type": "string"},
             "tracking_number": {"type": "string"},
             "locker_id": {"type": ["string", "null"]},
-            "reason": {"type": "string", "description": "Why no compartment was reserved."},
+            "reason_code": {"type": "string", "enum": ["locker_full", "no_fitting_compartment", "locker_unavailable"],
+                            "description": "Why, as a stable code (the `reason` of a pre-check, `POST /carrier/v1/precheck`)."},
+            "reason": {"type": "string", "description": "Why no compartment was reserved, in words."},
         },
-        "required": ["parcel_id", "tracking_number", "locker_id", "reason"],
+        "required": ["parcel_id", "tracking_number", "locker_id", "reason_code", "reason"],
         "additionalProperties": false,
     });
     let summary = "A pre-advice found no free compartment that fits: reroute the parcel or deliver it otherwise.";
@@ -225,7 +227,8 @@ pub fn add(doc: &mut Value) {
             &name,
             json!({"type": "parcel.reservation_failed", "timestamp": "2026-11-24T09:15:02.130Z",
                    "data": {"parcel_id": "0193a3c0-5b1e-7c39-9f1a-2d4e5f6a7b8c", "tracking_number": "1Z999AA10000000001",
-                            "locker_id": "0193a3b2-0d4f-7a11-8e2c-6b5a4c3d2e1f", "reason": "no free compartment fits size L"}}),
+                            "locker_id": "0193a3b2-0d4f-7a11-8e2c-6b5a4c3d2e1f", "reason_code": "locker_full",
+                            "reason": "no free compartment fits size L"}}),
         ),
     );
     let alert = json!({"$ref": "#/components/schemas/Alert"});

@@ -140,10 +140,14 @@ pub fn pre_advise(
                     .into(),
             });
         }
+        // Full, or only too-small compartments free: the same code a pre-check gives.
+        let why = crate::domain::booking::availability(&p.carrier_id, p.size, false, slots, busy)
+            .err()
+            .unwrap_or(crate::domain::booking::Rejection::NoFittingCompartment);
         let reason = format!("no free compartment fits size {}", p.size.as_str());
         persist(
             conn,
-            &lifecycle::reservation_failed(&at(&id, p, &ctx.locker_id), reason),
+            &lifecycle::reservation_failed(&at(&id, p, &ctx.locker_id), why, reason),
         )?;
         return Ok(PreAdviceOutcome {
             parcel_id: id,

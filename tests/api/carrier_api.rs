@@ -378,6 +378,10 @@ async fn cancel_releases_and_full_locker_fails_reservation(app: TestApp) {
         "so the carrier can reroute"
     );
     assert_eq!(payload["data"]["tracking_number"], "1Z999AA10000000002");
+    assert_eq!(
+        payload["data"]["reason_code"], "locker_full",
+        "the same code a pre-check gives"
+    );
     assert!(app
         .webhooks_match_the_document()
         .await
@@ -877,4 +881,164 @@ async fn a_slow_carrier_does_not_delay_another(app: TestApp) {
         },
     )
     .await;
+}
+
+/// A signed POST of `body` to a carrier API path, with a fresh `webhook-id`.
+async fn signed_post(app: &TestApp, c: &Carrier, path: &str, body: Value) -> (StatusCode, Value) {
+    let id = format!("req-{}", uuid::Uuid::new_v4());
+    let bytes = body.to_string().into_bytes();
+    let ts = now();
+    let sig = sign(&c.secret, &id, ts, &bytes);
+    post_raw(app, path, Some(&c.api_key), &id, ts, &sig, bytes).await
+}
+
+db_test!(a_precheck_answers_with_a_stable_reason_and_reserves_nothing with |s| {
+    // A locker that went offline is unavailable at once (the default waits an hour).
+    s.booking_offline_grace_secs = 0;
+});
+
+async fn a_precheck_answers_with_a_stable_reason_and_reserves_nothing(app: TestApp) {
+    let ups = carrier(&app, "ups", None).await;
+    let w = world(&app, 2).await;
+    let check = |body: Value| {
+        let (app, ups) = (&app, &ups);
+        async move {
+            let (s, v) = signed_post(app, ups, "/carrier/v1/precheck", body).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v
+        }
+    };
+    let here = |extra: Value| {
+        let mut b = json!({"locker_id": w.locker});
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let v = check(here(json!({"size": "S"}))).await;
+    assert_eq!(v["available"], true, "{v}");
+    assert_eq!(v["locker_id"], w.locker.as_str());
+    assert_eq!(v["size"], "S");
+    // By dimensions and weight, through the locker's size classes (the defaults: S is 90 mm high).
+    let parcel = |l: u32, wd: u32, h: u32, g: u32| json!({"dimensions": {"length_mm": l, "width_mm": wd, "height_mm": h}, "weight_g": g});
+    assert_eq!(check(here(parcel(300, 200, 80, 2_000))).await["size"], "S");
+    let reason = |v: Value| v["reason"].as_str().unwrap_or("available").to_string();
+    assert_eq!(
+        reason(check(here(parcel(300, 200, 150, 2_000))).await),
+        "no_fitting_compartment"
+    );
+    assert_eq!(
+        reason(check(here(json!({"size": "M"}))).await),
+        "no_fitting_compartment"
+    );
+    assert_eq!(
+        reason(check(here(parcel(900, 200, 80, 2_000))).await),
+        "dimensions_exceed"
+    );
+    assert_eq!(
+        reason(check(here(parcel(300, 200, 80, 40_000))).await),
+        "weight_exceeds"
+    );
+    assert_eq!(
+        reason(check(here(json!({"size": "S", "recipient": {"phone": "+15559999999"}}))).await),
+        "recipient_invalid"
+    );
+    // Nothing was reserved by asking.
+    let statuses = app.statuses(&w.locker).await;
+    assert!(statuses.values().all(|s| s == "free"), "{statuses:?}");
+
+    // An administrator sets the locker's size classes: S is now 160 mm high.
+    let classes = |s_height: u32, m_height: u32| {
+        json!({
+            "S": {"inside": {"length_mm": 640, "width_mm": 380, "height_mm": s_height}, "max_weight_g": 10000},
+            "M": {"inside": {"length_mm": 640, "width_mm": 380.0, "height_mm": m_height}, "max_weight_g": 15000}})
+    };
+    let path = format!("/api/v1/lockers/{}/size-classes", w.locker);
+    let (s, v) = app.get(&path).await;
+    assert_eq!((s, v["default"].clone()), (StatusCode::OK, json!(true)), "{v}");
+    let (s, v) = app.put(&path, classes(160, 300)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["default"], false);
+    let (_, now_set) = app.get(&path).await;
+    assert!(
+        now_set["L"].is_null() && now_set["S"]["inside"]["height_mm"] == 160,
+        "{now_set}"
+    );
+    assert_eq!(check(here(parcel(300, 200, 150, 2_000))).await["size"], "S");
+    // A larger size smaller than a smaller one, or a bound broken: refused, nothing changes.
+    for bad in [classes(160, 100), classes(0, 300)] {
+        assert_error(
+            &app.put(&path, bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+    }
+    let mut unknown = classes(160, 300);
+    unknown["XXL"] = unknown["M"].clone();
+    assert_eq!(app.put(&path, unknown).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(app.get(&path).await.1["M"]["inside"]["height_mm"], 300);
+
+    // Both compartments reserved: full.
+    for (i, t) in ["1Z999AA10000000071", "1Z999AA10000000072"].iter().enumerate() {
+        let (s, v) = event(&app, &ups, &format!("fill-{i}"), pre_advice(&w, t)).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    }
+    assert_eq!(reason(check(here(json!({"size": "S"}))).await), "locker_full");
+    // By site: the only locker's reason.
+    assert_eq!(
+        reason(check(json!({"site_id": w.site, "size": "S"})).await),
+        "locker_full"
+    );
+
+    // Bad input: clear 4xx answers.
+    for bad in [
+        here(json!({})),
+        here(json!({"size": "S", "dimensions": {"length_mm": 1, "width_mm": 1, "height_mm": 1}, "weight_g": 1})),
+        here(json!({"dimensions": {"length_mm": 1, "width_mm": 1, "height_mm": 1}})),
+        here(parcel(0, 200, 80, 2_000)),
+        here(parcel(300, 200, 80, 2_000_000)),
+        json!({"size": "S"}),
+    ] {
+        let (s, v) = signed_post(&app, &ups, "/carrier/v1/precheck", bad.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+    }
+    let (s, _) = signed_post(
+        &app,
+        &ups,
+        "/carrier/v1/precheck",
+        json!({"locker_id": "nope", "size": "S"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = signed_post(
+        &app,
+        &ups,
+        "/carrier/v1/precheck",
+        json!({"locker_id": w.locker, "size": "Q"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let unsigned = post_raw(
+        &app,
+        "/carrier/v1/precheck",
+        Some(&ups.api_key),
+        "x",
+        now(),
+        "v1,AAAA",
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(unsigned.0, StatusCode::UNAUTHORIZED);
+
+    // A locker that was online and went away is unavailable (grace 0 here); so is a deactivated one.
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    sim.disconnect().await;
+    crate::device::disconnected(&app, &w.locker, "the locker shows as offline").await;
+    assert_eq!(reason(check(here(json!({"size": "S"}))).await), "locker_unavailable");
+    let (s, _) = app
+        .patch(&format!("/api/v1/lockers/{}", w.locker), json!({"active": false}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(reason(check(here(json!({"size": "S"}))).await), "locker_unavailable");
 }

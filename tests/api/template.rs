@@ -117,6 +117,13 @@ fn create_postgres(admin_url: &str) -> String {
         admin
             .batch_execute(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\""))
             .expect("move the template into place");
+        // When it was made, for `drop_stale_templates`.
+        admin
+            .batch_execute(&format!(
+                "COMMENT ON DATABASE \"{name}\" IS 'lockerhub test template made {}'",
+                chrono::Utc::now().timestamp()
+            ))
+            .expect("date the template");
         drop_stale_templates(&mut admin, &name);
     }
     admin
@@ -126,8 +133,9 @@ fn create_postgres(admin_url: &str) -> String {
 }
 
 /// Templates of older migration sets, left by earlier runs: dropped when a new one is made, so
-/// they do not pile up on a developer's server. One still in use (another checkout's tests
-/// copying it right now) refuses the drop, and stays until the next new template.
+/// they do not pile up on a developer's server. Only those made more than a day ago: another
+/// checkout's tests, on another migration set, may be copying theirs between two tests right
+/// now (a drop would fail their next copy). One in use this instant refuses the drop anyway.
 fn drop_stale_templates(admin: &mut diesel::PgConnection, current: &str) {
     use diesel::sql_types::Text;
     use diesel::RunQueryDsl;
@@ -138,11 +146,14 @@ fn drop_stale_templates(admin: &mut diesel::PgConnection, current: &str) {
         datname: String,
     }
 
+    let day_ago = chrono::Utc::now().timestamp() - 86_400;
     let stale = diesel::sql_query(
         "SELECT datname FROM pg_database WHERE datname LIKE 'lh\\_tpl\\_%' AND datname NOT LIKE '%\\_building' \
-         AND datname <> $1",
+         AND datname <> $1 AND COALESCE(NULLIF(regexp_replace(shobj_description(oid, 'pg_database'), \
+         '^lockerhub test template made ([0-9]+)$', '\\1'), shobj_description(oid, 'pg_database'))::BIGINT, 0) < $2",
     )
     .bind::<Text, _>(current)
+    .bind::<diesel::sql_types::BigInt, _>(day_ago)
     .load::<Template>(admin)
     .unwrap_or_default();
     for t in stale {

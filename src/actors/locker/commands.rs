@@ -36,6 +36,23 @@ impl Handler<PreAdviseParcel> for LockerActor {
     }
 }
 
+impl Handler<CheckAvailability> for LockerActor {
+    type Result = Result<i32, crate::domain::booking::Rejection>;
+
+    fn handle(&mut self, msg: CheckAvailability, _: &mut Context<Self>) -> Self::Result {
+        if self.me.is_none() {
+            return Err(crate::domain::booking::Rejection::LockerUnavailable);
+        }
+        crate::domain::booking::availability(
+            &msg.carrier_id,
+            msg.size,
+            msg.needs_accessible,
+            &self.slots,
+            &self.busy(),
+        )
+    }
+}
+
 impl Handler<CancelParcel> for LockerActor {
     type Result = AtomicResponse<Self, Result<Value, AppError>>;
 
