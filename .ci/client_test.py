@@ -63,7 +63,9 @@ def signer(secret: str):
     return sign
 
 
-admin = AuthenticatedClient(base_url=BASE, token=ADMIN_KEY)
+# Generous timeouts: CI runs this on a loaded 2-core machine.
+TIMEOUT = httpx.Timeout(30.0)
+admin = AuthenticatedClient(base_url=BASE, token=ADMIN_KEY, timeout=TIMEOUT)
 site = sites_create.sync(client=admin, body=CreateSite(name="Harbour View", address="1 Quay St", time_zone="UTC"))
 check(site is not None and not isinstance(site, ErrorBody), "site created", site)
 locker = lockers_create.sync(
@@ -82,6 +84,7 @@ check(not isinstance(created, ErrorBody), "carrier created", created)
 carrier = AuthenticatedClient(
     base_url=BASE,
     token=created.secrets.api_key,
+    timeout=TIMEOUT,
     httpx_args={"event_hooks": {"request": [signer(created.secrets.webhook_secret)]}},
 )
 tracking = "ACME" + uuid.uuid4().hex[:12].upper()
@@ -110,7 +113,7 @@ check(cancelled.released_compartment == booked.compartment, "its compartment is 
 read = carrier_get_parcel.sync(client=carrier, tracking_number=tracking)
 check(read.parcel.state == "cancelled", "it reads as cancelled", read.parcel.state)
 
-unsigned = AuthenticatedClient(base_url=BASE, token=created.secrets.api_key)
+unsigned = AuthenticatedClient(base_url=BASE, token=created.secrets.api_key, timeout=TIMEOUT)
 refused = carrier_get_parcel.sync_detailed(client=unsigned, tracking_number=tracking)
 check(refused.status_code == 401 and isinstance(refused.parsed, ErrorBody), "an unsigned request is 401", refused)
 print("generated client: booked, read, cancelled and read a parcel")

@@ -14,7 +14,7 @@ cleanup() {
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
-    [ -n "${ST_KEEP_LOG:-}" ] && cp "$WORK/server.log" "$ST_KEEP_LOG"
+    if [ -n "${ST_KEEP_LOG:-}" ]; then cp "$WORK/server.log" "$ST_KEEP_LOG" || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -31,14 +31,19 @@ export LOCKERHUB_LOG_LEVEL="${LOCKERHUB_LOG_LEVEL:-warn}"
 export LOCKERHUB_AUTH_FAILURES_PER_MINUTE=1000000
 unset DATABASE_URL LOCKERHUB_CONFIG
 
-KEY=$("$BIN" create-admin-key --name ci 2>/dev/null)
+KEY=$("$BIN" create-admin-key --name ci 2>"$WORK/create-admin-key.log") \
+    || { cat "$WORK/create-admin-key.log" >&2; exit 1; }
 "$BIN" serve >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 1 100); do
-    curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
+# Up to 60 s: a loaded 2-core machine starts it slowly. (The port was free a moment ago; if
+# something took it meanwhile, the server's log says so.)
+up=
+for _ in $(seq 1 600); do
+    curl -fsS "$BASE/healthz" >/dev/null 2>&1 && { up=1; break; }
+    kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1
 done
+[ -n "$up" ] || { echo "the server did not come up" >&2; cat "$WORK/server.log" >&2; exit 1; }
 
 # A Python venv with the pins of $1 (a requirements file), at $2; (re)made when the pins change.
 venv_with() {

@@ -7,32 +7,30 @@ use super::DbConn;
 use crate::domain::booking::{Dimensions, SizeClass, DEFAULT_CLASSES};
 use crate::domain::Size;
 
-/// The locker's size classes: as set, or the defaults (`true`) when none are.
-pub fn effective(conn: &mut DbConn, locker_id: &str) -> QueryResult<(Vec<SizeClass>, bool)> {
+/// The locker's size classes, S to XL: as set (a size not set takes its default), and whether
+/// none are set (`true`: all defaults).
+pub fn effective(conn: &mut DbConn, locker_id: &str) -> QueryResult<([SizeClass; 4], bool)> {
     let rows: Vec<(String, i32, i32, i32, i32)> = t::table
         .filter(t::locker_id.eq(locker_id))
         .select((t::size, t::length_mm, t::width_mm, t::height_mm, t::max_weight_g))
         .load(conn)?;
-    if rows.is_empty() {
-        return Ok((DEFAULT_CLASSES.to_vec(), true));
+    let default = rows.is_empty();
+    let mut classes = DEFAULT_CLASSES;
+    for (size, l, w, h, g) in rows {
+        let n = |v: i32| u32::try_from(v).ok();
+        let (Some(size), Some(l), Some(w), Some(h), Some(g)) = (Size::parse(&size), n(l), n(w), n(h), n(g)) else {
+            continue;
+        };
+        if let Some(c) = classes.iter_mut().find(|c| c.size == size) {
+            c.inside = Dimensions {
+                length_mm: l,
+                width_mm: w,
+                height_mm: h,
+            };
+            c.max_weight_g = g;
+        }
     }
-    let mut classes: Vec<SizeClass> = rows
-        .into_iter()
-        .filter_map(|(size, l, w, h, g)| {
-            let n = |v: i32| u32::try_from(v).ok();
-            Some(SizeClass {
-                size: Size::parse(&size)?,
-                inside: Dimensions {
-                    length_mm: n(l)?,
-                    width_mm: n(w)?,
-                    height_mm: n(h)?,
-                },
-                max_weight_g: n(g)?,
-            })
-        })
-        .collect();
-    classes.sort_by_key(|c| c.size);
-    Ok((classes, false))
+    Ok((classes, default))
 }
 
 /// Replaces the locker's size classes (none: back to the defaults).

@@ -213,11 +213,30 @@ async fn handle_event(
             let (site, size) = (advice.0.site_id.clone(), advice.0.size);
             let locker_id = match advice.1 {
                 Some(l) => l,
-                None => state
-                    .db
-                    .read(move |c| Ok(inbound::best_locker(c, &site, size)?))
-                    .await?
-                    .ok_or_else(|| AppError::invalid("this site has no active locker"))?,
+                None => {
+                    // Where a pre-check would have said; with no room anywhere, the site's
+                    // roomiest locker, so the driver can deposit there if room appears.
+                    let s = site.clone();
+                    let candidates: Vec<Candidate> = state
+                        .db
+                        .read(move |c| Ok(lockers::at_site(c, &s)?))
+                        .await?
+                        .into_iter()
+                        .map(|l| Candidate {
+                            locker_id: l.id,
+                            active: l.active,
+                            size: Ok(size),
+                        })
+                        .collect();
+                    match first_available(state, &carrier.id, advice.0.needs_accessible, candidates).await? {
+                        Ok((l, _)) => l,
+                        Err(_) => state
+                            .db
+                            .read(move |c| Ok(inbound::best_locker(c, &site, size)?))
+                            .await?
+                            .ok_or_else(|| AppError::invalid("this site has no active locker"))?,
+                    }
+                }
             };
             let locker = state.hub.send(GetLocker { locker_id }).await.map_err(mailbox)?;
             let outcome = locker
@@ -314,8 +333,15 @@ async fn resolve_pre_advice(
         .read(move |c| {
             let (site_id, locker_id) = match (&o.locker_id, &o.site_id) {
                 (Some(l), _) => {
-                    let locker = lockers::get(c, l).optional()?.filter(|l| l.active);
-                    let locker = locker.ok_or_else(|| AppError::not_found("unknown locker"))?;
+                    let locker = lockers::get(c, l)
+                        .optional()?
+                        .ok_or_else(|| AppError::not_found("unknown locker"))?;
+                    if !locker.active {
+                        return Err(AppError::Conflict {
+                            code: "locker_unavailable",
+                            message: Rejection::LockerUnavailable.message().into(),
+                        });
+                    }
                     if o.site_id.as_ref().is_some_and(|s| *s != locker.site_id) {
                         return Err(AppError::invalid("locker_id is not at site_id"));
                     }
@@ -371,12 +397,17 @@ pub struct Precheck {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Availability {
     pub available: bool,
-    /// The locker that can take it (the first of the site's that can, for a site).
+    /// The locker that can take it (the first of the site's that can, for a site): pre-advise
+    /// with this `locker_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub locker_id: Option<String>,
     /// The size class it needs there.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<Size>,
     /// Why not (`available: false`); for a site, the reason of its closest locker.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Rejection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
@@ -425,13 +456,10 @@ pub async fn precheck(req: HttpRequest, state: web::Data<AppState>, body: RawBod
         }
         _ => return Err(AppError::invalid("give size, or dimensions with weight_g")),
     };
-    let grace =
-        chrono::Duration::seconds(i64::try_from(state.settings.booking_offline_grace_secs).unwrap_or(i64::MAX / 1000));
-    let now = state.clock.now();
     let recipient = p.recipient;
     let (locker_id, site_id) = (p.locker_id, p.site_id);
-    // Each candidate locker with what the database says of it: usable now, and its size.
-    let candidates = state
+    // Each candidate locker: whether it is active, and the size the parcel needs there.
+    let (needs_accessible, lockers) = state
         .db
         .read(move |c| {
             let site = match (&locker_id, &site_id) {
@@ -464,25 +492,57 @@ pub async fn precheck(req: HttpRequest, state: web::Data<AppState>, body: RawBod
             };
             let mut out = Vec::new();
             for l in lockers {
-                let offline_since = (!l.connected).then_some(l.last_seen_at).flatten();
-                let usable = l.active && offline_since.is_none_or(|t| now - t <= grace);
                 let size = match parcel {
                     Ok(size) => Ok(size),
                     Err((d, w)) => booking::size_for(d, w, &size_classes::effective(c, &l.id)?.0),
                 };
-                out.push((l.id, usable, size));
+                out.push(Candidate {
+                    locker_id: l.id,
+                    active: l.active,
+                    size,
+                });
             }
             Ok((needs_accessible, out))
         })
         .await?;
-    let (needs_accessible, lockers) = candidates;
     let needs_accessible = match needs_accessible {
         Ok(n) => n,
         Err(r) => return Ok(HttpResponse::Ok().json(Availability::no(r))),
     };
+    Ok(HttpResponse::Ok().json(
+        match first_available(&state, &carrier.id, needs_accessible, lockers).await? {
+            Ok((locker_id, size)) => Availability {
+                available: true,
+                locker_id: Some(locker_id),
+                size: Some(size),
+                reason: None,
+                message: None,
+            },
+            Err(reason) => Availability::no(reason),
+        },
+    ))
+}
+
+/// A locker a parcel might go to, as the database has it.
+struct Candidate {
+    locker_id: String,
+    active: bool,
+    /// The size the parcel needs there, or why it fits none.
+    size: Result<Size, Rejection>,
+}
+
+/// The first candidate, in order, whose actor (where allocation is decided) could take the
+/// parcel now, with the size it needs; else the closest miss (a locker that is there and working
+/// beats one that is not). A pre-check answers with it, and a pre-advice for a site goes there.
+async fn first_available(
+    state: &AppState,
+    carrier_id: &str,
+    needs_accessible: bool,
+    candidates: Vec<Candidate>,
+) -> Result<Result<(String, Size), Rejection>, AppError> {
     let mut reasons = Vec::new();
-    for (locker_id, usable, size) in lockers {
-        let size = match (usable, size) {
+    for c in candidates {
+        let size = match (c.active, c.size) {
             (false, _) => {
                 reasons.push(Rejection::LockerUnavailable);
                 continue;
@@ -496,36 +556,26 @@ pub async fn precheck(req: HttpRequest, state: web::Data<AppState>, body: RawBod
         let locker = state
             .hub
             .send(GetLocker {
-                locker_id: locker_id.clone(),
+                locker_id: c.locker_id.clone(),
             })
             .await
             .map_err(|e| AppError::Unavailable(format!("hub: {e}")))?;
         let check = CheckAvailability {
-            carrier_id: carrier.id.clone(),
+            carrier_id: carrier_id.to_string(),
             size,
             needs_accessible,
         };
         match locker.send(check).await {
-            Ok(Ok(_)) => {
-                return Ok(HttpResponse::Ok().json(Availability {
-                    available: true,
-                    locker_id: Some(locker_id),
-                    size: Some(size),
-                    reason: None,
-                    message: None,
-                }))
-            }
+            Ok(Ok(_)) => return Ok(Ok((c.locker_id, size))),
             Ok(Err(r)) => reasons.push(r),
             Err(e) => return Err(AppError::Unavailable(format!("locker actor: {e}"))),
         }
     }
-    // The closest miss: a locker that is there and working beats one that is not.
-    let reason = reasons
+    Ok(Err(reasons
         .iter()
         .copied()
         .min_by_key(|r| *r == Rejection::LockerUnavailable)
-        .unwrap_or(Rejection::LockerUnavailable);
-    Ok(HttpResponse::Ok().json(Availability::no(reason)))
+        .unwrap_or(Rejection::LockerUnavailable)))
 }
 
 /// The resident a carrier names, at `site`: by id, else phone, else email.

@@ -435,27 +435,25 @@ pub async fn update_compartment(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[allow(non_snake_case)]
 pub struct SizeClasses {
-    pub S: Option<ClassSpec>,
-    pub M: Option<ClassSpec>,
-    pub L: Option<ClassSpec>,
-    pub XL: Option<ClassSpec>,
+    pub S: ClassSpec,
+    pub M: ClassSpec,
+    pub L: ClassSpec,
+    pub XL: ClassSpec,
     /// True while none are set: the classes are the defaults.
     pub default: bool,
 }
 
 impl SizeClasses {
-    fn of(classes: &[SizeClass], default: bool) -> Self {
-        let spec = |size| {
-            classes.iter().find(|c| c.size == size).map(|c| ClassSpec {
-                inside: c.inside,
-                max_weight_g: c.max_weight_g,
-            })
+    fn of(classes: &[SizeClass; 4], default: bool) -> Self {
+        let spec = |c: &SizeClass| ClassSpec {
+            inside: c.inside,
+            max_weight_g: c.max_weight_g,
         };
         Self {
-            S: spec(Size::S),
-            M: spec(Size::M),
-            L: spec(Size::L),
-            XL: spec(Size::XL),
+            S: spec(&classes[0]),
+            M: spec(&classes[1]),
+            L: spec(&classes[2]),
+            XL: spec(&classes[3]),
             default,
         }
     }
@@ -470,39 +468,35 @@ pub struct ClassSpec {
     pub max_weight_g: u32,
 }
 
-/// Sets all of a locker's size classes at once, by size (none given: back to the defaults).
+/// Sets a locker's size classes, every size at once (to go back to the defaults, set them).
 /// A larger size must be at least as large, and hold at least as much, as a smaller one.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
 pub struct PutSizeClasses {
-    #[serde(default, deserialize_with = "whole")]
-    pub S: Option<ClassSpec>,
-    #[serde(default, deserialize_with = "whole")]
-    pub M: Option<ClassSpec>,
-    #[serde(default, deserialize_with = "whole")]
-    pub L: Option<ClassSpec>,
-    #[serde(default, deserialize_with = "whole")]
-    pub XL: Option<ClassSpec>,
+    #[serde(deserialize_with = "whole")]
+    pub S: ClassSpec,
+    #[serde(deserialize_with = "whole")]
+    pub M: ClassSpec,
+    #[serde(deserialize_with = "whole")]
+    pub L: ClassSpec,
+    #[serde(deserialize_with = "whole")]
+    pub XL: ClassSpec,
 }
 
 impl PutSizeClasses {
-    fn classes(&self) -> Vec<SizeClass> {
+    fn classes(&self) -> [SizeClass; 4] {
         [
             (Size::S, self.S),
             (Size::M, self.M),
             (Size::L, self.L),
             (Size::XL, self.XL),
         ]
-        .into_iter()
-        .filter_map(|(size, spec)| {
-            spec.map(|c| SizeClass {
-                size,
-                inside: c.inside,
-                max_weight_g: c.max_weight_g,
-            })
+        .map(|(size, c)| SizeClass {
+            size,
+            inside: c.inside,
+            max_weight_g: c.max_weight_g,
         })
-        .collect()
     }
 }
 

@@ -13,6 +13,7 @@ use crate::db::parcels::{EventNote, ParcelChange};
 use crate::db::schema::{compartments, parcels};
 use crate::db::{carriers, new_id, now, parcels as parcel_rows, DbConn};
 use crate::domain::allocation::Slot;
+use crate::domain::booking::Rejection;
 use crate::domain::deposit::{decide_reservation, Reservation};
 use crate::domain::lifecycle::{self, ParcelAt};
 use crate::domain::parcel::ParcelState;
@@ -143,8 +144,13 @@ pub fn pre_advise(
         // Full, or only too-small compartments free: the same code a pre-check gives.
         let why = crate::domain::booking::availability(&p.carrier_id, p.size, false, slots, busy)
             .err()
-            .unwrap_or(crate::domain::booking::Rejection::NoFittingCompartment);
-        let reason = format!("no free compartment fits size {}", p.size.as_str());
+            .unwrap_or(Rejection::NoFittingCompartment);
+        let reason = match why {
+            Rejection::LockerFull | Rejection::NoFittingCompartment => {
+                format!("no free compartment fits size {}", p.size.as_str())
+            }
+            other => other.message().to_string(),
+        };
         persist(
             conn,
             &lifecycle::reservation_failed(&at(&id, p, &ctx.locker_id), why, reason),

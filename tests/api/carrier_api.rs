@@ -900,6 +900,11 @@ db_test!(a_precheck_answers_with_a_stable_reason_and_reserves_nothing with |s| {
 async fn a_precheck_answers_with_a_stable_reason_and_reserves_nothing(app: TestApp) {
     let ups = carrier(&app, "ups", None).await;
     let w = world(&app, 2).await;
+    // Online: bookable (offline, with the grace of 0 s here, it would not be).
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
     let check = |body: Value| {
         let (app, ups) = (&app, &ups);
         async move {
@@ -949,7 +954,9 @@ async fn a_precheck_answers_with_a_stable_reason_and_reserves_nothing(app: TestA
     let classes = |s_height: u32, m_height: u32| {
         json!({
             "S": {"inside": {"length_mm": 640, "width_mm": 380, "height_mm": s_height}, "max_weight_g": 10000},
-            "M": {"inside": {"length_mm": 640, "width_mm": 380.0, "height_mm": m_height}, "max_weight_g": 15000}})
+            "M": {"inside": {"length_mm": 640, "width_mm": 380.0, "height_mm": m_height}, "max_weight_g": 15000},
+            "L": {"inside": {"length_mm": 640, "width_mm": 380, "height_mm": 410}, "max_weight_g": 25000},
+            "XL": {"inside": {"length_mm": 640, "width_mm": 500, "height_mm": 610}, "max_weight_g": 30000}})
     };
     let path = format!("/api/v1/lockers/{}/size-classes", w.locker);
     let (s, v) = app.get(&path).await;
@@ -959,9 +966,13 @@ async fn a_precheck_answers_with_a_stable_reason_and_reserves_nothing(app: TestA
     assert_eq!(v["default"], false);
     let (_, now_set) = app.get(&path).await;
     assert!(
-        now_set["L"].is_null() && now_set["S"]["inside"]["height_mm"] == 160,
+        now_set["S"]["inside"]["height_mm"] == 160 && now_set["M"]["inside"]["width_mm"] == 380,
         "{now_set}"
     );
+    // Every size at once: one left out is refused.
+    let mut partial = classes(160, 300);
+    partial.as_object_mut().unwrap().remove("XL");
+    assert_eq!(app.put(&path, partial).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(check(here(parcel(300, 200, 150, 2_000))).await["size"], "S");
     // A larger size smaller than a smaller one, or a bound broken: refused, nothing changes.
     for bad in [classes(160, 100), classes(0, 300)] {
@@ -1028,17 +1039,24 @@ async fn a_precheck_answers_with_a_stable_reason_and_reserves_nothing(app: TestA
     .await;
     assert_eq!(unsigned.0, StatusCode::UNAUTHORIZED);
 
-    // A locker that was online and went away is unavailable (grace 0 here); so is a deactivated one.
-    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
-        .await
-        .unwrap();
-    sim.boot().await.unwrap();
+    // A locker that went away is unavailable (grace 0 here), to a pre-check and to a booking;
+    // so is a deactivated one.
     sim.disconnect().await;
     crate::device::disconnected(&app, &w.locker, "the locker shows as offline").await;
     assert_eq!(reason(check(here(json!({"size": "S"}))).await), "locker_unavailable");
+    assert_error(
+        &event(&app, &ups, "gone", pre_advice(&w, "1Z999AA10000000073")).await,
+        StatusCode::CONFLICT,
+        "locker_unavailable",
+    );
     let (s, _) = app
         .patch(&format!("/api/v1/lockers/{}", w.locker), json!({"active": false}))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(reason(check(here(json!({"size": "S"}))).await), "locker_unavailable");
+    assert_error(
+        &event(&app, &ups, "inactive", pre_advice(&w, "1Z999AA10000000074")).await,
+        StatusCode::CONFLICT,
+        "locker_unavailable",
+    );
 }

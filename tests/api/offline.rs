@@ -853,6 +853,10 @@ async fn operator_alerts_are_signed_webhooks_at_least_once(app: TestApp, held: H
     assert_eq!(v["data"]["kind"], "door_forced");
     assert_eq!(v["data"]["id"], id);
     assert_eq!(v["data"]["compartment"], 2);
+    // The body is what the OpenAPI document's `webhooks` section says.
+    let (_, doc) = app.get("/api-docs/openapi.json").await;
+    let schema = &doc["components"]["schemas"][lockerhub::http::webhook_docs::schema_name("alert.raised")];
+    crate::helpers::conforms(&doc, schema, &v, "").unwrap();
     eventually(Duration::from_secs(10), "recorded as delivered", || async {
         (alert_delivery(&app).await.0 == "delivered").then_some(())
     })
@@ -988,10 +992,11 @@ async fn offline_drivers_collect_returns_and_deposit_pre_advised_parcels(app: Te
     assert_eq!(opened.compartment as i64, reserved);
 }
 
-db_test!(
-    offline_deposits_whose_reservations_lapsed_are_decided_by_rule,
-    a_collection_code_replaced_while_offline_still_opens_and_is_recorded,
-);
+db_test!(offline_deposits_whose_reservations_lapsed_are_decided_by_rule with |s| {
+    // The test pre-advises while the locker is offline for a day: still bookable here.
+    s.booking_offline_grace_secs = 10 * 86_400;
+});
+db_test!(a_collection_code_replaced_while_offline_still_opens_and_is_recorded);
 
 async fn offline_deposits_whose_reservations_lapsed_are_decided_by_rule(app: TestApp) {
     let w = world(&app, &[(Size::S, 2)]).await;

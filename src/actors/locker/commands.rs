@@ -17,6 +17,13 @@ impl Handler<PreAdviseParcel> for LockerActor {
     fn handle(&mut self, msg: PreAdviseParcel, _: &mut Context<Self>) -> Self::Result {
         let slots = self.slots.clone();
         let busy = self.busy();
+        if self.gone_too_long() {
+            let e = AppError::Conflict {
+                code: "locker_unavailable",
+                message: crate::domain::booking::Rejection::LockerUnavailable.message().into(),
+            };
+            return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+        }
         let advice = msg.advice;
         let key = self.deps.key.clone();
         AtomicResponse::new(self.db_op(
@@ -36,11 +43,22 @@ impl Handler<PreAdviseParcel> for LockerActor {
     }
 }
 
+impl LockerActor {
+    /// Whether the locker has been offline for longer than bookings allow
+    /// (`booking_offline_grace_secs`): a reservation made now could not reach it in time.
+    fn gone_too_long(&self) -> bool {
+        let secs = i64::try_from(self.deps.settings.booking_offline_grace_secs).unwrap_or(i64::MAX);
+        let grace = chrono::Duration::try_seconds(secs).unwrap_or(chrono::Duration::MAX);
+        self.offline_since
+            .is_some_and(|t| self.deps.clock.now().signed_duration_since(t) > grace)
+    }
+}
+
 impl Handler<CheckAvailability> for LockerActor {
     type Result = Result<i32, crate::domain::booking::Rejection>;
 
     fn handle(&mut self, msg: CheckAvailability, _: &mut Context<Self>) -> Self::Result {
-        if self.me.is_none() {
+        if self.me.is_none() || self.gone_too_long() {
             return Err(crate::domain::booking::Rejection::LockerUnavailable);
         }
         crate::domain::booking::availability(

@@ -71,6 +71,10 @@ pub struct LockerActor {
     auth: Option<admin::DeviceAuth>,
     /// A 1.1 session's offline side, from its boot (`None` for a 1.0 device).
     offline: Option<journal::OfflineSession>,
+    /// Since when no device has been connected (application clock): since its connection
+    /// ended, or since this actor started. `None` while one is. Bookings refuse a locker offline
+    /// for longer than `booking_offline_grace_secs`.
+    offline_since: Option<chrono::NaiveDateTime>,
     /// Compartments whose door was last reported blocked (`DoorAlarm`), until it opens: a
     /// second blocked report in a row takes the compartment out of service.
     blocked: HashSet<i32>,
@@ -121,6 +125,7 @@ fn fail(e: DeviceError) -> ResponseActFuture<LockerActor, Reply> {
 
 impl LockerActor {
     pub fn new(id: String, deps: LockerDeps) -> Self {
+        let started = deps.clock.now();
         Self {
             id,
             deps,
@@ -138,6 +143,7 @@ impl LockerActor {
             kiosk: Kiosk::default(),
             auth: None,
             offline: None,
+            offline_since: Some(started),
             blocked: HashSet::new(),
             boots: 0,
         }
@@ -452,6 +458,7 @@ impl Handler<Attach> for LockerActor {
         }
         self.session = Some((msg.session_id, msg.session));
         self.booted = false;
+        self.offline_since = None;
         self.record_connection(true, ctx);
     }
 }
@@ -463,6 +470,7 @@ impl Handler<Detach> for LockerActor {
         if self.session.as_ref().is_some_and(|(id, _)| *id == msg.session_id) {
             self.session = None;
             self.booted = false;
+            self.offline_since = Some(self.deps.clock.now());
             self.record_connection(false, ctx);
         }
     }
