@@ -143,6 +143,16 @@ pub struct CarrierChanged {
     pub carrier_id: String,
 }
 
+/// Admin → locker: a carrier's quota in this locker's shared pool (no limits: none). Refused
+/// (409 `quota_below_use`) where the carrier already holds more than a limit allows.
+/// Answered with the limits set and what the carrier holds now.
+#[derive(Message)]
+#[rtype(result = "Result<(crate::db::quotas::Limits, crate::db::quotas::Limits), crate::error::AppError>")]
+pub struct SetQuota {
+    pub carrier_id: String,
+    pub limits: crate::db::quotas::Limits,
+}
+
 /// Locker: bring a 1.1 device's local code list up to date now (a carrier was added or
 /// changed: its courier entry comes or goes everywhere).
 #[derive(Message)]

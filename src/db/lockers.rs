@@ -452,6 +452,9 @@ pub struct LockerCtx {
     /// Whether the locker's device keeps a local code list (it booted as 1.1): codes issued
     /// for it then get a list entry (`db::local_lists`).
     pub offline_list: bool,
+    /// The carriers with a quota at this locker (`db::quotas`): only their allocations count
+    /// what they hold.
+    pub quota_carriers: std::collections::HashSet<String>,
 }
 
 impl LockerCtx {

@@ -21,6 +21,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod page;
 pub mod parcels;
+pub mod quotas;
 pub mod recipients;
 pub mod remote_opens;
 pub mod schema;

@@ -346,6 +346,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    carrier_quotas (locker_id, carrier_id, size) {
+        locker_id -> Text,
+        carrier_id -> Text,
+        size -> Text,
+        max_in_use -> Integer,
+    }
+}
+
+diesel::table! {
     alerts (id) {
         id -> Text,
         locker_id -> Text,
@@ -400,5 +409,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     local_lists,
     local_list_entries,
     locker_size_classes,
+    carrier_quotas,
     alerts,
 );

@@ -2,7 +2,7 @@
 //! which size class a parcel of given dimensions and weight needs at a locker, whether the
 //! locker can take it, and the stable reason when it cannot.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,9 @@ pub enum Rejection {
     WeightExceeds,
     /// No such resident at the site.
     RecipientInvalid,
+    /// A compartment would fit, but the carrier already holds all the shared compartments of
+    /// that size its quota at this locker allows.
+    OverQuota,
 }
 
 impl Rejection {
@@ -41,6 +44,7 @@ impl Rejection {
             Self::DimensionsExceed => "dimensions_exceed",
             Self::WeightExceeds => "weight_exceeds",
             Self::RecipientInvalid => "recipient_invalid",
+            Self::OverQuota => "over_quota",
         }
     }
 
@@ -55,6 +59,7 @@ impl Rejection {
             Self::DimensionsExceed => "the parcel is larger than the locker's largest compartment",
             Self::WeightExceeds => "the parcel is heavier than a compartment it fits may hold",
             Self::RecipientInvalid => "no such resident at the site",
+            Self::OverQuota => "the carrier's quota of shared compartments at this locker is used up",
         }
     }
 }
@@ -216,10 +221,142 @@ pub fn availability(
     }
 }
 
+/// The compartments a carrier may be given under its quota: every size of the shared pool
+/// whose limit it has reached is taken out (its own section is never limited).
+pub fn within_quota(slots: &[Slot], limits: &BTreeMap<Size, u32>, in_use: &BTreeMap<Size, u32>) -> Vec<Slot> {
+    slots
+        .iter()
+        .filter(|s| {
+            s.section.is_some()
+                || limits
+                    .get(&s.size)
+                    .is_none_or(|max| in_use.get(&s.size).copied().unwrap_or(0) < *max)
+        })
+        .cloned()
+        .collect()
+}
+
+/// A carrier's quota at a locker: its limits and what it holds, by size.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota<'a> {
+    pub limits: &'a BTreeMap<Size, u32>,
+    pub in_use: &'a BTreeMap<Size, u32>,
+}
+
+/// [`availability`] under a quota: `OverQuota` where the quota alone stands in the way.
+pub fn availability_within(
+    carrier_id: &str,
+    size: Size,
+    needs_accessible: bool,
+    slots: &[Slot],
+    busy: &HashSet<i32>,
+    quota: Option<Quota<'_>>,
+) -> Result<i32, Rejection> {
+    let Some(q) = quota else {
+        return availability(carrier_id, size, needs_accessible, slots, busy);
+    };
+    // The locker's own answer first (full is full, quota or not); then what the quota leaves.
+    availability(carrier_id, size, needs_accessible, slots, busy)?;
+    let allowed = within_quota(slots, q.limits, q.in_use);
+    availability(carrier_id, size, needs_accessible, &allowed, busy).map_err(|_| Rejection::OverQuota)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::allocation::Section;
+
+    #[test]
+    fn a_quota_takes_out_the_sizes_it_has_used_up() {
+        use CompartmentStatus::*;
+        let none = HashSet::new();
+        let slots = vec![slot(1, Size::S, Free), slot(2, Size::M, Free)];
+        let limits: BTreeMap<Size, u32> = [(Size::S, 1)].into();
+        let used: BTreeMap<Size, u32> = [(Size::S, 1)].into();
+        // S is used up: the parcel goes to M, which is not limited.
+        assert_eq!(
+            availability_within(
+                "ups",
+                Size::S,
+                false,
+                &slots,
+                &none,
+                Some(Quota {
+                    limits: &limits,
+                    in_use: &used
+                })
+            ),
+            Ok(2)
+        );
+        let limits: BTreeMap<Size, u32> = [(Size::S, 1), (Size::M, 0)].into();
+        assert_eq!(
+            availability_within(
+                "ups",
+                Size::S,
+                false,
+                &slots,
+                &none,
+                Some(Quota {
+                    limits: &limits,
+                    in_use: &used
+                })
+            ),
+            Err(Rejection::OverQuota)
+        );
+        // Under its limit, or with no quota, as before.
+        let fresh = BTreeMap::new();
+        assert_eq!(
+            availability_within(
+                "ups",
+                Size::S,
+                false,
+                &slots,
+                &none,
+                Some(Quota {
+                    limits: &limits,
+                    in_use: &fresh
+                })
+            ),
+            Ok(1)
+        );
+        assert_eq!(availability_within("ups", Size::S, false, &slots, &none, None), Ok(1));
+        // A full locker is full, quota or not.
+        let busy: HashSet<i32> = [1, 2].into();
+        assert_eq!(
+            availability_within(
+                "ups",
+                Size::S,
+                false,
+                &slots,
+                &busy,
+                Some(Quota {
+                    limits: &limits,
+                    in_use: &used
+                })
+            ),
+            Err(Rejection::LockerFull)
+        );
+        // The carrier's own section is never limited.
+        let mut own = slots.clone();
+        own[0].section = Some(Section {
+            carrier_id: "ups".into(),
+            exclusive: false,
+        });
+        assert_eq!(
+            availability_within(
+                "ups",
+                Size::S,
+                false,
+                &own,
+                &none,
+                Some(Quota {
+                    limits: &limits,
+                    in_use: &used
+                })
+            ),
+            Ok(1)
+        );
+    }
 
     fn dims(l: u32, w: u32, h: u32) -> Dimensions {
         Dimensions {

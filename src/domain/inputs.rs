@@ -12,7 +12,8 @@ impl Text {
         if t.is_empty() {
             return Err(format!("{field} must not be empty"));
         }
-        if t.chars().count() > max {
+        // As sent, surrounding spaces included: the document's `maxLength` is of the raw value.
+        if raw.chars().count() > max {
             return Err(format!("{field} must be at most {max} characters"));
         }
         if t.chars().any(|c| c.is_control()) {
@@ -227,6 +228,8 @@ mod tests {
         assert!(Text::parse("name", "   ", 10).is_err());
         assert!(Text::parse("name", "x".repeat(11).as_str(), 10).is_err());
         assert_eq!(Text::parse("name", " Elm ", 10).unwrap().into_inner(), "Elm");
+        // The limit is of the value as sent (the OpenAPI `maxLength`), spaces included.
+        assert!(Text::parse("name", &format!("  {}", "x".repeat(9)), 10).is_err());
         assert!(TimeZone::parse("Europe/Berlin").is_ok());
         assert!(TimeZone::parse("Mars/Olympus").is_err());
         assert_eq!(TrackingNumber::parse("1z999aa1").unwrap().as_str(), "1Z999AA1");

@@ -32,6 +32,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(delete_section)
         .service(list_size_classes)
         .service(put_size_classes)
+        .service(list_quotas)
+        .service(put_quota)
         .service(list_faults);
 }
 
@@ -549,6 +551,126 @@ pub async fn put_size_classes(
         })
         .await?;
     Ok(HttpResponse::Ok().json(SizeClasses::of(&classes, default)))
+}
+
+/// A carrier's quota in a locker's shared pool: at most this many compartments of each size
+/// held at once by its parcels (reserved, deposited or expired). A size left out (or null) has
+/// no limit; no sizes at all removes the quota. Its own section is never counted.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+pub struct QuotaLimits {
+    #[serde(default, deserialize_with = "whole", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub S: Option<u32>,
+    #[serde(default, deserialize_with = "whole", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub M: Option<u32>,
+    #[serde(default, deserialize_with = "whole", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub L: Option<u32>,
+    #[serde(default, deserialize_with = "whole", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub XL: Option<u32>,
+}
+
+impl QuotaLimits {
+    fn limits(&self) -> crate::db::quotas::Limits {
+        [
+            (Size::S, self.S),
+            (Size::M, self.M),
+            (Size::L, self.L),
+            (Size::XL, self.XL),
+        ]
+        .into_iter()
+        .filter_map(|(size, n)| Some((size, n?)))
+        .collect()
+    }
+}
+
+/// One carrier's quota at a locker, and what it holds there now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Quota {
+    pub carrier_id: String,
+    pub limits: QuotaLimits,
+    /// Shared compartments its parcels hold now, by size.
+    pub in_use: QuotaLimits,
+}
+
+fn limits_of(l: &crate::db::quotas::Limits) -> QuotaLimits {
+    QuotaLimits {
+        S: l.get(&Size::S).copied(),
+        M: l.get(&Size::M).copied(),
+        L: l.get(&Size::L).copied(),
+        XL: l.get(&Size::XL).copied(),
+    }
+}
+
+#[utoipa::path(tag = "lockers", security(("admin" = [])),
+    params(("id" = String, Path, description = "Locker id")),
+    responses((status = 200, body = [Quota])))]
+#[get("/lockers/{id}/quotas")]
+pub async fn list_quotas(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let found = state
+        .db
+        .read(move |c| {
+            locker_exists(c, &id)?;
+            let mut out = Vec::new();
+            for (carrier_id, limits) in crate::db::quotas::all(c, &id)? {
+                let used = crate::db::quotas::in_use(c, &id, &carrier_id)?;
+                out.push(Quota {
+                    carrier_id,
+                    limits: limits_of(&limits),
+                    in_use: limits_of(&used),
+                });
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// Sets a carrier's quota at a locker, at once (the next allocation follows it). Refused with
+/// 409 `quota_below_use` where the carrier already holds more than a limit allows
+/// (`details.in_use` gives the counts by size); nothing changes then.
+#[utoipa::path(tag = "lockers", request_body = QuotaLimits, security(("admin" = [])),
+    params(("id" = String, Path, description = "Locker id"), ("carrier_id" = String, Path, description = "Carrier id")),
+    responses((status = 200, body = Quota),
+              (status = 404, description = "No such locker or carrier", body = crate::error::ErrorBody),
+              (status = 409, description = "`quota_below_use`: the carrier holds more than a limit; `details.in_use`", body = crate::error::ErrorBody)))]
+#[put("/lockers/{id}/quotas/{carrier_id}")]
+pub async fn put_quota(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    // An object, read as one (see `put_size_classes`).
+    body: web::Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<HttpResponse, AppError> {
+    let (id, carrier_id) = path.into_inner();
+    let body: QuotaLimits =
+        serde_json::from_value(serde_json::Value::Object(body.into_inner())).map_err(|e| AppError::BadRequest {
+            code: "invalid_body",
+            message: format!("invalid request body: {e}"),
+        })?;
+    let limits = body.limits();
+    if limits.values().any(|n| *n > 10_000) {
+        return Err(AppError::invalid("a limit is 0 to 10000"));
+    }
+    let set = msg::SetQuota {
+        carrier_id: carrier_id.clone(),
+        limits,
+    };
+    let (limits, used) = through_locker(&state, &id, set).await?;
+    Ok(HttpResponse::Ok().json(Quota {
+        carrier_id,
+        limits: limits_of(&limits),
+        in_use: limits_of(&used),
+    }))
 }
 
 #[utoipa::path(tag = "lockers", security(("admin" = [])), responses((status = 200, body = [Section])))]

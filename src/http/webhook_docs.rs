@@ -210,7 +210,7 @@ pub fn add(doc: &mut Value) {
             "parcel_id": {"type": "string"},
             "tracking_number": {"type": "string"},
             "locker_id": {"type": ["string", "null"]},
-            "reason_code": {"type": "string", "enum": ["locker_full", "no_fitting_compartment", "locker_unavailable"],
+            "reason_code": {"type": "string", "enum": ["locker_full", "no_fitting_compartment", "locker_unavailable", "over_quota"],
                             "description": "Why, as a stable code (the `reason` of a pre-check, `POST /carrier/v1/precheck`)."},
             "reason": {"type": "string", "description": "Why no compartment was reserved, in words."},
         },

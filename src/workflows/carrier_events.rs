@@ -89,7 +89,18 @@ pub fn pre_advise(
     let t = now();
     let actor = format!("carrier:{}", p.carrier_id);
     let created = ParcelState::create(ParcelState::Expected)?;
-    let decided = decide_reservation(&p.carrier_id, p.size, p.needs_accessible, slots, busy);
+    // Under the carrier's quota, if it has one here: only the compartments it may still take.
+    let quota = crate::db::quotas::quota(
+        conn,
+        &ctx.locker_id,
+        &p.carrier_id,
+        ctx.quota_carriers.contains(&p.carrier_id),
+    )?;
+    let allowed = match &quota {
+        Some((limits, used)) => std::borrow::Cow::Owned(crate::domain::booking::within_quota(slots, limits, used)),
+        None => std::borrow::Cow::Borrowed(slots),
+    };
+    let decided = decide_reservation(&p.carrier_id, p.size, p.needs_accessible, &allowed, busy);
     let reserve = match decided {
         Reservation::Reserve(n) => {
             let reserved = created.to().transition(ParcelState::Reserved)?;
@@ -142,9 +153,18 @@ pub fn pre_advise(
             });
         }
         // Full, or only too-small compartments free: the same code a pre-check gives.
-        let why = crate::domain::booking::availability(&p.carrier_id, p.size, false, slots, busy)
-            .err()
-            .unwrap_or(Rejection::NoFittingCompartment);
+        let why = crate::domain::booking::availability_within(
+            &p.carrier_id,
+            p.size,
+            false,
+            slots,
+            busy,
+            quota
+                .as_ref()
+                .map(|(limits, in_use)| crate::domain::booking::Quota { limits, in_use }),
+        )
+        .err()
+        .unwrap_or(Rejection::NoFittingCompartment);
         let reason = match why {
             Rejection::LockerFull | Rejection::NoFittingCompartment => {
                 format!("no free compartment fits size {}", p.size.as_str())

@@ -63,7 +63,18 @@ pub fn start(
         (None, Some(id)) => recipients::needs_accessible(conn, id)?,
         (None, None) => false,
     };
-    let decided = decide_start(StartFacts {
+    // Under the carrier's quota, if it has one here (a reservation it holds is already counted).
+    let quota = crate::db::quotas::quota(
+        conn,
+        &ctx.locker_id,
+        &carrier.id,
+        ctx.quota_carriers.contains(&carrier.id),
+    )?;
+    let allowed = match &quota {
+        Some((limits, used)) => std::borrow::Cow::Owned(crate::domain::booking::within_quota(slots, limits, used)),
+        None => std::borrow::Cow::Borrowed(slots),
+    };
+    let facts = |slots| StartFacts {
         locker_id: &ctx.locker_id,
         site_id: &ctx.site_id,
         carrier_id: &carrier.id,
@@ -72,7 +83,18 @@ pub fn start(
         found: &found,
         slots,
         busy,
-    })?;
+    };
+    let decided = match decide_start(facts(&allowed)) {
+        Err(Refusal::NoCompartment(_)) if quota.is_some() && decide_start(facts(slots)).is_ok() => {
+            return Err(Refusal::NoCompartment(format!(
+                "{}: this carrier's quota of size {} or larger compartments here is used up",
+                crate::domain::booking::Rejection::OverQuota.as_str(),
+                req.size.as_str()
+            ))
+            .into())
+        }
+        other => other?,
+    };
     let number = decided.number;
     if decided.claims {
         claim(conn, &ctx.locker_id, number)?;

@@ -1060,3 +1060,105 @@ async fn a_precheck_answers_with_a_stable_reason_and_reserves_nothing(app: TestA
         "locker_unavailable",
     );
 }
+
+db_test!(quotas_limit_a_carrier_in_the_shared_pool);
+
+async fn quotas_limit_a_carrier_in_the_shared_pool(app: TestApp) {
+    let ups = carrier(&app, "ups", None).await;
+    let dhl = carrier(&app, "dhl", None).await;
+    let w = world(&app, 3).await;
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    let quota_path = format!("/api/v1/lockers/{}/quotas/{}", w.locker, ups.id);
+    let (s, v) = app.put(&quota_path, json!({"S": 1})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["limits"], json!({"S": 1}));
+    assert_eq!(v["in_use"], json!({}));
+    let (s, v) = event(&app, &ups, "q1", pre_advice(&w, "1Z999AA10000000081")).await;
+    assert_eq!(
+        (s, v["state"].clone()),
+        (StatusCode::ACCEPTED, json!("reserved")),
+        "{v}"
+    );
+    let precheck = |c: &Carrier| {
+        let (app, c, locker) = (&app, c.clone(), w.locker.clone());
+        async move {
+            let (s, v) = signed_post(
+                app,
+                &c,
+                "/carrier/v1/precheck",
+                json!({"locker_id": locker, "size": "S"}),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["reason"].as_str().unwrap_or("available").to_string()
+        }
+    };
+    // UPS has used its one S; DHL has no quota.
+    assert_eq!(precheck(&ups).await, "over_quota");
+    assert_eq!(precheck(&dhl).await, "available");
+    // A second UPS pre-advice: no reservation, and the carrier is told why.
+    let (s, v) = event(&app, &ups, "q2", pre_advice(&w, "1Z999AA10000000082")).await;
+    assert_eq!(
+        (s, v["state"].clone()),
+        (StatusCode::ACCEPTED, json!("expected")),
+        "{v}"
+    );
+    let failed = app.webhooks_for(v["parcel_id"].as_str().unwrap()).await;
+    assert_eq!(failed[0].0, "parcel.reservation_failed");
+    assert_eq!(failed[0].1["data"]["reason_code"], "over_quota");
+    // At the kiosk, a UPS walk-up deposit is refused with the reason; DHL's goes in.
+    let e = sim
+        .start_deposit(&ups.id, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoCompartment), "{e:?}");
+    assert!(format!("{e:?}").contains("over_quota"), "{e:?}");
+    sim.deposit(&dhl.id, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .expect("DHL has no quota");
+    // A quota below what the carrier holds is refused with the count, and changes nothing.
+    let (s, v) = app.put(&quota_path, json!({"S": 0})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"], "quota_below_use");
+    assert_eq!(v["details"]["in_use"]["S"], 1);
+    let (_, list) = app.get(&format!("/api/v1/lockers/{}/quotas", w.locker)).await;
+    assert_eq!(
+        list,
+        json!([{"carrier_id": ups.id, "limits": {"S": 1}, "in_use": {"S": 1}}])
+    );
+    // Raised at runtime: the next allocation follows it.
+    let (s, _) = app.put(&quota_path, json!({"S": 2.0})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(precheck(&ups).await, "available");
+    // No sizes: no quota.
+    let (s, v) = app.put(&quota_path, json!({})).await;
+    assert_eq!((s, v["limits"].clone()), (StatusCode::OK, json!({})));
+    assert_eq!(
+        app.get(&format!("/api/v1/lockers/{}/quotas", w.locker)).await.1,
+        json!([])
+    );
+    // Bad input changes nothing.
+    for bad in [json!({"S": -1}), json!({"XXL": 1}), json!([1]), json!({"S": "two"})] {
+        let (s, v) = app.put(&quota_path, bad.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    assert_eq!(
+        app.put(&quota_path, json!({"S": 10_001})).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (s, _) = app
+        .put(&format!("/api/v1/lockers/{}/quotas/nope", w.locker), json!({"S": 1}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&format!("/api/v1/lockers/{}/quotas", w.locker)).await.1,
+        json!([])
+    );
+    assert!(app
+        .webhooks_match_the_document()
+        .await
+        .contains("parcel.reservation_failed"));
+}

@@ -6,10 +6,13 @@ use serde_json::{json, Value};
 
 use super::LockerActor;
 use crate::actors::messages::*;
+use crate::db::quotas::Limits;
+use crate::domain::booking::{self, Rejection};
 use crate::domain::CompartmentStatus;
 use crate::error::AppError;
 use crate::workflows::carrier_events::{Cancelled, CollectionIssued};
 use crate::workflows::deposits;
+use diesel::OptionalExtension;
 
 impl Handler<PreAdviseParcel> for LockerActor {
     type Result = AtomicResponse<Self, Result<crate::workflows::carrier_events::PreAdviceOutcome, AppError>>;
@@ -20,7 +23,7 @@ impl Handler<PreAdviseParcel> for LockerActor {
         if self.gone_too_long() {
             let e = AppError::Conflict {
                 code: "locker_unavailable",
-                message: crate::domain::booking::Rejection::LockerUnavailable.message().into(),
+                message: Rejection::LockerUnavailable.message().into(),
             };
             return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
         }
@@ -55,18 +58,82 @@ impl LockerActor {
 }
 
 impl Handler<CheckAvailability> for LockerActor {
-    type Result = Result<i32, crate::domain::booking::Rejection>;
+    type Result = ResponseActFuture<Self, Result<i32, Rejection>>;
 
     fn handle(&mut self, msg: CheckAvailability, _: &mut Context<Self>) -> Self::Result {
-        if self.me.is_none() || self.gone_too_long() {
-            return Err(crate::domain::booking::Rejection::LockerUnavailable);
-        }
-        crate::domain::booking::availability(
-            &msg.carrier_id,
-            msg.size,
-            msg.needs_accessible,
-            &self.slots,
-            &self.busy(),
+        let Some(me) = self.me.as_ref().filter(|_| !self.gone_too_long()) else {
+            return Box::pin(fut::ready(Err(Rejection::LockerUnavailable)));
+        };
+        let has_quota = me.quota_carriers.contains(&msg.carrier_id);
+        let (db, locker_id, carrier_id) = (self.deps.db.clone(), me.locker_id.clone(), msg.carrier_id.clone());
+        // What the carrier holds is in the database; read only for a carrier with a quota here.
+        let read = async move {
+            if !has_quota {
+                return Ok(None);
+            }
+            db.read(move |c| Ok(crate::db::quotas::quota(c, &locker_id, &carrier_id, true)?))
+                .await
+        };
+        Box::pin(read.into_actor(self).map(move |quota, act, _| {
+            let quota = quota.map_err(|e| {
+                tracing::warn!(locker = %act.id, error = %e, "a pre-check could not read the carrier's quota");
+                Rejection::LockerUnavailable
+            })?;
+            booking::availability_within(
+                &msg.carrier_id,
+                msg.size,
+                msg.needs_accessible,
+                &act.slots,
+                &act.busy(),
+                quota
+                    .as_ref()
+                    .map(|(limits, in_use)| crate::domain::booking::Quota { limits, in_use }),
+            )
+        }))
+    }
+}
+
+impl Handler<SetQuota> for LockerActor {
+    type Result = ResponseActFuture<Self, Result<(Limits, Limits), AppError>>;
+
+    fn handle(&mut self, msg: SetQuota, _: &mut Context<Self>) -> Self::Result {
+        let carrier_id = msg.carrier_id.clone();
+        self.db_op(
+            move |c, me| {
+                crate::db::carriers::get(c, &msg.carrier_id)
+                    .optional()?
+                    .ok_or_else(|| AppError::not_found("unknown carrier"))?;
+                let used = crate::db::quotas::in_use(c, &me.locker_id, &msg.carrier_id)?;
+                let below: serde_json::Map<String, Value> = msg
+                    .limits
+                    .iter()
+                    .filter_map(|(size, max)| {
+                        let n = used.get(size).copied().unwrap_or(0);
+                        (n > *max).then(|| (size.as_str().to_string(), json!(n)))
+                    })
+                    .collect();
+                if !below.is_empty() {
+                    return Err(AppError::ConflictWith {
+                        code: "quota_below_use",
+                        message: "the carrier holds more compartments than this quota allows; \
+                                  raise it, or wait until its parcels leave"
+                            .into(),
+                        details: json!({ "in_use": below }),
+                    });
+                }
+                crate::db::quotas::replace(c, &me.locker_id, &msg.carrier_id, &msg.limits)?;
+                Ok((msg.limits, used))
+            },
+            move |(limits, used), act, _| {
+                if let Some(me) = act.me.as_mut() {
+                    if limits.is_empty() {
+                        me.quota_carriers.remove(&carrier_id);
+                    } else {
+                        me.quota_carriers.insert(carrier_id);
+                    }
+                }
+                Ok((limits, used))
+            },
         )
     }
 }

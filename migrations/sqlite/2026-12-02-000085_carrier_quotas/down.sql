@@ -1,0 +1,1 @@
+DROP TABLE carrier_quotas;
