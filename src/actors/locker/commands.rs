@@ -94,11 +94,12 @@ impl Handler<CheckAvailability> for LockerActor {
 }
 
 impl Handler<SetQuota> for LockerActor {
-    type Result = ResponseActFuture<Self, Result<(Limits, Limits), AppError>>;
+    // Atomic: no allocation runs between counting what the carrier holds and setting the limit.
+    type Result = AtomicResponse<Self, Result<(Limits, Limits), AppError>>;
 
     fn handle(&mut self, msg: SetQuota, _: &mut Context<Self>) -> Self::Result {
         let carrier_id = msg.carrier_id.clone();
-        self.db_op(
+        AtomicResponse::new(self.db_op(
             move |c, me| {
                 crate::db::carriers::get(c, &msg.carrier_id)
                     .optional()?
@@ -134,7 +135,7 @@ impl Handler<SetQuota> for LockerActor {
                 }
                 Ok((limits, used))
             },
-        )
+        ))
     }
 }
 
