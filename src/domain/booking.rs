@@ -221,13 +221,15 @@ pub fn availability(
     }
 }
 
-/// The compartments a carrier may be given under its quota: every size of the shared pool
-/// whose limit it has reached is taken out (its own section is never limited).
+/// The compartments a carrier may be given under its quota: the free shared compartments of
+/// every size whose limit it has reached are taken out. Its own section is never limited, and
+/// a compartment it already holds (a reservation it deposits into) stays.
 pub fn within_quota(slots: &[Slot], limits: &BTreeMap<Size, u32>, in_use: &BTreeMap<Size, u32>) -> Vec<Slot> {
     slots
         .iter()
         .filter(|s| {
             s.section.is_some()
+                || s.status != CompartmentStatus::Free
                 || limits
                     .get(&s.size)
                     .is_none_or(|max| in_use.get(&s.size).copied().unwrap_or(0) < *max)
