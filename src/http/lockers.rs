@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::numbers::whole;
 use super::sites::not_found;
-use super::{field, AppState};
+use super::{field, object_body, AppState};
 use crate::actors::locker::LockerActor;
 use crate::actors::messages::{self as msg, GetLocker};
 use crate::db::faults::Fault;
@@ -534,11 +534,7 @@ pub async fn put_size_classes(
     // An object, read as one: serde would also take a struct of optional fields from an array.
     body: web::Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<HttpResponse, AppError> {
-    let body: PutSizeClasses =
-        serde_json::from_value(serde_json::Value::Object(body.into_inner())).map_err(|e| AppError::BadRequest {
-            code: "invalid_body",
-            message: format!("invalid request body: {e}"),
-        })?;
+    let body: PutSizeClasses = object_body(body.into_inner())?;
     let classes = body.classes();
     check_classes(&classes).map_err(AppError::invalid)?;
     let id = id.into_inner();
@@ -652,11 +648,7 @@ pub async fn put_quota(
     body: web::Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<HttpResponse, AppError> {
     let (id, carrier_id) = path.into_inner();
-    let body: QuotaLimits =
-        serde_json::from_value(serde_json::Value::Object(body.into_inner())).map_err(|e| AppError::BadRequest {
-            code: "invalid_body",
-            message: format!("invalid request body: {e}"),
-        })?;
+    let body: QuotaLimits = object_body(body.into_inner())?;
     let limits = body.limits();
     if limits.values().any(|n| *n > 10_000) {
         return Err(AppError::invalid("a limit is 0 to 10000"));

@@ -170,3 +170,14 @@ pub fn page(limit: Option<i64>, after: Option<String>) -> Result<crate::db::page
 pub fn field<T>(r: Result<T, String>) -> Result<T, AppError> {
     r.map_err(AppError::invalid)
 }
+
+/// A body of only optional fields, read from a JSON object (taken as `web::Json<Map>`): serde
+/// would also build such a struct from an array, which the document does not allow.
+pub fn object_body<T: serde::de::DeserializeOwned>(
+    body: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, AppError> {
+    serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| AppError::BadRequest {
+        code: "invalid_body",
+        message: format!("invalid request body: {e}"),
+    })
+}
