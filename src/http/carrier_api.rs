@@ -93,7 +93,50 @@ pub struct OutForDelivery {
     pub site_id: Option<String>,
     pub locker_id: Option<String>,
     pub recipient: RecipientRef,
-    pub size: Size,
+    /// The size class; or give `dimensions` and `weight_g` instead, mapped through the
+    /// locker's size classes.
+    pub size: Option<Size>,
+    #[serde(default, deserialize_with = "whole")]
+    pub dimensions: Option<Dimensions>,
+    /// With `dimensions`: the parcel's weight.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub weight_g: Option<u32>,
+}
+
+/// What a carrier says of a parcel's size: its class, or its measures.
+#[derive(Debug, Clone, Copy)]
+enum ParcelSpec {
+    Class(Size),
+    Measured(Dimensions, u32),
+}
+
+impl ParcelSpec {
+    /// A size class, or dimensions with a weight: one of the two.
+    fn parse(size: Option<Size>, dimensions: Option<Dimensions>, weight_g: Option<u32>) -> Result<Self, AppError> {
+        match (size, dimensions, weight_g) {
+            (Some(size), None, None) => Ok(Self::Class(size)),
+            (None, Some(d), Some(w)) => {
+                let d = d.parse().map_err(AppError::invalid)?;
+                if w > booking::MAX_G {
+                    return Err(AppError::invalid(format!(
+                        "weight_g must be at most {}",
+                        booking::MAX_G
+                    )));
+                }
+                Ok(Self::Measured(d, w))
+            }
+            _ => Err(AppError::invalid("give size, or dimensions with weight_g")),
+        }
+    }
+
+    /// The size it needs at a locker (read from the database: its size classes).
+    fn size_at(self, c: &mut crate::db::DbConn, locker_id: &str) -> Result<Result<Size, Rejection>, AppError> {
+        Ok(match self {
+            Self::Class(size) => Ok(size),
+            Self::Measured(d, w) => booking::size_for(d, w, &size_classes::effective(c, locker_id)?.0),
+        })
+    }
 }
 
 /// One of this carrier's parcels, by tracking number.
@@ -209,38 +252,41 @@ async fn handle_event(
     let mailbox = |e: actix::MailboxError| AppError::Unavailable(format!("locker actor: {e}"));
     match event {
         CarrierEvent::OutForDelivery(o) => {
-            let advice = resolve_pre_advice(state, carrier, event_id, o).await?;
-            let (site, size) = (advice.0.site_id.clone(), advice.0.size);
-            let locker_id = match advice.1 {
-                Some(l) => l,
-                None => {
+            let (advice, target) = resolve_pre_advice(state, carrier, event_id, o).await?;
+            let (locker_id, size) = match target {
+                Target::Locker(l, size) => (l, size),
+                Target::Site(candidates) => {
                     // Where a pre-check would have said; with no room anywhere, the site's
-                    // roomiest locker, so the driver can deposit there if room appears.
-                    let s = site.clone();
-                    let candidates: Vec<Candidate> = state
-                        .db
-                        .read(move |c| Ok(lockers::at_site(c, &s)?))
-                        .await?
-                        .into_iter()
-                        .map(|l| Candidate {
-                            locker_id: l.id,
-                            active: l.active,
-                            size: Ok(size),
-                        })
-                        .collect();
-                    match first_available(state, &carrier.id, advice.0.needs_accessible, candidates).await? {
-                        Ok((l, _)) => l,
-                        Err(_) => state
-                            .db
-                            .read(move |c| Ok(inbound::best_locker(c, &site, size)?))
-                            .await?
-                            .ok_or_else(|| AppError::invalid("this site has no active locker"))?,
+                    // roomiest locker for the size it needs at the first locker it fits, so
+                    // the driver can deposit there if room appears.
+                    let fallback = candidates.iter().find_map(|c| c.size.ok());
+                    let first_miss = candidates.iter().find_map(|c| c.size.err());
+                    match first_available(state, &carrier.id, advice.needs_accessible, candidates).await? {
+                        Ok(found) => found,
+                        Err(why) => {
+                            let Some(size) = fallback else {
+                                let why = first_miss.unwrap_or(why);
+                                return Err(AppError::Conflict {
+                                    code: why.as_str(),
+                                    message: why.message().into(),
+                                });
+                            };
+                            let site = advice.site_id.clone();
+                            let l = state
+                                .db
+                                .read(move |c| Ok(inbound::best_locker(c, &site, size)?))
+                                .await?
+                                .ok_or_else(|| AppError::invalid("this site has no active locker"))?;
+                            (l, size)
+                        }
                     }
                 }
             };
             let locker = state.hub.send(GetLocker { locker_id }).await.map_err(mailbox)?;
             let outcome = locker
-                .send(PreAdviseParcel { advice: advice.0 })
+                .send(PreAdviseParcel {
+                    advice: PreAdvice { size, ..advice },
+                })
                 .await
                 .map_err(mailbox)??;
             Ok((StatusCode::ACCEPTED, json!(outcome)))
@@ -317,21 +363,30 @@ async fn handle_event(
     }
 }
 
-/// Validates a pre-advice and resolves its site, locker and recipient.
+/// Where a pre-advice goes: a locker (with the size the parcel needs there), or a site's
+/// lockers to choose from.
+enum Target {
+    Locker(String, Size),
+    Site(Vec<Candidate>),
+}
+
+/// Validates a pre-advice and resolves its site, locker (or candidates) and recipient. The
+/// advice's `size` is the first candidate's until a locker is chosen.
 async fn resolve_pre_advice(
     state: &AppState,
     carrier: &Carrier,
     event_id: &str,
     o: OutForDelivery,
-) -> Result<(PreAdvice, Option<String>), AppError> {
+) -> Result<(PreAdvice, Target), AppError> {
     let tracking_number = parse_tracking(&o.tracking_number)?;
+    let spec = ParcelSpec::parse(o.size, o.dimensions, o.weight_g)?;
     // The application's clock: the reservation's expiry is a deadline compared with it.
     let reserve_until = state.clock.now() + state.clock.hours(i64::from(state.settings.reservation_hours));
     let (carrier_id, event_id) = (carrier.id.clone(), event_id.to_string());
     state
         .db
         .read(move |c| {
-            let (site_id, locker_id) = match (&o.locker_id, &o.site_id) {
+            let (site_id, target) = match (&o.locker_id, &o.site_id) {
                 (Some(l), _) => {
                     let locker = lockers::get(c, l)
                         .optional()?
@@ -345,19 +400,35 @@ async fn resolve_pre_advice(
                     if o.site_id.as_ref().is_some_and(|s| *s != locker.site_id) {
                         return Err(AppError::invalid("locker_id is not at site_id"));
                     }
-                    (locker.site_id, Some(locker.id))
+                    let size = spec.size_at(c, &locker.id)?.map_err(|why| AppError::Conflict {
+                        code: why.as_str(),
+                        message: why.message().into(),
+                    })?;
+                    (locker.site_id, Target::Locker(locker.id, size))
                 }
-                (None, Some(s)) => (
-                    sites::get(c, s)
+                (None, Some(s)) => {
+                    let site = sites::get(c, s)
                         .optional()?
                         .ok_or_else(|| AppError::not_found("unknown site"))?
-                        .id,
-                    None,
-                ),
+                        .id;
+                    let mut candidates = Vec::new();
+                    for l in lockers::at_site(c, &site)? {
+                        candidates.push(Candidate {
+                            size: spec.size_at(c, &l.id)?,
+                            locker_id: l.id,
+                            active: l.active,
+                        });
+                    }
+                    (site, Target::Site(candidates))
+                }
                 (None, None) => return Err(AppError::invalid("give site_id or locker_id")),
             };
             let recipient = find_recipient(c, &site_id, &o.recipient)?
                 .ok_or_else(|| AppError::invalid("no such recipient at this site"))?;
+            let size = match &target {
+                Target::Locker(_, size) => *size,
+                Target::Site(cs) => cs.iter().find_map(|c| c.size.ok()).unwrap_or(Size::S),
+            };
             let advice = PreAdvice {
                 event_id,
                 carrier_id,
@@ -365,10 +436,10 @@ async fn resolve_pre_advice(
                 site_id,
                 recipient_id: recipient.id,
                 needs_accessible: recipient.needs_accessible,
-                size: o.size,
+                size,
                 reserve_until,
             };
-            Ok((advice, locker_id))
+            Ok((advice, target))
         })
         .await
 }
@@ -442,20 +513,7 @@ pub async fn precheck(req: HttpRequest, state: web::Data<AppState>, body: RawBod
         code: if e.is_data() { "invalid_body" } else { "malformed_json" },
         message: format!("invalid pre-check: {e}"),
     })?;
-    let parcel = match (p.size, p.dimensions, p.weight_g) {
-        (Some(size), None, None) => Ok(size),
-        (None, Some(d), Some(w)) => {
-            let d = d.parse().map_err(AppError::invalid)?;
-            if w > booking::MAX_G {
-                return Err(AppError::invalid(format!(
-                    "weight_g must be at most {}",
-                    booking::MAX_G
-                )));
-            }
-            Err((d, w))
-        }
-        _ => return Err(AppError::invalid("give size, or dimensions with weight_g")),
-    };
+    let spec = ParcelSpec::parse(p.size, p.dimensions, p.weight_g)?;
     let recipient = p.recipient;
     let (locker_id, site_id) = (p.locker_id, p.site_id);
     // Each candidate locker: whether it is active, and the size the parcel needs there.
@@ -492,14 +550,10 @@ pub async fn precheck(req: HttpRequest, state: web::Data<AppState>, body: RawBod
             };
             let mut out = Vec::new();
             for l in lockers {
-                let size = match parcel {
-                    Ok(size) => Ok(size),
-                    Err((d, w)) => booking::size_for(d, w, &size_classes::effective(c, &l.id)?.0),
-                };
                 out.push(Candidate {
+                    size: spec.size_at(c, &l.id)?,
                     locker_id: l.id,
                     active: l.active,
-                    size,
                 });
             }
             Ok((needs_accessible, out))

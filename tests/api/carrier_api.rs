@@ -987,11 +987,50 @@ async fn a_precheck_answers_with_a_stable_reason_and_reserves_nothing(app: TestA
     assert_eq!(app.put(&path, unknown).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(app.get(&path).await.1["M"]["inside"]["height_mm"], 300);
 
+    // A booking by dimensions and weight takes the size they map to; one that fits no
+    // compartment here is refused with the pre-check's reason, and so is one giving both.
+    let by_measure = |t: &str, extra: Value| {
+        let mut b = pre_advice(&w, t);
+        let data = b["data"].as_object_mut().unwrap();
+        data.remove("size");
+        data.extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let (s, v) = event(
+        &app,
+        &ups,
+        "m-1",
+        by_measure("1Z999AA10000000071", parcel(300, 200, 150, 2_000)),
+    )
+    .await;
+    assert_eq!(
+        (s, v["state"].clone()),
+        (StatusCode::ACCEPTED, json!("reserved")),
+        "{v}"
+    );
+    let booked = parcel_view(&app, &ups, "1Z999AA10000000071").await;
+    assert_eq!(booked["parcel"]["size"], "S", "150 mm fits S as the locker now sets it");
+    assert_error(
+        &event(
+            &app,
+            &ups,
+            "m-2",
+            by_measure("1Z999AA10000000079", parcel(900, 200, 80, 2_000)),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "dimensions_exceed",
+    );
+    let mut both = by_measure("1Z999AA10000000079", parcel(300, 200, 80, 2_000));
+    both["data"]["size"] = json!("S");
+    assert_error(
+        &event(&app, &ups, "m-3", both).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
     // Both compartments reserved: full.
-    for (i, t) in ["1Z999AA10000000071", "1Z999AA10000000072"].iter().enumerate() {
-        let (s, v) = event(&app, &ups, &format!("fill-{i}"), pre_advice(&w, t)).await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    }
+    let (s, v) = event(&app, &ups, "fill-1", pre_advice(&w, "1Z999AA10000000072")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(reason(check(here(json!({"size": "S"}))).await), "locker_full");
     // By site: the only locker's reason.
     assert_eq!(
@@ -1170,4 +1209,11 @@ async fn quotas_limit_a_carrier_in_the_shared_pool(app: TestApp) {
         .webhooks_match_the_document()
         .await
         .contains("parcel.reservation_failed"));
+}
+
+/// A carrier's signed read of its parcel.
+async fn parcel_view(app: &TestApp, c: &Carrier, tracking: &str) -> Value {
+    let (s, v) = carrier_get(app, c, &format!("/carrier/v1/parcels/{tracking}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
 }
