@@ -143,6 +143,14 @@ pub struct CarrierChanged {
     pub carrier_id: String,
 }
 
+/// Admin → locker: the carriers this locker takes (none: every carrier). Answered with the
+/// list as stored.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<String>, crate::error::AppError>")]
+pub struct SetAllowedCarriers {
+    pub carriers: Vec<String>,
+}
+
 /// Admin → locker: a carrier's quota in this locker's shared pool (no limits: none). Refused
 /// (409 `quota_below_use`) where the carrier already holds more than a limit allows.
 /// Answered with the limits set and what the carrier holds now.

@@ -455,6 +455,15 @@ pub struct LockerCtx {
     /// The carriers with a quota at this locker (`db::quotas`): only their allocations count
     /// what they hold.
     pub quota_carriers: std::collections::HashSet<String>,
+    /// The carriers allowed here (`None`: every carrier).
+    pub allowed_carriers: Option<std::collections::HashSet<String>>,
+}
+
+impl LockerCtx {
+    /// Whether this carrier may book and deposit here.
+    pub fn allows(&self, carrier_id: &str) -> bool {
+        self.allowed_carriers.as_ref().is_none_or(|a| a.contains(carrier_id))
+    }
 }
 
 impl LockerCtx {

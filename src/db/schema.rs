@@ -355,6 +355,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    locker_carriers (locker_id, carrier_id) {
+        locker_id -> Text,
+        carrier_id -> Text,
+    }
+}
+
+diesel::table! {
     alerts (id) {
         id -> Text,
         locker_id -> Text,
@@ -410,5 +417,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     local_list_entries,
     locker_size_classes,
     carrier_quotas,
+    locker_carriers,
     alerts,
 );

@@ -32,6 +32,8 @@ pub enum Rejection {
     /// A compartment would fit, but the carrier already holds all the shared compartments of
     /// that size its quota at this locker allows.
     OverQuota,
+    /// The locker takes only some carriers, and not this one.
+    CarrierNotAllowed,
 }
 
 impl Rejection {
@@ -45,6 +47,7 @@ impl Rejection {
             Self::WeightExceeds => "weight_exceeds",
             Self::RecipientInvalid => "recipient_invalid",
             Self::OverQuota => "over_quota",
+            Self::CarrierNotAllowed => "carrier_not_allowed",
         }
     }
 
@@ -60,6 +63,7 @@ impl Rejection {
             Self::WeightExceeds => "the parcel is heavier than a compartment it fits may hold",
             Self::RecipientInvalid => "no such resident at the site",
             Self::OverQuota => "the carrier's quota of shared compartments at this locker is used up",
+            Self::CarrierNotAllowed => "this locker does not take this carrier's parcels",
         }
     }
 }

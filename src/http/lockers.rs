@@ -34,6 +34,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(put_size_classes)
         .service(list_quotas)
         .service(put_quota)
+        .service(get_allowed_carriers)
+        .service(put_allowed_carriers)
         .service(list_faults);
 }
 
@@ -547,6 +549,58 @@ pub async fn put_size_classes(
         })
         .await?;
     Ok(HttpResponse::Ok().json(SizeClasses::of(&classes, default)))
+}
+
+/// The carriers a locker takes. Empty: every carrier (the default). Otherwise only these may
+/// pre-check, pre-advise and deposit there; the others are refused `carrier_not_allowed`
+/// (parcels already there stay, and are picked up as usual).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedCarriers {
+    #[schema(max_items = 1000)]
+    pub carriers: Vec<String>,
+}
+
+#[utoipa::path(tag = "lockers", security(("admin" = [])),
+    params(("id" = String, Path, description = "Locker id")),
+    responses((status = 200, body = AllowedCarriers)))]
+#[get("/lockers/{id}/carriers")]
+pub async fn get_allowed_carriers(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let allowed = state
+        .db
+        .read(move |c| {
+            locker_exists(c, &id)?;
+            Ok(crate::db::quotas::allowed_carriers(c, &id)?)
+        })
+        .await?;
+    let mut carriers: Vec<String> = allowed.unwrap_or_default().into_iter().collect();
+    carriers.sort();
+    Ok(HttpResponse::Ok().json(AllowedCarriers { carriers }))
+}
+
+/// Sets the carriers a locker takes, at once (the next booking follows it).
+#[utoipa::path(tag = "lockers", request_body = AllowedCarriers, security(("admin" = [])),
+    params(("id" = String, Path, description = "Locker id")),
+    responses((status = 200, body = AllowedCarriers),
+              (status = 404, description = "No such locker, or a carrier that does not exist", body = crate::error::ErrorBody)))]
+#[put("/lockers/{id}/carriers")]
+pub async fn put_allowed_carriers(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<AllowedCarriers>,
+) -> Result<HttpResponse, AppError> {
+    let carriers = body.into_inner().carriers;
+    if carriers.len() > 1000 {
+        return Err(AppError::invalid("at most 1000 carriers"));
+    }
+    let carriers = through_locker(&state, &id.into_inner(), msg::SetAllowedCarriers { carriers }).await?;
+    Ok(HttpResponse::Ok().json(AllowedCarriers { carriers }))
 }
 
 /// A carrier's quota in a locker's shared pool: at most this many compartments of each size

@@ -97,6 +97,7 @@ impl Modify for AdminAuth {
         lockers::add_compartments, lockers::list_compartments, lockers::update_compartment,
         lockers::list_sections, lockers::put_section, lockers::delete_section,
         lockers::list_size_classes, lockers::put_size_classes, lockers::list_quotas, lockers::put_quota,
+        lockers::get_allowed_carriers, lockers::put_allowed_carriers,
         lockers::list_faults,
         remote_opens::open_compartment, remote_opens::list_for_locker, remote_opens::get_one,
         remote_opens::approve, remote_opens::reject, remote_opens::list_for_parcel,

@@ -51,6 +51,10 @@ pub fn start(
         .optional()?
         .filter(|c| c.active)
         .ok_or_else(|| Refusal::NotFound("unknown carrier".into()))?;
+    if !ctx.allows(&carrier.id) {
+        let why = crate::domain::booking::Rejection::CarrierNotAllowed;
+        return Err(Refusal::InvalidState(format!("{}: {}", why.as_str(), why.message())).into());
+    }
     let tracking = req
         .tracking_number
         .as_deref()

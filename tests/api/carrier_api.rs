@@ -1217,3 +1217,65 @@ async fn parcel_view(app: &TestApp, c: &Carrier, tracking: &str) -> Value {
     assert_eq!(s, StatusCode::OK, "{v}");
     v
 }
+
+db_test!(a_locker_can_take_only_some_carriers);
+
+async fn a_locker_can_take_only_some_carriers(app: TestApp) {
+    let ups = carrier(&app, "ups", None).await;
+    let dhl = carrier(&app, "dhl", None).await;
+    let w = world(&app, 2).await;
+    let sim = SimLocker::connect(&app.ws_base(), &w.locker, &w.credential, &w.layout)
+        .await
+        .unwrap();
+    sim.boot().await.unwrap();
+    let path = format!("/api/v1/lockers/{}/carriers", w.locker);
+    assert_eq!(
+        app.get(&path).await.1,
+        json!({"carriers": []}),
+        "every carrier by default"
+    );
+    let (s, v) = app.put(&path, json!({"carriers": [dhl.id, dhl.id]})).await;
+    assert_eq!((s, v.clone()), (StatusCode::OK, json!({"carriers": [dhl.id]})), "{v}");
+    let precheck = |c: &Carrier| {
+        let (app, c, locker) = (&app, c.clone(), w.locker.clone());
+        async move {
+            let (s, v) = signed_post(
+                app,
+                &c,
+                "/carrier/v1/precheck",
+                json!({"locker_id": locker, "size": "S"}),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["reason"].as_str().unwrap_or("available").to_string()
+        }
+    };
+    assert_eq!(precheck(&ups).await, "carrier_not_allowed");
+    assert_eq!(precheck(&dhl).await, "available");
+    // UPS's pre-advice is refused and creates nothing; its driver cannot deposit here.
+    assert_error(
+        &event(&app, &ups, "na-1", pre_advice(&w, "1Z999AA10000000091")).await,
+        StatusCode::CONFLICT,
+        "carrier_not_allowed",
+    );
+    let (s, _) = carrier_get(&app, &ups, "/carrier/v1/parcels/1Z999AA10000000091").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let e = sim
+        .start_deposit(&ups.id, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("carrier_not_allowed"), "{e:?}");
+    sim.deposit(&dhl.id, Identify::Phone("5550102030".into()), Size::S, None)
+        .await
+        .expect("DHL is allowed");
+    // An unknown carrier is refused and changes nothing; an empty list allows every carrier.
+    let (s, _) = app.put(&path, json!({"carriers": [dhl.id, "nope"]})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&path).await.1, json!({"carriers": [dhl.id]}));
+    for bad in [json!({"carriers": "x"}), json!({"carriers": [1]}), json!({})] {
+        assert_eq!(app.put(&path, bad.clone()).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (s, _) = app.put(&path, json!({"carriers": []})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(precheck(&ups).await, "available");
+}

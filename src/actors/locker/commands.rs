@@ -20,10 +20,17 @@ impl Handler<PreAdviseParcel> for LockerActor {
     fn handle(&mut self, msg: PreAdviseParcel, _: &mut Context<Self>) -> Self::Result {
         let slots = self.slots.clone();
         let busy = self.busy();
-        if self.gone_too_long() {
+        let refused = if self.gone_too_long() {
+            Some(Rejection::LockerUnavailable)
+        } else if self.me.as_ref().is_some_and(|me| !me.allows(&msg.advice.carrier_id)) {
+            Some(Rejection::CarrierNotAllowed)
+        } else {
+            None
+        };
+        if let Some(why) = refused {
             let e = AppError::Conflict {
-                code: "locker_unavailable",
-                message: Rejection::LockerUnavailable.message().into(),
+                code: why.as_str(),
+                message: why.message().into(),
             };
             return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
         }
@@ -64,6 +71,9 @@ impl Handler<CheckAvailability> for LockerActor {
         let Some(me) = self.me.as_ref().filter(|_| !self.gone_too_long()) else {
             return Box::pin(fut::ready(Err(Rejection::LockerUnavailable)));
         };
+        if !me.allows(&msg.carrier_id) {
+            return Box::pin(fut::ready(Err(Rejection::CarrierNotAllowed)));
+        }
         let has_quota = me.quota_carriers.contains(&msg.carrier_id);
         let (db, locker_id, carrier_id) = (self.deps.db.clone(), me.locker_id.clone(), msg.carrier_id.clone());
         // What the carrier holds is in the database; read only for a carrier with a quota here.
@@ -90,6 +100,34 @@ impl Handler<CheckAvailability> for LockerActor {
                     .map(|(limits, in_use)| crate::domain::booking::Quota { limits, in_use }),
             )
         }))
+    }
+}
+
+impl Handler<SetAllowedCarriers> for LockerActor {
+    // Atomic, like a quota: an allocation runs before it or after it, never across it.
+    type Result = AtomicResponse<Self, Result<Vec<String>, AppError>>;
+
+    fn handle(&mut self, msg: SetAllowedCarriers, _: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.db_op(
+            move |c, me| {
+                let mut ids = msg.carriers;
+                ids.sort();
+                ids.dedup();
+                for id in &ids {
+                    crate::db::carriers::get(c, id)
+                        .optional()?
+                        .ok_or_else(|| AppError::not_found(format!("unknown carrier {id}")))?;
+                }
+                crate::db::quotas::set_allowed_carriers(c, &me.locker_id, &ids)?;
+                Ok(ids)
+            },
+            |ids, act, _| {
+                if let Some(me) = act.me.as_mut() {
+                    me.allowed_carriers = (!ids.is_empty()).then(|| ids.iter().cloned().collect());
+                }
+                Ok(ids)
+            },
+        ))
     }
 }
 

@@ -1,0 +1,1 @@
+DROP TABLE locker_carriers;
