@@ -75,8 +75,13 @@ impl LockerActor {
                 .await
         };
         ctx.spawn(work.into_actor(self).map(move |res, act, ctx| {
-            // A device that booted again meanwhile has a new list state, and gets its own sync.
+            // A device that booted again meanwhile has a new list state: this update is not for
+            // it. But this sync may have committed verifiers its own sync did not see yet (it
+            // read them still sealed): that one syncs again, and sends them.
             if act.offline.as_ref().is_none_or(|s| s.list.generation != generation) {
+                if res.is_ok() {
+                    act.sync_list(ctx);
+                }
                 return;
             }
             let mut more = false;
