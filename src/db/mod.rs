@@ -15,6 +15,7 @@ pub mod inbound;
 pub mod interrupted;
 pub mod journal;
 pub mod local_lists;
+pub mod locker_carriers;
 pub mod lockers;
 pub mod lockouts;
 pub mod notifications;

@@ -1,11 +1,11 @@
-//! Rows of `carrier_quotas` (how many shared compartments of each size a carrier may hold at a
-//! locker at once, and how many it holds) and `locker_carriers` (which carriers a locker takes).
+//! Rows of `carrier_quotas`: how many shared compartments of each size a carrier may hold at a
+//! locker at once, and how many it holds.
 
 use std::collections::{BTreeMap, HashSet};
 
 use diesel::prelude::*;
 
-use super::schema::{carrier_quotas as q, compartments, locker_carriers as lc, parcels};
+use super::schema::{carrier_quotas as q, compartments, parcels};
 use super::DbConn;
 use crate::domain::parcel::ParcelState;
 use crate::domain::Size;
@@ -104,28 +104,6 @@ pub fn replace(conn: &mut DbConn, locker_id: &str, carrier_id: &str, limits: &Li
                 q::size.eq(size.as_str()),
                 q::max_in_use.eq(i32::try_from(*n).unwrap_or(i32::MAX)),
             ))
-            .execute(conn)?;
-    }
-    Ok(())
-}
-
-/// The carriers allowed at this locker, or `None` when every carrier is.
-pub fn allowed_carriers(conn: &mut DbConn, locker_id: &str) -> QueryResult<Option<HashSet<String>>> {
-    let ids: HashSet<String> = lc::table
-        .filter(lc::locker_id.eq(locker_id))
-        .select(lc::carrier_id)
-        .load::<String>(conn)?
-        .into_iter()
-        .collect();
-    Ok((!ids.is_empty()).then_some(ids))
-}
-
-/// Replaces the carriers allowed at this locker (none: every carrier).
-pub fn set_allowed_carriers(conn: &mut DbConn, locker_id: &str, carriers: &[String]) -> QueryResult<()> {
-    diesel::delete(lc::table.filter(lc::locker_id.eq(locker_id))).execute(conn)?;
-    for c in carriers {
-        diesel::insert_into(lc::table)
-            .values((lc::locker_id.eq(locker_id), lc::carrier_id.eq(c)))
             .execute(conn)?;
     }
     Ok(())

@@ -575,7 +575,7 @@ pub async fn get_allowed_carriers(
         .db
         .read(move |c| {
             locker_exists(c, &id)?;
-            Ok(crate::db::quotas::allowed_carriers(c, &id)?)
+            Ok(crate::db::locker_carriers::allowed(c, &id)?)
         })
         .await?;
     let mut carriers: Vec<String> = allowed.unwrap_or_default().into_iter().collect();

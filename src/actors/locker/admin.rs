@@ -6,15 +6,16 @@
 //! before it finished first.
 
 use actix::prelude::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::LockerActor;
 use crate::actors::messages::{
-    AddCompartments, DeleteSection, Detach, PutSection, RotateCredential, ToDevice, UpdateCompartment, UpdateLocker,
+    AddCompartments, DeleteSection, Detach, PutSection, RotateCredential, SetAllowedCarriers, SetQuota, ToDevice,
+    UpdateCompartment, UpdateLocker,
 };
 use crate::db::lockers::LockerCtx;
 use crate::db::lockers::{self, CompartmentChanges, Locker, NewCompartment};
-use crate::db::{carriers, DbConn};
+use crate::db::{carriers, locker_carriers, quotas, DbConn};
 use crate::domain::allocation::Slot;
 use crate::domain::partition;
 use crate::domain::CompartmentStatus;
@@ -281,5 +282,75 @@ impl Handler<RotateCredential> for LockerActor {
                 credential
             },
         )
+    }
+}
+
+impl Handler<SetAllowedCarriers> for LockerActor {
+    // Atomic, like a quota: an allocation runs before it or after it, never across it.
+    type Result = AtomicResponse<Self, Result<Vec<String>, AppError>>;
+
+    fn handle(&mut self, msg: SetAllowedCarriers, _: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.db_op(
+            move |c, me| {
+                let mut ids = msg.carriers;
+                ids.sort();
+                ids.dedup();
+                for id in &ids {
+                    named(carriers::get(c, id), &format!("carrier {id}"))?;
+                }
+                locker_carriers::set(c, &me.locker_id, &ids)?;
+                Ok(ids)
+            },
+            |ids, act, _| {
+                if let Some(me) = act.me.as_mut() {
+                    me.allowed_carriers = (!ids.is_empty()).then(|| ids.iter().cloned().collect());
+                }
+                Ok(ids)
+            },
+        ))
+    }
+}
+
+impl Handler<SetQuota> for LockerActor {
+    // Atomic: no allocation runs between counting what the carrier holds and setting the limit.
+    type Result = AtomicResponse<Self, Result<(quotas::Limits, quotas::Limits), AppError>>;
+
+    fn handle(&mut self, msg: SetQuota, _: &mut Context<Self>) -> Self::Result {
+        let carrier_id = msg.carrier_id.clone();
+        AtomicResponse::new(self.db_op(
+            move |c, me| {
+                named(carriers::get(c, &msg.carrier_id), "carrier")?;
+                let used = quotas::in_use(c, &me.locker_id, &msg.carrier_id)?;
+                let below: serde_json::Map<String, Value> = msg
+                    .limits
+                    .iter()
+                    .filter_map(|(size, max)| {
+                        let n = used.get(size).copied().unwrap_or(0);
+                        (n > *max).then(|| (size.as_str().to_string(), json!(n)))
+                    })
+                    .collect();
+                if !below.is_empty() {
+                    return Err(AppError::ConflictWith {
+                        code: "quota_below_use",
+                        message: "the carrier holds more compartments than this quota allows; \
+                                  raise it, or wait until its parcels leave"
+                            .into(),
+                        details: json!({ "in_use": below }),
+                    });
+                }
+                quotas::replace(c, &me.locker_id, &msg.carrier_id, &msg.limits)?;
+                Ok((msg.limits, used))
+            },
+            move |(limits, used), act, _| {
+                if let Some(me) = act.me.as_mut() {
+                    if limits.is_empty() {
+                        me.quota_carriers.remove(&carrier_id);
+                    } else {
+                        me.quota_carriers.insert(carrier_id);
+                    }
+                }
+                Ok((limits, used))
+            },
+        ))
     }
 }

@@ -6,13 +6,11 @@ use serde_json::{json, Value};
 
 use super::LockerActor;
 use crate::actors::messages::*;
-use crate::db::quotas::Limits;
 use crate::domain::booking::{self, Rejection};
 use crate::domain::CompartmentStatus;
 use crate::error::AppError;
 use crate::workflows::carrier_events::{Cancelled, CollectionIssued};
 use crate::workflows::deposits;
-use diesel::OptionalExtension;
 
 impl Handler<PreAdviseParcel> for LockerActor {
     type Result = AtomicResponse<Self, Result<crate::workflows::carrier_events::PreAdviceOutcome, AppError>>;
@@ -100,80 +98,6 @@ impl Handler<CheckAvailability> for LockerActor {
                     .map(|(limits, in_use)| crate::domain::booking::Quota { limits, in_use }),
             )
         }))
-    }
-}
-
-impl Handler<SetAllowedCarriers> for LockerActor {
-    // Atomic, like a quota: an allocation runs before it or after it, never across it.
-    type Result = AtomicResponse<Self, Result<Vec<String>, AppError>>;
-
-    fn handle(&mut self, msg: SetAllowedCarriers, _: &mut Context<Self>) -> Self::Result {
-        AtomicResponse::new(self.db_op(
-            move |c, me| {
-                let mut ids = msg.carriers;
-                ids.sort();
-                ids.dedup();
-                for id in &ids {
-                    crate::db::carriers::get(c, id)
-                        .optional()?
-                        .ok_or_else(|| AppError::not_found(format!("unknown carrier {id}")))?;
-                }
-                crate::db::quotas::set_allowed_carriers(c, &me.locker_id, &ids)?;
-                Ok(ids)
-            },
-            |ids, act, _| {
-                if let Some(me) = act.me.as_mut() {
-                    me.allowed_carriers = (!ids.is_empty()).then(|| ids.iter().cloned().collect());
-                }
-                Ok(ids)
-            },
-        ))
-    }
-}
-
-impl Handler<SetQuota> for LockerActor {
-    // Atomic: no allocation runs between counting what the carrier holds and setting the limit.
-    type Result = AtomicResponse<Self, Result<(Limits, Limits), AppError>>;
-
-    fn handle(&mut self, msg: SetQuota, _: &mut Context<Self>) -> Self::Result {
-        let carrier_id = msg.carrier_id.clone();
-        AtomicResponse::new(self.db_op(
-            move |c, me| {
-                crate::db::carriers::get(c, &msg.carrier_id)
-                    .optional()?
-                    .ok_or_else(|| AppError::not_found("unknown carrier"))?;
-                let used = crate::db::quotas::in_use(c, &me.locker_id, &msg.carrier_id)?;
-                let below: serde_json::Map<String, Value> = msg
-                    .limits
-                    .iter()
-                    .filter_map(|(size, max)| {
-                        let n = used.get(size).copied().unwrap_or(0);
-                        (n > *max).then(|| (size.as_str().to_string(), json!(n)))
-                    })
-                    .collect();
-                if !below.is_empty() {
-                    return Err(AppError::ConflictWith {
-                        code: "quota_below_use",
-                        message: "the carrier holds more compartments than this quota allows; \
-                                  raise it, or wait until its parcels leave"
-                            .into(),
-                        details: json!({ "in_use": below }),
-                    });
-                }
-                crate::db::quotas::replace(c, &me.locker_id, &msg.carrier_id, &msg.limits)?;
-                Ok((msg.limits, used))
-            },
-            move |(limits, used), act, _| {
-                if let Some(me) = act.me.as_mut() {
-                    if limits.is_empty() {
-                        me.quota_carriers.remove(&carrier_id);
-                    } else {
-                        me.quota_carriers.insert(carrier_id);
-                    }
-                }
-                Ok((limits, used))
-            },
-        ))
     }
 }
 

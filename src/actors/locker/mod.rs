@@ -97,7 +97,7 @@ fn load(c: &mut DbConn, id: &str, recover: Option<&HashSet<String>>) -> Result<L
         // Until the device boots as 1.1 (`dispatch::boot`).
         offline_list: false,
         quota_carriers: crate::db::quotas::carriers_with_quotas(c, id)?,
-        allowed_carriers: crate::db::quotas::allowed_carriers(c, id)?,
+        allowed_carriers: crate::db::locker_carriers::allowed(c, id)?,
     };
     let found = match recover {
         Some(keep) => interrupted::load(c, &me, keep)?,
